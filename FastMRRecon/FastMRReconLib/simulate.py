@@ -1,0 +1,138 @@
+"""Retrospective simulation of an accelerated multi-coil Cartesian acquisition from a magnitude image.
+
+For each 2D slice: give the image a smooth background phase, multiply by coil sensitivities, Fourier
+transform, keep the lines of an undersampling mask, add complex Gaussian noise whose SD shrinks with the
+number of averages, and reconstruct conventionally (zero-filled root-sum-of-squares). The noise level is set
+by ``snr``: mean signal inside the object over the noise SD of a fully sampled single-average image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+
+from FastMRICommon.errors import InputError, ProgressCallback, CancelCheck, raise_if_cancelled, report
+
+from .coils import coil_sensitivities
+from .fft import fft2c, ifft2c
+from .masks import make_mask
+
+
+@dataclass(frozen=True)
+class AcquisitionConfig:
+    """How the accelerated scan is simulated.
+
+    acceleration: undersampling factor R (1 = fully sampled); mask: "equispaced" or "variable-density";
+    center_fraction: fraction of central lines always acquired; coils: receive channels; averages: signal
+    averages (noise SD / sqrt(averages)); snr: object mean / noise SD at one average, fully sampled;
+    phase_encode_axis: array axis of the 2D slice that is phase encoded (0 = rows, 1 = columns);
+    seed: makes masks, coils, phase and noise reproducible.
+    """
+
+    acceleration: float = 2.0
+    mask: str = "equispaced"
+    center_fraction: float = 0.08
+    coils: int = 8
+    averages: int = 1
+    snr: float = 30.0
+    phase_encode_axis: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.averages < 1:
+            raise InputError(f"averages must be >= 1, got {self.averages}")
+        if not self.snr > 0:
+            raise InputError(f"SNR must be > 0, got {self.snr}")
+        if self.phase_encode_axis not in (0, 1):
+            raise InputError(f"phase_encode_axis must be 0 or 1, got {self.phase_encode_axis}")
+        make_mask(self.mask, self.acceleration, self.center_fraction)  # validates the mask parameters
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SimulatedSlice:
+    """One simulated 2D acquisition: ``kspace [coils, rows, columns]`` (zeros where not acquired),
+    ``mask [rows, columns]`` (True where acquired), the true ``coil_maps`` and the complex ``image``."""
+
+    kspace: np.ndarray
+    mask: np.ndarray
+    coil_maps: np.ndarray
+    image: np.ndarray
+
+
+def smooth_phase(shape: tuple[int, int], rng: np.random.Generator, strength: float = np.pi) -> np.ndarray:
+    """A random low-order (quadratic) phase map in radians, within about +-``strength``."""
+    y, x = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    coefficients = rng.uniform(-1, 1, 6) * strength / 3
+    return coefficients[0] + coefficients[1] * x + coefficients[2] * y + coefficients[3] * x * y \
+        + coefficients[4] * x**2 + coefficients[5] * y**2
+
+
+def object_mean(image: np.ndarray) -> float:
+    """Mean magnitude over the object (pixels above 10% of the 99th percentile); the SNR reference."""
+    magnitude = np.abs(image)
+    threshold = 0.1 * np.percentile(magnitude, 99)
+    inside = magnitude[magnitude > threshold]
+    if inside.size == 0:
+        raise InputError("the image is empty (no signal above background)")
+    return float(inside.mean())
+
+
+def simulate_slice(image: np.ndarray, config: AcquisitionConfig, rng: np.random.Generator,
+                   noise_reference: Optional[float] = None) -> SimulatedSlice:
+    """Simulate the accelerated acquisition of one 2D magnitude ``image`` (see the module docstring).
+
+    ``noise_reference`` is the signal level the SNR refers to (default: this slice's object mean); pass the
+    volume's so that all slices of a volume share one noise level.
+    """
+    if image.ndim != 2:
+        raise InputError(f"simulate_slice needs a 2D image, got shape {image.shape}")
+    if np.iscomplexobj(image) or not np.all(np.isfinite(image)):
+        raise InputError("the image must be real and finite")
+    reference = object_mean(image) if noise_reference is None else noise_reference
+    complex_image = image * np.exp(1j * smooth_phase(image.shape, rng))
+    maps = coil_sensitivities(image.shape, config.coils, seed=int(rng.integers(2**31)))
+    lines = make_mask(config.mask, config.acceleration, config.center_fraction)(
+        image.shape[config.phase_encode_axis], seed=int(rng.integers(2**31)))
+    mask = np.broadcast_to(lines[:, None] if config.phase_encode_axis == 0 else lines[None, :], image.shape)
+    sigma = reference / (config.snr * np.sqrt(config.averages))
+    # SD sigma in each of the real and imaginary channels (the Rician convention): magnitude SNR = mean / sigma
+    noise = sigma * (rng.standard_normal(maps.shape) + 1j * rng.standard_normal(maps.shape))
+    kspace = (fft2c(maps * complex_image) + noise) * mask
+    return SimulatedSlice(kspace.astype(np.complex64), mask.copy(), maps, complex_image.astype(np.complex64))
+
+
+def rss_combine(coil_images: np.ndarray) -> np.ndarray:
+    """Root-sum-of-squares over the coil axis (axis 0)."""
+    return np.sqrt(np.sum(np.abs(coil_images) ** 2, axis=0))
+
+
+def zero_filled_rss(kspace: np.ndarray) -> np.ndarray:
+    """Conventional reconstruction: inverse FFT of the zero-filled k-space, root-sum-of-squares over coils."""
+    return rss_combine(ifft2c(kspace))
+
+
+def simulate_volume(volume: np.ndarray, config: AcquisitionConfig,
+                    progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelCheck] = None) -> np.ndarray:
+    """Simulate the accelerated scan of ``volume[k, j, i]`` slice by slice (2D k-space per ``k`` slice) and
+    return its zero-filled RSS reconstruction, same shape, float32, on the input's intensity scale."""
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise InputError(f"expected a 3D volume [k, j, i], got shape {volume.shape}")
+    if np.iscomplexobj(volume) or not np.all(np.isfinite(volume)):
+        raise InputError("the volume must be real and finite (no NaN/Inf)")
+    if np.ptp(volume) == 0:
+        raise InputError("the volume is constant: nothing to simulate")
+    rng = np.random.default_rng(config.seed)
+    reference = object_mean(volume)
+    result = np.empty(volume.shape, dtype=np.float32)
+    for index, image in enumerate(volume):
+        raise_if_cancelled(cancel)
+        result[index] = zero_filled_rss(simulate_slice(image.astype(float), config, rng, reference).kspace)
+        report(progress, (index + 1) / volume.shape[0], f"simulated slice {index + 1}/{volume.shape[0]}")
+    return result

@@ -1,0 +1,32 @@
+# Two commands on a fresh machine with Python 3.11: `make demo` and `make test`.
+# Each creates .venv when missing and installs the pinned dependencies (constraints.txt) plus this project
+# (editable, so the Libs, Resources and console scripts come from this tree).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_output
+
+.PHONY: all install test demo clean
+
+all: test
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	@touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q Testing
+
+demo: $(STAMP)
+	$(BIN)/fastmrrecon sample-data $(DEMO_DIR)/head
+	$(BIN)/ivimestimator sample-data $(DEMO_DIR)/ivim
+	@echo "Sample data in $(DEMO_DIR)/: load the .nrrd files in Slicer (drag and drop)."
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

@@ -1,0 +1,97 @@
+"""k-space simulation: FFTs, masks, coil maps, noise level and the accelerated scan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from FastMRICommon.errors import InputError
+from FastMRReconLib.coils import coil_sensitivities
+from FastMRReconLib.fft import fft2c, ifft2c
+from FastMRReconLib.masks import EquispacedMask, VariableDensityMask, make_mask
+from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, simulate_volume, zero_filled_rss
+
+
+def disc_image(n=96) -> np.ndarray:
+    y, x = np.mgrid[-1:1:n * 1j, -1:1:n * 1j]
+    return ((x**2 + y**2) < 0.7).astype(float) * (1 + 0.5 * ((x - 0.2) ** 2 + y**2 < 0.05))
+
+
+def test_centred_fft_is_orthonormal_and_inverts():
+    image = np.random.default_rng(0).standard_normal((2, 33, 40)) + 1j
+    kspace = fft2c(image)
+    np.testing.assert_allclose(np.sum(np.abs(kspace) ** 2), np.sum(np.abs(image) ** 2))
+    np.testing.assert_allclose(ifft2c(kspace), image, atol=1e-12)
+    constant = np.ones((8, 8))
+    assert np.argmax(np.abs(fft2c(constant))) == np.ravel_multi_index((4, 4), (8, 8))  # DC in the centre
+
+
+@pytest.mark.parametrize("mask_class", [EquispacedMask, VariableDensityMask])
+@pytest.mark.parametrize("acceleration", [1.5, 2.0, 3.0, 4.0])
+def test_masks_acquire_n_over_r_lines_with_a_full_centre(mask_class, acceleration):
+    mask = mask_class(acceleration=acceleration, center_fraction=0.08)(256, seed=7)
+    assert mask.sum() == round(256 / acceleration)
+    assert mask[128 - 10:128 + 10].all()
+    np.testing.assert_array_equal(mask, mask_class(acceleration=acceleration)(256, seed=7))
+    assert not np.array_equal(mask_class(acceleration=3.0)(256, seed=1), mask_class(acceleration=3.0)(256, seed=2))
+
+
+def test_variable_density_is_denser_near_the_centre():
+    masks = np.array([VariableDensityMask(acceleration=4.0)(256, seed=s) for s in range(50)])
+    inner, outer = masks[:, 64:96].mean(), np.r_[masks[:, :32].ravel(), masks[:, -32:].ravel()].mean()
+    assert inner > 2 * outer
+
+
+@pytest.mark.parametrize("kwargs, message", [({"acceleration": 0.5}, "between 1 and 16"),
+                                             ({"acceleration": 2, "center_fraction": 1.5}, r"in \(0, 1\)")])
+def test_bad_mask_parameters(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        EquispacedMask(**kwargs)
+    with pytest.raises(InputError, match="unknown mask"):
+        make_mask("spiral", 2.0)
+
+
+def test_coil_maps_vary_in_space_and_combine_to_one():
+    maps = coil_sensitivities((64, 80), 8, seed=0)
+    assert maps.shape == (8, 64, 80) and np.iscomplexobj(maps)
+    np.testing.assert_allclose(np.sqrt(np.sum(np.abs(maps) ** 2, axis=0)), 1.0, rtol=1e-5)
+    for coil in np.abs(maps):
+        assert coil.max() / coil.min() > 3  # a loop sees its side of the head much better
+    assert np.ptp(np.angle(maps[0])) > 1.0
+
+
+def measured_snr(averages: int) -> float:
+    image = disc_image()
+    config = AcquisitionConfig(acceleration=1.0, averages=averages, snr=30.0, seed=averages)
+    rng = np.random.default_rng(0)
+    differences = [zero_filled_rss(simulate_slice(image, config, rng).kspace) - image for _ in range(6)]
+    inside = (image > 0) & (disc_image() < 1.2)
+    return float(image[inside].mean() / np.std(np.array(differences)[:, inside]))
+
+
+def test_noise_matches_the_requested_snr_and_falls_with_averages():
+    one, two = measured_snr(1), measured_snr(2)
+    assert 25 < one < 35
+    assert 1.25 < two / one < 1.6  # sqrt(2) = 1.41
+
+
+def test_undersampling_aliases_and_keeps_scale():
+    image = disc_image()
+    full = simulate_volume(image[None], AcquisitionConfig(acceleration=1.0, snr=1e6))[0]
+    fast = simulate_volume(image[None], AcquisitionConfig(acceleration=3.0, snr=1e6))[0]
+    error_full, error_fast = np.abs(full - image).mean(), np.abs(fast - image).mean()
+    assert error_full < 1e-3 and error_fast > 20 * error_full
+    assert abs(fast[image > 0].mean() / image[image > 0].mean() - 1) < 0.1
+
+
+def test_simulate_volume_refuses_bad_volumes():
+    with pytest.raises(InputError, match="constant"):
+        simulate_volume(np.ones((2, 16, 16)), AcquisitionConfig())
+    bad = disc_image(16)[None].copy()
+    bad[0, 3, 3] = np.nan
+    with pytest.raises(InputError, match="finite"):
+        simulate_volume(bad, AcquisitionConfig())
+    with pytest.raises(InputError, match="3D volume"):
+        simulate_volume(disc_image(16), AcquisitionConfig())
+    with pytest.raises(InputError, match="averages"):
+        AcquisitionConfig(averages=0)
