@@ -43,7 +43,7 @@ def test_simulate_refuses_label_maps_and_vectors(scene):
     with pytest.raises(InputError, match="label map"):
         simulate_volume_node(labels, AcquisitionConfig())
     vector = new_volume_node(scene, np.ones((2, 8, 8, 3), np.float32), GEOMETRY, "rgb", "vtkMRMLVectorVolumeNode")
-    with pytest.raises(InputError, match="select a scalar volume"):
+    with pytest.raises(InputError, match="3 components per voxel; select a scalar image"):
         simulate_volume_node(vector, AcquisitionConfig())
     with pytest.raises(InputError, match="select a scalar volume"):
         simulate_volume_node(None, AcquisitionConfig())
