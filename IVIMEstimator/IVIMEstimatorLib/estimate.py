@@ -1,0 +1,135 @@
+"""``fit``: IVIM maps from signals by any of the five methods, with input checks and model selection.
+
+Handling of imperfect input (documented and tested):
+- b-values are sorted (signals permuted with them); signals repeated at the same b-value are averaged.
+- A voxel with a non-finite signal, or with S(b=0) <= 0, gets NaN in every map; so do voxels outside ``mask``.
+- Errors (InputError): b-value count != signal count, negative or non-finite b-values, an empty mask, no
+  valid voxel, no b = 0 for a method that normalises by it (the networks), a network whose protocol does not
+  match the data's b-values (the message names ``ivimestimator train``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from FastMRICommon.errors import InputError, ModelFileError
+from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model, read_manifest
+
+from .bayes import BayesConfig, fit_bayes, make_grid
+from .networks import METHOD_ARCHITECTURE, REGISTRY
+from .nlls import NllsConfig, fit_nlls
+from .priors import get_prior
+
+METHODS = ("scdnn", "mlp", "ivimnet", "nlls", "bayes")
+MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+ModelSource = Union[None, str, os.PathLike, ModelFile]
+
+
+def prepare_bvalues(signals: np.ndarray, bvalues: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique b-values (s/mm²) and the signals ``[n, n_unique]`` averaged per b-value."""
+    b = np.asarray(bvalues, dtype=float).ravel()
+    if b.size != signals.shape[-1]:
+        raise InputError(f"{b.size} b-values given for {signals.shape[-1]} signals per voxel")
+    if not np.all(np.isfinite(b)) or np.any(b < 0):
+        raise InputError("b-values must be finite and >= 0 s/mm²")
+    unique, inverse = np.unique(b, return_inverse=True)
+    if unique.size < 3:
+        raise InputError(f"IVIM needs at least 3 distinct b-values, got {unique.size}")
+    averaged = np.zeros(signals.shape[:-1] + (unique.size,))
+    np.add.at(averaged.T, inverse, signals.T)  # sum per unique b
+    return unique, averaged / np.bincount(inverse)
+
+
+def find_shipped_model(method: str, bvalues: np.ndarray, models_dir: Path = MODELS_DIR) -> ModelFile:
+    """The shipped model of ``method`` trained for exactly these b-values (s/mm²)."""
+    architecture = METHOD_ARCHITECTURE[method]
+    for name in sorted(read_manifest(models_dir)):
+        model = load_shipped_model(models_dir, name)
+        trained = np.asarray(model.metadata.get("protocol", {}).get("bvalues", []), float)
+        if model.architecture == architecture and trained.shape == bvalues.shape and np.allclose(trained, bvalues):
+            return model
+    values = ",".join(f"{b:g}" for b in bvalues)
+    raise InputError(f"no shipped {method} model for b-values {values} s/mm²; train one with "
+                     f"`ivimestimator train --method {method} --bvals {values} --out MODEL.pt` and pass it as the model")
+
+
+def _resolve_model(method: str, model: ModelSource, bvalues: np.ndarray) -> ModelFile:
+    if model is None:
+        return find_shipped_model(method, bvalues)
+    loaded = model if isinstance(model, ModelFile) else load_model_file(model)
+    if loaded.architecture != METHOD_ARCHITECTURE[method]:
+        raise ModelFileError(f"the model is a {loaded.architecture}, not a {method} network")
+    trained = np.asarray(loaded.metadata.get("protocol", {}).get("bvalues", []), float)
+    if trained.shape != bvalues.shape or not np.allclose(trained, bvalues):
+        raise InputError(f"the model was trained for b-values {','.join(f'{b:g}' for b in trained)} s/mm², the data "
+                         f"have {','.join(f'{b:g}' for b in bvalues)}: train a model for this protocol "
+                         f"(`ivimestimator train --method {method} --bvals ...`)")
+    return loaded
+
+
+def _run_network(model: ModelFile, y: np.ndarray, device: str, batch: int = 65536) -> np.ndarray:
+    import torch
+
+    from FastMRICommon.device import select_device
+
+    target = select_device(device)
+    network = model.build(REGISTRY).to(target)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(y), batch):
+            out.append(network(torch.from_numpy(y[start:start + batch].astype(np.float32)).to(target)).cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.empty((0, 3))
+
+
+def fit(signals: Any, bvalues: Any, method: str = "scdnn", model: ModelSource = None, mask: Any = None,
+        prior: str = "generic", device: str = "auto") -> dict[str, np.ndarray]:
+    """IVIM maps from ``signals`` (shape ``(..., n_b)``, any S0 scale) at ``bvalues`` (s/mm²).
+
+    Returns float32 maps of shape ``signals.shape[:-1]``: ``f``, ``D`` and ``Dstar`` (mm²/s), ``S0`` (signal
+    units), and for ``method="bayes"`` also ``f_sd``, ``D_sd``, ``Dstar_sd`` (posterior SDs). ``model``: for the
+    networks, None (the shipped model matching the b-values), a model file path, or a loaded ModelFile.
+    ``prior``: the Bayes method's prior (see ``priors.PRIORS``). ``mask``: boolean, shape ``signals.shape[:-1]``.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    signals = np.asarray(signals)
+    if np.iscomplexobj(signals) or signals.ndim < 1 or signals.dtype.kind not in "fiu":
+        raise InputError("signals must be a real array of shape (..., n_b)")
+    spatial = signals.shape[:-1]
+    b, flat = prepare_bvalues(signals.reshape(-1, signals.shape[-1]).astype(np.float64), bvalues)
+    selected = np.ones(flat.shape[0], dtype=bool)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != spatial:
+            raise InputError(f"mask shape {mask.shape} differs from the image shape {spatial}")
+        selected = mask.reshape(-1).astype(bool)
+        if not selected.any():
+            raise InputError("the mask is empty")
+    needs_b0 = method in METHOD_ARCHITECTURE
+    if b[0] != 0 and needs_b0:
+        raise InputError(f"method {method} normalises by the b = 0 signal, but the data have no b = 0")
+    reference = flat[:, b == b[0]].mean(axis=1)  # S(b=0), or S at the lowest b for nlls/bayes without b = 0
+    valid = selected & np.all(np.isfinite(flat), axis=1) & (reference > 0)
+    if not valid.any():
+        raise InputError("no valid voxel: every selected voxel has a non-finite signal or S(b=0) <= 0")
+    y = flat[valid] / reference[valid, None]
+
+    if method == "nlls":
+        estimate = fit_nlls(y, b, NllsConfig())
+        result = {"S0": estimate[:, 0], "f": estimate[:, 1], "D": estimate[:, 2], "Dstar": estimate[:, 3]}
+    elif method == "bayes":
+        result = fit_bayes(y, make_grid(get_prior(prior), b, BayesConfig()))
+    else:
+        network_model = _resolve_model(method, model, b)
+        estimate = _run_network(network_model, y[:, b > 0], device)
+        result = {"f": estimate[:, 0], "D": estimate[:, 1], "Dstar": estimate[:, 2], "S0": np.ones(len(y))}
+    maps = {}
+    for key, values in result.items():
+        full = np.full(flat.shape[0], np.nan, dtype=np.float32)
+        full[valid] = values * (reference[valid] if key == "S0" else 1.0)
+        maps[key] = full.reshape(spatial)
+    return maps

@@ -1,0 +1,150 @@
+"""Training the IVIM networks on synthetic data (the SCDNN protocol: Adam, lr 1e-4, batch 128, 10 epochs,
+cosine learning-rate warm-up over the first 3 epochs then cosine decay, 90/10 train/validation split)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
+from FastMRICommon.model_files import ModelFile, save_model_file
+
+from .networks import METHOD_ARCHITECTURE, REGISTRY
+from .priors import get_prior
+from .synthetic import synthetic_set
+
+#: Parameter scales that make the three supervised losses comparable (f, D, D* in mm²/s).
+PARAMETER_SCALE = np.array([1.0, 1e-3, 1e-2], dtype=np.float32)
+
+
+@dataclass
+class TrainingConfig:
+    """What to train: method, protocol (b-values, s/mm²), prior, SNR, data size and optimiser settings."""
+
+    method: str = "scdnn"
+    bvalues: tuple[float, ...] = (0, 20, 50, 150, 300, 500)
+    prior: str = "placenta"
+    snr: float = 30.0
+    samples: int = 200_000
+    epochs: int = 10
+    warmup_epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 1e-4
+    dictionary_size: int = 600
+    units: int = 3
+    seed: int = 0
+    architecture_options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.method not in METHOD_ARCHITECTURE:
+            raise InputError(f"unknown trainable method {self.method!r}; choose one of {', '.join(METHOD_ARCHITECTURE)}")
+        b = np.asarray(self.bvalues, float)
+        if b.size < 3 or np.any(np.diff(b) <= 0) or b[0] != 0:
+            raise InputError("training b-values must start at 0 and increase strictly, with at least 3 values")
+        get_prior(self.prior)
+
+
+def build_network(config: TrainingConfig):
+    """The untrained network for ``config`` and its constructor arguments."""
+    prior = get_prior(config.prior)
+    n_inputs = len(config.bvalues) - 1  # b = 0 is the normaliser, not an input
+    if config.method == "scdnn":
+        kwargs = dict(n_bvalues=n_inputs, dictionary_size=config.dictionary_size, units=config.units,
+                      D_range=prior.D_range, Dstar_range=prior.Dstar_range)
+    else:
+        kwargs = dict(n_bvalues=n_inputs, f_range=prior.f_range, D_range=prior.D_range, Dstar_range=prior.Dstar_range)
+    kwargs.update(config.architecture_options)
+    architecture = METHOD_ARCHITECTURE[config.method]
+    return REGISTRY[architecture](**kwargs), architecture, kwargs
+
+
+def normalised_inputs(signals: np.ndarray, bvalues: np.ndarray) -> np.ndarray:
+    """y = S_b / S_0 for b > 0 (S_0 = mean of the b = 0 signals), the networks' input."""
+    zero = bvalues == 0
+    s0 = signals[:, zero].mean(axis=1, keepdims=True)
+    return (signals[:, ~zero] / s0).astype(np.float32)
+
+
+def _learning_rate(config: TrainingConfig, step: int, steps_per_epoch: int) -> float:
+    total, warmup = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return config.learning_rate * 0.5 * (1 - math.cos(math.pi * (step + 1) / warmup))
+    progress = (step - warmup) / max(total - warmup, 1)
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu",
+          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> tuple[ModelFile, dict]:
+    """Train a network for ``config``; save it to ``out`` when given. Returns the model file content and the
+    history (per-epoch train/validation loss and validation NRMSE of f, D, D*)."""
+    import torch
+
+    config.validate()
+    torch.manual_seed(config.seed)
+    bvalues = np.asarray(config.bvalues, float)
+    data = synthetic_set(get_prior(config.prior), bvalues, config.samples, config.snr, config.seed)
+    inputs = torch.from_numpy(normalised_inputs(data.signals, bvalues))
+    targets = torch.from_numpy(np.stack([data.f, data.D, data.Dstar], axis=1))
+    split = int(0.9 * len(inputs))
+    network, architecture, kwargs = build_network(config)
+    network.to(device)
+    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+    scale = torch.from_numpy(PARAMETER_SCALE).to(device)
+    positive_b = torch.from_numpy(bvalues[bvalues > 0].astype(np.float32)).to(device)
+    steps_per_epoch = math.ceil(split / config.batch_size)
+    history = {"epoch": [], "train_loss": [], "val_loss": [], "val_nrmse": [], "seconds": []}
+    start, step = time.time(), 0
+
+    def loss_of(batch_inputs, batch_targets):
+        estimate = network(batch_inputs)
+        if config.method == "ivimnet":  # unsupervised: the input signal against the estimate's IVIM curve
+            f, D, Dstar = estimate[:, :1], estimate[:, 1:2], estimate[:, 2:]
+            curve = (1 - f) * torch.exp(-positive_b * D) + f * torch.exp(-positive_b * Dstar)
+            return torch.mean((curve - batch_inputs) ** 2)
+        return torch.mean(((estimate - batch_targets) / scale) ** 2)
+
+    for epoch in range(config.epochs):
+        network.train()
+        order = torch.randperm(split)
+        total = 0.0
+        for first in range(0, split, config.batch_size):
+            raise_if_cancelled(cancel)
+            index = order[first:first + config.batch_size]
+            for group in optimiser.param_groups:
+                group["lr"] = _learning_rate(config, step, steps_per_epoch)
+            loss = loss_of(inputs[index].to(device), targets[index].to(device))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(index)
+            step += 1
+        network.eval()
+        with torch.no_grad():
+            val_inputs, val_targets = inputs[split:].to(device), targets[split:].to(device)
+            val_loss = loss_of(val_inputs, val_targets).item()
+            estimate = network(val_inputs)
+            nrmse = (torch.sqrt(torch.mean((estimate - val_targets) ** 2, dim=0)) / val_targets.mean(dim=0)).tolist()
+        history["epoch"].append(epoch + 1)
+        history["train_loss"].append(total / split)
+        history["val_loss"].append(val_loss)
+        history["val_nrmse"].append(nrmse)
+        history["seconds"].append(time.time() - start)
+        report(progress, (epoch + 1) / config.epochs,
+               f"epoch {epoch + 1}/{config.epochs}: val loss {val_loss:.4g}, NRMSE f {nrmse[0]:.3f} D {nrmse[1]:.3f} D* {nrmse[2]:.3f}")
+    network.cpu()
+    model = ModelFile(architecture, kwargs, network.state_dict(), {
+        "method": config.method, "protocol": {"bvalues": bvalues.tolist(), "units": "s/mm2"},
+        "training": {**asdict(config), "bvalues": bvalues.tolist(), "device": device,
+                     "seconds": round(time.time() - start, 1)},
+        "data": f"synthetic: prior {config.prior}, Rician noise SNR {config.snr}, {config.samples} signals (90/10 split)",
+        "metrics": {"validation_nrmse": dict(zip(("f", "D", "Dstar"), history["val_nrmse"][-1]))},
+        "history": history,
+    })
+    if out is not None:
+        save_model_file(out, model)
+    return model, history

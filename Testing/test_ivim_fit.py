@@ -1,0 +1,134 @@
+"""IVIM estimation: accuracy of the classic fits, OSIPI reference signals, and bad-input handling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SHARED, requires_shared
+from FastMRICommon.errors import InputError
+from IVIMEstimatorLib.estimate import fit
+from IVIMEstimatorLib.priors import PRIORS
+from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, ivim_signal
+from IVIMEstimatorLib.synthetic import synthetic_set
+
+TRUTH = {"f": np.array([0.1, 0.3, 0.45]), "D": np.array([1.0e-3, 1.8e-3, 2.4e-3]), "Dstar": np.array([20e-3, 60e-3, 120e-3])}
+
+
+def nrmse(estimate, truth):
+    return float(np.sqrt(np.mean((estimate - truth) ** 2)) / np.mean(truth))
+
+
+def test_nlls_recovers_noise_free_parameters():
+    signals = ivim_signal(ACQUIRED_BVALUES, TRUTH["f"], TRUTH["D"], TRUTH["Dstar"], 700.0)
+    maps = fit(signals, ACQUIRED_BVALUES, method="nlls")
+    for key in ("f", "D", "Dstar"):
+        np.testing.assert_allclose(maps[key], TRUTH[key], rtol=0.02)
+    np.testing.assert_allclose(maps["S0"], 700.0, rtol=1e-3)
+
+
+def test_bayes_with_the_population_prior_is_close_to_its_limit():
+    data = synthetic_set(PRIORS["placenta"], ACCELERATED_BVALUES, 3000, snr=30, seed=11)
+    maps = fit(data.signals, ACCELERATED_BVALUES, method="bayes", prior="placenta")
+    assert nrmse(maps["f"], data.f) < 0.22 and nrmse(maps["D"], data.D) < 0.18 and nrmse(maps["Dstar"], data.Dstar) < 0.52
+    assert np.all(maps["f_sd"] > 0) and np.all(np.isfinite(maps["Dstar_sd"]))
+    nlls = fit(data.signals, ACCELERATED_BVALUES, method="nlls")
+    assert nrmse(maps["f"], data.f) < nrmse(nlls["f"], data.f)  # the prior helps on 6 b-values
+
+
+@pytest.mark.parametrize("method", ["nlls", "bayes"])
+def test_maps_keep_the_image_shape_and_ignore_the_s0_scale(method):
+    data = synthetic_set(PRIORS["placenta"], ACQUIRED_BVALUES, 24, snr=50, seed=2)
+    image = data.signals.reshape(2, 3, 4, 10)
+    one = fit(image, ACQUIRED_BVALUES, method=method)
+    scaled = fit(image * 1234.0, ACQUIRED_BVALUES, method=method)
+    assert one["f"].shape == (2, 3, 4) and one["f"].dtype == np.float32
+    for key in ("f", "D", "Dstar"):
+        np.testing.assert_allclose(scaled[key], one[key], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(scaled["S0"], one["S0"] * 1234.0, rtol=1e-4)
+
+
+def test_unsorted_and_repeated_bvalues_are_handled():
+    signals = ivim_signal(ACQUIRED_BVALUES, TRUTH["f"], TRUTH["D"], TRUTH["Dstar"], 1.0)
+    order = np.random.default_rng(0).permutation(10)
+    shuffled = fit(signals[:, order], ACQUIRED_BVALUES[order], method="nlls")
+    sorted_fit = fit(signals, ACQUIRED_BVALUES, method="nlls")
+    for key in ("f", "D", "Dstar"):
+        np.testing.assert_allclose(shuffled[key], sorted_fit[key], rtol=1e-6)
+    repeated = np.concatenate([signals, signals[:, -1:]], axis=1)
+    np.testing.assert_allclose(fit(repeated, np.r_[ACQUIRED_BVALUES, 500], method="nlls")["f"], sorted_fit["f"], rtol=1e-6)
+
+
+def test_invalid_voxels_become_nan_and_inputs_stay_untouched():
+    signals = ivim_signal(ACQUIRED_BVALUES, TRUTH["f"], TRUTH["D"], TRUTH["Dstar"], 1.0)
+    signals[1, 4] = np.nan
+    signals[2, 0] = 0.0
+    before = signals.copy()
+    maps = fit(signals, ACQUIRED_BVALUES, method="nlls")
+    assert np.isfinite(maps["f"][0]) and np.isnan(maps["f"][1]) and np.isnan(maps["D"][2])
+    np.testing.assert_array_equal(signals, before)
+    masked = fit(signals, ACQUIRED_BVALUES, method="nlls", mask=np.array([True, False, False]))
+    assert np.isfinite(masked["f"][0]) and np.isnan(masked["f"][1:]).all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"bvalues": ACQUIRED_BVALUES[:-1]}, "9 b-values given for 10 signals"),
+    ({"bvalues": np.r_[ACQUIRED_BVALUES[:-1], -5]}, ">= 0"),
+    ({"mask": np.zeros(3, bool)}, "mask is empty"),
+    ({"mask": np.ones(4, bool)}, "mask shape"),
+    ({"method": "svd"}, "unknown method"),
+    ({"method": "scdnn", "bvalues": ACQUIRED_BVALUES + 10}, "no b = 0"),
+])
+def test_bad_input_is_refused_with_a_clear_message(kwargs, message):
+    signals = ivim_signal(ACQUIRED_BVALUES, TRUTH["f"], TRUTH["D"], TRUTH["Dstar"], 1.0)
+    arguments = {"bvalues": ACQUIRED_BVALUES, "method": "nlls", **kwargs}
+    with pytest.raises(InputError, match=message):
+        fit(signals, **arguments)
+
+
+def test_no_valid_voxel_and_complex_input_are_refused():
+    with pytest.raises(InputError, match="no valid voxel"):
+        fit(np.zeros((4, 10)), ACQUIRED_BVALUES, method="nlls")
+    with pytest.raises(InputError, match="real array"):
+        fit(np.ones((4, 10), complex), ACQUIRED_BVALUES, method="nlls")
+
+
+def osipi_cases(name: str):
+    data = json.loads((SHARED / "data" / "osipi" / name).read_text())
+    bvalues = np.array(data.pop("config")["bvalues"])
+    return bvalues, data
+
+
+def osipi_failures(maps, cases) -> list[str]:
+    """OSIPI's pass rule: |error| <= atol + rtol |true|, rtol 0.1; atol f 0.2, D 5e-4, D* 0.1; D only when
+    f < 0.8, D* only when f > 0.03."""
+    failures = []
+    for index, (region, case) in enumerate(cases.items()):
+        checks = [("f", case["f"], 0.2)]
+        if case["f"] < 0.8:
+            checks.append(("D", case["D"], 5e-4))
+        if case["f"] > 0.03:
+            checks.append(("Dstar", case["Dp"], 0.1))
+        for key, true, atol in checks:
+            if abs(maps[key][index] - true) > atol + 0.1 * abs(true):
+                failures.append(f"{region}: {key} {maps[key][index]:.4g} vs {true:.4g}")
+    return failures
+
+
+NLLS_NOISY_GAP = pytest.mark.xfail(strict=True, reason=(
+    "open target of issue 3: on OSIPI's SNR-25 signals NLLS puts D* at its bounds for pancreas and kidney cortex "
+    "and misses D of the f=0.69 intestine region; strict, so this fails loudly once fixed"))
+
+
+@requires_shared
+@pytest.mark.parametrize("name, method", [
+    ("generic.json", "nlls"), ("generic.json", "bayes"),
+    pytest.param("generic_DL.json", "nlls", marks=NLLS_NOISY_GAP), ("generic_DL.json", "bayes"),
+    ("generic_brain.json", "nlls"), ("generic_brain.json", "bayes")])
+def test_osipi_reference_signals(name, method):
+    bvalues, cases = osipi_cases(name)
+    signals = np.array([case["data"] for case in cases.values()])
+    maps = fit(signals, bvalues, method=method, prior="generic")
+    assert osipi_failures(maps, cases) == []
