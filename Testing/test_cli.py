@@ -82,3 +82,27 @@ def test_ivim_sample_data(tmp_path):
     result = run("ivimestimator", "sample-data", str(tmp_path / "ivim"), "--snr", "50")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ivim" / "placenta_dwi.seq.nrrd").is_file() and (tmp_path / "ivim" / "placenta_dwi.bval").is_file()
+
+
+def test_ivim_fit_writes_maps_with_the_series_geometry(tmp_path):
+    assert run("ivimestimator", "sample-data", str(tmp_path / "s")).returncode == 0
+    result = run("ivimestimator", "fit", str(tmp_path / "s" / "placenta_dwi.nii.gz"), str(tmp_path / "maps"),
+                 "--method", "nlls", "--mask", str(tmp_path / "s" / "placenta_labels.nrrd"))
+    assert result.returncode == 0, result.stderr
+    f, geometry = read_volume_array(tmp_path / "maps" / "f.nrrd")
+    truth, truth_geometry = read_volume_array(tmp_path / "s" / "placenta_truth_f.nrrd")
+    labels, _ = read_volume_array(tmp_path / "s" / "placenta_labels.nrrd")
+    assert geometry.matches(truth_geometry) and np.isnan(f[labels == 0]).all()
+    placenta = labels == 1
+    assert abs(np.nanmedian(f[placenta]) - np.median(truth[placenta])) < 0.05
+    bad = run("ivimestimator", "fit", str(tmp_path / "s" / "placenta_dwi.nii.gz"), str(tmp_path / "m2"), "--bvals", "0,10,20")
+    assert bad.returncode == 2 and "3 b-values given for 10 volumes" in bad.stderr
+
+
+def test_ivim_train_writes_model_and_loss_curve(tmp_path):
+    result = run("ivimestimator", "train", "--method", "mlp", "--bvals", "0,20,50,150,300,500", "--samples", "3000",
+                 "--epochs", "2", "--out", str(tmp_path / "mlp.pt"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "mlp.pt").is_file() and (tmp_path / "mlp.loss.png").stat().st_size > 1000
+    bad = run("ivimestimator", "train", "--bvals", "20,0,50", "--out", str(tmp_path / "x.pt"))
+    assert bad.returncode == 2 and "start at 0" in bad.stderr

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+
+import numpy as np
 from pathlib import Path
 from typing import Optional, Sequence
 
-from FastMRICommon.cli import common_options, positive_float, run
+from FastMRICommon.cli import common_options, positive_float, positive_int, run
+from FastMRICommon.errors import InputError
+from FastMRICommon.mrml_bridge import parse_bvalues, read_bvalues_file, read_series_array, read_volume_array, write_volume_array
 
 log = logging.getLogger("ivimestimator")
 
@@ -17,6 +21,62 @@ def cmd_sample_data(args: argparse.Namespace) -> None:
 
     paths = write_placenta_sample(args.outdir, snr=args.snr, seed=args.seed)
     log.info("wrote %d files to %s", len(paths), args.outdir)
+
+
+def _bvalues_argument(args: argparse.Namespace):
+    if args.bvals and args.bvals_file:
+        raise InputError("give --bvals or --bvals-file, not both")
+    if args.bvals:
+        return parse_bvalues(args.bvals, source="--bvals")
+    return read_bvalues_file(args.bvals_file) if args.bvals_file else None
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from .estimate import fit
+
+    series = read_series_array(args.dwi, _bvalues_argument(args))
+    if series.bvalues is None:
+        raise InputError(f"{args.dwi} stores no b-values: give --bvals or --bvals-file")
+    mask = None
+    if args.mask is not None:
+        mask_array, mask_geometry = read_volume_array(args.mask)
+        if mask_array.shape != series.volumes.shape[1:] or not mask_geometry.matches(series.geometry):
+            raise InputError(f"mask {args.mask} is not on the grid of {args.dwi}")
+        mask = mask_array > 0
+    log.info("fitting %d voxels x %d b-values with %s", int(np.prod(series.volumes.shape[1:])),
+             series.volumes.shape[0], args.method)
+    maps = fit(series.signals, series.bvalues, method=args.method, model=args.model, mask=mask, prior=args.prior,
+               device=args.device)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    for name, values in maps.items():
+        write_volume_array(values, series.geometry, args.outdir / f"{name}{args.format}")
+    log.info("wrote %s to %s (D, D* in mm²/s)", ", ".join(maps), args.outdir)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .training import TrainingConfig, train
+
+    config = TrainingConfig(method=args.method, bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")),
+                            prior=args.prior, snr=args.snr, samples=args.samples, epochs=args.epochs, seed=args.seed)
+    config.validate()
+    _, history = train(config, out=args.out, device=args.device,
+                       progress=lambda fraction, message: log.info("[%3d%%] %s", round(100 * fraction), message))
+    curve = args.out.with_suffix(".loss.png")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.plot(history["epoch"], history["train_loss"], "o-", label="training")
+    axis.plot(history["epoch"], history["val_loss"], "s-", label="validation")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("loss")
+    axis.set_yscale("log")
+    axis.set_title(f"{args.method}, b = {args.bvals} s/mm², prior {args.prior}, SNR {args.snr:g}")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(curve, dpi=100)
+    plt.close(figure)
+    log.info("wrote %s and %s", args.out, curve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +91,38 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--snr", type=positive_float, default=30.0, help="SNR at b = 0 in the placenta (default 30)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.set_defaults(command=cmd_sample_data)
+
+    from .estimate import METHODS
+    from .priors import PRIORS
+
+    fit_parser = sub.add_parser("fit", parents=[common], help="IVIM maps of a 4D diffusion series",
+                                description="Fit f, D and D* (mm²/s) voxel by voxel and write f, D, Dstar, S0 (and SD "
+                                            "maps for bayes) with the input geometry.")
+    fit_parser.add_argument("dwi", type=Path, help="4D NIfTI/NRRD series, or a folder of 3D volumes")
+    fit_parser.add_argument("outdir", type=Path, help="output folder (created)")
+    fit_parser.add_argument("--bvals", help="b-values in s/mm², comma separated (default: stored with the data)")
+    fit_parser.add_argument("--bvals-file", type=Path, help="file of b-values (FSL .bval style)")
+    fit_parser.add_argument("--method", choices=METHODS, default="scdnn", help="estimator (default scdnn)")
+    fit_parser.add_argument("--model", type=Path, help="network model file (default: the shipped one for the b-values)")
+    fit_parser.add_argument("--mask", type=Path, help="mask volume (non-zero = fit), on the series' grid")
+    fit_parser.add_argument("--prior", choices=sorted(PRIORS), default="generic", help="prior of the bayes method")
+    fit_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+    fit_parser.add_argument("--format", choices=(".nrrd", ".nii.gz"), default=".nrrd", help="map file format")
+    fit_parser.set_defaults(command=cmd_fit)
+
+    train_parser = sub.add_parser("train", parents=[common], help="train a network on synthetic signals",
+                                  description="Train SCDNN, MLP or IVIM-NET for a b-value protocol on synthetic signals "
+                                              "(prior, Rician SNR) and write the model file and its loss curve (PNG).")
+    train_parser.add_argument("--method", choices=("scdnn", "mlp", "ivimnet"), default="scdnn")
+    train_parser.add_argument("--bvals", required=True, help="protocol b-values in s/mm², starting at 0")
+    train_parser.add_argument("--prior", choices=sorted(PRIORS), default="placenta")
+    train_parser.add_argument("--snr", type=positive_float, default=30.0, help="SNR at b = 0 (default 30)")
+    train_parser.add_argument("--samples", type=positive_int, default=200_000, help="synthetic signals (default 200000)")
+    train_parser.add_argument("--epochs", type=positive_int, default=10)
+    train_parser.add_argument("--seed", type=int, default=0)
+    train_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    train_parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt)")
+    train_parser.set_defaults(command=cmd_train)
     return parser
 
 
