@@ -20,12 +20,11 @@ from .signal_model import ivim_signal
 
 @dataclass(frozen=True)
 class BayesConfig:
-    """Grid resolution per parameter and voxels per chunk (memory: chunk x grid floats)."""
+    """Grid resolution per parameter."""
 
     f_points: int = 31
     D_points: int = 31
     Dstar_points: int = 36
-    chunk: int = 1024
 
 
 @dataclass
@@ -54,7 +53,8 @@ def make_grid(prior: Prior, bvalues: np.ndarray, config: BayesConfig = BayesConf
 
 
 def fit_bayes(y: np.ndarray, grid: BayesGrid, chunk: int = 1024) -> dict[str, np.ndarray]:
-    """Posterior means and SDs for signals ``y [n, n_b]``: keys f, D, Dstar, S0 and f_sd, D_sd, Dstar_sd."""
+    """Posterior means and SDs for signals ``y [n, n_b]``: keys f, D, Dstar, S0 and f_sd, D_sd, Dstar_sd.
+    Voxels are processed ``chunk`` at a time (memory: chunk x grid points floats)."""
     n_b = y.shape[1]
     gg = np.sum(grid.curves**2, axis=1)
     out = {key: np.empty(len(y)) for key in ("f", "D", "Dstar", "S0", "f_sd", "D_sd", "Dstar_sd")}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-
-import numpy as np
 from pathlib import Path
 from typing import Optional, Sequence
+
+import numpy as np
 
 from FastMRICommon.cli import common_options, positive_float, positive_int, run
 from FastMRICommon.errors import InputError
@@ -58,7 +58,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = TrainingConfig(method=args.method, bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")),
                             prior=args.prior, snr=args.snr, samples=args.samples, epochs=args.epochs, seed=args.seed)
-    config.validate()
     _, history = train(config, out=args.out, device=args.device,
                        progress=lambda fraction, message: log.info("[%3d%%] %s", round(100 * fraction), message))
     curve = args.out.with_suffix(".loss.png")

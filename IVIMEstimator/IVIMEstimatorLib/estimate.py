@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from .bayes import BayesConfig, fit_bayes, make_grid
 from .networks import METHOD_ARCHITECTURE, REGISTRY
 from .nlls import NllsConfig, fit_nlls
 from .priors import get_prior
+from .training import normalised_inputs
 
 METHODS = ("scdnn", "mlp", "ivimnet", "nlls", "bayes")
 MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
@@ -44,15 +45,28 @@ def prepare_bvalues(signals: np.ndarray, bvalues: Any) -> tuple[np.ndarray, np.n
     return unique, averaged / np.bincount(inverse)
 
 
+def _format_bvalues(bvalues: np.ndarray) -> str:
+    return ",".join(f"{b:g}" for b in bvalues)
+
+
+def _trained_bvalues(model: ModelFile) -> np.ndarray:
+    """The b-values (s/mm²) a network was trained for, from its metadata."""
+    return np.asarray(model.metadata.get("protocol", {}).get("bvalues", []), float)
+
+
+def _fits_protocol(model: ModelFile, bvalues: np.ndarray) -> bool:
+    trained = _trained_bvalues(model)
+    return trained.shape == bvalues.shape and bool(np.allclose(trained, bvalues))
+
+
 def find_shipped_model(method: str, bvalues: np.ndarray, models_dir: Path = MODELS_DIR) -> ModelFile:
     """The shipped model of ``method`` trained for exactly these b-values (s/mm²)."""
     architecture = METHOD_ARCHITECTURE[method]
     for name in sorted(read_manifest(models_dir)):
         model = load_shipped_model(models_dir, name)
-        trained = np.asarray(model.metadata.get("protocol", {}).get("bvalues", []), float)
-        if model.architecture == architecture and trained.shape == bvalues.shape and np.allclose(trained, bvalues):
+        if model.architecture == architecture and _fits_protocol(model, bvalues):
             return model
-    values = ",".join(f"{b:g}" for b in bvalues)
+    values = _format_bvalues(bvalues)
     raise InputError(f"no shipped {method} model for b-values {values} s/mm²; train one with "
                      f"`ivimestimator train --method {method} --bvals {values} --out MODEL.pt` and pass it as the model")
 
@@ -63,10 +77,9 @@ def _resolve_model(method: str, model: ModelSource, bvalues: np.ndarray) -> Mode
     loaded = model if isinstance(model, ModelFile) else load_model_file(model)
     if loaded.architecture != METHOD_ARCHITECTURE[method]:
         raise ModelFileError(f"the model is a {loaded.architecture}, not a {method} network")
-    trained = np.asarray(loaded.metadata.get("protocol", {}).get("bvalues", []), float)
-    if trained.shape != bvalues.shape or not np.allclose(trained, bvalues):
-        raise InputError(f"the model was trained for b-values {','.join(f'{b:g}' for b in trained)} s/mm², the data "
-                         f"have {','.join(f'{b:g}' for b in bvalues)}: train a model for this protocol "
+    if not _fits_protocol(loaded, bvalues):
+        raise InputError(f"the model was trained for b-values {_format_bvalues(_trained_bvalues(loaded))} s/mm², the "
+                         f"data have {_format_bvalues(bvalues)}: train a model for this protocol "
                          f"(`ivimestimator train --method {method} --bvals ...`)")
     return loaded
 
@@ -125,7 +138,7 @@ def fit(signals: Any, bvalues: Any, method: str = "scdnn", model: ModelSource = 
         result = fit_bayes(y, make_grid(get_prior(prior), b, BayesConfig()))
     else:
         network_model = _resolve_model(method, model, b)
-        estimate = _run_network(network_model, y[:, b > 0], device)
+        estimate = _run_network(network_model, normalised_inputs(flat[valid], b), device)
         result = {"f": estimate[:, 0], "D": estimate[:, 1], "Dstar": estimate[:, 2], "S0": np.ones(len(y))}
     maps = {}
     for key, values in result.items():
