@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: all install test demo clean
+.PHONY: all install test demo clean ivim-models bench-ivim bench-registration
 
 all: test
 
@@ -27,6 +27,17 @@ demo: $(STAMP)
 	$(BIN)/fastmrrecon sample-data $(DEMO_DIR)/head
 	$(BIN)/ivimestimator sample-data $(DEMO_DIR)/ivim
 	@echo "Sample data in $(DEMO_DIR)/: load the .nrrd files in Slicer (drag and drop)."
+
+# Retrain the shipped IVIM networks (IVIMEstimator/Resources/Models: files, cards, manifest).
+ivim-models: $(STAMP)
+	$(BIN)/python -m IVIMEstimatorLib.shipped_models
+
+# Benchmarks (not tests): each writes docs/benchmarks/<name>.md with its plots.
+bench-ivim: $(STAMP)
+	$(BIN)/python benchmarks/bench_ivim.py
+
+bench-registration: $(STAMP)
+	$(BIN)/python benchmarks/bench_registration.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

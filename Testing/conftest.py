@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,3 +23,22 @@ def scene():
     import slicer
 
     return slicer.vtkMRMLScene()
+
+
+def script(name: str) -> str:
+    """The console script installed beside this Python (the project's venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"console script {name!r} is not installed: run `make test` (pip install -e .)")
+    return found
+
+
+def run_command(name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a console script as a user would; capture its output."""
+    return subprocess.run([script(name), *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def run_cli():
+    return run_command

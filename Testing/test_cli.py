@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_command as run, script
 from FastMRICommon.mrml_bridge import VolumeGeometry, read_volume_array, write_volume_array
-
-
-def script(name: str) -> str:
-    """The console script installed beside this Python (the project's venv), else the one on PATH."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.is_file() else shutil.which(name)
-    if found is None:
-        pytest.fail(f"console script {name!r} is not installed: run `make test` (pip install -e .)")
-    return found
-
-
-def run(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([script(name), *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(params=["fastmrrecon", "ivimestimator"])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from conftest import SHARED, requires_shared
+import osipi
+from conftest import requires_shared
 from FastMRICommon.errors import InputError
 from IVIMEstimatorLib.estimate import fit
 from IVIMEstimatorLib.priors import PRIORS
@@ -95,40 +94,39 @@ def test_no_valid_voxel_and_complex_input_are_refused():
         fit(np.ones((4, 10), complex), ACQUIRED_BVALUES, method="nlls")
 
 
-def osipi_cases(name: str):
-    data = json.loads((SHARED / "data" / "osipi" / name).read_text())
-    bvalues = np.array(data.pop("config")["bvalues"])
-    return bvalues, data
+@requires_shared
+@pytest.mark.parametrize("name", sorted(osipi.FILES))
+@pytest.mark.parametrize("method", ["nlls", "bayes"])
+def test_osipi_reference_signals(name, method):
+    bvalues, regions = osipi.cases(name)
+    maps = fit(osipi.signals(regions), bvalues, method=method, prior="generic")
+    found = osipi.failures(maps, regions, name)
+    if method == "nlls" and name == "generic_DL.json":
+        # The noisy pancreas signal (true D* 0.01) has its least-squares minimum at D* ~ 0.14 mm²/s: no
+        # least-squares fit can meet the tolerance there (see the next test); every other region must pass.
+        assert [failure.split(" ")[0] for failure in found] == ["pancreas:"], found
+    else:
+        assert found == []
 
 
-def osipi_failures(maps, cases) -> list[str]:
-    """OSIPI's pass rule: |error| <= atol + rtol |true|, rtol 0.1; atol f 0.2, D 5e-4, D* 0.1; D only when
-    f < 0.8, D* only when f > 0.03."""
-    failures = []
-    for index, (region, case) in enumerate(cases.items()):
-        checks = [("f", case["f"], 0.2)]
-        if case["f"] < 0.8:
-            checks.append(("D", case["D"], 5e-4))
-        if case["f"] > 0.03:
-            checks.append(("Dstar", case["Dp"], 0.1))
-        for key, true, atol in checks:
-            if abs(maps[key][index] - true) > atol + 0.1 * abs(true):
-                failures.append(f"{region}: {key} {maps[key][index]:.4g} vs {true:.4g}")
-    return failures
-
-
-NLLS_NOISY_GAP = pytest.mark.xfail(strict=True, reason=(
-    "open target of issue 3: on OSIPI's SNR-25 signals NLLS puts D* at its bounds for pancreas and kidney cortex "
-    "and misses D of the f=0.69 intestine region; strict, so this fails loudly once fixed"))
+def exhaustive_least_squares_cost(y: np.ndarray, bvalues: np.ndarray) -> float:
+    """The smallest residual sum of squares of the IVIM model over a fine (D, D*) grid, amplitudes >= 0."""
+    best = np.inf
+    for D in np.linspace(1e-5, 5e-3, 250):
+        for Dstar in np.exp(np.linspace(np.log(3e-3), np.log(0.5), 250)):
+            basis = np.stack([np.exp(-bvalues * D), np.exp(-bvalues * Dstar)], axis=1)
+            amplitudes, *_ = np.linalg.lstsq(basis, y, rcond=None)
+            if amplitudes.min() >= 0:
+                best = min(best, float(np.sum((basis @ amplitudes - y) ** 2)))
+    return best
 
 
 @requires_shared
-@pytest.mark.parametrize("name, method", [
-    ("generic.json", "nlls"), ("generic.json", "bayes"),
-    pytest.param("generic_DL.json", "nlls", marks=NLLS_NOISY_GAP), ("generic_DL.json", "bayes"),
-    ("generic_brain.json", "nlls"), ("generic_brain.json", "bayes")])
-def test_osipi_reference_signals(name, method):
-    bvalues, cases = osipi_cases(name)
-    signals = np.array([case["data"] for case in cases.values()])
-    maps = fit(signals, bvalues, method=method, prior="generic")
-    assert osipi_failures(maps, cases) == []
+def test_nlls_reaches_the_global_least_squares_minimum_on_osipi_signals():
+    bvalues, regions = osipi.cases("generic_DL.json")
+    y = osipi.signals(regions)
+    maps = fit(y, bvalues, method="nlls")
+    model = ivim_signal(bvalues, maps["f"], maps["D"], maps["Dstar"], maps["S0"])
+    ours = np.sum((model - y) ** 2, axis=1)
+    for index, region in enumerate(regions):
+        assert ours[index] <= exhaustive_least_squares_cost(y[index], bvalues) * 1.001, region

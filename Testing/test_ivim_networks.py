@@ -6,14 +6,21 @@ import numpy as np
 import pytest
 import torch
 
+import osipi
+from conftest import requires_shared
 from FastMRICommon.errors import InputError
-from FastMRICommon.model_files import load_model_file
-from IVIMEstimatorLib.estimate import fit
-from IVIMEstimatorLib.networks import ScdnnNet
+from FastMRICommon.model_files import load_model_file, load_shipped_model, read_manifest, sha256_file
+from IVIMEstimatorLib.estimate import MODELS_DIR, find_shipped_model, fit
+from IVIMEstimatorLib.networks import METHOD_ARCHITECTURE, ScdnnNet
 from IVIMEstimatorLib.priors import PRIORS
+from IVIMEstimatorLib.shipped_models import SHIPPED
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
 from IVIMEstimatorLib.synthetic import synthetic_set
 from IVIMEstimatorLib.training import TrainingConfig, train
+
+
+def nrmse(estimate, truth):
+    return float(np.sqrt(np.mean((estimate - truth) ** 2)) / np.mean(truth))
 
 
 def test_scdnn_outputs_stay_in_the_prior_ranges_and_f_is_a_fraction():
@@ -47,3 +54,45 @@ def test_short_training_learns_and_its_file_fits_data(tmp_path, method):
 def test_missing_shipped_model_points_to_train():
     with pytest.raises(InputError, match="ivimestimator train --method scdnn --bvals 0,7,20,50,150,300,500"):
         fit(np.ones((2, 7)), [0, 7, 20, 50, 150, 300, 500], method="scdnn")
+
+
+# --- the shipped models ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", SHIPPED, ids=lambda spec: spec.file)
+def test_each_shipped_model_is_listed_checked_and_described(spec):
+    entry = read_manifest(MODELS_DIR)[spec.file]
+    assert sha256_file(MODELS_DIR / spec.file) == entry.sha256
+    card = (MODELS_DIR / entry.card).read_text()
+    assert entry.sha256 in card and "Held-out test" in card and "Training data" in card
+    model = load_shipped_model(MODELS_DIR, spec.file)
+    assert model.architecture == METHOD_ARCHITECTURE[spec.method]
+    assert model.metadata["protocol"]["bvalues"] == list(spec.bvalues)
+    assert model.metadata["training"]["prior"] == spec.prior and model.metadata["training"]["snr"] == spec.snr
+
+
+def test_fit_picks_the_shipped_model_matching_the_bvalues():
+    data = synthetic_set(PRIORS["placenta"], ACQUIRED_BVALUES, 50, snr=30, seed=3)
+    chosen = find_shipped_model("scdnn", ACQUIRED_BVALUES)
+    assert chosen.metadata["protocol"]["bvalues"] == list(map(float, ACQUIRED_BVALUES))
+    np.testing.assert_array_equal(fit(data.signals, ACQUIRED_BVALUES, method="scdnn")["f"],
+                                  fit(data.signals, ACQUIRED_BVALUES, method="scdnn", model=chosen)["f"])
+
+
+@pytest.mark.parametrize("method", ["scdnn", "mlp"])
+def test_shipped_supervised_networks_are_near_the_bayes_reference(method):
+    """On fresh held-out signals of the training population, the shipped accelerated-protocol networks stay
+    within 15% of the Bayes posterior mean (the benchmark measures the 10% target on 20,000 signals)."""
+    data = synthetic_set(PRIORS["placenta"], ACCELERATED_BVALUES, 4000, snr=30, seed=77)
+    truth = {"f": data.f, "D": data.D, "Dstar": data.Dstar}
+    network = fit(data.signals, ACCELERATED_BVALUES, method=method, device="cpu")
+    reference = fit(data.signals, ACCELERATED_BVALUES, method="bayes", prior="placenta", device="cpu")
+    for key, value in truth.items():
+        assert nrmse(network[key], value) <= 1.15 * nrmse(reference[key], value), key
+
+
+@requires_shared
+@pytest.mark.parametrize("method", ["scdnn", "mlp", "ivimnet"])
+def test_shipped_networks_meet_osipi_tolerances_on_its_deep_learning_signals(method):
+    bvalues, regions = osipi.cases("generic_DL.json")
+    maps = fit(osipi.signals(regions), bvalues, method=method, device="cpu")
+    assert osipi.failures(maps, regions, "generic_DL.json") == []

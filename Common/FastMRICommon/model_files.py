@@ -87,6 +87,7 @@ def save_model_file(path: str | os.PathLike, model: ModelFile) -> str:
     os.close(handle)
     try:
         torch.save(payload, temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a model file is for everyone to read
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

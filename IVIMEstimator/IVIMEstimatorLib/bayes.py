@@ -52,24 +52,52 @@ def make_grid(prior: Prior, bvalues: np.ndarray, config: BayesConfig = BayesConf
     return BayesGrid(theta, curves, log_prior)
 
 
-def fit_bayes(y: np.ndarray, grid: BayesGrid, chunk: int = 1024) -> dict[str, np.ndarray]:
+#: Below this ratio of the best residual to |y|² (very high SNR), float32 loses the residual to cancellation.
+FLOAT32_MIN_RELATIVE_RESIDUAL = 1e-4
+
+
+def fit_bayes(y: np.ndarray, grid: BayesGrid, chunk: int = 2048, device: str = "cpu") -> dict[str, np.ndarray]:
     """Posterior means and SDs for signals ``y [n, n_b]``: keys f, D, Dstar, S0 and f_sd, D_sd, Dstar_sd.
-    Voxels are processed ``chunk`` at a time (memory: chunk x grid points floats)."""
-    n_b = y.shape[1]
-    gg = np.sum(grid.curves**2, axis=1)
-    out = {key: np.empty(len(y)) for key in ("f", "D", "Dstar", "S0", "f_sd", "D_sd", "Dstar_sd")}
+
+    Computed with torch on ``device``, ``chunk`` voxels at a time (memory: a few chunk x grid-size arrays), in
+    float32; voxels so clean that the residual RSS = |y|² - (g.y)²/|g|² would cancel in float32 are redone
+    in float64.
+    """
+    import torch
+
+    centre = grid.theta.mean(axis=0)  # centred parameters keep E[x²] - E[x]² accurate
+    moments = np.empty((len(y), 7))  # 3 means, 3 mean squares, S0
     for start in range(0, len(y), chunk):
-        block = y[start:start + chunk].astype(np.float64)
-        gy = block @ grid.curves.T
-        rss = np.clip(np.sum(block**2, axis=1)[:, None] - gy**2 / gg, 1e-20, None)
-        log_post = grid.log_prior - 0.5 * np.log(gg) - 0.5 * (n_b - 1) * np.log(rss)
-        log_post -= log_post.max(axis=1, keepdims=True)
-        weight = np.exp(log_post)
-        weight /= weight.sum(axis=1, keepdims=True)
-        part = slice(start, start + len(block))
-        for column, key in enumerate(("f", "D", "Dstar")):
-            mean = weight @ grid.theta[:, column]
-            out[key][part] = mean
-            out[f"{key}_sd"][part] = np.sqrt(np.clip(weight @ grid.theta[:, column] ** 2 - mean**2, 0, None))
-        out["S0"][part] = np.sum(weight * gy / gg, axis=1)
+        block = y[start:start + chunk]
+        result, relative_residual = _posterior_moments(block, grid, centre, torch.float32, device)
+        clean = relative_residual < FLOAT32_MIN_RELATIVE_RESIDUAL
+        if clean.any():
+            result[clean] = _posterior_moments(block[clean], grid, centre, torch.float64, device)[0]
+        moments[start:start + len(block)] = result
+    out = {"S0": moments[:, 6]}
+    for column, key in enumerate(("f", "D", "Dstar")):
+        mean = moments[:, column]
+        out[key] = mean + centre[column]
+        out[f"{key}_sd"] = np.sqrt(np.clip(moments[:, 3 + column] - mean**2, 0, None))
     return out
+
+
+def _posterior_moments(y: np.ndarray, grid: BayesGrid, centre: np.ndarray, dtype, device) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior E[theta - centre], E[(theta - centre)²] and E[S0] per voxel ``[n, 7]``, and each voxel's
+    smallest RSS relative to |y|²."""
+    import torch
+
+    n_b = y.shape[1]
+    with torch.inference_mode():
+        curves = torch.from_numpy(grid.curves).to(device, dtype)
+        gg = torch.sum(curves**2, dim=1)
+        log_weight = torch.from_numpy(grid.log_prior).to(device, dtype) - 0.5 * torch.log(gg)
+        theta = torch.from_numpy(grid.theta - centre).to(device, dtype)
+        block = torch.from_numpy(y).to(device, dtype)
+        gy = block @ curves.T
+        yy = torch.sum(block**2, dim=1, keepdim=True)
+        rss = torch.clamp(yy - gy**2 / gg, min=1e-30)
+        weight = torch.softmax(log_weight - 0.5 * (n_b - 1) * torch.log(rss), dim=1)
+        moments = torch.cat([weight @ theta, weight @ theta**2, torch.sum(weight * gy / gg, dim=1, keepdim=True)], dim=1)
+        relative = torch.amin(rss, dim=1) / yy[:, 0]
+    return moments.double().cpu().numpy(), relative.double().cpu().numpy()

@@ -11,7 +11,8 @@ import numpy as np
 
 from FastMRICommon.cli import common_options, positive_float, positive_int, run
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import parse_bvalues, read_bvalues_file, read_series_array, read_volume_array, write_volume_array
+from FastMRICommon.mrml_bridge import (parse_bvalues, read_bvalues_file, read_series_array, read_volume_array,
+                                       write_series_array, write_volume_array)
 
 log = logging.getLogger("ivimestimator")
 
@@ -31,18 +32,53 @@ def _bvalues_argument(args: argparse.Namespace):
     return read_bvalues_file(args.bvals_file) if args.bvals_file else None
 
 
+def _read_mask(path: Optional[Path], series, source: Path) -> Optional[np.ndarray]:
+    """A mask volume (non-zero = inside) on the series' grid, or None."""
+    if path is None:
+        return None
+    mask_array, mask_geometry = read_volume_array(path)
+    if mask_array.shape != series.volumes.shape[1:] or not mask_geometry.matches(series.geometry):
+        raise InputError(f"mask {path} is not on the grid of {source}")
+    return mask_array > 0
+
+
+def _progress(fraction: float, message: str) -> None:
+    log.info("[%3d%%] %s", round(100 * fraction), message)
+
+
+def _motion_correct(series, mask: Optional[np.ndarray], rounds: tuple[int, int]):
+    from .motion import MotionConfig, motion_correct
+
+    result = motion_correct(series, mask=mask, config=MotionConfig(rounds=rounds), progress=_progress)
+    log.info("motion correction: displacement per round %s mm; kept round %d",
+             ", ".join(f"{d:.3f}" for d in result.displacements_mm), result.chosen_round)
+    return result
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    import SimpleITK as sitk
+
+    series = read_series_array(args.dwi, _bvalues_argument(args))
+    result = _motion_correct(series, _read_mask(args.mask, series, args.dwi), args.rounds)
+    written = write_series_array(result.series, args.out)
+    log.info("wrote %s", written)
+    if args.transforms_dir is not None:
+        args.transforms_dir.mkdir(parents=True, exist_ok=True)
+        for index, transform in enumerate(result.transforms):
+            sitk.WriteTransform(transform, str(args.transforms_dir / f"{index:04d}.tfm"))
+        log.info("wrote %d transforms (volume -> template, as given to SimpleITK.Resample) to %s",
+                 len(result.transforms), args.transforms_dir)
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
     from .estimate import fit
 
     series = read_series_array(args.dwi, _bvalues_argument(args))
     if series.bvalues is None:
         raise InputError(f"{args.dwi} stores no b-values: give --bvals or --bvals-file")
-    mask = None
-    if args.mask is not None:
-        mask_array, mask_geometry = read_volume_array(args.mask)
-        if mask_array.shape != series.volumes.shape[1:] or not mask_geometry.matches(series.geometry):
-            raise InputError(f"mask {args.mask} is not on the grid of {args.dwi}")
-        mask = mask_array > 0
+    mask = _read_mask(args.mask, series, args.dwi)
+    if args.motion_correct:
+        series = _motion_correct(series, _read_mask(args.registration_mask, series, args.dwi), args.rounds).series
     log.info("fitting %d voxels x %d b-values with %s", int(np.prod(series.volumes.shape[1:])),
              series.volumes.shape[0], args.method)
     maps = fit(series.signals, series.bvalues, method=args.method, model=args.model, mask=mask, prior=args.prior,
@@ -58,8 +94,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = TrainingConfig(method=args.method, bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")),
                             prior=args.prior, snr=args.snr, samples=args.samples, epochs=args.epochs, seed=args.seed)
-    _, history = train(config, out=args.out, device=args.device,
-                       progress=lambda fraction, message: log.info("[%3d%%] %s", round(100 * fraction), message))
+    _, history = train(config, out=args.out, device=args.device, progress=_progress)
     curve = args.out.with_suffix(".loss.png")
     import matplotlib
     matplotlib.use("Agg")
@@ -76,6 +111,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     figure.savefig(curve, dpi=100)
     plt.close(figure)
     log.info("wrote %s and %s", args.out, curve)
+
+
+def _rounds(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX rounds such as 6,10, got {text!r}") from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"rounds need 1 <= MIN <= MAX, got {text!r}")
+    return low, high
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
     fit_parser.add_argument("--prior", choices=sorted(PRIORS), default="generic", help="prior of the bayes method")
     fit_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
     fit_parser.add_argument("--format", choices=(".nrrd", ".nii.gz"), default=".nrrd", help="map file format")
+    fit_parser.add_argument("--motion-correct", action="store_true",
+                            help="register the volumes to a mean template first (see `register`)")
+    fit_parser.add_argument("--registration-mask", type=Path,
+                            help="mask restricting the registration metric (default: whole image)")
+    fit_parser.add_argument("--rounds", type=_rounds, default=(6, 10), help="registration rounds MIN,MAX (default 6,10)")
     fit_parser.set_defaults(command=cmd_fit)
+
+    register_parser = sub.add_parser(
+        "register", parents=[common], help="motion-correct a diffusion series",
+        description="Register every volume to an iteratively refined mean template (rigid then affine, Mattes mutual "
+                    "information) and write the registered series with the input geometry; optionally one ITK .tfm "
+                    "per volume (0000.tfm, 0001.tfm, ... in volume order), each the transform that resamples that "
+                    "volume onto the template.")
+    register_parser.add_argument("dwi", type=Path, help="4D NIfTI/NRRD series, or a folder of 3D volumes")
+    register_parser.add_argument("out", type=Path, help="registered 4D series to write (.nii.gz, .nrrd, .seq.nrrd)")
+    register_parser.add_argument("--bvals", help="b-values in s/mm², comma separated (kept with the output)")
+    register_parser.add_argument("--bvals-file", type=Path, help="file of b-values (FSL .bval style)")
+    register_parser.add_argument("--mask", type=Path, help="mask restricting the metric, on the series' grid")
+    register_parser.add_argument("--transforms-dir", type=Path, help="folder for the per-volume .tfm files")
+    register_parser.add_argument("--rounds", type=_rounds, default=(6, 10), help="rounds MIN,MAX (default 6,10)")
+    register_parser.set_defaults(command=cmd_register)
 
     train_parser = sub.add_parser("train", parents=[common], help="train a network on synthetic signals",
                                   description="Train SCDNN, MLP or IVIM-NET for a b-value protocol on synthetic signals "

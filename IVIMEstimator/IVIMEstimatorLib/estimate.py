@@ -16,6 +16,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from FastMRICommon.device import select_device
 from FastMRICommon.errors import InputError, ModelFileError
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model, read_manifest
 
@@ -87,8 +88,6 @@ def _resolve_model(method: str, model: ModelSource, bvalues: np.ndarray) -> Mode
 def _run_network(model: ModelFile, y: np.ndarray, device: str, batch: int = 65536) -> np.ndarray:
     import torch
 
-    from FastMRICommon.device import select_device
-
     target = select_device(device)
     network = model.build(REGISTRY).to(target)
     out = []
@@ -135,7 +134,7 @@ def fit(signals: Any, bvalues: Any, method: str = "scdnn", model: ModelSource = 
         estimate = fit_nlls(y, b, NllsConfig())
         result = {"S0": estimate[:, 0], "f": estimate[:, 1], "D": estimate[:, 2], "Dstar": estimate[:, 3]}
     elif method == "bayes":
-        result = fit_bayes(y, make_grid(get_prior(prior), b, BayesConfig()))
+        result = fit_bayes(y, make_grid(get_prior(prior), b, BayesConfig()), device=select_device(device))
     else:
         network_model = _resolve_model(method, model, b)
         estimate = _run_network(network_model, normalised_inputs(flat[valid], b), device)

@@ -1,5 +1,7 @@
 """Training the IVIM networks on synthetic data (the SCDNN protocol: Adam, lr 1e-4, batch 128, 10 epochs,
-cosine learning-rate warm-up over the first 3 epochs then cosine decay, 90/10 train/validation split)."""
+cosine learning-rate warm-up over the first 3 epochs then cosine decay, 90/10 train/validation split).
+The supervised loss is the sum of the three squared errors relative to each parameter's mean (f, D and D*
+weigh equally); IVIM-NET's unsupervised loss is the signal residual of its own estimates."""
 
 from __future__ import annotations
 
@@ -18,8 +20,6 @@ from .networks import METHOD_ARCHITECTURE, REGISTRY
 from .priors import get_prior
 from .synthetic import synthetic_set
 
-#: Parameter scales that make the three supervised losses comparable (f, D, D* in mm²/s).
-PARAMETER_SCALE = np.array([1.0, 1e-3, 1e-2], dtype=np.float32)
 
 
 @dataclass
@@ -38,6 +38,7 @@ class TrainingConfig:
     dictionary_size: int = 600
     units: int = 3
     seed: int = 0
+    gradient_clip: float = 1.0  # maximum gradient norm: a safeguard against rare exploding steps
     architecture_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -94,7 +95,9 @@ def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu
     network, architecture, kwargs = build_network(config)
     network.to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-    scale = torch.from_numpy(PARAMETER_SCALE).to(device)
+    # Supervised loss: squared errors relative to the training set's mean of each parameter, i.e. the sum of the
+    # three squared NRMSEs, so that f, D and D* weigh equally whatever their units.
+    scale = targets[:split].mean(dim=0).to(device)
     positive_b = torch.from_numpy(bvalues[bvalues > 0].astype(np.float32)).to(device)
     steps_per_epoch = math.ceil(split / config.batch_size)
     history = {"epoch": [], "train_loss": [], "val_loss": [], "val_nrmse": [], "seconds": []}
@@ -120,6 +123,7 @@ def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu
             loss = loss_of(inputs[index].to(device), targets[index].to(device))
             optimiser.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), config.gradient_clip)
             optimiser.step()
             total += loss.item() * len(index)
             step += 1

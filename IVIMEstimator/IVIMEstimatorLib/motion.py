@@ -1,0 +1,192 @@
+"""Motion correction of a diffusion series: iterative rigid + affine registration to a mean template.
+
+Maternal breathing and fetal motion move the placenta between b-value acquisitions. Round 0's template is
+the voxel-wise mean of all volumes. Each round registers every volume to the current template, the mean of
+the *other* volumes (leave-one-out: a volume inside its own template pulls the template toward its current
+position and slows convergence) (Mattes
+mutual information, which copes with the steep fall of intensity with b, optionally restricted to a mask
+on the template grid; round 1 runs a rigid then an affine stage, later rounds refine the previous round's
+affine transform), resamples the volumes with their transforms and averages them into the next template.
+
+Convergence rule: each round's *displacement* is the mean, over volumes and template voxels (inside the
+mask when one is given), of how far the round moved the volume's transform from the previous round's
+|T_r(x) - T_{r-1}(x)| in mm (round 1: from the identity). After the minimum number of rounds, iteration
+stops once a round moves less than ``tolerance_mm``, or at the maximum; the result is the round with the
+smallest displacement (the most settled one).
+
+Transforms follow ITK's convention: ``transforms[v]`` maps a template (output-grid) point to the point of
+volume v that is sampled there, i.e. it is what ``SimpleITK.Resample(volume_v, template, transforms[v])``
+takes. All volumes share the input's grid, so the registered series keeps the input geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
+from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Rounds (min, max), stop tolerance (mm), and the registration settings of each stage."""
+
+    rounds: tuple[int, int] = (6, 10)
+    tolerance_mm: float = 0.05
+    histogram_bins: int = 32
+    sampling_fraction: float = 0.25
+    rigid_iterations: int = 100
+    affine_iterations: int = 60
+    shrink_factors: tuple[int, ...] = (2, 1)
+    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 0.0)
+    seed: int = 0
+
+    def validate(self) -> None:
+        low, high = self.rounds
+        if not (1 <= low <= high):
+            raise InputError(f"rounds must be (min, max) with 1 <= min <= max, got {self.rounds}")
+
+
+@dataclass
+class MotionResult:
+    """The registered series (input geometry), each volume's final transform (see the module docstring),
+    the displacement of every round (mm) and the round kept (1-based)."""
+
+    series: DiffusionSeries
+    transforms: list
+    displacements_mm: list[float] = field(default_factory=list)
+    chosen_round: int = 0
+
+
+def _check_inputs(series: DiffusionSeries, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    volumes = series.volumes
+    if volumes.shape[0] < 2:
+        raise InputError(f"motion correction needs at least 2 volumes, got {volumes.shape[0]}")
+    if not np.all(np.isfinite(volumes)):
+        raise InputError("the series contains NaN or infinite values")
+    for index, volume in enumerate(volumes):
+        if not np.any(volume):
+            raise InputError(f"volume {index} is all zero: nothing to register")
+    if min(volumes.shape[1:]) < 4:
+        raise InputError(f"volumes of shape {volumes.shape[1:]} are too small to register (need >= 4 voxels per axis)")
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != volumes.shape[1:]:
+        raise InputError(f"mask shape {mask.shape} differs from the volume shape {volumes.shape[1:]}")
+    mask = mask > 0
+    if mask.sum() < 64:
+        raise InputError(f"the mask covers {int(mask.sum())} voxels; registration needs at least 64 "
+                         "(a mask that does not overlap the image?)")
+    return mask
+
+
+def _displacement(transform, previous, points: np.ndarray) -> float:
+    """Mean |T(x) - P(x)| over ``points`` (LPS, mm); ``previous`` None = identity."""
+    moved = np.array([transform.TransformPoint(p) for p in points])
+    before = points if previous is None else np.array([previous.TransformPoint(p) for p in points])
+    return float(np.mean(np.linalg.norm(moved - before, axis=1)))
+
+
+def _register(fixed, moving, initial, config: MotionConfig, fixed_mask, iterations: int, seed: int):
+    import SimpleITK as sitk
+
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=config.histogram_bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(config.sampling_fraction, seed)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
+                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(config.shrink_factors))
+    method.SetSmoothingSigmasPerLevel(list(config.smoothing_sigmas_mm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    result = method.Execute(fixed, moving)
+    if isinstance(result, sitk.CompositeTransform):  # Execute wraps the optimised transform
+        result = result.GetNthTransform(0)
+    return result.Downcast()
+
+
+def _rigid_then_affine(fixed, moving, config: MotionConfig, fixed_mask, seed: int):
+    import SimpleITK as sitk
+
+    rigid = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                              sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    rigid = sitk.Euler3DTransform(_register(fixed, moving, rigid, config, fixed_mask, config.rigid_iterations, seed))
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(rigid.GetCenter())
+    affine.SetMatrix(rigid.GetMatrix())
+    affine.SetTranslation(rigid.GetTranslation())
+    return _refine_affine(fixed, moving, affine, config, fixed_mask, seed)
+
+
+def _refine_affine(fixed, moving, affine, config: MotionConfig, fixed_mask, seed: int):
+    import SimpleITK as sitk
+
+    return sitk.AffineTransform(_register(fixed, moving, affine, config, fixed_mask, config.affine_iterations, seed))
+
+
+def motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray] = None, config: MotionConfig = MotionConfig(),
+                   progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> MotionResult:
+    """Register every volume of ``series`` to an iteratively refined mean template (module docstring).
+
+    ``mask``: optional boolean ``[k, j, i]`` on the series grid restricting the metric (e.g. the placenta
+    and a margin). The input series is not modified; the result holds a new array.
+    """
+    import SimpleITK as sitk
+
+    config.validate()
+    mask = _check_inputs(series, mask)
+    volumes = series.volumes.astype(np.float32)
+    images = [array_to_sitk(volume, series.geometry) for volume in volumes]
+    fixed_mask = None if mask is None else array_to_sitk(mask.astype(np.uint8), series.geometry)
+    # points where displacements are measured: template voxels (in the mask), at most ~4000 of them
+    index = np.argwhere(mask) if mask is not None else np.argwhere(np.ones(volumes.shape[1:], bool))
+    index = index[:: max(1, len(index) // 4000)]
+    reference = images[0]
+    points = np.array([reference.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in ijk[::-1]))
+                       for ijk in index])
+
+    low, high = config.rounds
+    total = volumes.sum(axis=0, dtype=np.float64)
+    current = volumes
+    transforms: list = [None] * len(images)
+    history: list[tuple[float, list, np.ndarray]] = []
+    steps, step = high * len(images), 0
+    for round_number in range(1, high + 1):
+        previous = transforms
+        transforms = []
+        registered = np.empty_like(volumes)
+        for volume_index, moving in enumerate(images):
+            raise_if_cancelled(cancel)
+            seed = config.seed + 1000 * round_number + volume_index
+            template = array_to_sitk(((total - current[volume_index]) / (len(images) - 1)).astype(np.float32),
+                                     series.geometry)
+            if previous[volume_index] is None:
+                transform = _rigid_then_affine(template, moving, config, fixed_mask, seed)
+            else:
+                transform = _refine_affine(template, moving, sitk.AffineTransform(previous[volume_index]), config,
+                                           fixed_mask, seed)
+            transforms.append(transform)
+            registered[volume_index] = sitk.GetArrayFromImage(
+                sitk.Resample(moving, template, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+            step += 1
+            report(progress, step / steps, f"round {round_number}: volume {volume_index + 1}/{len(images)} registered")
+        moved = float(np.mean([_displacement(t, p, points) for t, p in zip(transforms, previous)]))
+        history.append((moved, transforms, registered))
+        total, current = registered.sum(axis=0, dtype=np.float64), registered
+        if round_number >= low and moved < config.tolerance_mm:
+            break
+    displacements = [entry[0] for entry in history]
+    candidates = range(min(low, len(history)) - 1, len(history))
+    best = min(candidates, key=lambda r: displacements[r])
+    report(progress, 1.0, f"kept round {best + 1} of {len(history)} (displacement {displacements[best]:.3f} mm)")
+    return MotionResult(DiffusionSeries(history[best][2], series.bvalues, series.geometry), list(history[best][1]),
+                        displacements, best + 1)

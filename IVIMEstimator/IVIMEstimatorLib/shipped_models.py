@@ -1,0 +1,159 @@
+"""The networks shipped in ``IVIMEstimator/Resources/Models``: how each is trained, evaluated and described.
+
+Every shipped model is retrained from this list with ``make ivim-models`` (``python -m
+IVIMEstimatorLib.shipped_models``): train on synthetic signals, evaluate on an independent held-out set
+(other seed) against the Bayes posterior mean under the same prior, write the model file, its card (Markdown)
+and its manifest entry (SHA-256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from FastMRICommon.model_files import ManifestEntry, ModelFile, sha256_file, write_manifest_entry
+
+from .signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
+
+log = logging.getLogger("ivimestimator")
+
+#: OSIPI TF2.4's 18-value body protocol (s/mm²), the b-values of its reference signals.
+OSIPI_BVALUES = (0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 350, 400, 550, 700, 850, 1000)
+HELD_OUT_SIGNALS = 20_000
+HELD_OUT_SEED = 20261121
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """One shipped network: file name, method, protocol (s/mm²), prior, training SNR and a description."""
+
+    file: str
+    method: str
+    bvalues: tuple[float, ...]
+    prior: str
+    snr: float
+    protocol_name: str
+
+
+SHIPPED: tuple[ShippedModel, ...] = tuple(
+    ShippedModel(f"{method}_{protocol}_{prior}.pt", method, tuple(float(b) for b in bvalues), prior, 30.0, label)
+    for protocol, bvalues, prior, label in (
+        ("accelerated", ACCELERATED_BVALUES, "placenta", "placenta, accelerated protocol (b0 + 5 b-values)"),
+        ("acquired", ACQUIRED_BVALUES, "placenta", "placenta, acquired protocol (10 b-values)"),
+        ("osipi18", OSIPI_BVALUES, "generic", "body, OSIPI TF2.4 18-value protocol"))
+    for method in ("scdnn", "mlp", "ivimnet"))
+
+
+def held_out_evaluation(model: ModelFile, spec: ShippedModel) -> dict:
+    """NRMSE (rmse / mean of truth) of f, D, D* on an independent synthetic set, for the network and for the
+    ``bayes`` method with the training prior (posterior mean; Gaussian likelihood with S0 and sigma
+    marginalised, so close to but not exactly the Bayes-optimal limit, which the benchmark computes)."""
+    from .estimate import fit
+    from .priors import get_prior
+    from .synthetic import synthetic_set
+
+    bvalues = np.asarray(spec.bvalues)
+    data = synthetic_set(get_prior(spec.prior), bvalues, HELD_OUT_SIGNALS, spec.snr, HELD_OUT_SEED)
+    truth = {"f": data.f, "D": data.D, "Dstar": data.Dstar}
+    result = {}
+    for name, maps in (("network", fit(data.signals, bvalues, method=spec.method, model=model, device="cpu")),
+                       ("bayes_reference", fit(data.signals, bvalues, method="bayes", prior=spec.prior, device="cpu"))):
+        result[name] = {key: round(float(np.sqrt(np.mean((maps[key] - value) ** 2)) / np.mean(value)), 4)
+                        for key, value in truth.items()}
+    return result
+
+
+def model_card(spec: ShippedModel, model: ModelFile, sha256: str, evaluation: dict) -> str:
+    """The Markdown card of a shipped model."""
+    training = model.metadata["training"]
+    history = model.metadata["history"]
+    network, reference = evaluation["network"], evaluation["bayes_reference"]
+    rows = "\n".join(f"| {key} | {network[key]:.3f} | {reference[key]:.3f} |" for key in ("f", "D", "Dstar"))
+    return f"""# {spec.file}
+
+**{spec.method.upper()}** IVIM network for the {spec.protocol_name}: maps f, D and D* (mm²/s) from
+S(b)/S(0).
+
+- **Protocol**: b = {", ".join(f"{b:g}" for b in spec.bvalues)} s/mm² (b = 0 normalises; the data must have
+  exactly these b-values, otherwise `ivimestimator train` makes a model for them).
+- **Training data**: {model.metadata["data"]}; the prior is defined in `IVIMEstimatorLib/priors.py`,
+  the noise SD is S0/SNR.
+- **Training protocol**: Adam, learning rate {training["learning_rate"]:g}, batch {training["batch_size"]},
+  {training["epochs"]} epochs, cosine warm-up over {training["warmup_epochs"]} epochs then cosine decay,
+  gradient norm clipped at {training["gradient_clip"]:g}, seed {training["seed"]}, device {training["device"]}
+  (2 cores, shared with other work while it trained: {training["seconds"]:.0f} s). Architecture `{model.architecture}` with {json.dumps(model.config)}.
+- **Validation** (the 10% split): final loss {history["val_loss"][-1]:.4g}.
+- **Held-out test** ({HELD_OUT_SIGNALS} independent signals, seed {HELD_OUT_SEED}, same prior and SNR),
+  NRMSE = rmse / mean of truth:
+
+| parameter | this network | `bayes` method, training prior (reference) |
+|---|---|---|
+{rows}
+
+- **Limits**: synthetic training only; trained at one SNR and prior, so data far outside them (other
+  tissues, much lower SNR, non-IVIM signal) give biased maps. Check with the voxel inspector or NLLS/Bayes.
+- **SHA-256**: `{sha256}`
+- **Retrain**: `make ivim-models` (or `ivimestimator train --method {spec.method} --bvals
+  {",".join(f"{b:g}" for b in spec.bvalues)} --prior {spec.prior} --snr {spec.snr:g} --out {spec.file}`).
+"""
+
+
+def build(spec: ShippedModel, models_dir: Path, device: str = "cpu") -> dict:
+    """Train, evaluate and write one shipped model with its card and manifest entry; return its evaluation."""
+    from FastMRICommon.model_files import save_model_file
+
+    from .training import TrainingConfig, train
+
+    config = TrainingConfig(method=spec.method, bvalues=spec.bvalues, prior=spec.prior, snr=spec.snr)
+    model, _ = train(config, device=device,
+                     progress=lambda fraction, message: log.info("%s [%3d%%] %s", spec.file, round(100 * fraction), message))
+    evaluation = held_out_evaluation(model, spec)
+    model.metadata["metrics"]["held_out_nrmse"] = evaluation
+    path = models_dir / spec.file
+    sha256 = save_model_file(path, model)
+    card = path.with_suffix(".md")
+    card.write_text(model_card(spec, model, sha256, evaluation))
+    write_manifest_entry(models_dir, ManifestEntry(spec.file, sha256, card.name, spec.protocol_name))
+    log.info("%s: held-out NRMSE %s", spec.file, evaluation)
+    assert sha256 == sha256_file(path)
+    return evaluation
+
+
+def rewrite_card(spec: ShippedModel, models_dir: Path) -> None:
+    """Rewrite a card from its model file (same weights and SHA-256; the evaluation is in the metadata)."""
+    from FastMRICommon.model_files import load_shipped_model
+
+    model = load_shipped_model(models_dir, spec.file)
+    sha256 = sha256_file(models_dir / spec.file)
+    (models_dir / spec.file).with_suffix(".md").write_text(
+        model_card(spec, model, sha256, model.metadata["metrics"]["held_out_nrmse"]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Retrain the shipped IVIM networks (all, or those named).")
+    parser.add_argument("names", nargs="*", help="file names from the list (default: all)")
+    parser.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parents[1] / "Resources" / "Models")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cards-only", action="store_true", help="rewrite the cards of the existing models")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    unknown = set(args.names) - {spec.file for spec in SHIPPED}
+    if unknown:
+        parser.error(f"unknown model(s): {', '.join(sorted(unknown))}")
+    for spec in SHIPPED:
+        if not args.names or spec.file in args.names:
+            if args.cards_only:
+                rewrite_card(spec, args.models_dir)
+            else:
+                build(spec, args.models_dir, args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

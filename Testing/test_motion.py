@@ -1,0 +1,105 @@
+"""Motion correction: a moved phantom gets realigned, transforms follow ITK's resampling convention, files
+are written as documented, and bad input is refused without touching the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from FastMRICommon.errors import Cancelled, InputError
+from FastMRICommon.mrml_bridge import (DiffusionSeries, array_to_sitk, read_series_array, write_series_array,
+                                       write_volume_array)
+from IVIMEstimatorLib.motion import MotionConfig, motion_correct
+from IVIMEstimatorLib.motion_phantom import MotionRange, moving_placenta_phantom, residual_displacements
+from IVIMEstimatorLib.phantom import LABELS
+
+BVALUES = np.array([0.0, 50.0, 200.0, 500.0])
+FAST = MotionConfig(rounds=(2, 3), rigid_iterations=60, affine_iterations=30)
+
+
+@pytest.fixture(scope="module")
+def moved():
+    return moving_placenta_phantom(MotionRange(4.0, 4.0, 0.03), bvalues=BVALUES, seed=3,
+                                   shape=(12, 64, 64), spacing_mm=(2.5, 2.5, 4.0))
+
+
+@pytest.fixture(scope="module")
+def corrected(moved):
+    before = moved.series.volumes.copy()
+    result = motion_correct(moved.series, config=FAST)
+    np.testing.assert_array_equal(moved.series.volumes, before)  # the input is never modified
+    return result
+
+
+def test_moved_volumes_are_realigned(moved, corrected):
+    placenta = moved.phantom.labels == LABELS["placenta"]
+    residual = residual_displacements(moved, corrected.transforms, placenta)
+    assert residual["before_inter_volume_mean_mm"] > 2.0
+    assert residual["after_inter_volume_mean_mm"] < 0.35 * residual["before_inter_volume_mean_mm"]
+    assert corrected.series.volumes.shape == moved.series.volumes.shape
+    assert corrected.series.geometry == moved.series.geometry
+    np.testing.assert_array_equal(corrected.series.bvalues, BVALUES)
+    assert 2 <= corrected.chosen_round <= len(corrected.displacements_mm) <= 3
+    assert corrected.displacements_mm[0] > corrected.displacements_mm[-1]  # round 1 moves most
+
+
+def test_each_transform_resamples_its_volume_onto_the_template_grid(moved, corrected):
+    """The documented convention: Resample(volume v, reference grid, transforms[v]) is registered volume v."""
+    geometry = moved.series.geometry
+    for index in (0, len(BVALUES) - 1):
+        image = array_to_sitk(moved.series.volumes[index], geometry)
+        again = sitk.GetArrayFromImage(sitk.Resample(image, image, corrected.transforms[index], sitk.sitkLinear, 0.0))
+        np.testing.assert_allclose(again, corrected.series.volumes[index], atol=1e-4)
+
+
+def test_registration_can_be_cancelled_and_reports_progress(moved):
+    seen = []
+    with pytest.raises(Cancelled):
+        motion_correct(moved.series, config=FAST, progress=lambda fraction, message: seen.append(fraction),
+                       cancel=lambda: len(seen) >= 2)
+    assert seen and all(0 < value <= 1 for value in seen)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda v: v[:1], "at least 2 volumes"),
+    (lambda v: np.concatenate([v[:2], np.zeros_like(v[:1])]), "volume 2 is all zero"),
+    (lambda v: np.where(np.arange(v.shape[-1]) == 3, np.nan, v), "NaN or infinite"),
+])
+def test_bad_series_are_refused(moved, change, message):
+    volumes = change(moved.series.volumes.copy())
+    with pytest.raises(InputError, match=message):
+        motion_correct(DiffusionSeries(volumes, None, moved.series.geometry))
+
+
+def test_a_mask_that_does_not_overlap_or_fit_is_refused(moved):
+    empty = np.zeros(moved.series.volumes.shape[1:], bool)
+    with pytest.raises(InputError, match="does not overlap"):
+        motion_correct(moved.series, mask=empty)
+    with pytest.raises(InputError, match="differs from the volume shape"):
+        motion_correct(moved.series, mask=np.ones((3, 3, 3), bool))
+
+
+def test_register_command_writes_series_and_transforms(tmp_path, moved, run_cli):
+    source = write_series_array(moved.series, tmp_path / "dwi.nii.gz")
+    result = run_cli("ivimestimator", "register", str(source), str(tmp_path / "registered.nii.gz"),
+                     "--transforms-dir", str(tmp_path / "tfm"), "--rounds", "1,2")
+    assert result.returncode == 0, result.stderr
+    registered = read_series_array(tmp_path / "registered.nii.gz")
+    assert registered.volumes.shape == moved.series.volumes.shape
+    assert registered.geometry.matches(moved.series.geometry)
+    np.testing.assert_array_equal(registered.bvalues, BVALUES)
+    names = sorted(path.name for path in (tmp_path / "tfm").iterdir())
+    assert names == [f"{index:04d}.tfm" for index in range(len(BVALUES))]
+    transform = sitk.ReadTransform(str(tmp_path / "tfm" / "0003.tfm"))
+    image = array_to_sitk(moved.series.volumes[3], moved.series.geometry)
+    again = sitk.GetArrayFromImage(sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0))
+    assert np.corrcoef(again.ravel(), registered.volumes[3].ravel())[0, 1] > 0.999
+
+
+def test_register_command_refuses_a_single_volume(tmp_path, moved, run_cli):
+    (tmp_path / "folder").mkdir()
+    write_volume_array(moved.series.volumes[0], moved.series.geometry, tmp_path / "folder" / "b0.nrrd")
+    result = run_cli("ivimestimator", "register", str(tmp_path / "folder"), str(tmp_path / "out.nii.gz"))
+    assert result.returncode == 2 and "at least 2 volumes" in result.stderr
+    assert not (tmp_path / "out.nii.gz").exists()

@@ -1,0 +1,104 @@
+"""Motion-correction benchmark (``make bench-registration``): writes ``docs/benchmarks/registration.md``.
+
+A placenta-like 4D phantom (128 x 128 x 15 voxels of 1.25 x 1.25 x 4 mm, b = 0,10,20,50,80,100,150,200,300,
+500 s/mm², Rician SNR 30 at b = 0 in the placenta) has every volume moved by its own random affine transform
+(translation up to 5 mm per axis, rotation up to 5 degrees about a random axis, scale/shear up to 3%), before
+the noise. We correct it with ``motion_correct`` (default settings, with and without a placenta mask) and
+report the residual displacement inside the placenta, the run time, and the IVIM maps (SCDNN, acquired
+protocol) of the corrected, uncorrected and motion-free series (same noise draw).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from IVIMEstimatorLib.estimate import fit
+from IVIMEstimatorLib.motion import MotionConfig, motion_correct
+from IVIMEstimatorLib.motion_phantom import MotionRange, moving_placenta_phantom, residual_displacements
+from IVIMEstimatorLib.phantom import LABELS
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "benchmarks"
+SEEDS = (0, 1, 2)
+KEYS = ("f", "D", "Dstar")
+
+
+def placenta_nrmse(series, truth, placenta: np.ndarray) -> dict:
+    maps = fit(series.signals, series.bvalues, method="scdnn", mask=placenta, device="cpu")
+    return {key: float(np.sqrt(np.nanmean((maps[key][placenta] - getattr(truth, key)[placenta]) ** 2))
+                       / np.mean(getattr(truth, key)[placenta])) for key in KEYS}
+
+
+def run_case(seed: int, use_mask: bool) -> dict:
+    moving = moving_placenta_phantom(MotionRange(), seed=seed)
+    still = moving_placenta_phantom(MotionRange(), seed=seed, moved=False)
+    placenta = moving.phantom.labels == LABELS["placenta"]
+    # a user's rough ROI: the placenta grown by ~10 mm in-plane and one slice through-plane
+    mask = ndimage.binary_dilation(placenta, np.ones((3, 17, 17), bool)) if use_mask else None
+    start = time.perf_counter()
+    result = motion_correct(moving.series, mask=mask, config=MotionConfig())
+    seconds = time.perf_counter() - start
+    case = {"seed": seed, "mask": use_mask, "seconds": seconds, "rounds": len(result.displacements_mm),
+            "chosen_round": result.chosen_round, "displacements_mm": result.displacements_mm}
+    case.update(residual_displacements(moving, result.transforms, placenta))
+    case["nrmse"] = {"motion-free": placenta_nrmse(still.series, still.phantom, placenta),
+                     "uncorrected": placenta_nrmse(moving.series, moving.phantom, placenta),
+                     "corrected": placenta_nrmse(result.series, moving.phantom, placenta)}
+    print(json.dumps({k: v for k, v in case.items() if k != "displacements_mm"}, default=float), flush=True)
+    return case
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    cases = [run_case(seed, use_mask) for use_mask in (False, True) for seed in SEEDS]
+    (OUT / "registration.json").write_text(json.dumps(cases, indent=1, default=float))
+    lines = ["| mask | seed | before mean / max (mm) | after mean / max (mm) | absolute after mean / max (mm) | time (s) | rounds (kept) |",
+             "|---|---|---|---|---|---|---|"]
+    for case in cases:
+        lines.append(
+            f"| {'placenta ROI' if case['mask'] else 'none'} | {case['seed']} | "
+            f"{case['before_inter_volume_mean_mm']:.2f} / {case['before_inter_volume_max_mm']:.2f} | "
+            f"{case['after_inter_volume_mean_mm']:.2f} / {case['after_inter_volume_max_mm']:.2f} | "
+            f"{case['after_absolute_mean_mm']:.2f} / {case['after_absolute_max_mm']:.2f} | {case['seconds']:.0f} | "
+            f"{case['rounds']} ({case['chosen_round']}) |")
+    maps = ["| mask | seed | motion-free f / D / D* | uncorrected | corrected | corrected / motion-free (worst) |",
+            "|---|---|---|---|---|---|"]
+    for case in cases:
+        n = case["nrmse"]
+        ratio = max(n["corrected"][k] / n["motion-free"][k] for k in KEYS)
+        cells = [" / ".join(f"{n[label][k]:.3f}" for k in KEYS) for label in ("motion-free", "uncorrected", "corrected")]
+        maps.append(f"| {'placenta ROI' if case['mask'] else 'none'} | {case['seed']} | " + " | ".join(cells)
+                    + f" | {ratio:.3f} |")
+    text = f"""# Motion-correction benchmark
+
+Command: `make bench-registration` (= `python benchmarks/bench_registration.py`). Machine:
+{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}. Raw numbers:
+`registration.json`.
+
+{__doc__.split(chr(10), 2)[2].strip()}
+
+Residual displacement, inside the placenta: voxel x of corrected volume v shows the motion-free point
+motion_v(correction_v(x)). *Inter-volume*: its distance to the mean of that point over the volumes (the
+misalignment between b-values, which is what corrupts a voxel's IVIM curve; a shift common to all volumes is
+not observable from the data). *Absolute*: its distance to x (includes that common shift of the template).
+Targets: inter-volume mean <= 0.5 mm and max <= 1.5 mm, <= 60 s.
+
+{chr(10).join(lines)}
+
+IVIM maps (SCDNN, shipped acquired-protocol model), NRMSE (rmse / mean of truth) inside the placenta; target:
+corrected within 10% of motion-free:
+
+{chr(10).join(maps)}
+"""
+    (OUT / "registration.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
