@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from FastMRICommon.errors import Cancelled, InputError
 from FastMRICommon.mrml_bridge import (DiffusionSeries, array_to_sitk, read_series_array, write_series_array,
-                                       write_volume_array)
+                                       read_volume_array, write_volume_array)
 from IVIMEstimatorLib.motion import MotionConfig, motion_correct
 from IVIMEstimatorLib.motion_phantom import MotionRange, moving_placenta_phantom, residual_displacements
 from IVIMEstimatorLib.phantom import LABELS
@@ -103,3 +103,13 @@ def test_register_command_refuses_a_single_volume(tmp_path, moved, run_cli):
     result = run_cli("ivimestimator", "register", str(tmp_path / "folder"), str(tmp_path / "out.nii.gz"))
     assert result.returncode == 2 and "at least 2 volumes" in result.stderr
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_fit_command_can_motion_correct_first(tmp_path, moved, run_cli):
+    source = write_series_array(moved.series, tmp_path / "dwi.nii.gz")
+    result = run_cli("ivimestimator", "fit", str(source), str(tmp_path / "maps"), "--method", "nlls",
+                     "--motion-correct", "--rounds", "1,1", "-v")
+    assert result.returncode == 0, result.stderr
+    assert "motion correction: displacement per round" in result.stderr
+    f, geometry = read_volume_array(tmp_path / "maps" / "f.nrrd")
+    assert f.shape == moved.series.volumes.shape[1:] and geometry.matches(moved.series.geometry)

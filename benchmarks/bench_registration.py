@@ -3,7 +3,7 @@
 A placenta-like 4D phantom (128 x 128 x 15 voxels of 1.25 x 1.25 x 4 mm, b = 0,10,20,50,80,100,150,200,300,
 500 s/mm², Rician SNR 30 at b = 0 in the placenta) has every volume moved by its own random affine transform
 (translation up to 5 mm per axis, rotation up to 5 degrees about a random axis, scale/shear up to 3%), before
-the noise. We correct it with ``motion_correct`` (default settings, with and without a placenta mask) and
+the noise. We correct it with ``motion_correct`` (default settings, whole image, no mask) and
 report the residual displacement inside the placenta, the run time, and the IVIM maps (SCDNN, acquired
 protocol) of the corrected, uncorrected and motion-free series (same noise draw).
 """
@@ -57,7 +57,7 @@ def run_case(seed: int, use_mask: bool) -> dict:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    cases = [run_case(seed, use_mask) for use_mask in (False, True) for seed in SEEDS]
+    cases = [run_case(seed, use_mask=False) for seed in SEEDS]
     (OUT / "registration.json").write_text(json.dumps(cases, indent=1, default=float))
     lines = ["| mask | seed | before mean / max (mm) | after mean / max (mm) | absolute after mean / max (mm) | time (s) | rounds (kept) |",
              "|---|---|---|---|---|---|---|"]

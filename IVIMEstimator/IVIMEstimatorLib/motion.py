@@ -37,7 +37,7 @@ class MotionConfig:
     rounds: tuple[int, int] = (6, 10)
     tolerance_mm: float = 0.05
     histogram_bins: int = 32
-    sampling_fraction: float = 0.25
+    sampling_fraction: float = 0.1
     rigid_iterations: int = 100
     affine_iterations: int = 60
     shrink_factors: tuple[int, ...] = (2, 1)
@@ -96,8 +96,11 @@ def _register(fixed, moving, initial, config: MotionConfig, fixed_mask, iteratio
 
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=config.histogram_bins)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(config.sampling_fraction, seed)
+    if config.sampling_fraction < 1.0:
+        method.SetMetricSamplingStrategy(method.RANDOM)
+        method.SetMetricSamplingPercentage(config.sampling_fraction, seed)
+    else:
+        method.SetMetricSamplingStrategy(method.NONE)  # every voxel: a deterministic metric
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
