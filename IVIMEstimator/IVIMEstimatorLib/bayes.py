@@ -93,11 +93,16 @@ def _posterior_moments(y: np.ndarray, grid: BayesGrid, centre: np.ndarray, dtype
         gg = torch.sum(curves**2, dim=1)
         log_weight = torch.from_numpy(grid.log_prior).to(device, dtype) - 0.5 * torch.log(gg)
         theta = torch.from_numpy(grid.theta - centre).to(device, dtype)
+        theta_moments = torch.cat([theta, theta**2], dim=1)  # [G, 6]
         block = torch.from_numpy(y).to(device, dtype)
-        gy = block @ curves.T
+        gy = block @ curves.T  # [n, G]
         yy = torch.sum(block**2, dim=1, keepdim=True)
-        rss = torch.clamp(yy - gy**2 / gg, min=1e-30)
-        weight = torch.softmax(log_weight - 0.5 * (n_b - 1) * torch.log(rss), dim=1)
-        moments = torch.cat([weight @ theta, weight @ theta**2, torch.sum(weight * gy / gg, dim=1, keepdim=True)], dim=1)
+        scale = gy / gg  # least-squares S0 at each grid point
+        rss = torch.addcmul(yy, gy, scale, value=-1).clamp_(min=1e-30)  # |y|² - (g.y)²/|g|²
         relative = torch.amin(rss, dim=1) / yy[:, 0]
+        log_post = rss.log_().mul_(-0.5 * (n_b - 1)).add_(log_weight)  # in place: [n, G] arrays dominate
+        log_post.sub_(torch.amax(log_post, dim=1, keepdim=True))
+        weight = log_post.exp_()
+        total = torch.sum(weight, dim=1, keepdim=True)
+        moments = torch.cat([weight @ theta_moments, torch.sum(weight * scale, dim=1, keepdim=True)], dim=1) / total
     return moments.double().cpu().numpy(), relative.double().cpu().numpy()

@@ -41,6 +41,8 @@ def prepare_bvalues(signals: np.ndarray, bvalues: Any) -> tuple[np.ndarray, np.n
     unique, inverse = np.unique(b, return_inverse=True)
     if unique.size < 3:
         raise InputError(f"IVIM needs at least 3 distinct b-values, got {unique.size}")
+    if unique.size == b.size:  # no repeats: a column reorder, no averaging
+        return unique, signals[..., np.argsort(b, kind="stable")]
     averaged = np.zeros(signals.shape[:-1] + (unique.size,))
     np.add.at(averaged.T, inverse, signals.T)  # sum per unique b
     return unique, averaged / np.bincount(inverse)

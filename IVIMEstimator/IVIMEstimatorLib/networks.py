@@ -22,6 +22,8 @@ from torch import nn
 def _hard_threshold(x: torch.Tensor, threshold: torch.Tensor, sharpness: float = 50.0) -> torch.Tensor:
     """0 below |threshold|, identity above. The forward pass is exact; the gradient flows through a steep
     sigmoid gate so that the threshold itself is learnable (straight-through estimator)."""
+    if not torch.is_grad_enabled():  # inference: the exact gate only
+        return x * (x.abs() > threshold.abs())
     soft_gate = torch.sigmoid(sharpness * (x.abs() - threshold.abs()))
     hard_gate = (x.abs() > threshold.abs()).to(x.dtype)
     return x * (soft_gate + (hard_gate - soft_gate).detach())
