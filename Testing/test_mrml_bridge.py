@@ -12,7 +12,8 @@ from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from FastMRICommon.errors import InputError
 from FastMRICommon.mrml_bridge import (
-    DiffusionSeries, VolumeGeometry, crop, geometry_of, new_sequence_node, new_volume_node, orient_axial,
+    DiffusionSeries, VolumeGeometry, array_to_sitk, crop, geometry_of, new_sequence_node, new_volume_node,
+    orient_axial, physical_points_lps,
     parse_bvalues, read_series, read_series_array, read_volume, read_volume_array, series_from_nodes,
     volume_to_array, write_series_array, write_volume, write_volume_array,
 )
@@ -71,6 +72,13 @@ def test_left_handed_geometry_keeps_every_voxel_in_place(tmp_path):
             original = np.argwhere(array == value)[0]
             moved = np.argwhere(back == value)[0]
             np.testing.assert_allclose(ras_of(geometry, moved), ras_of(flipped, original), atol=1e-4)
+
+
+def test_physical_points_agree_with_simpleitk_on_an_oblique_grid():
+    image = array_to_sitk(np.zeros((4, 5, 6), np.float32), OBLIQUE)
+    index = np.argwhere(np.ones((4, 5, 6), bool))
+    expected = [image.TransformContinuousIndexToPhysicalPoint([float(v) for v in kji[::-1]]) for kji in index]
+    np.testing.assert_allclose(physical_points_lps(OBLIQUE, index), expected, atol=1e-9)
 
 
 def test_orient_axial_and_crop_keep_voxels_in_place():

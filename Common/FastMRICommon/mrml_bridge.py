@@ -78,6 +78,15 @@ def array_to_sitk(array: np.ndarray, geometry: VolumeGeometry) -> "SimpleITK.Ima
     return image
 
 
+def physical_points_lps(geometry: VolumeGeometry, index: np.ndarray) -> np.ndarray:
+    """ITK physical points (LPS, mm) ``[n, 3]`` of voxel indices ``index [n, 3]`` given as (k, j, i) rows,
+    e.g. from ``np.argwhere`` on an ``array[k, j, i]``."""
+    ijk = np.asarray(index, float)[:, ::-1]
+    ras = ijk @ (np.asarray(geometry.directions, float) * np.asarray(geometry.spacing, float)[None, :]).T \
+        + np.asarray(geometry.origin, float)
+    return ras @ _RAS_TO_LPS.T
+
+
 def sitk_to_array(image: "SimpleITK.Image") -> tuple[np.ndarray, VolumeGeometry]:  # noqa: F821
     """``(array[k, j, i], geometry)`` of a 3D SimpleITK image (a copy)."""
     import SimpleITK as sitk

@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
-from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk
+from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk, physical_points_lps
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,16 @@ def _check_inputs(series: DiffusionSeries, mask: Optional[np.ndarray]) -> Option
     return mask
 
 
+def transform_points(transform, points: np.ndarray) -> np.ndarray:
+    """``points [n, 3]`` (LPS, mm) mapped by a SimpleITK transform; None is the identity."""
+    if transform is None:
+        return points
+    return np.array([transform.TransformPoint(point) for point in points])
+
+
 def _displacement(transform, previous, points: np.ndarray) -> float:
     """Mean |T(x) - P(x)| over ``points`` (LPS, mm); ``previous`` None = identity."""
-    moved = np.array([transform.TransformPoint(p) for p in points])
-    before = points if previous is None else np.array([previous.TransformPoint(p) for p in points])
-    return float(np.mean(np.linalg.norm(moved - before, axis=1)))
+    return float(np.mean(np.linalg.norm(transform_points(transform, points) - transform_points(previous, points), axis=1)))
 
 
 def _register(fixed, moving, initial, config: MotionConfig, fixed_mask, iterations: int, seed: int):
@@ -153,15 +158,14 @@ def motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray] = None, c
     # points where displacements are measured: template voxels (in the mask), at most ~4000 of them
     index = np.argwhere(mask) if mask is not None else np.argwhere(np.ones(volumes.shape[1:], bool))
     index = index[:: max(1, len(index) // 4000)]
-    reference = images[0]
-    points = np.array([reference.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in ijk[::-1]))
-                       for ijk in index])
+    points = physical_points_lps(series.geometry, index)
 
     low, high = config.rounds
     total = volumes.sum(axis=0, dtype=np.float64)
     current = volumes
     transforms: list = [None] * len(images)
-    history: list[tuple[float, list, np.ndarray]] = []
+    displacements: list[float] = []
+    best: Optional[tuple[float, int, list, np.ndarray]] = None  # the kept round: displacement, number, result
     steps, step = high * len(images), 0
     for round_number in range(1, high + 1):
         previous = transforms
@@ -183,13 +187,12 @@ def motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray] = None, c
             step += 1
             report(progress, step / steps, f"round {round_number}: volume {volume_index + 1}/{len(images)} registered")
         moved = float(np.mean([_displacement(t, p, points) for t, p in zip(transforms, previous)]))
-        history.append((moved, transforms, registered))
+        displacements.append(moved)
+        if round_number >= low and (best is None or moved < best[0]):
+            best = (moved, round_number, transforms, registered)
         total, current = registered.sum(axis=0, dtype=np.float64), registered
         if round_number >= low and moved < config.tolerance_mm:
             break
-    displacements = [entry[0] for entry in history]
-    candidates = range(min(low, len(history)) - 1, len(history))
-    best = min(candidates, key=lambda r: displacements[r])
-    report(progress, 1.0, f"kept round {best + 1} of {len(history)} (displacement {displacements[best]:.3f} mm)")
-    return MotionResult(DiffusionSeries(history[best][2], series.bvalues, series.geometry), list(history[best][1]),
-                        displacements, best + 1)
+    moved, kept, transforms, registered = best
+    report(progress, 1.0, f"kept round {kept} of {len(displacements)} (displacement {moved:.3f} mm)")
+    return MotionResult(DiffusionSeries(registered, series.bvalues, series.geometry), transforms, displacements, kept)

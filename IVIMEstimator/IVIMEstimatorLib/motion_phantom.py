@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk
+from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk, physical_points_lps
 
+from .motion import transform_points
 from .phantom import PlacentaPhantom, placenta_phantom
 from .signal_model import ACQUIRED_BVALUES, add_rician_noise, ivim_signal
 
@@ -84,17 +85,11 @@ def residual_displacements(moving: MovingPhantom, corrections: list, region: np.
     motion[v](correction[v](x)). ``inter_volume``: distance to the mean of that point over volumes (the
     misalignment that matters for fitting: a common shift of all volumes is not observable);
     ``absolute``: distance to x itself. ``before`` values use no correction."""
-    geometry_image = array_to_sitk(np.zeros(region.shape, np.float32), moving.series.geometry)
-    index = np.argwhere(region)
-    points = np.array([geometry_image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in ijk[::-1]))
-                       for ijk in index])
+    points = physical_points_lps(moving.series.geometry, np.argwhere(region))
 
     def mapped(correction_list):
-        out = []
-        for motion, correction in zip(moving.motion, correction_list):
-            through = points if correction is None else np.array([correction.TransformPoint(p) for p in points])
-            out.append(np.array([motion.TransformPoint(p) for p in through]))
-        return np.stack(out)  # [volumes, points, 3]
+        return np.stack([transform_points(motion, transform_points(correction, points))
+                         for motion, correction in zip(moving.motion, correction_list)])  # [volumes, points, 3]
 
     result = {}
     for label, correction_list in (("before", [None] * len(moving.motion)), ("after", corrections)):
