@@ -66,13 +66,16 @@ def fit_bayes(y: np.ndarray, grid: BayesGrid, chunk: int = 2048, device: str = "
     import torch
 
     centre = grid.theta.mean(axis=0)  # centred parameters keep E[x²] - E[x]² accurate
+    tensors = {torch.float32: _GridTensors(grid, centre, torch.float32, device)}
     moments = np.empty((len(y), 7))  # 3 means, 3 mean squares, S0
     for start in range(0, len(y), chunk):
         block = y[start:start + chunk]
-        result, relative_residual = _posterior_moments(block, grid, centre, torch.float32, device)
+        result, relative_residual = tensors[torch.float32].posterior_moments(block)
         clean = relative_residual < FLOAT32_MIN_RELATIVE_RESIDUAL
         if clean.any():
-            result[clean] = _posterior_moments(block[clean], grid, centre, torch.float64, device)[0]
+            if torch.float64 not in tensors:
+                tensors[torch.float64] = _GridTensors(grid, centre, torch.float64, device)
+            result[clean] = tensors[torch.float64].posterior_moments(block[clean])[0]
         moments[start:start + len(block)] = result
     out = {"S0": moments[:, 6]}
     for column, key in enumerate(("f", "D", "Dstar")):
@@ -82,27 +85,36 @@ def fit_bayes(y: np.ndarray, grid: BayesGrid, chunk: int = 2048, device: str = "
     return out
 
 
-def _posterior_moments(y: np.ndarray, grid: BayesGrid, centre: np.ndarray, dtype, device) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior E[theta - centre], E[(theta - centre)²] and E[S0] per voxel ``[n, 7]``, and each voxel's
-    smallest RSS relative to |y|²."""
-    import torch
+class _GridTensors:
+    """The grid as torch tensors of one dtype on one device, built once per ``fit_bayes`` call."""
 
-    n_b = y.shape[1]
-    with torch.inference_mode():
-        curves = torch.from_numpy(grid.curves).to(device, dtype)
-        gg = torch.sum(curves**2, dim=1)
-        log_weight = torch.from_numpy(grid.log_prior).to(device, dtype) - 0.5 * torch.log(gg)
+    def __init__(self, grid: BayesGrid, centre: np.ndarray, dtype, device) -> None:
+        import torch
+
+        self.dtype, self.device = dtype, device
+        self.curves = torch.from_numpy(grid.curves).to(device, dtype)
+        self.gg = torch.sum(self.curves**2, dim=1)
+        self.log_weight = torch.from_numpy(grid.log_prior).to(device, dtype) - 0.5 * torch.log(self.gg)
         theta = torch.from_numpy(grid.theta - centre).to(device, dtype)
-        theta_moments = torch.cat([theta, theta**2], dim=1)  # [G, 6]
-        block = torch.from_numpy(y).to(device, dtype)
-        gy = block @ curves.T  # [n, G]
-        yy = torch.sum(block**2, dim=1, keepdim=True)
-        scale = gy / gg  # least-squares S0 at each grid point
-        rss = torch.addcmul(yy, gy, scale, value=-1).clamp_(min=1e-30)  # |y|² - (g.y)²/|g|²
-        relative = torch.amin(rss, dim=1) / yy[:, 0]
-        log_post = rss.log_().mul_(-0.5 * (n_b - 1)).add_(log_weight)  # in place: [n, G] arrays dominate
-        log_post.sub_(torch.amax(log_post, dim=1, keepdim=True))
-        weight = log_post.exp_()
-        total = torch.sum(weight, dim=1, keepdim=True)
-        moments = torch.cat([weight @ theta_moments, torch.sum(weight * scale, dim=1, keepdim=True)], dim=1) / total
-    return moments.double().cpu().numpy(), relative.double().cpu().numpy()
+        self.theta_moments = torch.cat([theta, theta**2], dim=1)  # [G, 6]
+
+    def posterior_moments(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior E[theta - centre], E[(theta - centre)²] and E[S0] per voxel ``[n, 7]``, and each voxel's
+        smallest RSS relative to |y|²."""
+        import torch
+
+        n_b = y.shape[1]
+        with torch.inference_mode():
+            block = torch.from_numpy(y).to(self.device, self.dtype)
+            gy = block @ self.curves.T  # [n, G]
+            yy = torch.sum(block**2, dim=1, keepdim=True)
+            scale = gy / self.gg  # least-squares S0 at each grid point
+            rss = torch.addcmul(yy, gy, scale, value=-1).clamp_(min=1e-30)  # |y|² - (g.y)²/|g|²
+            relative = torch.amin(rss, dim=1) / yy[:, 0]
+            log_post = rss.log_().mul_(-0.5 * (n_b - 1)).add_(self.log_weight)  # in place: [n, G] arrays dominate
+            log_post.sub_(torch.amax(log_post, dim=1, keepdim=True))
+            weight = log_post.exp_()
+            total = torch.sum(weight, dim=1, keepdim=True)
+            moments = torch.cat([weight @ self.theta_moments, torch.sum(weight * scale, dim=1, keepdim=True)],
+                                dim=1) / total
+        return moments.double().cpu().numpy(), relative.double().cpu().numpy()
