@@ -11,13 +11,9 @@ from FastMRICommon.errors import InputError
 from IVIMEstimatorLib.estimate import fit
 from IVIMEstimatorLib.priors import PRIORS
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, ivim_signal
-from IVIMEstimatorLib.synthetic import synthetic_set
+from IVIMEstimatorLib.synthetic import nrmse, synthetic_set
 
 TRUTH = {"f": np.array([0.1, 0.3, 0.45]), "D": np.array([1.0e-3, 1.8e-3, 2.4e-3]), "Dstar": np.array([20e-3, 60e-3, 120e-3])}
-
-
-def nrmse(estimate, truth):
-    return float(np.sqrt(np.mean((estimate - truth) ** 2)) / np.mean(truth))
 
 
 def test_nlls_recovers_noise_free_parameters():

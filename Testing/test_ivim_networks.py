@@ -15,12 +15,8 @@ from IVIMEstimatorLib.networks import METHOD_ARCHITECTURE, ScdnnNet
 from IVIMEstimatorLib.priors import PRIORS
 from IVIMEstimatorLib.shipped_models import SHIPPED
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
-from IVIMEstimatorLib.synthetic import synthetic_set
+from IVIMEstimatorLib.synthetic import nrmse, synthetic_set
 from IVIMEstimatorLib.training import TrainingConfig, train
-
-
-def nrmse(estimate, truth):
-    return float(np.sqrt(np.mean((estimate - truth) ** 2)) / np.mean(truth))
 
 
 def test_scdnn_outputs_stay_in_the_prior_ranges_and_f_is_a_fraction():

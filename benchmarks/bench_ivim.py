@@ -24,7 +24,7 @@ from IVIMEstimatorLib.estimate import fit
 from IVIMEstimatorLib.priors import get_prior
 from IVIMEstimatorLib.shipped_models import HELD_OUT_SEED
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
-from IVIMEstimatorLib.synthetic import SyntheticSet, synthetic_set
+from IVIMEstimatorLib.synthetic import SyntheticSet, nrmse, synthetic_set
 from IVIMEstimatorLib.training import TrainingConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +52,7 @@ def errors(maps: dict, data: SyntheticSet) -> dict:
     out = {}
     for key in KEYS:
         truth = getattr(data, key)
-        mse = float(np.mean((maps[key] - truth) ** 2))
-        out[key] = {"mse": mse, "nrmse": float(np.sqrt(mse) / np.mean(truth))}
+        out[key] = {"mse": float(np.mean((maps[key] - truth) ** 2)), "nrmse": nrmse(maps[key], truth)}
     return out
 
 

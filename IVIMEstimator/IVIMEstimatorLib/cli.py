@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from FastMRICommon.cli import common_options, positive_float, positive_int, run
+from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.errors import InputError
 from FastMRICommon.mrml_bridge import (parse_bvalues, read_bvalues_file, read_series_array, read_volume_array,
                                        write_series_array, write_volume_array)
@@ -123,6 +124,15 @@ def _rounds(text: str) -> tuple[int, int]:
     return low, high
 
 
+def _add_bvalue_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bvals", help="b-values in s/mm², comma separated (default: those stored with the data)")
+    parser.add_argument("--bvals-file", type=Path, help="file of b-values (FSL .bval style)")
+
+
+def _add_rounds_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=_rounds, default=(6, 10), help="registration rounds MIN,MAX (default 6,10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
     parser = argparse.ArgumentParser(prog="ivimestimator", parents=[common],
@@ -144,19 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
                                             "maps for bayes) with the input geometry.")
     fit_parser.add_argument("dwi", type=Path, help="4D NIfTI/NRRD series, or a folder of 3D volumes")
     fit_parser.add_argument("outdir", type=Path, help="output folder (created)")
-    fit_parser.add_argument("--bvals", help="b-values in s/mm², comma separated (default: stored with the data)")
-    fit_parser.add_argument("--bvals-file", type=Path, help="file of b-values (FSL .bval style)")
+    _add_bvalue_options(fit_parser)
     fit_parser.add_argument("--method", choices=METHODS, default="scdnn", help="estimator (default scdnn)")
     fit_parser.add_argument("--model", type=Path, help="network model file (default: the shipped one for the b-values)")
     fit_parser.add_argument("--mask", type=Path, help="mask volume (non-zero = fit), on the series' grid")
     fit_parser.add_argument("--prior", choices=sorted(PRIORS), default="generic", help="prior of the bayes method")
-    fit_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+    fit_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device")
     fit_parser.add_argument("--format", choices=(".nrrd", ".nii.gz"), default=".nrrd", help="map file format")
     fit_parser.add_argument("--motion-correct", action="store_true",
                             help="register the volumes to a mean template first (see `register`)")
     fit_parser.add_argument("--registration-mask", type=Path,
                             help="mask restricting the registration metric (default: whole image)")
-    fit_parser.add_argument("--rounds", type=_rounds, default=(6, 10), help="registration rounds MIN,MAX (default 6,10)")
+    _add_rounds_option(fit_parser)
     fit_parser.set_defaults(command=cmd_fit)
 
     register_parser = sub.add_parser(
@@ -167,11 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "volume onto the template.")
     register_parser.add_argument("dwi", type=Path, help="4D NIfTI/NRRD series, or a folder of 3D volumes")
     register_parser.add_argument("out", type=Path, help="registered 4D series to write (.nii.gz, .nrrd, .seq.nrrd)")
-    register_parser.add_argument("--bvals", help="b-values in s/mm², comma separated (kept with the output)")
-    register_parser.add_argument("--bvals-file", type=Path, help="file of b-values (FSL .bval style)")
+    _add_bvalue_options(register_parser)
     register_parser.add_argument("--mask", type=Path, help="mask restricting the metric, on the series' grid")
     register_parser.add_argument("--transforms-dir", type=Path, help="folder for the per-volume .tfm files")
-    register_parser.add_argument("--rounds", type=_rounds, default=(6, 10), help="rounds MIN,MAX (default 6,10)")
+    _add_rounds_option(register_parser)
     register_parser.set_defaults(command=cmd_register)
 
     train_parser = sub.add_parser("train", parents=[common], help="train a network on synthetic signals",
@@ -184,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--samples", type=positive_int, default=200_000, help="synthetic signals (default 200000)")
     train_parser.add_argument("--epochs", type=positive_int, default=10)
     train_parser.add_argument("--seed", type=int, default=0)
-    train_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    train_parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
     train_parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt)")
     train_parser.set_defaults(command=cmd_train)
     return parser

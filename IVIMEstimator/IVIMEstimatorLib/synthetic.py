@@ -31,3 +31,8 @@ def synthetic_set(prior: Prior, bvalues: np.ndarray, n: int, snr: float, seed: i
     signals = add_rician_noise(clean, 1.0 / snr, rng).astype(np.float32)
     return SyntheticSet(signals, f.astype(np.float32), D.astype(np.float32), Dstar.astype(np.float32),
                         np.asarray(bvalues, float), snr)
+
+
+def nrmse(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """Normalised root-mean-square error: rmse / mean of the truth (the accuracy measure of the benchmarks)."""
+    return float(np.sqrt(np.mean((np.asarray(estimate, float) - truth) ** 2)) / np.mean(truth))

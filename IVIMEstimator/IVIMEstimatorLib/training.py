@@ -18,8 +18,8 @@ from FastMRICommon.model_files import ModelFile, save_model_file
 
 from .networks import METHOD_ARCHITECTURE, REGISTRY
 from .priors import get_prior
+from .signal_model import ACCELERATED_BVALUES
 from .synthetic import synthetic_set
-
 
 
 @dataclass
@@ -27,7 +27,7 @@ class TrainingConfig:
     """What to train: method, protocol (b-values, s/mm²), prior, SNR, data size and optimiser settings."""
 
     method: str = "scdnn"
-    bvalues: tuple[float, ...] = (0, 20, 50, 150, 300, 500)
+    bvalues: tuple[float, ...] = tuple(ACCELERATED_BVALUES)
     prior: str = "placenta"
     snr: float = 30.0
     samples: int = 200_000
