@@ -61,6 +61,44 @@ def test_registration_can_be_cancelled_and_reports_progress(moved):
     assert seen and all(0 < value <= 1 for value in seen)
 
 
+def test_the_kept_transforms_average_to_the_identity(moved, corrected):
+    """The template is held at the volumes' mean position (the mean transform is removed every round)."""
+    matrices = []
+    for transform in corrected.transforms:
+        matrix = np.eye(4)
+        matrix[:3, :3] = np.reshape(transform.GetMatrix(), (3, 3))
+        centre = np.asarray(transform.GetCenter())
+        matrix[:3, 3] = centre + np.asarray(transform.GetTranslation()) - matrix[:3, :3] @ centre
+        matrices.append(matrix)
+    np.testing.assert_allclose(np.mean(matrices, axis=0), np.eye(4), atol=1e-9)
+
+
+def test_transform_points_matches_itk_for_affine_and_other_transforms():
+    from IVIMEstimatorLib.motion import transform_points
+    from IVIMEstimatorLib.motion_phantom import random_affine
+
+    points = np.random.default_rng(0).uniform(-80, 80, (50, 3))
+    affine = random_affine(np.random.default_rng(1), MotionRange(), np.array([3.0, -2.0, 5.0]))
+    translation = sitk.TranslationTransform(3, (1.0, -2.0, 0.5))  # no matrix: the point-by-point path
+    for transform in (affine, sitk.Euler3DTransform((1, 2, 3), 0.1, 0.2, 0.05, (1, -1, 2)), translation):
+        expected = np.array([transform.TransformPoint(point) for point in points])
+        np.testing.assert_allclose(transform_points(transform, points), expected, atol=1e-9)
+
+
+def test_the_thin_slice_phantom_is_acquired_on_the_requested_grid():
+    """The object moves on thin slices and is acquired on the requested grid: zero motion gives the
+    motion-free series exactly, and the slice-averaged truth maps and labels live on that grid."""
+    shape, spacing = (6, 32, 32), (5.0, 5.0, 4.0)
+    still = moving_placenta_phantom(MotionRange(), bvalues=BVALUES[:2], seed=1, moved=False, shape=shape,
+                                    spacing_mm=spacing)
+    shifted = moving_placenta_phantom(MotionRange(0.0, 0.0, 0.0), bvalues=BVALUES[:2], seed=1, shape=shape,
+                                      spacing_mm=spacing)
+    assert still.phantom.f.shape == shape and still.series.volumes.shape == (2, *shape)
+    np.testing.assert_allclose(shifted.series.volumes, still.series.volumes)  # zero motion = motion-free
+    assert set(np.unique(still.phantom.labels)) <= set(LABELS.values()) | {0}
+    assert np.all(still.phantom.f[still.phantom.labels == LABELS["placenta"]] > 0)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda v: v[:1], "at least 2 volumes"),
     (lambda v: np.concatenate([v[:2], np.zeros_like(v[:1])]), "volume 2 is all zero"),

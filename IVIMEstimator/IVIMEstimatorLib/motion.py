@@ -6,7 +6,9 @@ the *other* volumes (leave-one-out: a volume inside its own template pulls the t
 position and slows convergence) (Mattes
 mutual information, which copes with the steep fall of intensity with b, optionally restricted to a mask
 on the template grid; round 1 runs a rigid then an affine stage, later rounds refine the previous round's
-affine transform), resamples the volumes with their transforms and averages them into the next template.
+affine transform), then removes the transforms' mean from all of them (so the template stays at the
+volumes' average position instead of drifting by their mean motion), resamples the volumes with their
+transforms and averages them into the next template.
 
 Convergence rule: each round's *displacement* is the mean, over volumes and template voxels (inside the
 mask when one is given), of how far the round moved the volume's transform from the previous round's
@@ -88,12 +90,44 @@ def transform_points(transform, points: np.ndarray) -> np.ndarray:
     """``points [n, 3]`` (LPS, mm) mapped by a SimpleITK transform; None is the identity."""
     if transform is None:
         return points
+    if hasattr(transform, "GetMatrix") and hasattr(transform, "GetCenter"):  # affine family: one matrix product
+        matrix = _homogeneous(transform)
+        return points @ matrix[:3, :3].T + matrix[:3, 3]
     return np.array([transform.TransformPoint(point) for point in points])
 
 
 def _displacement(transform, previous, points: np.ndarray) -> float:
     """Mean |T(x) - P(x)| over ``points`` (LPS, mm); ``previous`` None = identity."""
     return float(np.mean(np.linalg.norm(transform_points(transform, points) - transform_points(previous, points), axis=1)))
+
+
+def _homogeneous(transform) -> np.ndarray:
+    """The 4 x 4 matrix of an affine SimpleITK transform (x -> A (x - c) + c + t) in LPS mm."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.reshape(transform.GetMatrix(), (3, 3))
+    centre = np.asarray(transform.GetCenter())
+    matrix[:3, 3] = centre + np.asarray(transform.GetTranslation()) - matrix[:3, :3] @ centre
+    return matrix
+
+
+def _affine(matrix: np.ndarray, centre: tuple[float, ...]):
+    """A SimpleITK affine transform with ``centre`` (LPS mm) from a 4 x 4 matrix."""
+    import SimpleITK as sitk
+
+    transform = sitk.AffineTransform(3)
+    transform.SetCenter(tuple(float(c) for c in centre))
+    transform.SetMatrix(matrix[:3, :3].ravel().tolist())
+    transform.SetTranslation((matrix[:3, 3] - np.asarray(centre) + matrix[:3, :3] @ np.asarray(centre)).tolist())
+    return transform
+
+
+def _remove_mean_transform(transforms: list) -> list:
+    """Keep the template in the volumes' average position: compose every transform with the inverse of
+    the mean transform (mean of the 4 x 4 matrices), so that the transforms average to the identity.
+    Without this the template drifts from round to round by whatever the volumes' mean motion is."""
+    matrices = [_homogeneous(transform) for transform in transforms]
+    inverse_mean = np.linalg.inv(np.mean(matrices, axis=0))
+    return [_affine(matrix @ inverse_mean, transform.GetCenter()) for matrix, transform in zip(matrices, transforms)]
 
 
 def _register(fixed, moving, initial, config: MotionConfig, fixed_mask, iterations: int, seed: int):
@@ -182,10 +216,12 @@ def motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray] = None, c
                 transform = _refine_affine(template, moving, sitk.AffineTransform(previous[volume_index]), config,
                                            fixed_mask, seed)
             transforms.append(transform)
-            registered[volume_index] = sitk.GetArrayFromImage(
-                sitk.Resample(moving, template, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
             step += 1
             report(progress, step / steps, f"round {round_number}: volume {volume_index + 1}/{len(images)} registered")
+        transforms = _remove_mean_transform(transforms)
+        for volume_index, (moving, transform) in enumerate(zip(images, transforms)):
+            registered[volume_index] = sitk.GetArrayFromImage(
+                sitk.Resample(moving, moving, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
         moved = float(np.mean([_displacement(t, p, points) for t, p in zip(transforms, previous)]))
         displacements.append(moved)
         if round_number >= low and (best is None or moved < best[0]):

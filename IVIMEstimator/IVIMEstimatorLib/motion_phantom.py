@@ -1,8 +1,8 @@
 """A moving placenta phantom for testing and benchmarking motion correction, and how to score a correction.
 
-Each volume of the noise-free phantom series is resampled through its own random affine transform
-(rotation about random axes, translation, scale and shear), then Rician noise is added: motion happens before
-the noise, as in an acquisition. ``residual_displacements`` measures what a correction left.
+Each volume moves the object by its own random affine transform (rotation about random axes, translation,
+scale and shear) before it is acquired: the object is moved on thin slices, each acquired thick slice
+averages them, then Rician noise is added, as in an acquisition. ``residual_displacements`` measures what a correction left.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk, physical_points_lps
+from FastMRICommon.mrml_bridge import DiffusionSeries, VolumeGeometry, array_to_sitk, physical_points_lps
 
 from .motion import transform_points
 from .phantom import PlacentaPhantom, placenta_phantom
@@ -54,29 +54,63 @@ def random_affine(rng: np.random.Generator, motion: MotionRange, centre: np.ndar
     return transform
 
 
+def _slice_profile(fine: np.ndarray, oversampling: int, margin: int) -> np.ndarray:
+    """Thick slices from a finely sampled stack ``[fine k, ...]``: drop ``margin`` thick slices each side,
+    then average each run of ``oversampling`` thin slices (a rectangular slice profile)."""
+    inner = fine[margin * oversampling: fine.shape[0] - margin * oversampling]
+    return inner.reshape(inner.shape[0] // oversampling, oversampling, *inner.shape[1:]).mean(axis=1)
+
+
+def _majority_labels(fine: np.ndarray, oversampling: int, margin: int) -> np.ndarray:
+    """Each thick slice's voxel takes the label most of its thin slices have."""
+    inner = fine[margin * oversampling: fine.shape[0] - margin * oversampling]
+    runs = inner.reshape(inner.shape[0] // oversampling, oversampling, *inner.shape[1:])
+    counts = np.stack([(runs == label).sum(axis=1) for label in range(int(fine.max()) + 1)])
+    return counts.argmax(axis=0).astype(np.uint8)
+
+
 def moving_placenta_phantom(motion: MotionRange = MotionRange(), bvalues: np.ndarray = ACQUIRED_BVALUES,
                             snr: float = 30.0, seed: int = 0, moved: bool = True,
                             shape: tuple[int, int, int] = (15, 128, 128),
-                            spacing_mm: tuple[float, float, float] = (1.25, 1.25, 4.0)) -> MovingPhantom:
-    """The placenta phantom (default 128 x 128 x 15 voxels of 1.25 x 1.25 x 4 mm) with every volume moved
-    (``moved=False``: the same noise draw without motion, the motion-free control)."""
+                            spacing_mm: tuple[float, float, float] = (1.25, 1.25, 4.0),
+                            slice_oversampling: int = 4) -> MovingPhantom:
+    """The placenta phantom acquired as ``shape`` (slices, rows, columns; default 128 x 128 x 15 voxels of
+    1.25 x 1.25 x 4 mm) with every volume moved (``moved=False``: the same noise draw without motion, the
+    motion-free control).
+
+    Motion happens to the object, not to the acquired voxels: the phantom is built on thin slices
+    (slice thickness / ``slice_oversampling``) over a slab three thick slices wider on each side (so tissue
+    moves into the field of view as it would in a patient), moved there, and each acquired slice averages
+    its thin slices (a rectangular slice profile), then Rician noise is added. The truth maps (``phantom``)
+    are the slice-averaged maps on the acquired grid, its labels the majority label of each voxel.
+    """
     import SimpleITK as sitk
 
-    phantom = placenta_phantom(shape=shape, spacing_mm=spacing_mm, bvalues=bvalues, snr=snr, seed=seed)
-    geometry = phantom.series.geometry
-    rng = np.random.default_rng(seed + 1)
-    clean = ivim_signal(bvalues, phantom.f, phantom.D, phantom.Dstar, phantom.S0)  # [k, j, i, n]
-    reference = array_to_sitk(clean[..., 0].astype(np.float32), geometry)
+    slices, rows, columns = shape
+    margin = 3
+    fine_spacing = (spacing_mm[0], spacing_mm[1], spacing_mm[2] / slice_oversampling)
+    fine_shape = ((slices + 2 * margin) * slice_oversampling, rows, columns)
+    fine = placenta_phantom(shape=fine_shape, spacing_mm=fine_spacing, bvalues=bvalues[:1], snr=snr, seed=seed)
+    geometry = VolumeGeometry(spacing=tuple(float(s) for s in spacing_mm), origin=(
+        -(columns - 1) / 2 * spacing_mm[0], -(rows - 1) / 2 * spacing_mm[1], -(slices - 1) / 2 * spacing_mm[2]))
+    reference = array_to_sitk(np.zeros(fine_shape, np.float32), fine.series.geometry)
     centre = np.array(reference.TransformContinuousIndexToPhysicalPoint(
         [(size - 1) / 2 for size in reference.GetSize()]))
+    rng = np.random.default_rng(seed + 1)
     transforms, volumes = [], []
-    for index in range(len(bvalues)):
+    for b in bvalues:
         transform = random_affine(rng, motion, centre) if moved else sitk.AffineTransform(3)
-        image = array_to_sitk(clean[..., index].astype(np.float32), geometry)
-        volumes.append(sitk.GetArrayFromImage(sitk.Resample(image, reference, transform, sitk.sitkLinear, 0.0)))
+        clean = ivim_signal(np.array([b]), fine.f, fine.D, fine.Dstar, fine.S0)[..., 0].astype(np.float32)
+        image = array_to_sitk(clean, fine.series.geometry)
+        thin = sitk.GetArrayFromImage(sitk.Resample(image, reference, transform, sitk.sitkLinear, 0.0))
+        volumes.append(_slice_profile(thin, slice_oversampling, margin))
         transforms.append(transform)
-    noisy = add_rician_noise(np.stack(volumes), phantom.sigma, np.random.default_rng(seed + 2)).astype(np.float32)
-    return MovingPhantom(DiffusionSeries(noisy, np.asarray(bvalues, float), geometry), phantom, transforms)
+    noisy = add_rician_noise(np.stack(volumes), fine.sigma, np.random.default_rng(seed + 2)).astype(np.float32)
+    series = DiffusionSeries(noisy, np.asarray(bvalues, float), geometry)
+    truth = PlacentaPhantom(series, *(_slice_profile(getattr(fine, key), slice_oversampling, margin).astype(np.float32)
+                                      for key in ("f", "D", "Dstar", "S0")),
+                            labels=_majority_labels(fine.labels, slice_oversampling, margin), sigma=fine.sigma)
+    return MovingPhantom(series, truth, transforms)
 
 
 def residual_displacements(moving: MovingPhantom, corrections: list, region: np.ndarray) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Compartments (label values in ``PlacentaPhantom.labels``): 1 placenta (a crescent along the anterior
 uterine wall, lobular cotyledon-like variation of f, D, D*), 2 amniotic fluid (free water: f 0,
-D 3.0e-3 mm²/s, long T2 so bright at b = 0), 3 fetus, 4 maternal tissue. S0 is 1 in the placenta, and
+D 3.0e-3 mm²/s, long T2 so bright at b = 0), 3 fetus (an ellipsoidal trunk), 4 maternal tissue; fetus and
+maternal tissue have a smooth 3D texture of S0 (+-25%, ~3 mm), as organs, fat and muscle give. S0 is 1 in the placenta, and
 the noise SD is S0_placenta / SNR, so "SNR 30 at b = 0" holds in the placenta.
 """
 
@@ -61,7 +62,9 @@ def placenta_phantom(shape: tuple[int, int, int] = (15, 128, 128), spacing_mm: t
     def ellipse(cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
         return ((x - cx * scale) / (ax * scale * taper)) ** 2 + ((y - cy * scale) / (ay * scale * taper)) ** 2
 
-    body, uterus, fetus = ellipse(0, 0, 74, 58) <= 1, ellipse(0, 6, 52, 42) <= 1, ellipse(6, 14, 22, 16) <= 1
+    body, uterus = ellipse(0, 0, 74, 58) <= 1, ellipse(0, 6, 52, 42) <= 1
+    # the fetal trunk: an ellipsoid that ends inside a 6-cm slab (real anatomy changes through-plane)
+    fetus = ellipse(6, 14, 22, 16) + ((z - 12.0) / 36.0) ** 2 <= 1
     angle = np.arctan2(y - 6 * scale, x)  # anterior wall = negative y (rows run anterior to posterior)
     wall_depth = 1 - np.sqrt(ellipse(0, 6, 52, 42))
     placenta = uterus & ~fetus & (wall_depth < 0.45) & (np.abs(angle + np.pi / 2) < np.radians(75))
@@ -72,9 +75,12 @@ def placenta_phantom(shape: tuple[int, int, int] = (15, 128, 128), spacing_mm: t
     labels[placenta] = LABELS["placenta"]
 
     S0, f, D, Dstar = (np.zeros(shape) for _ in range(4))
+    texture = 0.75 + 0.5 * _smooth_field(shape, rng, (3.0 / dz, 3.0 / dy, 3.0 / dx))  # organs, fat, muscle
     for name, (s0, ff, dd, ds) in _COMPARTMENTS.items():
         inside = labels == LABELS[name]
         S0[inside], f[inside], D[inside], Dstar[inside] = s0, ff, dd, ds
+        if name != "amniotic fluid":
+            S0[inside] *= texture[inside]
     lobes = (2.0 / dz, 6.0 / dy, 6.0 / dx)  # cotyledon-sized (~1.5 cm) variation
     inside = labels == LABELS["placenta"]
     S0[inside] = (0.9 + 0.2 * _smooth_field(shape, rng, lobes))[inside]
