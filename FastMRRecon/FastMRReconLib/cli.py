@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from FastMRICommon.cli import common_options, positive_float, positive_int, run
+from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.mrml_bridge import read_volume_array, write_volume_array
 
 from .masks import MASKS
@@ -41,6 +42,91 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     write_volume_array(result, geometry, args.output)
     log.info("wrote %s (R=%g, %d coils, AV=%d, SNR %g)", args.output, args.acceleration, args.coils, args.averages,
              args.snr)
+
+
+def _read_scalar_volume(path: Path):
+    from FastMRICommon.errors import InputError
+
+    array, geometry = read_volume_array(path)
+    if array.ndim != 3:
+        raise InputError(f"{path} is not a scalar 3D volume (shape {array.shape})")
+    return array, geometry
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from .reconstructor import Reconstructor
+
+    array, geometry = _read_scalar_volume(args.input)
+    reconstructor = Reconstructor.load(args.model, device=args.device)
+    result = reconstructor.reconstruct(array, batch_size=args.batch_size, progress=_progress)
+    write_volume_array(result, geometry, args.output)
+    log.info("wrote %s (%d slices of %d x %d, device %s)", args.output, *result.shape, reconstructor.device)
+
+
+def cmd_metrics(args: argparse.Namespace) -> None:
+    from FastMRICommon.errors import InputError
+    from .metrics import psnr, ssim
+
+    reference, geometry = _read_scalar_volume(args.reference)
+    print("image\tPSNR_dB\tSSIM")
+    for path in args.images:
+        image, other = _read_scalar_volume(path)
+        if image.shape != reference.shape or not other.matches(geometry):
+            raise InputError(f"{path} does not have the reference's grid ({image.shape} vs {reference.shape})")
+        print(f"{path}\t{psnr(image, reference):.3f}\t{ssim(image, reference):.4f}")
+
+
+def _ijk(text: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I,J,K voxel indices such as 120,96,8, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three indices I,J,K, got {text!r}")
+    return values
+
+
+def cmd_roi_stats(args: argparse.Namespace) -> None:
+    from .metrics import roi_statistics
+
+    results = []
+    for path in args.volumes:
+        array, _ = _read_scalar_volume(path)
+        results.append((path, roi_statistics(array, args.roi1, args.roi2, args.background, args.size)))
+    print("volume\tmean1\tsd1\tmean2\tsd2\tmean_background\tsd_background\tSNR1\tSNR2\tCNR")
+    for path, stats in results:
+        print("\t".join([str(path)] + [f"{value:.4g}" for value in vars(stats).values()]))
+
+
+def cmd_make_pairs(args: argparse.Namespace) -> None:
+    from FastMRICommon.errors import InputError
+    from .training_data import HeadSource, make_pairs, save_pairs, synthseg_sources
+
+    sources = synthseg_sources(args.split) if args.source == "synthseg" else [HeadSource.mni152()]
+    if not sources:
+        raise InputError("no SynthSeg label maps in ../shared/data/synthseg (set FASTMRI_SHARED, or use --source mni152)")
+    pairs = make_pairs(sources, args.count, args.seed, progress=_progress)
+    save_pairs(pairs, args.output)
+    log.info("wrote %d pairs from %d subjects to %s", len(pairs), len(sources), args.output)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from FastMRICommon.device import select_device
+    from .network import NetworkConfig
+    from .training import TrainingConfig, save_trained, train
+    from .training_data import load_pairs
+
+    pairs = [pair for path in args.data for pair in load_pairs(path)]
+    validation = [pair for path in args.validation for pair in load_pairs(path)]
+    config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, patch=args.patch,
+                            learning_rate=args.learning_rate, l1_weight=args.l1_weight, seed=args.seed,
+                            network=NetworkConfig(channels=args.channels))
+    checkpoint = args.checkpoint or args.out.with_suffix(".checkpoint.pt")
+    result = train(pairs, config, validation, device=select_device(args.device), checkpoint=checkpoint,
+                   progress=_progress)
+    sha = save_trained(args.out, result, config, {"data": [Path(path).name for path in args.data],
+                                                  "pairs": len(pairs)})
+    log.info("wrote %s (SHA-256 %s)", args.out, sha)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +163,64 @@ def build_parser() -> argparse.ArgumentParser:
                           help="object mean / noise SD of a fully sampled single-average image (default 30)")
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     simulate.set_defaults(command=cmd_simulate)
+
+    reconstruct = sub.add_parser("reconstruct", parents=[common], help="restore an accelerated scan with the network",
+                                 description="Apply the reconstruction network slice by slice (2D, in the volume's "
+                                             "k slices) and write the result with the input geometry and scale.")
+    reconstruct.add_argument("input", type=Path, help="accelerated magnitude volume (NRRD, NIfTI, MHA)")
+    reconstruct.add_argument("output", type=Path, help="output volume")
+    reconstruct.add_argument("--model", type=Path, help="model file (default: the shipped model)")
+    reconstruct.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
+    reconstruct.add_argument("--batch-size", type=positive_int, default=8, help="slices per batch (default 8)")
+    reconstruct.set_defaults(command=cmd_reconstruct)
+
+    metrics = sub.add_parser("metrics", parents=[common], help="PSNR and SSIM against a reference",
+                             description="PSNR and SSIM of each image against the reference: data range = reference "
+                                         "max, 7x7 SSIM per slice, over the reference's object mask (see "
+                                         "FastMRReconLib.metrics).")
+    metrics.add_argument("--reference", type=Path, required=True, help="fully sampled reference volume")
+    metrics.add_argument("images", type=Path, nargs="+", help="volumes on the reference's grid")
+    metrics.set_defaults(command=cmd_metrics)
+
+    roi = sub.add_parser("roi-stats", parents=[common], help="ROI SNR and CNR of volumes",
+                         description="Mean/SD in three in-plane SIZE x SIZE ROIs (ROI 1, ROI 2, background) centred on "
+                                     "voxel indices I,J,K; SNR = mean / SD(background), CNR = (mean1 - mean2) / "
+                                     "SD(background).")
+    roi.add_argument("volumes", type=Path, nargs="+", help="volumes to measure (same ROIs in each)")
+    roi.add_argument("--roi1", type=_ijk, required=True, help="I,J,K of ROI 1")
+    roi.add_argument("--roi2", type=_ijk, required=True, help="I,J,K of ROI 2")
+    roi.add_argument("--background", type=_ijk, required=True, help="I,J,K of the background (noise) ROI")
+    roi.add_argument("--size", type=positive_int, default=4, help="ROI side in pixels (default 4)")
+    roi.set_defaults(command=cmd_roi_stats)
+
+    pairs = sub.add_parser("make-pairs", parents=[common], help="synthesise training pairs",
+                           description="Synthesise (AV=1 accelerated SENSE, AV=2 fully sampled) slice pairs from head "
+                                       "tissue maps (see FastMRReconLib.training_data) into one .npz file.")
+    pairs.add_argument("output", type=Path, help="output .npz")
+    pairs.add_argument("--count", type=positive_int, default=1000, help="pairs (default 1000)")
+    pairs.add_argument("--source", choices=("synthseg", "mni152"), default="synthseg",
+                       help="SynthSeg label maps from ../shared (default) or nilearn's MNI152")
+    pairs.add_argument("--split", choices=("train", "validation"), default="train",
+                       help="SynthSeg subjects: first 80%% (train) or last 20%% (validation)")
+    pairs.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pairs.set_defaults(command=cmd_make_pairs)
+
+    training = sub.add_parser("train", parents=[common], help="train the reconstruction network",
+                              description="Train the residual U-Net + fidelity network on pairs from make-pairs; "
+                                          "checkpoints every 200 steps and resumes from OUT.checkpoint.pt.")
+    training.add_argument("data", type=Path, nargs="+", help="training pairs (.npz)")
+    training.add_argument("--out", type=Path, required=True, help="model file to write (.pt)")
+    training.add_argument("--validation", type=Path, nargs="*", default=[], help="validation pairs (.npz)")
+    training.add_argument("--checkpoint", type=Path, help="checkpoint file (default OUT.checkpoint.pt)")
+    training.add_argument("--steps", type=positive_int, default=4000, help="optimiser steps (default 4000)")
+    training.add_argument("--batch-size", type=positive_int, default=12, help="patches per step (default 12)")
+    training.add_argument("--patch", type=positive_int, default=128, help="patch side in pixels (default 128)")
+    training.add_argument("--learning-rate", type=positive_float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    training.add_argument("--l1-weight", type=positive_float, default=1.0, help="lambda of the loss (default 1)")
+    training.add_argument("--channels", type=positive_int, default=16, help="U-Net channels of level 1 (default 16)")
+    training.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
+    training.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    training.set_defaults(command=cmd_train)
     return parser
 
 

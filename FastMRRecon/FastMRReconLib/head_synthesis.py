@@ -98,10 +98,11 @@ SYNTHSEG_TISSUE: dict[int, str] = {label: name for name, labels in _FREESURFER_T
 
 @dataclass
 class TissueMaps:
-    """Partial-volume fractions per tissue, ``fractions[name][k, j, i]`` in [0, 1], on one grid."""
+    """Partial-volume fractions per tissue, ``fractions[name][k, j, i]`` (or ``[j, i]`` for one slice) in
+    [0, 1], on one grid; ``geometry`` None for a 2D slice."""
 
     fractions: dict[str, np.ndarray]
-    geometry: VolumeGeometry
+    geometry: Optional[VolumeGeometry]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -121,19 +122,29 @@ def mni152_tissue_maps() -> TissueMaps:
     return TissueMaps({"grey matter": gm, "white matter": wm, "CSF": csf}, geometry)
 
 
-def label_tissue_maps(path: str | os.PathLike, partial_volume_mm: float = 0.5) -> TissueMaps:
-    """Tissue fractions from a FreeSurfer-labelled head (e.g. a SynthSeg training map), smoothed by a
-    Gaussian of ``partial_volume_mm`` SD to mimic partial volume at tissue borders."""
-    labels, geometry = read_volume_array(path)
-    labels, geometry = orient_axial(np.rint(labels).astype(np.int32), geometry)
+def label_fractions(labels: np.ndarray, sigma_voxels: float | tuple[float, ...]) -> dict[str, np.ndarray]:
+    """Tissue fractions of a FreeSurfer-labelled array (2D or 3D): each tissue's indicator smoothed by a
+    Gaussian of ``sigma_voxels`` SD (partial volume at tissue borders)."""
     lookup = {label: SYNTHSEG_TISSUE.get(int(label), "soft tissue") for label in np.unique(labels) if label != 0}
     fractions = {}
-    sigma = [partial_volume_mm / s for s in geometry.spacing[::-1]]
     for name in TISSUES:
         members = [label for label, tissue in lookup.items() if tissue == name]
         if members:
-            fractions[name] = ndimage.gaussian_filter(np.isin(labels, members).astype(np.float32), sigma)
-    return TissueMaps(fractions, geometry)
+            fractions[name] = ndimage.gaussian_filter(np.isin(labels, members).astype(np.float32), sigma_voxels)
+    return fractions
+
+
+def read_label_map(path: str | os.PathLike) -> tuple[np.ndarray, VolumeGeometry]:
+    """A FreeSurfer / SynthSeg label map as integer ``[k, j, i]`` in axial LPS order."""
+    labels, geometry = read_volume_array(path)
+    return orient_axial(np.rint(labels).astype(np.int32), geometry)
+
+
+def label_tissue_maps(path: str | os.PathLike, partial_volume_mm: float = 0.5) -> TissueMaps:
+    """Tissue fractions from a FreeSurfer-labelled head (e.g. a SynthSeg training map), smoothed by a
+    Gaussian of ``partial_volume_mm`` SD to mimic partial volume at tissue borders."""
+    labels, geometry = read_label_map(path)
+    return TissueMaps(label_fractions(labels, tuple(partial_volume_mm / s for s in geometry.spacing[::-1])), geometry)
 
 
 def shared_synthseg_dir() -> Optional[Path]:

@@ -1,0 +1,183 @@
+"""Training the reconstruction network on synthesised pairs (see ``training_data``).
+
+Per the anchor study: Adam (lr 1e-4), 2D slices, the loss L = lambda ||x - x_hat||_1 - SSIM(x, x_hat) at
+each stage's output (deep supervision: stage-1 U-Net image and final image), x the AV=2 reference. Both
+images of a pair are divided by the input's normalisation scale (``reconstructor.slice_scales``), exactly
+as at inference. Each step takes ``batch_size`` random ``patch`` x ``patch`` crops with random flips and
+transposes; which pairs and crops is fixed by (seed, step), so a resumed run continues exactly as an
+uninterrupted one would (a run may also be resumed with more steps). A checkpoint (weights, optimiser, step, history) is written every
+``checkpoint_every`` steps and at the end; validation PSNR/SSIM (``metrics``) on whole validation images
+every ``validate_every`` steps.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
+from FastMRICommon.model_files import ModelFile, save_model_file
+
+from .metrics import psnr, ssim, ssim_torch
+from .network import NetworkConfig, ReconstructionNetwork
+from .reconstructor import ARCHITECTURE, Reconstructor, slice_scales
+from .training_data import SlicePair
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation settings (module docstring); ``l1_weight`` is lambda."""
+
+    steps: int = 4000
+    batch_size: int = 12
+    patch: int = 128
+    learning_rate: float = 1e-4
+    l1_weight: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    validate_every: int = 500
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+
+@dataclass
+class TrainingResult:
+    """The trained network, the loss per step and the validation scores (step, PSNR dB, SSIM)."""
+
+    network: ReconstructionNetwork
+    losses: list[float]
+    validation: list[dict]
+    seconds: float
+
+
+def _normalised(pairs: Sequence[SlicePair]) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for pair in pairs:
+        scale = slice_scales(pair.input[None])[0]
+        out.append((pair.input / scale, pair.reference / scale))
+    return out
+
+
+def _batch(pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([config.seed, step])
+    inputs, references = [], []
+    for index in rng.integers(len(pairs), size=config.batch_size):
+        image, reference = pairs[index]
+        rows = int(rng.integers(image.shape[0] - config.patch + 1))
+        columns = int(rng.integers(image.shape[1] - config.patch + 1))
+        crop = (slice(rows, rows + config.patch), slice(columns, columns + config.patch))
+        a, b = image[crop], reference[crop]
+        if rng.random() < 0.5:
+            a, b = a[::-1], b[::-1]
+        if rng.random() < 0.5:
+            a, b = a[:, ::-1], b[:, ::-1]
+        if rng.random() < 0.5:
+            a, b = a.T, b.T
+        inputs.append(a)
+        references.append(b)
+    return np.stack(inputs)[:, None].astype(np.float32), np.stack(references)[:, None].astype(np.float32)
+
+
+def stage_loss(output, reference, l1_weight: float):
+    """lambda * L1 - SSIM of one stage's output (batch mean); SSIM's data range = each reference's max."""
+    import torch
+
+    data_range = torch.clamp(reference.amax(dim=(1, 2, 3)), min=1e-3)
+    return l1_weight * torch.mean(torch.abs(output - reference)) - ssim_torch(output, reference, data_range).mean()
+
+
+def validate(network: ReconstructionNetwork, pairs: Sequence[SlicePair], device: str) -> dict:
+    """Mean PSNR/SSIM of the network's output and of its input against the references."""
+    reconstructor = Reconstructor(network, device)
+    scores = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
+    for pair in pairs:
+        output = reconstructor.reconstruct(pair.input)
+        scores["psnr"].append(psnr(output, pair.reference))
+        scores["ssim"].append(ssim(output, pair.reference))
+        scores["input_psnr"].append(psnr(pair.input, pair.reference))
+        scores["input_ssim"].append(ssim(pair.input, pair.reference))
+    network.train()
+    return {key: float(np.mean(values)) for key, values in scores.items()}
+
+
+def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
+          validation: Sequence[SlicePair] = (), device: str = "cpu",
+          checkpoint: Optional[str | os.PathLike] = None, progress: Optional[ProgressCallback] = None,
+          cancel: Optional[CancelCheck] = None) -> TrainingResult:
+    """Train a network on ``pairs``; resume from ``checkpoint`` when that file exists (module docstring)."""
+    import torch
+
+    if not pairs:
+        raise InputError("no training pairs")
+    smallest = min(min(pair.input.shape) for pair in pairs)
+    if smallest < config.patch:
+        raise InputError(f"training images must be at least {config.patch} pixels wide, one is {smallest}")
+    torch.manual_seed(config.seed)
+    network = ReconstructionNetwork(config.network).to(device)
+    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+    losses, history, start, seconds = [], [], 0, 0.0
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if _resumable(state["config"]) != _resumable(_jsonable(config)):
+            raise InputError(f"checkpoint {checkpoint} was written with other settings; remove it or match them")
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+        start, losses, history, seconds = state["step"], list(state["losses"]), list(state["validation"]), state["seconds"]
+    data = _normalised(pairs)
+    network.train()
+    began = time.perf_counter() - seconds
+    for step in range(start, config.steps):
+        raise_if_cancelled(cancel)
+        inputs, references = (torch.from_numpy(array).to(device) for array in _batch(data, config, step))
+        restored, final = network(inputs)
+        loss = stage_loss(restored, references, config.l1_weight) + stage_loss(final, references, config.l1_weight)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+        done = step + 1
+        if validation and (done % config.validate_every == 0 or done == config.steps):
+            history.append({"step": done, **validate(network, validation, device)})
+        if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+            _save_checkpoint(checkpoint, network, optimiser, config, done, losses, history, time.perf_counter() - began)
+        report(progress, done / config.steps, f"step {done}/{config.steps}: loss {np.mean(losses[-50:]):.4f}"
+               + (f", validation PSNR {history[-1]['psnr']:.2f} dB SSIM {history[-1]['ssim']:.4f}" if history else ""))
+    network.eval()
+    return TrainingResult(network, losses, history, time.perf_counter() - began)
+
+
+def _jsonable(config: TrainingConfig) -> dict:
+    return asdict(config)
+
+
+def _resumable(settings: dict) -> dict:
+    """The settings a resumed run must share with its checkpoint (all but the number of steps)."""
+    return {key: value for key, value in settings.items() if key not in ("steps", "checkpoint_every", "validate_every")}
+
+
+def _save_checkpoint(path: Path, network, optimiser, config: TrainingConfig, step: int, losses: list[float],
+                     history: list[dict], seconds: float) -> None:
+    import torch
+
+    temporary = path.with_suffix(path.suffix + ".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(), "config": _jsonable(config),
+                "step": step, "losses": losses, "validation": history, "seconds": seconds}, temporary)
+    os.replace(temporary, path)
+
+
+def model_file(result: TrainingResult, config: TrainingConfig, metadata: dict) -> ModelFile:
+    """The trained network as a model file with its training settings and ``metadata``."""
+    return ModelFile(ARCHITECTURE, config.network.as_dict(), result.network.state_dict(),
+                     {"training": _jsonable(config), "training_seconds": result.seconds,
+                      "validation": result.validation, **metadata})
+
+
+def save_trained(path: str | os.PathLike, result: TrainingResult, config: TrainingConfig, metadata: dict) -> str:
+    """Write the model file; return its SHA-256."""
+    return save_model_file(path, model_file(result, config, metadata))

@@ -1,0 +1,189 @@
+"""Training pairs for the reconstruction network: accelerated AV=1 scans and their fully sampled AV=2
+references, synthesised from head tissue maps with MR physics.
+
+Each pair is one 2D slice: a random subject, orientation (axial, coronal, sagittal) and slice through the
+head; the tissue fractions are zoomed (0.8-1.25x: other resolutions and head sizes), rotated (+-10 degrees)
+and elastically deformed, then cropped or padded to a random matrix (160-256); a contrast (T1w, T2w, PD,
+FLAIR) with TR, TE and TI jittered by +-20% and per-tissue PD/T1/T2 by +-10%, a bias field (+-30%) and
+texture give the magnitude image. That image is scanned twice, as in the anchor study: fully sampled with
+two averages (the reference, root-sum-of-squares) and accelerated (R from ``accelerations``, equispaced or
+variable-density lines, either phase-encoding direction) with one average, reconstructed by CG-SENSE with
+coil maps from its own calibration lines (the network's input). SNR (object mean / noise SD at one
+average) is drawn from 15-45, coils from 8-16.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
+
+from .head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions, mni152_tissue_maps, read_label_map,
+                             shared_synthseg_dir, synthesize)
+from .masks import MASKS
+from .sense import sense_reconstruction
+from .simulate import AcquisitionConfig, object_mean, simulate_slice, zero_filled_rss
+
+MATRIX_SIZES = (160, 176, 192, 208, 224, 240, 256)
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """What varies between pairs (module docstring)."""
+
+    contrasts: tuple[str, ...] = tuple(PROTOCOLS)
+    accelerations: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)
+    snr_range: tuple[float, float] = (15.0, 45.0)
+    coil_range: tuple[int, int] = (8, 16)
+    center_fraction: float = 0.08
+
+
+@dataclass
+class SlicePair:
+    """One training example: ``input`` (AV=1, accelerated, SENSE), ``reference`` (AV=2, fully sampled, RSS),
+    both float32 ``[H, W]``, and how it was made."""
+
+    input: np.ndarray
+    reference: np.ndarray
+    contrast: str
+    acceleration: float
+    subject: str
+
+
+class HeadSource:
+    """One subject's tissue fractions, as 3D arrays ``[k, j, i]`` (1 mm) from which slices are drawn."""
+
+    def __init__(self, name: str, fractions: Optional[dict[str, np.ndarray]] = None,
+                 labels: Optional[np.ndarray] = None) -> None:
+        self.name, self._fractions, self._labels = name, fractions, labels
+
+    @classmethod
+    def synthseg(cls, path: Path) -> "HeadSource":
+        return cls(path.name, labels=read_label_map(path)[0])
+
+    @classmethod
+    def mni152(cls) -> "HeadSource":
+        return cls("MNI152", fractions=mni152_tissue_maps().fractions)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._labels.shape if self._labels is not None else next(iter(self._fractions.values())).shape
+
+    def head_mask(self) -> np.ndarray:
+        if self._labels is not None:
+            return self._labels > 0
+        return sum(self._fractions.values()) > 0.5
+
+    def slice_fractions(self, axis: int, index: int) -> dict[str, np.ndarray]:
+        """Tissue fractions of one 2D slice (partial volume: 0.5 mm Gaussian on label maps)."""
+        if self._labels is not None:
+            return label_fractions(np.take(self._labels, index, axis=axis), 0.5)
+        return {name: np.take(fraction, index, axis=axis) for name, fraction in self._fractions.items()}
+
+
+def synthseg_sources(split: str) -> list[HeadSource]:
+    """The SynthSeg subjects of ``split``: "train" (first 80% by file name) or "validation" (last 20%);
+    empty when ../shared is absent."""
+    folder = shared_synthseg_dir()
+    if folder is None:
+        return []
+    paths = sorted(folder.glob("*.nii.gz"))
+    cut = int(round(0.8 * len(paths)))
+    chosen = paths[:cut] if split == "train" else paths[cut:]
+    return [HeadSource.synthseg(path) for path in chosen]
+
+
+def _warp(fractions: dict[str, np.ndarray], rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Zoom, rotate and elastically deform the slice's fractions onto a ``shape`` matrix centred on the head."""
+    first = next(iter(fractions.values()))
+    head = sum(fractions.values())
+    centre = np.array(ndimage.center_of_mass(head)) if head.sum() > 0 else (np.array(first.shape) - 1) / 2
+    zoom = rng.uniform(0.8, 1.25)
+    angle = np.radians(rng.uniform(-10, 10))
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    rows, columns = np.meshgrid(np.arange(shape[0]) - (shape[0] - 1) / 2, np.arange(shape[1]) - (shape[1] - 1) / 2,
+                                indexing="ij")
+    source = np.einsum("ab,bij->aij", rotation / zoom, np.stack([rows, columns])) + centre[:, None, None]
+    strength = rng.uniform(0, 3.0)  # elastic displacement SD, pixels, smooth over ~16 pixels
+    for axis in range(2):
+        field = ndimage.gaussian_filter(rng.standard_normal(shape), 16.0)
+        source[axis] += strength * field / max(field.std(), 1e-9)
+    return {name: ndimage.map_coordinates(fraction, source, order=1, mode="constant", cval=0.0).astype(np.float32)
+            for name, fraction in fractions.items()}
+
+
+def _jittered(protocol: Protocol, rng: np.random.Generator) -> Protocol:
+    scale = rng.uniform(0.8, 1.2, 3)
+    return replace(protocol, tr_ms=protocol.tr_ms * scale[0], te_ms=protocol.te_ms * scale[1],
+                   ti_ms=None if protocol.ti_ms is None else protocol.ti_ms * scale[2])
+
+
+def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator, config: PairConfig = PairConfig(),
+              mask: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(AV=1 accelerated SENSE input, AV=2 fully sampled RSS reference) of one magnitude ``image``."""
+    accelerated = AcquisitionConfig(
+        acceleration=acceleration, mask=mask or str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
+        coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)), averages=1,
+        snr=float(rng.uniform(*config.snr_range)), phase_encode_axis=int(rng.integers(2)))
+    reference_config = replace(accelerated, acceleration=1.0, averages=2)
+    level = object_mean(image)
+    scan = simulate_slice(image, accelerated, rng, level)
+    full = simulate_slice(image, reference_config, rng, level)
+    input_image = sense_reconstruction(scan.kspace, scan.mask, accelerated.phase_encode_axis)
+    return input_image, zero_filled_rss(full.kspace).astype(np.float32)
+
+
+def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: PairConfig = PairConfig(),
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> list[SlicePair]:
+    """``count`` random pairs (module docstring) drawn from ``sources``; the same seed gives the same pairs."""
+    if not sources:
+        raise InputError("no head sources to synthesise training pairs from")
+    rng = np.random.default_rng(seed)
+    masks = [source.head_mask() for source in sources]
+    pairs = []
+    for number in range(count):
+        raise_if_cancelled(cancel)
+        which = int(rng.integers(len(sources)))
+        source, head = sources[which], masks[which]
+        axis = int(rng.integers(3))
+        area = head.sum(axis=tuple(a for a in range(3) if a != axis))
+        candidates = np.flatnonzero(area > 0.3 * area.max())  # slices well inside the head
+        fractions = source.slice_fractions(axis, int(rng.choice(candidates)))
+        shape = (int(rng.choice(MATRIX_SIZES)), int(rng.choice(MATRIX_SIZES)))
+        maps = TissueMaps(_warp(fractions, rng, shape), None)
+        contrast = str(rng.choice(list(config.contrasts)))
+        image = synthesize(maps, _jittered(PROTOCOLS[contrast], rng), rng, property_jitter=0.1, bias_strength=0.3,
+                           texture=0.03).astype(np.float64)
+        acceleration = float(rng.choice(config.accelerations))
+        input_image, reference = scan_pair(image, acceleration, rng, config)
+        pairs.append(SlicePair(input_image, reference, contrast, acceleration, source.name))
+        report(progress, (number + 1) / count, f"training pair {number + 1}/{count}")
+    return pairs
+
+
+def save_pairs(pairs: Sequence[SlicePair], path: str | os.PathLike) -> Path:
+    """Store pairs in one ``.npz`` (images of different sizes kept as separate arrays)."""
+    arrays = {}
+    for index, pair in enumerate(pairs):
+        arrays[f"input_{index}"], arrays[f"reference_{index}"] = pair.input, pair.reference
+    arrays["contrast"] = np.array([pair.contrast for pair in pairs])
+    arrays["acceleration"] = np.array([pair.acceleration for pair in pairs])
+    arrays["subject"] = np.array([pair.subject for pair in pairs])
+    path = Path(path)
+    np.savez(path, **arrays)
+    return path
+
+
+def load_pairs(path: str | os.PathLike) -> list[SlicePair]:
+    """Pairs written by :func:`save_pairs`."""
+    with np.load(path) as data:
+        return [SlicePair(data[f"input_{index}"], data[f"reference_{index}"], str(contrast), float(acceleration),
+                          str(subject))
+                for index, (contrast, acceleration, subject) in enumerate(
+                    zip(data["contrast"], data["acceleration"], data["subject"]))]

@@ -1,0 +1,208 @@
+"""Reconstruction engine: SENSE, metrics and ROI statistics, the network at any size, the reconstructor's
+input handling and scale, training (resume) and the training pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from FastMRICommon.errors import InputError
+from FastMRReconLib.metrics import object_mask, psnr, roi_statistics, ssim
+from FastMRReconLib.network import NetworkConfig, ReconstructionNetwork
+from FastMRReconLib.reconstructor import Reconstructor, slice_scales
+from FastMRReconLib.sense import cg_sense, estimate_coil_maps, sense_reconstruction
+from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
+from FastMRReconLib.training import TrainingConfig, train
+from FastMRReconLib.training_data import HeadSource, load_pairs, make_pairs, save_pairs
+
+SMALL = NetworkConfig(channels=4, depth=2, fidelity_channels=4)
+
+
+def phantom(rows=96, columns=80) -> np.ndarray:
+    y, x = np.mgrid[-1:1:rows * 1j, -1:1:columns * 1j]
+    head = ((x / 0.8) ** 2 + (y / 0.9) ** 2 < 1).astype(float)
+    return head * (1 + 0.6 * ((x - 0.2) ** 2 + y**2 < 0.08) - 0.4 * ((x + 0.3) ** 2 + (y - 0.3) ** 2 < 0.03))
+
+
+@pytest.mark.parametrize("acceleration", [2.0, 3.0])
+def test_sense_unfolds_what_zero_filling_aliases(acceleration):
+    image = phantom(160, 144)
+    scan = simulate_slice(image, AcquisitionConfig(acceleration=acceleration, snr=1e6, coils=8), np.random.default_rng(1))
+    error = lambda result: np.sqrt(np.mean((result - image) ** 2)) / image.max()
+    sense = sense_reconstruction(scan.kspace, scan.mask)
+    assert error(sense) < 0.3 * error(zero_filled_rss(scan.kspace))
+    assert error(sense) < 0.02
+
+
+def test_coil_maps_have_unit_rss_inside_and_zero_far_outside():
+    image = phantom()
+    scan = simulate_slice(image, AcquisitionConfig(acceleration=2.0, snr=100.0), np.random.default_rng(2))
+    maps = estimate_coil_maps(scan.kspace, scan.mask)
+    rss = np.sqrt(np.sum(np.abs(maps) ** 2, axis=0))
+    np.testing.assert_allclose(rss[image > 0], 1.0, atol=1e-5)
+    assert rss[0, 0] == 0 and rss[-1, -1] == 0
+
+
+def test_cg_sense_batches_slices_like_single_calls():
+    rng = np.random.default_rng(3)
+    scans = [simulate_slice(phantom(), AcquisitionConfig(acceleration=2.0, snr=50.0), rng) for _ in range(2)]
+    maps = [estimate_coil_maps(scan.kspace, scan.mask) for scan in scans]
+    batch = cg_sense(np.stack([s.kspace for s in scans]), np.stack([s.mask for s in scans]), np.stack(maps))
+    for index, scan in enumerate(scans):
+        np.testing.assert_allclose(batch[index], cg_sense(scan.kspace, scan.mask, maps[index]), atol=1e-5)
+
+
+def test_sense_needs_an_acquired_centre():
+    scan = simulate_slice(phantom(), AcquisitionConfig(acceleration=2.0), np.random.default_rng(0))
+    mask = scan.mask.copy()
+    mask[mask.shape[0] // 2] = False
+    with pytest.raises(InputError, match="centre line is not acquired"):
+        estimate_coil_maps(scan.kspace, mask)
+
+
+def reference_ssim(image: np.ndarray, reference: np.ndarray, data_range: float) -> np.ndarray:
+    """Wang et al.'s SSIM map written out with scipy's uniform filter (valid window centres)."""
+    mean = lambda a: ndimage.uniform_filter(a, 7)[3:-3, 3:-3]
+    c1, c2, n = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2, 49
+    mx, my = mean(image), mean(reference)
+    vx, vy = (mean(image**2) - mx**2) * n / (n - 1), (mean(reference**2) - my**2) * n / (n - 1)
+    cov = (mean(image * reference) - mx * my) * n / (n - 1)
+    return ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+
+
+def test_psnr_and_ssim_follow_the_stated_convention():
+    rng = np.random.default_rng(4)
+    reference = phantom(64, 64) + 0.01 * rng.random((64, 64))
+    image = reference + 0.05 * rng.standard_normal(reference.shape)
+    inside = object_mask(reference[None])[0]
+    assert inside.sum() < reference.size  # background beyond the rim is left out
+    expected_psnr = 10 * np.log10(reference.max() ** 2 / np.mean((image - reference)[inside] ** 2))
+    assert psnr(image, reference) == pytest.approx(expected_psnr, rel=1e-9)
+    expected_ssim = reference_ssim(image, reference, reference.max())[inside[3:-3, 3:-3]].mean()
+    assert ssim(image, reference) == pytest.approx(expected_ssim, rel=1e-6)
+    assert ssim(reference, reference) == pytest.approx(1.0) and psnr(reference, reference) == float("inf")
+    assert ssim(image[None].repeat(2, 0), reference[None].repeat(2, 0)) == pytest.approx(ssim(image, reference))
+
+
+def test_metrics_refuse_mismatched_or_bad_images():
+    with pytest.raises(InputError, match="differs from the reference"):
+        psnr(np.ones((8, 8)), np.ones((8, 9)))
+    with pytest.raises(InputError, match="finite"):
+        ssim(np.full((8, 8), np.nan), np.ones((8, 8)))
+    with pytest.raises(InputError, match="no positive signal"):
+        psnr(np.ones((8, 8)), np.zeros((8, 8)))
+
+
+def test_roi_statistics_on_a_known_volume():
+    volume = np.zeros((3, 32, 32))
+    volume[1, 8:12, 8:12] = 10.0
+    volume[1, 20:24, 20:24] = 4.0
+    volume[1, 0:8, 24:32] = np.tile([1.0, 3.0], (8, 4))  # background with SD > 0
+    stats = roi_statistics(volume, roi1=(10, 10, 1), roi2=(22, 22, 1), background=(28, 4, 1), size=4)
+    sd = np.std(np.tile([1.0, 3.0], (4, 2)), ddof=1)
+    assert stats.mean1 == 10 and stats.mean2 == 4 and stats.sd_background == pytest.approx(sd)
+    assert stats.snr1 == pytest.approx(10 / sd) and stats.cnr == pytest.approx(6 / sd)
+
+
+@pytest.mark.parametrize("point, message", [((1, 10, 1), "does not fit"), ((10, 10, 5), "outside the image")])
+def test_roi_outside_or_at_the_edge_is_refused(point, message):
+    volume = np.random.default_rng(0).random((3, 32, 32))
+    with pytest.raises(InputError, match=message):
+        roi_statistics(volume, roi1=point, roi2=(10, 10, 1), background=(20, 20, 1))
+
+
+def test_roi_background_without_noise_is_refused():
+    volume = np.ones((1, 32, 32))
+    with pytest.raises(InputError, match="zero SD"):
+        roi_statistics(volume, (10, 10, 0), (20, 20, 0), (5, 25, 0))
+
+
+@pytest.mark.parametrize("shape", [(96, 96), (180, 230), (256, 256), (320, 320), (97, 131), (17, 33)])
+def test_network_keeps_any_image_size(shape):
+    network = ReconstructionNetwork(SMALL).eval()
+    with torch.inference_mode():
+        restored, final = network(torch.rand(1, 1, *shape))
+    assert restored.shape == final.shape == (1, 1, *shape)
+
+
+def test_network_refuses_images_below_its_minimum():
+    network = ReconstructionNetwork(SMALL)
+    with pytest.raises(InputError, match="at least 8 x 8"):
+        network(torch.rand(1, 1, 7, 64))
+
+
+def test_fidelity_stage_starts_as_the_identity_on_the_unet_output():
+    network = ReconstructionNetwork(SMALL).eval()
+    with torch.inference_mode():
+        restored, final = network(torch.rand(2, 1, 40, 48))
+    torch.testing.assert_close(restored, final)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A tiny network trained for a few steps on MNI152 pairs (for I/O and scale tests, not quality)."""
+    folder = tmp_path_factory.mktemp("recon")
+    pairs = make_pairs([HeadSource.mni152()], 4, seed=0)
+    saved = load_pairs(save_pairs(pairs, folder / "pairs.npz"))
+    config = TrainingConfig(steps=6, batch_size=2, patch=64, checkpoint_every=3, validate_every=3, network=SMALL)
+    result = train(saved[:3], config, validation=saved[3:], checkpoint=folder / "checkpoint.pt")
+    return folder, pairs, config, result
+
+
+def test_training_pairs_are_seeded_and_survive_a_round_trip(small_model):
+    folder, pairs, _, _ = small_model
+    again = load_pairs(folder / "pairs.npz")
+    assert [p.contrast for p in again] == [p.contrast for p in pairs]
+    np.testing.assert_array_equal(again[0].input, pairs[0].input)
+    first = make_pairs([HeadSource.mni152()], 1, seed=0)[0]
+    np.testing.assert_array_equal(first.reference, pairs[0].reference)
+    assert pairs[0].input.dtype == np.float32 and pairs[0].input.shape == pairs[0].reference.shape
+
+
+def test_training_resumes_exactly_from_its_checkpoint(small_model):
+    folder, pairs, config, result = small_model
+    assert len(result.losses) == 6 and [entry["step"] for entry in result.validation] == [3, 6]
+    longer = TrainingConfig(**{**vars(config), "steps": 8})
+    resumed = train(pairs[:3], longer, checkpoint=folder / "checkpoint.pt")
+    assert resumed.losses[:6] == result.losses and len(resumed.losses) == 8
+    fresh = train(pairs[:3], longer)
+    np.testing.assert_allclose(resumed.losses, fresh.losses, rtol=1e-4)
+    other = TrainingConfig(**{**vars(config), "patch": 32})
+    with pytest.raises(InputError, match="other settings"):
+        train(pairs[:3], other, checkpoint=folder / "checkpoint.pt")
+
+
+def test_reconstruction_keeps_shape_and_scale(small_model):
+    _, pairs, _, result = small_model
+    reconstructor = Reconstructor(result.network, "cpu")
+    image = pairs[0].input
+    for scale in (1.0, 1e4):
+        out = reconstructor.reconstruct(image * scale)
+        assert out.shape == image.shape and out.dtype == np.float32 and out.min() >= 0
+        np.testing.assert_allclose(out / scale, reconstructor.reconstruct(image), rtol=1e-3, atol=1e-4)
+    volume = np.stack([image, image[::-1]])
+    out = reconstructor.reconstruct(volume, batch_size=1)
+    np.testing.assert_allclose(out[0], reconstructor.reconstruct(image), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.full((32, 32), np.nan), "NaN or infinite"),
+    (np.ones((32, 32)), "constant"),
+    (np.ones((32, 32), complex), "complex"),
+    (np.ones((2, 2, 32, 32)), "4D"),
+    (np.random.default_rng(0).random((4, 6)), "at least 8 x 8"),
+])
+def test_bad_images_are_refused(small_model, image, message):
+    reconstructor = Reconstructor(small_model[3].network, "cpu")
+    with pytest.raises(InputError, match=message):
+        reconstructor.reconstruct(image)
+
+
+def test_slice_scales_do_not_blow_up_empty_slices():
+    volume = np.zeros((3, 16, 16), np.float32)
+    volume[1] = np.random.default_rng(0).random((16, 16)) * 100
+    scales = slice_scales(volume)
+    assert scales[0] == scales[2] == pytest.approx(0.05 * np.percentile(volume, 99))
+    assert scales[1] == pytest.approx(np.percentile(volume[1], 99))
