@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: all install test demo clean ivim-models bench-ivim bench-registration
+.PHONY: all install test demo clean ivim-models recon-model bench-ivim bench-registration bench-recon
 
 all: test
 
@@ -32,12 +32,21 @@ demo: $(STAMP)
 ivim-models: $(STAMP)
 	$(BIN)/python -m IVIMEstimatorLib.shipped_models
 
+# Rebuild the shipped reconstruction network (FastMRRecon/Resources/Models); needs ../shared/data/synthseg.
+recon-model: $(STAMP)
+	$(BIN)/python -m FastMRReconLib.shipped_model --work-dir build/recon-model
+
 # Benchmarks (not tests): each writes docs/benchmarks/<name>.md with its plots.
 bench-ivim: $(STAMP)
 	$(BIN)/python benchmarks/bench_ivim.py
 
 bench-registration: $(STAMP)
 	$(BIN)/python benchmarks/bench_registration.py
+
+# BART (the classic CS peer) from Debian when missing.
+bench-recon: $(STAMP)
+	@command -v bart >/dev/null || (apt-get install -y bart || sudo apt-get install -y bart)
+	$(BIN)/python benchmarks/bench_recon.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

@@ -50,11 +50,19 @@ def test_simulate_writes_with_input_geometry(tmp_path):
     image = np.repeat(((x**2 + y**2) < 0.6)[None] * 300.0, 2, axis=0).astype(np.float32)
     write_volume_array(image, geometry, tmp_path / "full.nii.gz")
     result = run("fastmrrecon", "simulate", str(tmp_path / "full.nii.gz"), str(tmp_path / "fast.nrrd"),
-                 "--acceleration", "3", "--coils", "4", "--seed", "5")
+                 "--acceleration", "3", "--coils", "4", "--seed", "5", "--combine", "rss")
     assert result.returncode == 0, result.stderr
     fast, fast_geometry = read_volume_array(tmp_path / "fast.nrrd")
     assert fast.shape == image.shape and fast_geometry.matches(geometry, 1e-4)
     assert not np.allclose(fast, image, atol=10.0)
+    # SENSE needs >= 4 calibration lines: 8% of 40 lines is 3, which is refused with what to do
+    result = run("fastmrrecon", "simulate", str(tmp_path / "full.nii.gz"), str(tmp_path / "sense.nrrd"),
+                 "--acceleration", "3", "--coils", "4")
+    assert result.returncode == 2 and "--center-fraction" in result.stderr
+    assert not (tmp_path / "sense.nrrd").exists()
+    result = run("fastmrrecon", "simulate", str(tmp_path / "full.nii.gz"), str(tmp_path / "sense.nrrd"),
+                 "--acceleration", "3", "--coils", "4", "--center-fraction", "0.2")
+    assert result.returncode == 0, result.stderr
 
 
 def test_constant_input_is_refused(tmp_path):

@@ -38,7 +38,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         raise InputError(f"{args.input} is not a scalar 3D volume (shape {array.shape})")
     config = AcquisitionConfig(acceleration=args.acceleration, mask=args.mask, center_fraction=args.center_fraction,
                                coils=args.coils, averages=args.averages, snr=args.snr, seed=args.seed)
-    result = simulate_volume(array.astype(float), config, progress=_progress)
+    result = simulate_volume(array.astype(float), config, combine=args.combine, progress=_progress)
     write_volume_array(result, geometry, args.output)
     log.info("wrote %s (R=%g, %d coils, AV=%d, SNR %g)", args.output, args.acceleration, args.coils, args.averages,
              args.snr)
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", parents=[common], help="simulate an accelerated scan of a volume",
                               description="Simulate an undersampled multi-coil Cartesian acquisition of a fully "
                                           "sampled magnitude volume (2D k-space per slice) and write its "
-                                          "zero-filled root-sum-of-squares reconstruction with the input geometry.")
+                                          "conventional reconstruction with the input geometry.")
     simulate.add_argument("input", type=Path, help="fully sampled volume (NRRD, NIfTI, MHA)")
     simulate.add_argument("output", type=Path, help="output volume (.nrrd, .nii.gz, .mha)")
     simulate.add_argument("--acceleration", type=positive_float, required=True, help="undersampling factor R, 1-16")
@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--averages", type=positive_int, default=1, help="signal averages (default 1)")
     simulate.add_argument("--snr", type=positive_float, default=30.0,
                           help="object mean / noise SD of a fully sampled single-average image (default 30)")
+    simulate.add_argument("--combine", choices=("sense", "rss"), default="sense",
+                          help="coil combination: CG-SENSE (default; what `reconstruct` expects) or zero-filled RSS")
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     simulate.set_defaults(command=cmd_simulate)
 

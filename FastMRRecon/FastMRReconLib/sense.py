@@ -37,14 +37,20 @@ def calibration_lines(mask: np.ndarray, phase_encode_axis: int = 0) -> np.ndarra
 
 
 def estimate_coil_maps(kspace: np.ndarray, mask: np.ndarray, phase_encode_axis: int = 0,
-                       threshold: float = 0.05, dilation: int = 4) -> np.ndarray:
+                       threshold: float = 0.05, dilation: int = 4, max_calibration_lines: int = 24) -> np.ndarray:
     """Coil sensitivities ``[coils, rows, columns]`` from the calibration region of ``kspace [coils, rows,
-    columns]`` (see the module docstring); RSS 1 inside the object, 0 outside."""
+    columns]`` (see the module docstring); RSS 1 inside the object, 0 outside. At most the central
+    ``max_calibration_lines`` lines are used (as ESPIRiT's default calibration size), so that the maps stay
+    smooth also for fully sampled data; maps from all lines would make SENSE equal to root-sum-of-squares."""
     if kspace.ndim != 3:
         raise InputError(f"k-space must be [coils, rows, columns], got shape {kspace.shape}")
     lines = calibration_lines(mask, phase_encode_axis)
+    if lines.size > max_calibration_lines:
+        middle = lines.size // 2
+        lines = lines[middle - max_calibration_lines // 2: middle - max_calibration_lines // 2 + max_calibration_lines]
     if lines.size < 4:
-        raise InputError(f"only {lines.size} calibration lines; coil maps need at least 4")
+        raise InputError(f"only {lines.size} fully sampled central k-space lines; coil maps need at least 4 "
+                         "(raise --center-fraction, or combine by root-sum-of-squares: --combine rss)")
     n_lines = kspace.shape[1 + phase_encode_axis]
     window = np.zeros(n_lines)
     window[lines] = np.hanning(lines.size + 2)[1:-1]

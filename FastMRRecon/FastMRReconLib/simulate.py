@@ -2,7 +2,7 @@
 
 For each 2D slice: give the image a smooth background phase, multiply by coil sensitivities, Fourier
 transform, keep the lines of an undersampling mask, add complex Gaussian noise whose SD shrinks with the
-number of averages, and reconstruct conventionally (zero-filled root-sum-of-squares). The noise level is set
+number of averages, and reconstruct conventionally (CG-SENSE, or zero-filled root-sum-of-squares). The noise level is set
 by ``snr``: mean signal inside the object over the noise SD of a fully sampled single-average image.
 """
 
@@ -116,11 +116,20 @@ def zero_filled_rss(kspace: np.ndarray) -> np.ndarray:
     return rss_combine(ifft2c(kspace))
 
 
-def simulate_volume(volume: np.ndarray, config: AcquisitionConfig,
+COMBINATIONS = ("sense", "rss")
+
+
+def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str = "sense",
                     progress: Optional[ProgressCallback] = None,
                     cancel: Optional[CancelCheck] = None) -> np.ndarray:
     """Simulate the accelerated scan of ``volume[k, j, i]`` slice by slice (2D k-space per ``k`` slice) and
-    return its zero-filled RSS reconstruction, same shape, float32, on the input's intensity scale."""
+    return its conventional reconstruction, same shape, float32, on the input's intensity scale:
+    ``combine`` "sense" (CG-SENSE with calibration coil maps, what a scanner delivers and the network's
+    input) or "rss" (zero-filled root-sum-of-squares, aliasing left in)."""
+    from .sense import sense_reconstruction
+
+    if combine not in COMBINATIONS:
+        raise InputError(f"unknown coil combination {combine!r}; choose one of {', '.join(COMBINATIONS)}")
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise InputError(f"expected a 3D volume [k, j, i], got shape {volume.shape}")
@@ -133,6 +142,8 @@ def simulate_volume(volume: np.ndarray, config: AcquisitionConfig,
     result = np.empty(volume.shape, dtype=np.float32)
     for index, image in enumerate(volume):
         raise_if_cancelled(cancel)
-        result[index] = zero_filled_rss(simulate_slice(image.astype(float), config, rng, reference).kspace)
+        scan = simulate_slice(image.astype(float), config, rng, reference)
+        result[index] = (sense_reconstruction(scan.kspace, scan.mask, config.phase_encode_axis) if combine == "sense"
+                         else zero_filled_rss(scan.kspace))
         report(progress, (index + 1) / volume.shape[0], f"simulated slice {index + 1}/{volume.shape[0]}")
     return result

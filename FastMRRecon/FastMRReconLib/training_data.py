@@ -6,9 +6,11 @@ head; the tissue fractions are zoomed (0.8-1.25x: other resolutions and head siz
 and elastically deformed, then cropped or padded to a random matrix (160-256); a contrast (T1w, T2w, PD,
 FLAIR) with TR, TE and TI jittered by +-20% and per-tissue PD/T1/T2 by +-10%, a bias field (+-30%) and
 texture give the magnitude image. That image is scanned twice, as in the anchor study: fully sampled with
-two averages (the reference, root-sum-of-squares) and accelerated (R from ``accelerations``, equispaced or
+two averages (the reference) and accelerated (R from ``accelerations``, equispaced or
 variable-density lines, either phase-encoding direction) with one average, reconstructed by CG-SENSE with
-coil maps from its own calibration lines (the network's input). SNR (object mean / noise SD at one
+coil maps from its own calibration lines (the network's input). Both are combined the same way
+(SENSE; at R = 1 this is the optimal complex coil combination a scanner applies): a root-sum-of-squares
+reference would carry a noise floor in dark tissue and air that no SENSE image has. SNR (object mean / noise SD at one
 average) is drawn from 15-45, coils from 8-16.
 """
 
@@ -28,7 +30,7 @@ from .head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions, m
                              shared_synthseg_dir, synthesize)
 from .masks import MASKS
 from .sense import sense_reconstruction
-from .simulate import AcquisitionConfig, object_mean, simulate_slice, zero_filled_rss
+from .simulate import AcquisitionConfig, object_mean, simulate_slice
 
 MATRIX_SIZES = (160, 176, 192, 208, 224, 240, 256)
 
@@ -46,7 +48,7 @@ class PairConfig:
 
 @dataclass
 class SlicePair:
-    """One training example: ``input`` (AV=1, accelerated, SENSE), ``reference`` (AV=2, fully sampled, RSS),
+    """One training example: ``input`` (AV=1, accelerated, SENSE), ``reference`` (AV=2, fully sampled, SENSE),
     both float32 ``[H, W]``, and how it was made."""
 
     input: np.ndarray
@@ -126,7 +128,7 @@ def _jittered(protocol: Protocol, rng: np.random.Generator) -> Protocol:
 
 def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator, config: PairConfig = PairConfig(),
               mask: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
-    """(AV=1 accelerated SENSE input, AV=2 fully sampled RSS reference) of one magnitude ``image``."""
+    """(AV=1 accelerated SENSE input, AV=2 fully sampled SENSE reference) of one magnitude ``image``."""
     accelerated = AcquisitionConfig(
         acceleration=acceleration, mask=mask or str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
         coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)), averages=1,
@@ -136,7 +138,7 @@ def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator, 
     scan = simulate_slice(image, accelerated, rng, level)
     full = simulate_slice(image, reference_config, rng, level)
     input_image = sense_reconstruction(scan.kspace, scan.mask, accelerated.phase_encode_axis)
-    return input_image, zero_filled_rss(full.kspace).astype(np.float32)
+    return input_image, sense_reconstruction(full.kspace, full.mask, accelerated.phase_encode_axis)
 
 
 def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: PairConfig = PairConfig(),

@@ -1,0 +1,143 @@
+"""Build the shipped reconstruction model and its card (``make recon-model``): training pairs, training,
+held-out evaluation, model card and manifest entry in ``FastMRRecon/Resources/Models``.
+
+Needs ``../shared/data/synthseg`` (the SynthSeg label maps). Intermediate files (pairs, checkpoint) go to
+``--work-dir``; an interrupted run resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from FastMRICommon.model_files import ManifestEntry, load_model_file, sha256_file, write_manifest_entry
+
+from .metrics import psnr, ssim
+from .reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
+from .training import TrainingConfig, save_trained, train
+from .training_data import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
+
+log = logging.getLogger("fastmrrecon")
+
+#: (file name, number of pairs, seed) of the training and validation pair sets.
+TRAINING_SETS = (("train_part0.npz", 1600, 1000), ("train_part1.npz", 1600, 1001))
+VALIDATION_SET = ("validation.npz", 48, 7)
+CONFIG = TrainingConfig(steps=4000, batch_size=12, patch=128, seed=0)
+
+
+def held_out_scores(reconstructor: Reconstructor, pairs) -> dict:
+    """PSNR / SSIM (``metrics``) of input and output against the reference, per contrast and overall."""
+    table: dict = {}
+    for pair in pairs:
+        output = reconstructor.reconstruct(pair.input)
+        for key in (pair.contrast, "all"):
+            entry = table.setdefault(key, {"input_psnr": [], "input_ssim": [], "psnr": [], "ssim": []})
+            entry["input_psnr"].append(psnr(pair.input, pair.reference))
+            entry["input_ssim"].append(ssim(pair.input, pair.reference))
+            entry["psnr"].append(psnr(output, pair.reference))
+            entry["ssim"].append(ssim(output, pair.reference))
+    return {key: {name: float(np.mean(values)) for name, values in entry.items()} | {"slices": len(entry["psnr"])}
+            for key, entry in table.items()}
+
+
+def model_card(path: Path, sha256: str) -> str:
+    model = load_model_file(path)
+    meta = model.metadata
+    training = meta["training"]
+    scores = meta["held_out"]
+    rows = "\n".join(f"| {key} | {value['slices']} | {value['input_psnr']:.2f} / {value['input_ssim']:.4f} | "
+                     f"{value['psnr']:.2f} / {value['ssim']:.4f} |" for key, value in scores.items())
+    curve = "\n".join(f"| {entry['step']} | {entry['psnr']:.2f} | {entry['ssim']:.4f} |" for entry in meta["validation"])
+    pairs = PairConfig()
+    return f"""# {path.name}: multi-contrast head reconstruction network
+
+- **Task**: restore an accelerated (undersampled, one average) 2D multi-coil MR magnitude image, combined
+  conventionally (CG-SENSE), towards the fully sampled two-average image. Applied slice by slice.
+- **Architecture**: residual U-Net ({model.config['channels']} channels, depth {model.config['depth']}, instance
+  norm, LeakyReLU) + fidelity network ({model.config['fidelity_layers']} conv layers, {model.config['fidelity_channels']}
+  channels) on [U-Net output, input]; {sum(int(np.prod(t.shape)) for t in model.state_dict.values()):,} parameters.
+  Fully convolutional: any image size >= 16 x 16; per-slice intensity normalisation inside the wrapper.
+- **SHA-256**: `{sha256}`
+- **Training data**: {meta['pairs']} synthetic slice pairs (`FastMRReconLib.training_data`) from the 16 SynthSeg
+  training subjects (first 80% of `../shared/data/synthseg`, Apache-2.0): random orientation, zoom, rotation,
+  elastic deformation, matrix 160-256; contrasts {', '.join(pairs.contrasts)} from 3 T relaxation times with TR/TE/TI
+  +-20%, tissue properties +-10%, bias field, texture; accelerations {', '.join(f'{r:g}' for r in pairs.accelerations)}
+  (equispaced or variable density, 8% centre), {pairs.coil_range[0]}-{pairs.coil_range[1]} coils, SNR
+  {pairs.snr_range[0]:g}-{pairs.snr_range[1]:g} at one average. Input: CG-SENSE of the AV=1 accelerated scan;
+  target: SENSE (R = 1) of the fully sampled AV=2 scan.
+- **Protocol**: Adam, learning rate {training['learning_rate']:g}, {training['steps']} steps of {training['batch_size']}
+  random {training['patch']} x {training['patch']} patches (flips, transposes), loss lambda ||x - x_hat||_1 - SSIM
+  (lambda = {training['l1_weight']:g}, 7 x 7 SSIM) on both stage outputs, seed {training['seed']}; CPU, 2 cores,
+  {meta['training_seconds'] / 60:.0f} min ({meta.get('machine', '')}).
+- **Held-out evaluation**: {scores['all']['slices']} pairs from the 4 SynthSeg validation subjects (never seen in
+  training), made like the training pairs (seed {VALIDATION_SET[2]}); PSNR dB / SSIM over the reference's object
+  mask (`FastMRReconLib.metrics`):
+
+| contrast | slices | input (CG-SENSE) | network |
+|---|---|---|---|
+{rows}
+
+Validation during training (same pairs):
+
+| step | PSNR dB | SSIM |
+|---|---|---|
+{curve}
+
+- **Benchmarks** against BART CS-SENSE and on real images: `docs/benchmarks/recon.md`.
+- **Limits**: trained on synthetic head images only (no body, knee or spine data exist here); 2D Cartesian
+  k-space; magnitude images in, magnitude out.
+- **Rebuild**: `make recon-model` (= `python -m FastMRReconLib.shipped_model`).
+"""
+
+
+def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") -> Path:
+    """Make the pairs (skipping existing files), train (resuming), evaluate, write model, card, manifest."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    def pairs_file(name: str, count: int, seed: int, split: str) -> Path:
+        path = work_dir / name
+        if not path.is_file():
+            sources = synthseg_sources(split)
+            if not sources:
+                raise SystemExit("../shared/data/synthseg is needed to build the shipped model")
+            save_pairs(make_pairs(sources, count, seed), path)
+        return path
+
+    training = [pair for name, count, seed in TRAINING_SETS for pair in load_pairs(pairs_file(name, count, seed, "train"))]
+    validation = load_pairs(pairs_file(*VALIDATION_SET, "validation"))
+    progress = lambda fraction, message: log.info("[%3d%%] %s", round(100 * fraction), message)  # noqa: E731
+    result = train(training, CONFIG, validation, device=device, checkpoint=work_dir / "checkpoint.pt", progress=progress)
+    scores = held_out_scores(Reconstructor(result.network, device), validation)
+    path = models_dir / DEFAULT_MODEL
+    sha256 = save_trained(path, result, CONFIG, {"data": [name for name, _, _ in TRAINING_SETS], "pairs": len(training),
+                                                 "held_out": scores, "machine": f"{platform.machine()}"})
+    card = path.with_suffix(".md")
+    card.write_text(model_card(path, sha256))
+    write_manifest_entry(models_dir, ManifestEntry(path.name, sha256, card.name,
+                                                   "multi-contrast head, R 1.5-4, AV=1 -> AV=2"))
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work-dir", type=Path, default=Path("build/recon-model"), help="pairs and checkpoint")
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cards-only", action="store_true", help="rewrite the card of the existing model")
+    args = parser.parse_args(argv)
+    if args.cards_only:
+        path = args.models_dir / DEFAULT_MODEL
+        path.with_suffix(".md").write_text(model_card(path, sha256_file(path)))
+    else:
+        build(args.work_dir, args.models_dir, args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""The shipped reconstruction model (manifest, card, sizes, quality on held-out pairs) and the fastmrrecon
+reconstruct / metrics / roi-stats commands as a user runs them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from FastMRICommon.model_files import read_manifest, sha256_file
+from FastMRICommon.mrml_bridge import VolumeGeometry, read_volume_array, write_volume_array
+from FastMRReconLib.metrics import psnr, ssim
+from FastMRReconLib.reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
+from FastMRReconLib.training_data import HeadSource, make_pairs
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Reconstructor.load(device="cpu")
+
+
+def test_shipped_model_is_listed_with_its_checksum_and_card():
+    entry = read_manifest(MODELS_DIR)[DEFAULT_MODEL]
+    assert entry.sha256 == sha256_file(MODELS_DIR / DEFAULT_MODEL)
+    card = (MODELS_DIR / entry.card).read_text()
+    assert entry.sha256 in card and "Held-out evaluation" in card and "make recon-model" in card
+
+
+@pytest.mark.parametrize("shape", [(96, 96), (180, 230), (256, 256), (320, 320), (101, 77)])
+def test_shipped_model_reconstructs_any_size(shipped, shape):
+    rng = np.random.default_rng(0)
+    image = (rng.random(shape) * 500).astype(np.float32)
+    out = shipped.reconstruct(image)
+    assert out.shape == shape and np.all(np.isfinite(out))
+
+
+@pytest.fixture(scope="module")
+def mni_pairs():
+    """Held-out pairs from the MNI152 maps (never used in training: it uses SynthSeg subjects)."""
+    return make_pairs([HeadSource.mni152()], 6, seed=123)
+
+
+def test_shipped_model_improves_held_out_mni152_images(shipped, mni_pairs):
+    gains_psnr, gains_ssim = [], []
+    for pair in mni_pairs:
+        out = shipped.reconstruct(pair.input * 900.0) / 900.0  # any scanner scale
+        gains_psnr.append(psnr(out, pair.reference) - psnr(pair.input, pair.reference))
+        gains_ssim.append(ssim(out, pair.reference) - ssim(pair.input, pair.reference))
+    assert np.mean(gains_psnr) > 1.0 and np.mean(gains_ssim) > 0.02
+
+
+def _volume_files(tmp_path, pair):
+    geometry = VolumeGeometry(spacing=(0.9, 0.9, 3.0), origin=(10.0, -20.0, 5.0))
+    accelerated = write_volume_array(np.stack([pair.input] * 2), geometry, tmp_path / "accelerated.nrrd")
+    reference = write_volume_array(np.stack([pair.reference] * 2), geometry, tmp_path / "reference.nrrd")
+    return accelerated, reference, geometry
+
+
+def test_reconstruct_and_metrics_commands(tmp_path, run_cli, mni_pairs):
+    accelerated, reference, geometry = _volume_files(tmp_path, mni_pairs[0])
+    out = tmp_path / "dnn.nii.gz"
+    result = run_cli("fastmrrecon", "reconstruct", str(accelerated), str(out), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    array, written = read_volume_array(out)
+    assert array.shape == (2, *mni_pairs[0].input.shape) and written.matches(geometry)
+    result = run_cli("fastmrrecon", "metrics", "--reference", str(reference), str(accelerated), str(out))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split("\t") == ["image", "PSNR_dB", "SSIM"] and len(lines) == 3
+    expected = psnr(read_volume_array(accelerated)[0], read_volume_array(reference)[0])
+    assert float(lines[1].split("\t")[1]) == pytest.approx(expected, abs=1e-3)
+
+
+def test_roi_stats_command_and_its_errors(tmp_path, run_cli, mni_pairs):
+    accelerated, _, _ = _volume_files(tmp_path, mni_pairs[0])
+    rows, columns = mni_pairs[0].input.shape
+    centre = f"{columns // 2},{rows // 2},0"
+    result = run_cli("fastmrrecon", "roi-stats", str(accelerated), "--roi1", centre, "--roi2",
+                     f"{columns // 2 + 10},{rows // 2},0", "--background", f"{columns // 2 - 10},{rows // 2},1")
+    assert result.returncode == 0, result.stderr
+    header, values = result.stdout.strip().splitlines()
+    assert header.split("\t")[-3:] == ["SNR1", "SNR2", "CNR"] and len(values.split("\t")) == 10
+    result = run_cli("fastmrrecon", "roi-stats", str(accelerated), "--roi1", "0,0,0", "--roi2", centre,
+                     "--background", centre)
+    assert result.returncode == 2 and "does not fit inside the image" in result.stderr
+    result = run_cli("fastmrrecon", "roi-stats", str(accelerated), "--roi1", "1,2", "--roi2", centre,
+                     "--background", centre)
+    assert result.returncode == 2 and "three indices" in result.stderr
+
+
+def test_reconstruct_refuses_a_4d_file_and_nan_input(tmp_path, run_cli):
+    from FastMRICommon.mrml_bridge import DiffusionSeries, write_series_array
+
+    geometry = VolumeGeometry(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    series = write_series_array(DiffusionSeries(np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32),
+                                                np.array([0.0, 100.0]), geometry), tmp_path / "four_d.nii.gz")
+    result = run_cli("fastmrrecon", "reconstruct", str(series), str(tmp_path / "out.nrrd"))
+    assert result.returncode == 2 and "not a scalar 3D volume" in result.stderr
+    volume = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    volume[0, 3, 3] = np.nan
+    path = write_volume_array(volume, geometry, tmp_path / "nan.nrrd")
+    result = run_cli("fastmrrecon", "reconstruct", str(path), str(tmp_path / "out.nrrd"))
+    assert result.returncode == 2 and "NaN" in result.stderr
+    assert not (tmp_path / "out.nrrd").exists()

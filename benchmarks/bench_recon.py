@@ -1,0 +1,337 @@
+"""Reconstruction benchmark (``make bench-recon``): writes ``docs/benchmarks/recon.md`` and ``recon/``.
+
+Held-out images (none of them seen in training): axial slices of the four SynthSeg validation subjects
+(the last 20% of ``../shared/data/synthseg``) and of nilearn's MNI152 tissue maps, synthesised as T1w, T2w,
+PD and FLAIR without random variation; and real scanner magnitude images shipped in pip packages (dipy's
+``S0_10slices`` b=0 EPI slab, nibabel's ``example4d`` EPI), used as the object. Each slice is scanned as in
+the anchor study: AV=1 accelerated input (R = 1.5, 2, 3, 4; equispaced lines with an 8% fully sampled
+centre; 12 coils; SNR 30 at one average) and a fully sampled AV=2 reference, combined by SENSE at R = 1
+(the optimal complex coil combination with calibration maps, as a scanner combines it; a root-sum-of-squares
+reference would carry a noise floor in dark tissue that no SENSE image has). Methods: zero-filled
+root-sum-of-squares, CG-SENSE (``FastMRReconLib.sense``), BART CS-SENSE (``ecalib`` ESPIRiT maps + ``pics``
+l1-wavelet, the regularisation tuned per R on separate slices of another subject), and the network
+(applied to the CG-SENSE image, as the anchor's network is applied to the scanner's SENSE image).
+Metrics (``FastMRReconLib.metrics``): PSNR and SSIM against the AV=2 reference over its object mask, per
+slice, averaged; ROI SNR / CNR on 4 x 4-pixel ROIs in white and grey matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bart_cs import bart_available, bart_cs_sense  # noqa: E402
+
+from FastMRReconLib.head_synthesis import (PROTOCOLS, label_fractions, mni152_tissue_maps, read_label_map,  # noqa: E402
+                                           shared_synthseg_dir, synthesize, TissueMaps)
+from FastMRReconLib.metrics import psnr, roi_pixels, ssim  # noqa: E402
+from FastMRReconLib.reconstructor import Reconstructor  # noqa: E402
+from FastMRReconLib.sense import sense_reconstruction  # noqa: E402
+from FastMRReconLib.simulate import AcquisitionConfig, object_mean, simulate_slice, zero_filled_rss  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "benchmarks"
+ACCELERATIONS = (1.5, 2.0, 3.0, 4.0)
+LAMBDAS = (0.001, 0.003, 0.01, 0.03)
+METHODS = ("zero-filled", "SENSE", "BART CS-SENSE", "DNN")
+
+
+@dataclass
+class Case:
+    """One held-out slice: its object image, group, and WM/GM masks for ROIs (None for real images)."""
+
+    name: str
+    group: str
+    image: np.ndarray
+    white: Optional[np.ndarray] = None
+    grey: Optional[np.ndarray] = None
+
+
+def _axial_cases(fractions3d: dict, name: str, group: str, offsets=(-12, 12)) -> list[Case]:
+    brain = fractions3d["grey matter"] + fractions3d["white matter"]
+    centre = int(round(np.average(np.arange(brain.shape[0]), weights=brain.sum(axis=(1, 2)))))
+    cases = []
+    for offset in offsets:
+        fractions = {key: value[centre + offset] for key, value in fractions3d.items()}
+        for contrast, protocol in PROTOCOLS.items():
+            image = synthesize(TissueMaps(fractions, None), protocol).astype(np.float64)
+            cases.append(Case(f"{name} k{centre + offset} {contrast}", group, image,
+                              fractions["white matter"] > 0.98, fractions["grey matter"] > 0.9))
+    return cases
+
+
+def synthseg_cases(first: int = 1) -> tuple[list[Case], list[Case]]:
+    """(evaluation cases of validation subjects, BART tuning cases of the first validation subject's other
+    slices); empty when ../shared is absent."""
+    folder = shared_synthseg_dir()
+    if folder is None:
+        return [], []
+    paths = sorted(folder.glob("*.nii.gz"))
+    validation = paths[int(round(0.8 * len(paths))):]
+    cases, tuning = [], []
+    for index, path in enumerate(validation):
+        labels = read_label_map(path)[0]
+        fractions3d = label_fractions(labels, (0.0, 0.5, 0.5))
+        if index == 0:
+            tuning = [case for case in _axial_cases(fractions3d, path.name, "tuning", offsets=(0,))
+                      if case.name.endswith(("T1w", "FLAIR"))]
+        cases += _axial_cases(fractions3d, path.name, "SynthSeg validation")
+    return cases, tuning
+
+
+def mni_cases() -> list[Case]:
+    return _axial_cases(mni152_tissue_maps().fractions, "MNI152", "MNI152")
+
+
+def real_cases() -> list[Case]:
+    import nibabel
+
+    site = Path(nibabel.__file__).resolve().parents[1]
+    cases = []
+    for label, path, volume_index in (("dipy S0_10slices", site / "dipy/data/files/S0_10slices.nii.gz", None),
+                                      ("nibabel example4d", site / "nibabel/tests/data/example4d.nii.gz", 0)):
+        data = np.asanyarray(nibabel.load(path).dataobj).astype(np.float64)
+        data = data[..., 0] if data.ndim == 4 else data
+        for k in np.linspace(data.shape[2] * 0.35, data.shape[2] * 0.65, 3).astype(int):
+            cases.append(Case(f"{label} k{k}", "real (pip)", np.rot90(data[:, :, k])))
+    return cases
+
+
+def roi_points(case: Case) -> Optional[tuple]:
+    """Centres (i, j, 0) of 4 x 4 ROIs fully inside white and grey matter, and a background ROI in air."""
+    if case.white is None:
+        return None
+    points = []
+    for region in (case.white, case.grey):
+        inside = ndimage.binary_erosion(region, np.ones((5, 5), bool))
+        if not inside.any():
+            return None
+        rows, columns = np.nonzero(inside)
+        middle = np.argmin((rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2)
+        points.append((int(columns[middle]), int(rows[middle]), 0))
+    return points[0], points[1], (4, 4, 0)
+
+
+def scan(case: Case, acceleration: float, seed: int):
+    """(accelerated k-space scan, AV=2 fully sampled SENSE-combined reference image)."""
+    rng = np.random.default_rng(seed)
+    config = AcquisitionConfig(acceleration=acceleration, mask="equispaced", coils=12, averages=1, snr=30.0)
+    level = object_mean(case.image)
+    accelerated = simulate_slice(case.image, config, rng, level)
+    full = simulate_slice(case.image, replace(config, acceleration=1.0, averages=2), rng, level)
+    return accelerated, sense_reconstruction(full.kspace, full.mask)
+
+
+def timed(function: Callable, *args) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def tune_bart(tuning: list[Case]) -> dict:
+    """The lambda with the best mean PSNR per R on the tuning slices."""
+    chosen = {}
+    for acceleration in ACCELERATIONS:
+        scores = {}
+        for lam in LAMBDAS:
+            values = []
+            for index, case in enumerate(tuning):
+                accelerated, reference = scan(case, acceleration, seed=10_000 + index)
+                values.append(psnr(bart_cs_sense(accelerated.kspace, accelerated.mask, lam), reference))
+            scores[lam] = float(np.mean(values))
+        chosen[acceleration] = {"lambda": max(scores, key=scores.get), "psnr_by_lambda": scores}
+        print("BART tuning", acceleration, chosen[acceleration], flush=True)
+    return chosen
+
+
+def evaluate(cases: list[Case], reconstructor: Reconstructor, lambdas: dict, examples: dict) -> list[dict]:
+    rows = []
+    for acceleration in ACCELERATIONS:
+        for index, case in enumerate(cases):
+            accelerated, reference = scan(case, acceleration, seed=index)
+            outputs, seconds = {}, {}
+            outputs["zero-filled"], seconds["zero-filled"] = timed(zero_filled_rss, accelerated.kspace)
+            outputs["SENSE"], seconds["SENSE"] = timed(sense_reconstruction, accelerated.kspace, accelerated.mask)
+            if lambdas:
+                outputs["BART CS-SENSE"], seconds["BART CS-SENSE"] = timed(
+                    bart_cs_sense, accelerated.kspace, accelerated.mask, lambdas[acceleration]["lambda"])
+            outputs["DNN"], seconds["DNN"] = timed(reconstructor.reconstruct, outputs["SENSE"])
+            seconds["DNN"] += seconds["SENSE"]
+            points = roi_points(case)
+            for method, image in outputs.items():
+                row = {"case": case.name, "group": case.group, "R": acceleration, "method": method,
+                       "psnr": psnr(image, reference), "ssim": ssim(image, reference), "seconds": seconds[method]}
+                if points is not None:
+                    white, grey, air = (roi_pixels(image, point) for point in points)
+                    noise = air.std(ddof=1)
+                    row.update({"wm_snr_roi": white.mean() / white.std(ddof=1),
+                                "gm_snr_roi": grey.mean() / grey.std(ddof=1),
+                                "cnr_roi": (white.mean() - grey.mean()) / np.hypot(white.std(ddof=1), grey.std(ddof=1)),
+                                "snr_bg": white.mean() / noise if noise > 0 else None,
+                                "cnr_bg": (white.mean() - grey.mean()) / noise if noise > 0 else None})
+                rows.append(row)
+            if index == 0:
+                examples[acceleration] = {"reference": reference, **outputs}
+        summary = [r for r in rows if r["R"] == acceleration]
+        print(acceleration, {m: round(float(np.mean([r["psnr"] for r in summary if r["method"] == m])), 2)
+                             for m in METHODS if any(r["method"] == m for r in summary)}, flush=True)
+    return rows
+
+
+def dnn_speed_and_memory(model: Optional[str]) -> dict:
+    """Seconds per 256 x 256 slice (batches of 8, 2 threads) and the peak memory of reconstructing a
+    512 x 512 x 100 volume in a fresh process."""
+    import torch
+
+    reconstructor = Reconstructor.load(model, device="cpu")
+    volume = np.random.default_rng(0).random((32, 256, 256)).astype(np.float32)
+    reconstructor.reconstruct(volume[:8])
+    start = time.perf_counter()
+    reconstructor.reconstruct(volume)
+    per_slice = (time.perf_counter() - start) / volume.shape[0]
+    code = ("import numpy as np, resource, time\n"
+            "from FastMRReconLib.reconstructor import Reconstructor\n"
+            f"r = Reconstructor.load({model!r}, device='cpu')\n"
+            "v = np.random.default_rng(0).random((100, 512, 512)).astype(np.float32)\n"
+            "t = time.perf_counter(); out = r.reconstruct(v); t = time.perf_counter() - t\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, t)\n")
+    peak, seconds = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout.split()
+    return {"seconds_per_256_slice": per_slice, "threads": torch.get_num_threads(),
+            "peak_memory_gb_512x512x100": float(peak), "seconds_512x512x100": float(seconds)}
+
+
+def mean_table(rows: list[dict], groups: tuple[str, ...]) -> list[str]:
+    lines = ["| R | method | " + " | ".join(f"{g}: PSNR dB / SSIM" for g in groups) + " | s / slice |",
+             "|---|---|" + "---|" * len(groups) + "---|"]
+    for acceleration in ACCELERATIONS:
+        for method in METHODS:
+            selected = [r for r in rows if r["R"] == acceleration and r["method"] == method]
+            if not selected:
+                continue
+            cells = []
+            for group in groups:
+                inside = [r for r in selected if r["group"] == group]
+                cells.append(f"{np.mean([r['psnr'] for r in inside]):.2f} / {np.mean([r['ssim'] for r in inside]):.4f}"
+                             if inside else "-")
+            lines.append(f"| {acceleration:g} | {method} | " + " | ".join(cells)
+                         + f" | {np.median([r['seconds'] for r in selected]):.3f} |")
+    return lines
+
+
+def roi_table(rows: list[dict]) -> list[str]:
+    lines = ["| R | method | WM SNR (mean/SD in ROI) | GM SNR | WM-GM CNR | SNR vs background ROI |", "|---|---|---|---|---|---|"]
+    for acceleration in ACCELERATIONS:
+        for method in METHODS:
+            selected = [r for r in rows if r["R"] == acceleration and r["method"] == method and "wm_snr_roi" in r]
+            if not selected:
+                continue
+            background = [r["snr_bg"] for r in selected if r["snr_bg"] is not None]
+            bg = f"{np.median(background):.1f}" if len(background) == len(selected) else "n/a (background set to 0)"
+            lines.append(f"| {acceleration:g} | {method} | {np.median([r['wm_snr_roi'] for r in selected]):.1f} | "
+                         f"{np.median([r['gm_snr_roi'] for r in selected]):.1f} | "
+                         f"{np.median([r['cnr_roi'] for r in selected]):.1f} | {bg} |")
+    return lines
+
+
+def example_figure(examples: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = ["reference"] + [m for m in METHODS if m in examples[ACCELERATIONS[0]]]
+    figure, axes = plt.subplots(len(ACCELERATIONS), len(columns), figsize=(2.6 * len(columns), 2.6 * len(ACCELERATIONS)))
+    for row, acceleration in enumerate(ACCELERATIONS):
+        reference = examples[acceleration]["reference"]
+        top = np.percentile(reference, 99.5)
+        for column, name in enumerate(columns):
+            image = examples[acceleration][name]
+            axis = axes[row, column]
+            axis.imshow(image, cmap="gray", vmin=0, vmax=top)
+            label = name if name == "reference" else f"{name}\n{psnr(image, reference):.1f} dB, {ssim(image, reference):.3f}"
+            axis.set_title(f"R={acceleration:g}: {label}" if column == 0 else label, fontsize=8)
+            axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="model file (default: the shipped model)")
+    parser.add_argument("--quick", action="store_true", help="a few slices only, for checking the script")
+    args = parser.parse_args()
+    (OUT / "recon").mkdir(parents=True, exist_ok=True)
+    evaluation, tuning = synthseg_cases()
+    cases = evaluation + mni_cases() + real_cases()
+    if args.quick:
+        cases = cases[::8]
+        tuning = tuning[:1]
+    reconstructor = Reconstructor.load(args.model, device="cpu")
+    lambdas = tune_bart(tuning or mni_cases()[:2]) if bart_available() else {}
+    examples: dict = {}
+    rows = evaluate(cases, reconstructor, lambdas, examples)
+    speed = dnn_speed_and_memory(args.model)
+    print(speed, flush=True)
+    results = {"rows": rows, "bart": lambdas, "speed": speed, "model": reconstructor.metadata.get("data"),
+               "cases": len(cases)}
+    (OUT / "recon" / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    example_figure(examples, OUT / "recon" / "examples.png")
+    render(results)
+
+
+def render(results: dict) -> None:
+    rows = results["rows"]
+    groups = tuple(dict.fromkeys(r["group"] for r in rows))
+    speed = results["speed"]
+    bart = results["bart"]
+    bart_lines = [f"R = {float(r):g}: lambda {v['lambda']:g}" for r, v in bart.items()] if bart else ["BART not installed"]
+    text = f"""# Reconstruction benchmark
+
+Command: `make bench-recon` (= `python benchmarks/bench_recon.py`; installs nothing itself: BART from
+`apt-get install bart`, version `bart version`). Machine: {platform.machine()}, {os.cpu_count()} CPU cores,
+no GPU, Python {platform.python_version()}. Raw numbers: `recon/results.json`; example images:
+`recon/examples.png` (first SynthSeg validation slice at each R).
+
+{__doc__.split(chr(10), 2)[2].strip()}
+
+BART regularisation chosen on the tuning slices: {'; '.join(bart_lines)}.
+
+## PSNR / SSIM against the AV=2 reference ({results['cases']} held-out slices per R)
+
+{chr(10).join(mean_table(rows, groups))}
+
+Seconds per slice: median over all slices of that R; the DNN's time includes the CG-SENSE it starts from.
+
+## ROI statistics (synthetic and MNI152 slices; medians)
+
+SNR inside a 4 x 4 ROI is mean / SD of that ROI (white or grey matter, homogeneous in these images, so the SD
+is the noise); CNR = (mean WM - mean GM) / sqrt(SD_WM² + SD_GM²). The anchor's SNR (mean / SD of a
+background ROI in air) is undefined for SENSE and BART, which set the background to zero.
+
+{chr(10).join(roi_table(rows))}
+
+## Speed and memory (network only, CPU)
+
+- {speed['seconds_per_256_slice']:.3f} s per 256 x 256 slice ({speed['threads']} threads, batches of 8).
+- 512 x 512 x 100 volume: {speed['seconds_512x512x100']:.1f} s, peak memory {speed['peak_memory_gb_512x512x100']:.2f} GB
+  (maximum resident set size of a fresh process, including Python and torch).
+"""
+    (OUT / "recon.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
