@@ -101,3 +101,13 @@ def test_reconstruct_refuses_a_4d_file_and_nan_input(tmp_path, run_cli):
     result = run_cli("fastmrrecon", "reconstruct", str(path), str(tmp_path / "out.nrrd"))
     assert result.returncode == 2 and "NaN" in result.stderr
     assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_reconstruct_refuses_a_model_of_another_kind(tmp_path, run_cli, mni_pairs):
+    from IVIMEstimatorLib.shipped_models import SHIPPED
+
+    accelerated, _, _ = _volume_files(tmp_path, mni_pairs[0])
+    ivim_model = MODELS_DIR.parents[1].parent / "IVIMEstimator" / "Resources" / "Models" / SHIPPED[0].file
+    result = run_cli("fastmrrecon", "reconstruct", str(accelerated), str(tmp_path / "out.nrrd"), "--model", str(ivim_model))
+    assert result.returncode == 2 and "unknown here" in result.stderr
+    assert not (tmp_path / "out.nrrd").exists()

@@ -50,8 +50,10 @@ def model_card(path: Path, sha256: str) -> str:
     meta = model.metadata
     training = meta["training"]
     scores = meta["held_out"]
-    rows = "\n".join(f"| {key} | {value['slices']} | {value['input_psnr']:.2f} / {value['input_ssim']:.4f} | "
-                     f"{value['psnr']:.2f} / {value['ssim']:.4f} |" for key, value in scores.items())
+    order = sorted(key for key in scores if key != "all") + ["all"]
+    rows = "\n".join(f"| {key} | {scores[key]['slices']} | {scores[key]['input_psnr']:.2f} / "
+                     f"{scores[key]['input_ssim']:.4f} | {scores[key]['psnr']:.2f} / {scores[key]['ssim']:.4f} |"
+                     for key in order)
     curve = "\n".join(f"| {entry['step']} | {entry['psnr']:.2f} | {entry['ssim']:.4f} |" for entry in meta["validation"])
     pairs = PairConfig()
     return f"""# {path.name}: multi-contrast head reconstruction network
@@ -82,7 +84,8 @@ def model_card(path: Path, sha256: str) -> str:
 |---|---|---|---|
 {rows}
 
-Validation during training (same pairs):
+Validation during training (same pairs; they only monitor training: the last step's weights are shipped,
+no selection or tuning on them):
 
 | step | PSNR dB | SSIM |
 |---|---|---|
