@@ -23,7 +23,7 @@ from IVIMEstimatorLib.bayes import BayesConfig, make_grid
 from IVIMEstimatorLib.estimate import fit
 from IVIMEstimatorLib.priors import get_prior
 from IVIMEstimatorLib.shipped_models import HELD_OUT_SEED
-from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
+from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
 from IVIMEstimatorLib.synthetic import SyntheticSet, nrmse, synthetic_set
 from IVIMEstimatorLib.training import TrainingConfig, train
 

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bart_cs import bart_available, bart_cs_sense  # noqa: E402
 
-from FastMRReconLib.head_synthesis import (PROTOCOLS, label_fractions, mni152_tissue_maps, read_label_map,  # noqa: E402
+from FastMRReconLib.head_synthesis import (PROTOCOLS, brain_centre_slice, label_fractions, mni152_tissue_maps, read_label_map,  # noqa: E402
                                            shared_synthseg_dir, synthesize, TissueMaps)
 from FastMRReconLib.metrics import psnr, roi_pixels, ssim  # noqa: E402
 from FastMRReconLib.reconstructor import Reconstructor  # noqa: E402
@@ -61,8 +60,7 @@ class Case:
 
 
 def _axial_cases(fractions3d: dict, name: str, group: str, offsets=(-12, 12)) -> list[Case]:
-    brain = fractions3d["grey matter"] + fractions3d["white matter"]
-    centre = int(round(np.average(np.arange(brain.shape[0]), weights=brain.sum(axis=(1, 2)))))
+    centre = brain_centre_slice(fractions3d)
     cases = []
     for offset in offsets:
         fractions = {key: value[centre + offset] for key, value in fractions3d.items()}

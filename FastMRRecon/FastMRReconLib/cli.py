@@ -12,7 +12,7 @@ from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.mrml_bridge import read_volume_array, write_volume_array
 
 from .masks import MASKS
-from .simulate import AcquisitionConfig
+from .simulate import COMBINATIONS, AcquisitionConfig
 
 log = logging.getLogger("fastmrrecon")
 
@@ -29,21 +29,6 @@ def cmd_sample_data(args: argparse.Namespace) -> None:
     log.info("wrote %d files to %s", len(paths), args.outdir)
 
 
-def cmd_simulate(args: argparse.Namespace) -> None:
-    from .simulate import simulate_volume
-
-    array, geometry = read_volume_array(args.input)
-    if array.ndim != 3:
-        from FastMRICommon.errors import InputError
-        raise InputError(f"{args.input} is not a scalar 3D volume (shape {array.shape})")
-    config = AcquisitionConfig(acceleration=args.acceleration, mask=args.mask, center_fraction=args.center_fraction,
-                               coils=args.coils, averages=args.averages, snr=args.snr, seed=args.seed)
-    result = simulate_volume(array.astype(float), config, combine=args.combine, progress=_progress)
-    write_volume_array(result, geometry, args.output)
-    log.info("wrote %s (R=%g, %d coils, AV=%d, SNR %g)", args.output, args.acceleration, args.coils, args.averages,
-             args.snr)
-
-
 def _read_scalar_volume(path: Path):
     from FastMRICommon.errors import InputError
 
@@ -51,6 +36,18 @@ def _read_scalar_volume(path: Path):
     if array.ndim != 3:
         raise InputError(f"{path} is not a scalar 3D volume (shape {array.shape})")
     return array, geometry
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from .simulate import simulate_volume
+
+    array, geometry = _read_scalar_volume(args.input)
+    config = AcquisitionConfig(acceleration=args.acceleration, mask=args.mask, center_fraction=args.center_fraction,
+                               coils=args.coils, averages=args.averages, snr=args.snr, seed=args.seed)
+    result = simulate_volume(array.astype(float), config, combine=args.combine, progress=_progress)
+    write_volume_array(result, geometry, args.output)
+    log.info("wrote %s (R=%g, %d coils, AV=%d, SNR %g)", args.output, args.acceleration, args.coils, args.averages,
+             args.snr)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
@@ -161,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--averages", type=positive_int, default=1, help="signal averages (default 1)")
     simulate.add_argument("--snr", type=positive_float, default=30.0,
                           help="object mean / noise SD of a fully sampled single-average image (default 30)")
-    simulate.add_argument("--combine", choices=("sense", "rss"), default="sense",
+    simulate.add_argument("--combine", choices=COMBINATIONS, default="sense",
                           help="coil combination: CG-SENSE (default; what `reconstruct` expects) or zero-filled RSS")
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     simulate.set_defaults(command=cmd_simulate)

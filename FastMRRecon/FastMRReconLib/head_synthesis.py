@@ -109,6 +109,12 @@ class TissueMaps:
         return next(iter(self.fractions.values())).shape
 
 
+def brain_centre_slice(fractions: dict[str, np.ndarray]) -> int:
+    """Index k of the brain's (grey + white matter) centre of mass in ``[k, j, i]`` tissue fractions."""
+    brain = fractions["grey matter"] + fractions["white matter"]
+    return int(round(np.average(np.arange(brain.shape[0]), weights=brain.sum(axis=(1, 2)))))
+
+
 def mni152_tissue_maps() -> TissueMaps:
     """Grey matter, white matter and CSF fractions from nilearn's bundled MNI152 (2009a, 1 mm) maps."""
     folder = resources.files("nilearn.datasets") / "data"

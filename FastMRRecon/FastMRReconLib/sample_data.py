@@ -11,12 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.mrml_bridge import crop, write_volume_array
 
-from .head_synthesis import PROTOCOLS, TissueMaps, label_tissue_maps, mni152_tissue_maps, shared_synthseg_dir, synthesize
+from .head_synthesis import (PROTOCOLS, TissueMaps, brain_centre_slice, label_tissue_maps, mni152_tissue_maps,
+                             shared_synthseg_dir, synthesize)
 from .simulate import AcquisitionConfig, simulate_volume
 
 
@@ -34,8 +34,7 @@ def head_slab_maps(slices: int = 16, source: str = "auto") -> tuple[TissueMaps, 
         maps, origin = label_tissue_maps(path), f"SynthSeg label map {path.name} (Apache-2.0)"
     else:
         maps, origin = mni152_tissue_maps(), "nilearn MNI152 2009a GM/WM maps"
-    brain = maps.fractions["grey matter"] + maps.fractions["white matter"]
-    centre = int(round(np.average(np.arange(brain.shape[0]), weights=brain.sum(axis=(1, 2)))))
+    centre = brain_centre_slice(maps.fractions)
     k = slice(max(centre - slices // 2, 0), max(centre - slices // 2, 0) + slices)
     fractions, geometry = {}, maps.geometry
     for name, fraction in maps.fractions.items():

@@ -12,7 +12,6 @@ CG-SENSE solves ``min_x ||M F S x - y||² + lam ||x||²`` (``S`` coil maps, ``F`
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -63,8 +62,7 @@ def estimate_coil_maps(kspace: np.ndarray, mask: np.ndarray, phase_encode_axis: 
 
 
 def cg_sense(kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray, iterations: int = 15,
-             regularization: float = 1e-3, tolerance: float = 1e-6,
-             initial: Optional[np.ndarray] = None) -> np.ndarray:
+             regularization: float = 1e-3, tolerance: float = 1e-6) -> np.ndarray:
     """Complex image(s) from undersampled multi-coil k-space by CG-SENSE.
 
     ``kspace``: ``[coils, rows, columns]`` or a batch ``[slices, coils, rows, columns]`` (zeros where not
@@ -94,11 +92,7 @@ def cg_sense(kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray, iterations:
         return np.sum(np.conj(maps) * np.fft.ifft2(coil_k, axes=axes, norm="ortho"), axis=1) + regularization * x
 
     rhs = np.sum(np.conj(maps) * np.fft.ifft2(data, axes=axes, norm="ortho"), axis=1)
-    if initial is None:
-        x, residual = np.zeros_like(rhs), rhs.copy()
-    else:
-        x = np.fft.ifftshift(np.array(initial, dtype=rhs.dtype).reshape(rhs.shape), axes=axes)
-        residual = rhs - normal(x)
+    x, residual = np.zeros_like(rhs), rhs.copy()
     direction = residual.copy()
     power = np.sum(np.abs(residual) ** 2, axis=(1, 2))
     stop = tolerance**2 * np.maximum(np.sum(np.abs(rhs) ** 2, axis=(1, 2)), 1e-30)

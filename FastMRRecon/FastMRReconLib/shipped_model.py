@@ -17,9 +17,8 @@ import numpy as np
 
 from FastMRICommon.model_files import ManifestEntry, load_model_file, sha256_file, write_manifest_entry
 
-from .metrics import psnr, ssim
 from .reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
-from .training import TrainingConfig, save_trained, train
+from .training import TrainingConfig, save_trained, scores_by_contrast, train
 from .training_data import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
 
 log = logging.getLogger("fastmrrecon")
@@ -28,21 +27,6 @@ log = logging.getLogger("fastmrrecon")
 TRAINING_SETS = (("train_part0.npz", 1600, 1000), ("train_part1.npz", 1600, 1001))
 VALIDATION_SET = ("validation.npz", 48, 7)
 CONFIG = TrainingConfig(steps=4000, batch_size=12, patch=128, seed=0)
-
-
-def held_out_scores(reconstructor: Reconstructor, pairs) -> dict:
-    """PSNR / SSIM (``metrics``) of input and output against the reference, per contrast and overall."""
-    table: dict = {}
-    for pair in pairs:
-        output = reconstructor.reconstruct(pair.input)
-        for key in (pair.contrast, "all"):
-            entry = table.setdefault(key, {"input_psnr": [], "input_ssim": [], "psnr": [], "ssim": []})
-            entry["input_psnr"].append(psnr(pair.input, pair.reference))
-            entry["input_ssim"].append(ssim(pair.input, pair.reference))
-            entry["psnr"].append(psnr(output, pair.reference))
-            entry["ssim"].append(ssim(output, pair.reference))
-    return {key: {name: float(np.mean(values)) for name, values in entry.items()} | {"slices": len(entry["psnr"])}
-            for key, entry in table.items()}
 
 
 def model_card(path: Path, sha256: str) -> str:
@@ -116,7 +100,7 @@ def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") ->
     validation = load_pairs(pairs_file(*VALIDATION_SET, "validation"))
     progress = lambda fraction, message: log.info("[%3d%%] %s", round(100 * fraction), message)  # noqa: E731
     result = train(training, CONFIG, validation, device=device, checkpoint=work_dir / "checkpoint.pt", progress=progress)
-    scores = held_out_scores(Reconstructor(result.network, device), validation)
+    scores = scores_by_contrast(Reconstructor(result.network, device), validation)
     path = models_dir / DEFAULT_MODEL
     sha256 = save_trained(path, result, CONFIG, {"data": [name for name, _, _ in TRAINING_SETS], "pairs": len(training),
                                                  "held_out": scores, "machine": f"{platform.machine()}"})

@@ -18,6 +18,7 @@ from FastMRICommon.errors import InputError, ProgressCallback, CancelCheck, rais
 from .coils import coil_sensitivities
 from .fft import fft2c, ifft2c
 from .masks import make_mask
+from .sense import sense_reconstruction
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,6 @@ def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str 
     return its conventional reconstruction, same shape, float32, on the input's intensity scale:
     ``combine`` "sense" (CG-SENSE with calibration coil maps, what a scanner delivers and the network's
     input) or "rss" (zero-filled root-sum-of-squares, aliasing left in)."""
-    from .sense import sense_reconstruction
-
     if combine not in COMBINATIONS:
         raise InputError(f"unknown coil combination {combine!r}; choose one of {', '.join(COMBINATIONS)}")
     volume = np.asarray(volume)

@@ -90,18 +90,28 @@ def stage_loss(output, reference, l1_weight: float):
     return l1_weight * torch.mean(torch.abs(output - reference)) - ssim_torch(output, reference, data_range).mean()
 
 
-def validate(network: ReconstructionNetwork, pairs: Sequence[SlicePair], device: str) -> dict:
-    """Mean PSNR/SSIM of the network's output and of its input against the references."""
-    reconstructor = Reconstructor(network, device)
-    scores = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
+def scores_by_contrast(reconstructor: Reconstructor, pairs: Sequence[SlicePair]) -> dict:
+    """Mean PSNR / SSIM (``metrics``) of the input and of the output against the reference, per contrast
+    and over all pairs ("all"), with the number of pairs ("slices")."""
+    table: dict = {}
     for pair in pairs:
         output = reconstructor.reconstruct(pair.input)
-        scores["psnr"].append(psnr(output, pair.reference))
-        scores["ssim"].append(ssim(output, pair.reference))
-        scores["input_psnr"].append(psnr(pair.input, pair.reference))
-        scores["input_ssim"].append(ssim(pair.input, pair.reference))
+        for key in (pair.contrast, "all"):
+            entry = table.setdefault(key, {"input_psnr": [], "input_ssim": [], "psnr": [], "ssim": []})
+            entry["input_psnr"].append(psnr(pair.input, pair.reference))
+            entry["input_ssim"].append(ssim(pair.input, pair.reference))
+            entry["psnr"].append(psnr(output, pair.reference))
+            entry["ssim"].append(ssim(output, pair.reference))
+    return {key: {name: float(np.mean(values)) for name, values in entry.items()} | {"slices": len(entry["psnr"])}
+            for key, entry in table.items()}
+
+
+def validate(network: ReconstructionNetwork, pairs: Sequence[SlicePair], device: str) -> dict:
+    """Mean PSNR/SSIM of the network's output and of its input over all ``pairs``; leaves the network in
+    training mode."""
+    overall = scores_by_contrast(Reconstructor(network, device), pairs)["all"]
     network.train()
-    return {key: float(np.mean(values)) for key, values in scores.items()}
+    return {key: value for key, value in overall.items() if key != "slices"}
 
 
 def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),

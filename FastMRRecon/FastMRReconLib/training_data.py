@@ -126,11 +126,11 @@ def _jittered(protocol: Protocol, rng: np.random.Generator) -> Protocol:
                    ti_ms=None if protocol.ti_ms is None else protocol.ti_ms * scale[2])
 
 
-def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator, config: PairConfig = PairConfig(),
-              mask: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
+def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator,
+              config: PairConfig = PairConfig()) -> tuple[np.ndarray, np.ndarray]:
     """(AV=1 accelerated SENSE input, AV=2 fully sampled SENSE reference) of one magnitude ``image``."""
     accelerated = AcquisitionConfig(
-        acceleration=acceleration, mask=mask or str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
+        acceleration=acceleration, mask=str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
         coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)), averages=1,
         snr=float(rng.uniform(*config.snr_range)), phase_encode_axis=int(rng.integers(2)))
     reference_config = replace(accelerated, acceleration=1.0, averages=2)

@@ -54,17 +54,21 @@ def random_affine(rng: np.random.Generator, motion: MotionRange, centre: np.ndar
     return transform
 
 
-def _slice_profile(fine: np.ndarray, oversampling: int, margin: int) -> np.ndarray:
-    """Thick slices from a finely sampled stack ``[fine k, ...]``: drop ``margin`` thick slices each side,
-    then average each run of ``oversampling`` thin slices (a rectangular slice profile)."""
+def _thin_slice_runs(fine: np.ndarray, oversampling: int, margin: int) -> np.ndarray:
+    """A finely sampled stack ``[fine k, ...]`` without ``margin`` thick slices each side, grouped as
+    ``[thick k, oversampling, ...]``: the thin slices of each thick slice."""
     inner = fine[margin * oversampling: fine.shape[0] - margin * oversampling]
-    return inner.reshape(inner.shape[0] // oversampling, oversampling, *inner.shape[1:]).mean(axis=1)
+    return inner.reshape(inner.shape[0] // oversampling, oversampling, *inner.shape[1:])
+
+
+def _slice_profile(fine: np.ndarray, oversampling: int, margin: int) -> np.ndarray:
+    """Thick slices: the average of each one's thin slices (a rectangular slice profile)."""
+    return _thin_slice_runs(fine, oversampling, margin).mean(axis=1)
 
 
 def _majority_labels(fine: np.ndarray, oversampling: int, margin: int) -> np.ndarray:
     """Each thick slice's voxel takes the label most of its thin slices have."""
-    inner = fine[margin * oversampling: fine.shape[0] - margin * oversampling]
-    runs = inner.reshape(inner.shape[0] // oversampling, oversampling, *inner.shape[1:])
+    runs = _thin_slice_runs(fine, oversampling, margin)
     counts = np.stack([(runs == label).sum(axis=1) for label in range(int(fine.max()) + 1)])
     return counts.argmax(axis=0).astype(np.uint8)
 
