@@ -25,6 +25,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fastmrrecon sample-data $(DEMO_DIR)/head
+	$(BIN)/fastmrrecon demo $(DEMO_DIR)/head $(DEMO_DIR)/reconstruction
 	$(BIN)/ivimestimator sample-data $(DEMO_DIR)/ivim
 	@echo "Sample data in $(DEMO_DIR)/: load the .nrrd files in Slicer (drag and drop)."
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .errors import InputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -27,3 +29,25 @@ def available_devices() -> list[str]:
     import torch
 
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def torch_installed(module: str = "torch") -> bool:
+    """True when ``module`` (torch) can be imported here; does not import it."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def ensure_torch(confirm: Callable[[str], bool], install: Callable[[], object], module: str = "torch") -> bool:
+    """Make torch available only with the user's consent: True when ``module`` is importable, or after
+    ``confirm(message)`` returned True and ``install()`` (in Slicer: the PyTorch extension's installer) made
+    it importable; False when the user declined. Never called at import time."""
+    if torch_installed(module):
+        return True
+    if not confirm("This needs PyTorch, which is not installed. Install it now through the PyTorch extension "
+                   "(a download of several hundred MB; CUDA build when an NVIDIA GPU is present)?"):
+        return False
+    install()
+    if not torch_installed(module):
+        raise InputError("PyTorch could not be installed: install it from the PyTorch Utils module, then retry")
+    return True

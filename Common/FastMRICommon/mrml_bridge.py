@@ -149,16 +149,21 @@ def volume_to_array(node: Any) -> tuple[np.ndarray, VolumeGeometry]:
 def new_volume_node(scene: Any, array: np.ndarray, geometry: VolumeGeometry, name: str,
                     class_name: str = "vtkMRMLScalarVolumeNode") -> Any:
     """Add a new volume node named ``name`` to ``scene`` holding a copy of ``array`` with ``geometry``."""
-    from slicer.util import updateVolumeFromArray
-
     array = np.asarray(array)
     if array.ndim != 3 and not (array.ndim == 4 and class_name != "vtkMRMLScalarVolumeNode"):
         raise InputError(f"a {class_name} needs a 3D array [k, j, i]; got shape {array.shape}")
     node = scene.AddNewNodeByClass(class_name, name)
-    updateVolumeFromArray(node, np.ascontiguousarray(array))
-    _set_geometry(node, geometry)
+    update_volume_node(node, array, geometry)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+def update_volume_node(node: Any, array: np.ndarray, geometry: VolumeGeometry) -> None:
+    """Replace the voxels and geometry of an existing (output) volume node with a copy of ``array``."""
+    from slicer.util import updateVolumeFromArray
+
+    updateVolumeFromArray(node, np.ascontiguousarray(array))
+    _set_geometry(node, geometry)
 
 
 @dataclass

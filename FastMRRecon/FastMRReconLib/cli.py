@@ -126,6 +126,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     log.info("wrote %s (SHA-256 %s)", args.out, sha)
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    paths = run_demo(args.head_dir, args.outdir, model=args.model, progress=_progress)
+    log.info("wrote %d files to %s", len(paths), args.outdir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
     parser = argparse.ArgumentParser(prog="fastmrrecon", parents=[common],
@@ -220,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
     training.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     training.set_defaults(command=cmd_train)
+
+    demo = sub.add_parser("demo", parents=[common], help="run the module's logic on the head sample data",
+                          description="Reconstruct the accelerated head sample volumes, measure PSNR/SSIM and ROI "
+                                      "SNR/CNR, render the blinded side-by-side view and run a scripted reader "
+                                      "study (see FastMRReconLib.demo).")
+    demo.add_argument("head_dir", type=Path, help="folder written by `fastmrrecon sample-data`")
+    demo.add_argument("outdir", type=Path, help="output folder (created)")
+    demo.add_argument("--model", type=Path, help="model file (default: the shipped model)")
+    demo.set_defaults(command=cmd_demo)
     return parser
 
 

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from scipy import ndimage
-from torch.nn import functional as F
 
 from FastMRICommon.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where SSIM is computed: ROI statistics work without it
+    import torch
 
 SSIM_WINDOW = 7
 _K1, _K2 = 0.01, 0.03
@@ -37,6 +40,9 @@ _K1, _K2 = 0.01, 0.03
 def ssim_map(image: torch.Tensor, reference: torch.Tensor, data_range: torch.Tensor | float) -> torch.Tensor:
     """SSIM map of ``[batch, 1, H, W]`` tensors at the window centres that fit, ``[batch, 1, H-6, W-6]``;
     ``data_range`` a number or a ``[batch]`` tensor."""
+    import torch
+    from torch.nn import functional as F
+
     data_range = torch.as_tensor(data_range, dtype=image.dtype, device=image.device).reshape(-1, 1, 1, 1)
     c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
     n = SSIM_WINDOW**2
@@ -83,6 +89,8 @@ def psnr(image: np.ndarray, reference: np.ndarray) -> float:
 
 def ssim(image: np.ndarray, reference: np.ndarray) -> float:
     """SSIM over the object mask (module docstring), computed in float64."""
+    import torch
+
     image, reference = _as_slices(image, reference)
     if min(image.shape[-2:]) < SSIM_WINDOW:
         raise InputError(f"SSIM needs images of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels")

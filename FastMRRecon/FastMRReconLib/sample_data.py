@@ -1,7 +1,8 @@
 """Sample data for the FastMRRecon module: a multi-contrast head slab and its accelerated counterpart.
 
 As in the anchor study, the reference is fully sampled with two averages (AV=2) and the accelerated scan
-is undersampled (R=2 by default) with one average (AV=1), both combined by root-sum-of-squares over coils.
+is undersampled (R=2 by default) with one average (AV=1), both combined by CG-SENSE with calibration coil
+maps, as the scanner delivers them (``simulate.simulate_volume``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Optional
 
 from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.mrml_bridge import crop, write_volume_array
+
+from FastMRICommon.model_files import sha256_file
 
 from .head_synthesis import (PROTOCOLS, TissueMaps, brain_centre_slice, label_tissue_maps, mni152_tissue_maps,
                              shared_synthseg_dir, synthesize)
@@ -70,3 +73,33 @@ def write_head_sample(outdir: str | Path, acceleration: float = 2.0, coils: int 
     info = outdir / "head_simulation.json"
     info.write_text(json.dumps(description, indent=2) + "\n")
     return written + [info]
+
+
+#: The module's sample volume, registered with Slicer's SampleData module (file shipped in
+#: ``FastMRRecon/Resources/SampleData``; written by :func:`write_module_sample`).
+MODULE_SAMPLE_NAME = "FastMRReconHeadT2w"
+MODULE_SAMPLE_FILE = "FastMRReconHeadT2w.nrrd"
+MODULE_SAMPLE_SHA256 = "fc10f84202b1b3b5188fdf65a4daa69222c2b5814493b368f78cc5eac126635c"
+MODULE_SAMPLE_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
+
+
+def module_sample_path() -> Path:
+    """The shipped sample file, checked against ``MODULE_SAMPLE_SHA256``."""
+    from FastMRICommon.errors import InputError
+
+    path = MODULE_SAMPLE_DIR / MODULE_SAMPLE_FILE
+    if not path.is_file() or sha256_file(path) != MODULE_SAMPLE_SHA256:
+        raise InputError(f"the sample file {path} is missing or modified (SHA-256 mismatch): reinstall the extension")
+    return path
+
+
+def write_module_sample(path: str | Path, slices: int = 8, seed: int = 0) -> Path:
+    """The module's sample: a fully sampled, two-average T2w head slab (nilearn MNI152 maps, ``slices`` 1 mm
+    axial slices, 8 coils, SNR 30 at one average, CG-SENSE), stored as 16-bit integers (0-4000)."""
+    import numpy as np
+
+    maps, _ = head_slab_maps(slices, source="mni152")
+    config = AcquisitionConfig(acceleration=1.0, coils=8, averages=2, snr=30.0, seed=seed)
+    image = simulate_volume(synthesize(maps, PROTOCOLS["T2w"]), config)
+    scaled = np.clip(np.rint(image * (4000.0 / np.percentile(image, 99.9))), 0, 32767).astype(np.int16)
+    return write_volume_array(scaled, maps.geometry, path)

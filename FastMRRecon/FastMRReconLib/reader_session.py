@@ -1,0 +1,90 @@
+"""Reader-study operations on MRML (what the module's *Reader study* section calls): make a study from volume
+nodes, load a case's versions as blinded nodes, and show the unblinded summary as a table and a bar chart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from FastMRICommon.errors import InputError
+from FastMRICommon.mrml_bridge import read_volume, write_volume
+
+from .reader_study import SUMMARY_COLUMNS, MethodSummary, ReaderStudy, StudyCase
+from .volume_logic import scalar_volume_array
+
+
+def create_study_from_nodes(path: str | os.PathLike, name: str, methods: Sequence[str],
+                            cases: Sequence[Sequence[Any]], seed: int = 0) -> ReaderStudy:
+    """A new study whose case ``n`` holds the volume nodes ``cases[n]`` (one per method, same order).
+
+    The volumes are written as NRRD to ``<study name>_volumes/`` beside the study file under neutral names
+    (``case_001_1.nrrd``: the file names do not reveal the method), and referenced relative to the study file
+    so the folder can be moved or shared. Nothing is written when a volume is not a scalar image."""
+    path = Path(path)
+    if path.exists():
+        raise InputError(f"{path} already exists: open it to continue that study, or choose a new file name")
+    for case in cases:
+        if len(case) != len(methods):
+            raise InputError(f"each case needs one volume per method ({', '.join(methods)})")
+        for node in case:
+            scalar_volume_array(node)
+    folder = path.with_name(path.stem + "_volumes")
+    study_cases = []
+    for index, case in enumerate(cases, start=1):
+        volumes = {}
+        for number, (method, node) in enumerate(zip(methods, case), start=1):
+            written = write_volume(node, folder / f"case_{index:03d}_{number}.nrrd")
+            volumes[method] = os.path.relpath(written, path.parent)
+        study_cases.append(StudyCase(f"case {index:03d}", volumes))
+    return ReaderStudy.create(path, name, methods, study_cases, seed)
+
+
+def load_blinded_case(scene: Any, study: ReaderStudy, case_id: str, reader: str) -> dict[str, Any]:
+    """``{label: new volume node}`` of ``case_id`` in ``reader``'s blinded order; node names carry only the
+    case and the label (e.g. "case 003 B"), never the method."""
+    nodes = {}
+    for label, method in study.blinded(case_id, reader).items():
+        path = study.volume_path(case_id, method)
+        if not path.is_file():
+            raise InputError(f"the study's volume file {path} is missing")
+        nodes[label] = read_volume(scene, path, f"{case_id} {label}")
+    return nodes
+
+
+def summary_table_node(scene: Any, summary: Sequence[MethodSummary], name: str = "Reader study summary") -> Any:
+    """A new table node with the unblinded summary (columns ``SUMMARY_COLUMNS``)."""
+    import vtk
+
+    table = vtk.vtkTable()
+    for title in SUMMARY_COLUMNS:
+        column = vtk.vtkStringArray() if title in ("reader", "method") else vtk.vtkDoubleArray()
+        column.SetName(title)
+        column.SetNumberOfValues(len(summary))
+        table.AddColumn(column)
+    for row, entry in enumerate(summary):
+        for index, value in enumerate((entry.reader, entry.method, entry.count, entry.mean, entry.sd)):
+            table.GetColumn(index).SetValue(row, value if index < 2 else float(value))
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    node.SetAndObserveTable(table)
+    node.SetUseColumnTitleAsColumnHeader(True)
+    return node
+
+
+def summary_chart_node(scene: Any, summary: Sequence[MethodSummary], name: str = "Reader study scores") -> Any:
+    """A new bar chart (plot chart node) of the mean score per method over all readers, with its own table."""
+    overall = [entry for entry in summary if entry.reader == "all"]
+    table = summary_table_node(scene, overall, f"{name} table")
+    series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", "mean score (all readers)")
+    series.SetAndObserveTableNodeID(table.GetID())
+    series.SetPlotType(series.PlotTypeBar)
+    series.SetLabelColumnName("method")
+    series.SetYColumnName("mean")
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    chart.SetTitle(name)
+    chart.SetYAxisTitle("mean Likert score (5 excellent, 1 non-diagnostic)")
+    chart.SetYAxisRangeAuto(False)
+    chart.SetYAxisRange(0, 5.5)
+    return chart

@@ -1,0 +1,110 @@
+"""What a reader sees in a blinded study: a 1 x N side-by-side layout of slice views labelled only A, B, C,
+each showing one version of the case, with linked navigation; and the same view rendered to a PNG.
+
+The layout description and the slice-composite setup are plain MRML (tested without the application); the
+Slicer module adds what only the GUI has (hiding view controllers and corner annotations).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from FastMRICommon.errors import InputError
+
+#: Id of the reader-study layout (an id no Slicer built-in layout uses).
+READER_LAYOUT_ID = 5901
+#: Slice views used for the blinded images, left to right.
+VIEW_NAMES = ("Red", "Yellow", "Green")
+_VIEW_COLOURS = {"Red": "#F34A33", "Yellow": "#EDD54C", "Green": "#6EB04B"}
+
+
+def reader_layout_xml(labels: Sequence[str], orientation: str = "Axial") -> str:
+    """Slicer layout XML: one row of slice views, one per label (at most three), each labelled by it."""
+    if not 1 <= len(labels) <= len(VIEW_NAMES):
+        raise InputError(f"the reader layout shows 1 to {len(VIEW_NAMES)} images, got {len(labels)}")
+    items = "".join(
+        f'<item><view class="vtkMRMLSliceNode" singletontag="{name}">'
+        f'<property name="orientation" action="default">{orientation}</property>'
+        f'<property name="viewlabel" action="default">{label}</property>'
+        f'<property name="viewcolor" action="default">{_VIEW_COLOURS[name]}</property>'
+        "</view></item>" for name, label in zip(VIEW_NAMES, (escape(str(label)) for label in labels)))
+    return f'<layout type="horizontal">{items}</layout>'
+
+
+def show_blinded(scene: Any, volume_ids: Sequence[str]) -> list[Any]:
+    """Show volume ``volume_ids[n]`` alone (no foreground, no label map) in view ``VIEW_NAMES[n]`` and link
+    the views' navigation; returns the slice-composite nodes used. The views must exist (Slicer creates
+    them when the layout is shown)."""
+    composites = {node.GetLayoutName(): node for node in _nodes(scene, "vtkMRMLSliceCompositeNode")}
+    used = []
+    for name, volume_id in zip(VIEW_NAMES, volume_ids):
+        composite = composites.get(name)
+        if composite is None:
+            raise InputError(f"the slice view {name!r} does not exist: switch to the reader-study layout first")
+        if scene.GetNodeByID(volume_id) is None:
+            raise InputError(f"no volume {volume_id!r} in the scene")
+        composite.SetBackgroundVolumeID(volume_id)
+        composite.SetForegroundVolumeID(None)
+        composite.SetLabelVolumeID(None)
+        composite.SetLinkedControl(True)
+        used.append(composite)
+    return used
+
+
+def _nodes(scene: Any, class_name: str) -> list[Any]:
+    collection = scene.GetNodesByClass(class_name)
+    return [collection.GetItemAsObject(index) for index in range(collection.GetNumberOfItems())]
+
+
+def common_window(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
+    """One grey window (1st to 99.5th percentile of all versions together) so that no version stands out by
+    its display settings."""
+    values = np.concatenate([np.asarray(array, float).ravel() for array in arrays])
+    low, high = np.percentile(values, [1, 99.5])
+    return float(low), (float(high) if high > low else float(low) + 1.0)
+
+
+def apply_window(volume_nodes: Sequence[Any], window: tuple[float, float]) -> None:
+    """Show every volume node with the same ``window`` (low, high)."""
+    for node in volume_nodes:
+        display = node.GetDisplayNode()
+        if display is None:
+            node.CreateDefaultDisplayNodes()
+            display = node.GetDisplayNode()
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(*window)
+
+
+def blinded_panel(images: Sequence[np.ndarray], labels: Sequence[str], path: str | os.PathLike,
+                  window: tuple[float, float], title: str = "") -> Path:
+    """A PNG of 2D ``images`` side by side, labelled only by ``labels``, all in the same grey ``window``
+    (low, high), with the Likert scale below: what a reader sees."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .reader_study import LIKERT
+
+    if len(images) != len(labels) or not images:
+        raise InputError("give one label per image")
+    height, width = np.asarray(images[0]).shape
+    figure, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.2 * height / width + 0.9),
+                                facecolor="black")
+    for axis, image, label in zip(np.atleast_1d(axes), images, labels):
+        axis.imshow(np.asarray(image), cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+        axis.set_axis_off()
+        axis.set_title(label, color="white", fontsize=16)
+    scale = "   ".join(f"{score} {text}" for score, text in sorted(LIKERT.items(), reverse=True))
+    figure.text(0.5, 0.02, scale, color="white", ha="center", fontsize=7)
+    if title:
+        figure.suptitle(title, color="white", fontsize=9)
+    path = Path(path)
+    figure.savefig(path, dpi=100, facecolor="black")
+    plt.close(figure)
+    return path

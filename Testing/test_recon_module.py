@@ -1,0 +1,397 @@
+"""The FastMRRecon module's logic on a real MRML scene: Reconstruct on volume nodes, ROI SNR/CNR from a markups
+point list to a table node and CSV, and the blinded reader study (store, blinding, summary, views)."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vtk
+from slicer.util import arrayFromVolume
+
+from FastMRICommon.device import ensure_torch
+from FastMRICommon.errors import Cancelled, InputError
+from FastMRICommon.model_files import sha256_file
+from FastMRICommon.mrml_bridge import VolumeGeometry, geometry_of, new_volume_node, read_volume
+from FastMRReconLib.metrics import roi_statistics
+from FastMRReconLib.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
+                                           summary_table_node)
+from FastMRReconLib.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
+from FastMRReconLib.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, apply_window, blinded_panel, common_window,
+                                         reader_layout_xml, show_blinded)
+from FastMRReconLib.reconstructor import Reconstructor
+from FastMRReconLib.roi_table import TABLE_COLUMNS, compare_volumes, roi_table_node, write_table_csv
+from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_SHA256, module_sample_path
+from FastMRReconLib.volume_logic import reconstruct_volume_node
+
+GEOMETRY = VolumeGeometry((0.9, 0.9, 3.0), (12.0, -30.0, 4.0), ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
+METHODS = ("full", "undersampled", "DNN")
+
+
+def phantom(shape=(3, 64, 56), seed=0, noise=4.0) -> np.ndarray:
+    """Two tissues in an ellipse, noisy air around it."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[-1:1:shape[1] * 1j, -1:1:shape[2] * 1j]
+    head = ((x / 0.8) ** 2 + (y / 0.85) ** 2) < 1
+    image = np.where(head, np.where(x < 0, 400.0, 250.0), 0.0)
+    return np.abs(np.repeat(image[None], shape[0], 0) + rng.normal(0, noise, shape))
+
+
+@pytest.fixture(scope="module")
+def reconstructor():
+    return Reconstructor.load(device="cpu")
+
+
+def ras(node, ijk) -> list[float]:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return list(matrix.MultiplyPoint([float(v) for v in ijk] + [1.0])[:3])
+
+
+def point_list(scene, node, points, name="ROI points"):
+    markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    for ijk in points:
+        markups.AddControlPoint(vtk.vtkVector3d(*ras(node, ijk)))
+    return markups
+
+
+# -- Reconstruct ------------------------------------------------------------------------------------------------
+def test_reconstruct_volume_node_new_output_keeps_input_and_geometry(scene, reconstructor):
+    image = phantom()
+    node = new_volume_node(scene, image, GEOMETRY, "knee R2")
+    mtime = node.GetMTime()
+    seen = []
+    output = reconstruct_volume_node(node, reconstructor, batch_size=2, progress=lambda f, m: seen.append(f))
+    assert output.GetName() == "knee R2 DNN" and output is not node and output.GetScene() is scene
+    assert node.GetMTime() == mtime
+    np.testing.assert_array_equal(arrayFromVolume(node), image)
+    assert geometry_of(output).matches(GEOMETRY)
+    result = arrayFromVolume(output)
+    assert result.shape == image.shape and result.min() >= 0
+    assert 0.8 < result[image > 100].mean() / image[image > 100].mean() < 1.2  # intensity scale kept
+    assert seen and seen[-1] == 1.0 and len(seen) >= 2  # progress per batch of 2 slices
+    display = output.GetDisplayNode()
+    assert not display.GetAutoWindowLevel() and display.GetWindow() > 0
+
+
+def test_reconstruct_into_a_chosen_output_and_refusals(scene, reconstructor):
+    node = new_volume_node(scene, phantom(), GEOMETRY, "input")
+    target = new_volume_node(scene, np.zeros((1, 20, 20)), VolumeGeometry(), "target")
+    assert reconstruct_volume_node(node, reconstructor, output=target) is target
+    assert arrayFromVolume(target).shape == phantom().shape and geometry_of(target).matches(GEOMETRY)
+    with pytest.raises(InputError, match="differ from the input"):
+        reconstruct_volume_node(node, reconstructor, output=node)
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    with pytest.raises(InputError, match="label map"):
+        reconstruct_volume_node(labels, reconstructor)
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match="no image data"):
+        reconstruct_volume_node(empty, reconstructor)
+    vector = new_volume_node(scene, np.ones((2, 20, 20, 3)), VolumeGeometry(), "rgb", "vtkMRMLVectorVolumeNode")
+    with pytest.raises(InputError, match="select a scalar volume|components"):
+        reconstruct_volume_node(vector, reconstructor)
+
+
+def test_cancelled_reconstruction_adds_nothing(scene, reconstructor):
+    node = new_volume_node(scene, phantom((6, 48, 48)), GEOMETRY, "input")
+    count = scene.GetNumberOfNodes()
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(Cancelled):
+        reconstruct_volume_node(node, reconstructor, batch_size=2, cancel=cancel)
+    assert scene.GetNumberOfNodes() == count
+
+
+# -- ROI SNR / CNR ------------------------------------------------------------------------------------------------
+def test_roi_table_from_markups_matches_the_roi_statistics(scene, tmp_path):
+    full = phantom(seed=1, noise=3.0)
+    noisy = phantom(seed=2, noise=9.0)
+    nodes = [new_volume_node(scene, full, GEOMETRY, "full"), new_volume_node(scene, noisy, GEOMETRY, "undersampled")]
+    points = [(18, 32, 1), (38, 32, 1), (4, 4, 1)]
+    markups = point_list(scene, nodes[0], points)
+    rows = compare_volumes(nodes, markups, reference=nodes[0], size=4)
+    expected = [roi_statistics(array, *points, size=4) for array in (full, noisy)]
+    assert [row.volume for row in rows] == ["full", "undersampled"]
+    for row, stats in zip(rows, expected):
+        assert row.stats == stats
+    assert rows[0].snr1_change == 0.0
+    assert rows[1].snr1_change == pytest.approx(100 * (expected[1].snr1 - expected[0].snr1) / expected[0].snr1)
+    assert rows[1].snr1_change < -30  # three times the noise
+    table = roi_table_node(scene, rows)
+    assert table.GetNumberOfRows() == 2 and table.GetNumberOfColumns() == len(TABLE_COLUMNS)
+    assert table.GetCellText(1, 0) == "undersampled"
+    path = write_table_csv(table, tmp_path / "roi.csv")
+    with open(path) as handle:
+        written = list(csv.DictReader(handle))
+    assert [r["volume"] for r in written] == ["full", "undersampled"]
+    assert float(written[1]["CNR"]) == pytest.approx(expected[1].cnr, rel=1e-4)
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_roi_points_follow_the_volume_transform(scene):
+    image = phantom(seed=3)
+    node = new_volume_node(scene, image, VolumeGeometry(), "moved")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 5.0)  # the volume is shown 5 mm to the right
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "points")
+    for i, j, k in [(18, 32, 1), (38, 32, 1), (4, 4, 1)]:
+        markups.AddControlPoint(vtk.vtkVector3d(i + 5.0, j, k))  # world = voxel + shift
+    row = compare_volumes([node], markups)[0]
+    assert row.stats == roi_statistics(image, (18, 32, 1), (38, 32, 1), (4, 4, 1))
+
+
+def test_roi_bad_input_is_one_clear_error(scene, tmp_path):
+    node = new_volume_node(scene, phantom(), GEOMETRY, "full")
+    flat = new_volume_node(scene, np.where(phantom(noise=0) > 0, 300.0, 0.0), GEOMETRY, "SENSE")
+    two = point_list(scene, node, [(18, 32, 1), (38, 32, 1)])
+    with pytest.raises(InputError, match="exactly three points.*it has 2"):
+        compare_volumes([node], two)
+    outside = point_list(scene, node, [(18, 32, 1), (38, 32, 9), (4, 4, 1)])
+    with pytest.raises(InputError, match="'full'.*outside the image"):
+        compare_volumes([node], outside)
+    edge = point_list(scene, node, [(18, 32, 1), (38, 32, 1), (1, 4, 1)])
+    with pytest.raises(InputError, match="away from the edge"):
+        compare_volumes([node], edge)
+    good = point_list(scene, node, [(18, 32, 1), (38, 32, 1), (4, 4, 1)])
+    with pytest.raises(InputError, match="'SENSE'.*zero SD"):
+        compare_volumes([node, flat], good)
+    other = new_volume_node(scene, phantom(), GEOMETRY, "other")
+    with pytest.raises(InputError, match="reference volume 'other' must be one of"):
+        compare_volumes([node], good, reference=other)
+    with pytest.raises(InputError, match="point list"):
+        compare_volumes([node], None)
+    with pytest.raises(InputError, match=r"\.csv"):
+        write_table_csv(roi_table_node(scene, compare_volumes([node], good)), tmp_path / "table.txt")
+    assert not list(tmp_path.iterdir())
+
+
+# -- Reader study: store, blinding, summary ----------------------------------------------------------------------
+def make_study(path: Path, cases: int = 6, seed: int = 3) -> ReaderStudy:
+    return ReaderStudy.create(path, "knee study", METHODS,
+                              [StudyCase(f"case {n}", {m: f"vol_{n}_{m}.nrrd" for m in METHODS}) for n in range(cases)],
+                              seed=seed)
+
+
+def test_blinding_is_seeded_per_reader_and_case(tmp_path):
+    with make_study(tmp_path / "study.sqlite", cases=12) as study:
+        first = {case.case_id: study.blinded(case.case_id, "reader 1") for case in study.cases}
+        for case_id, shown in first.items():
+            assert list(shown) == ["A", "B", "C"] and sorted(shown.values()) == sorted(METHODS)
+            assert study.blinded(case_id, "reader 1") == shown  # same reader, same order
+        assert len({tuple(shown.values()) for shown in first.values()}) >= 3  # orders vary between cases
+        second = {case.case_id: study.blinded(case.case_id, "reader 2") for case in study.cases}
+        assert second != first  # and between readers
+        assert sorted(study.case_order("reader 1")) == sorted(case.case_id for case in study.cases)
+        assert study.case_order("reader 1") != study.case_order("reader 2")
+    with ReaderStudy.open(tmp_path / "study.sqlite") as again:  # fixed across sessions
+        assert {c: again.blinded(c, "reader 1") for c in first} == first
+
+
+def test_every_score_is_committed_at_once_and_rescoring_replaces(tmp_path):
+    path = tmp_path / "study.sqlite"
+    study = make_study(path)
+    case = study.next_case("ann")
+    study.record("ann", case, "B", 4)
+    # another process (another reader, or the file after a crash) sees it immediately
+    with sqlite3.connect(path) as other:
+        rows = other.execute("SELECT reader, case_id, method, label, score FROM scores").fetchall()
+    assert rows == [("ann", case, study.blinded(case, "ann")["B"], "B", 4)]
+    study.record("ann", case, "B", 2)
+    assert study.reader_scores("ann", case) == {"B": 2}
+    second = ReaderStudy.open(path)  # a second reader on the same file at the same time
+    second.record("bob", case, "A", 5)
+    study.record("ann", case, "A", 3)
+    assert sorted(study.readers()) == ["ann", "bob"] and second.reader_scores("ann", case) == {"A": 3, "B": 2}
+    second.close()
+    study.close()
+
+
+def test_next_case_remaining_and_summary(tmp_path):
+    with make_study(tmp_path / "study.sqlite", cases=3) as study:
+        given = {"full": [5, 4, 5], "undersampled": [2, 3, 2], "DNN": [4, 4, 3]}
+        for reader in ("ann", "bob"):
+            for index in range(3):
+                case = study.next_case(reader)
+                assert study.remaining(reader) == 3 - index
+                for label, method in study.blinded(case, reader).items():
+                    study.record(reader, case, label, given[method][index] - (reader == "bob" and method == "DNN"))
+            assert study.next_case(reader) is None and study.remaining(reader) == 0
+        summary = {(row.reader, row.method): row for row in study.summary()}
+        assert summary[("ann", "DNN")].mean == pytest.approx(11 / 3)
+        assert summary[("bob", "DNN")].mean == pytest.approx(8 / 3)
+        overall = summary[("all", "undersampled")]
+        assert overall.count == 6 and overall.mean == pytest.approx(7 / 3)
+        assert overall.sd == pytest.approx(np.std([2, 3, 2, 2, 3, 2], ddof=1))
+        rows = study.summary()
+        csv_path = write_summary_csv(rows, tmp_path / "summary.csv")
+        with open(csv_path) as handle:
+            table = list(csv.DictReader(handle))
+        assert len(table) == 9 and table[0]["reader"] == "all"
+        png = plot_summary(rows, tmp_path / "summary.png")
+        assert png.stat().st_size > 5000
+
+
+def test_bad_scores_and_bad_study_files(tmp_path):
+    path = tmp_path / "study.sqlite"
+    study = make_study(path)
+    case = study.next_case("ann")
+    for label, score, message in (("D", 3, "no image 'D'"), ("A", 6, "1 to 5"), ("A", 0, "1 to 5"),
+                                  ("A", 2.5, "1 to 5"), ("A", True, "1 to 5")):
+        with pytest.raises(InputError, match=message):
+            study.record("ann", case, label, score)
+    with pytest.raises(InputError, match="reader's name"):
+        study.record("  ", case, "A", 3)
+    with pytest.raises(InputError, match="no case"):
+        study.blinded("case 99", "ann")
+    with pytest.raises(InputError, match="no scores yet"):
+        study.summary()
+    study_id = study.study_id
+    study.close()
+    with pytest.raises(InputError, match="already exists"):
+        make_study(path)
+    other = make_study(tmp_path / "other.sqlite")
+    other.close()
+    before = (tmp_path / "other.sqlite").read_bytes()
+    with pytest.raises(InputError, match="belongs to another study"):
+        ReaderStudy.open(tmp_path / "other.sqlite", expected_study_id=study_id)
+    assert (tmp_path / "other.sqlite").read_bytes() == before
+    (tmp_path / "notes.sqlite").write_text("not a database")
+    with pytest.raises(InputError, match="not a FastMRRecon reader-study file"):
+        ReaderStudy.open(tmp_path / "notes.sqlite")
+    with sqlite3.connect(tmp_path / "foreign.sqlite") as foreign:
+        foreign.execute("CREATE TABLE things (x)")
+    with pytest.raises(InputError, match="not a FastMRRecon reader-study file"):
+        ReaderStudy.open(tmp_path / "foreign.sqlite")
+    with pytest.raises(InputError, match="no study file"):
+        ReaderStudy.open(tmp_path / "missing.sqlite")
+    for methods, message in ((("full",), "at least two"), (("a", "a"), "distinct")):
+        with pytest.raises(InputError, match=message):
+            ReaderStudy.create(tmp_path / "x.sqlite", "x", methods, [StudyCase("c", {"a": "f"})])
+    with pytest.raises(InputError, match="one volume per method"):
+        ReaderStudy.create(tmp_path / "x.sqlite", "x", METHODS, [StudyCase("c", {"full": "f"})])
+    assert not (tmp_path / "x.sqlite").exists()
+
+
+# -- Reader study on MRML: volumes, blinded nodes, views -----------------------------------------------------
+def test_study_from_nodes_loads_blinded_case_nodes(scene, tmp_path):
+    arrays = {method: phantom(seed=index) for index, method in enumerate(METHODS)}
+    nodes = [new_volume_node(scene, arrays[m], GEOMETRY, f"knee {m}") for m in METHODS]
+    study = create_study_from_nodes(tmp_path / "reading" / "study.sqlite", "knee", METHODS, [nodes], seed=5)
+    files = sorted(p.name for p in (tmp_path / "reading" / "study_volumes").iterdir())
+    assert files == ["case_001_1.nrrd", "case_001_2.nrrd", "case_001_3.nrrd"]  # names do not reveal the method
+    assert all(not Path(v).is_absolute() for v in study.cases[0].volumes.values())
+    reader_scene = type(scene)()
+    shown = load_blinded_case(reader_scene, study, "case 001", "ann")
+    for label, method in study.blinded("case 001", "ann").items():
+        assert shown[label].GetName() == f"case 001 {label}"
+        np.testing.assert_allclose(arrayFromVolume(shown[label]), arrays[method], rtol=1e-6)
+        assert geometry_of(shown[label]).matches(GEOMETRY)
+    study.record("ann", "case 001", "A", 4)
+    summary = study.summary()
+    table = summary_table_node(reader_scene, summary)
+    assert table.GetNumberOfRows() == len(summary)
+    chart = summary_chart_node(reader_scene, summary)
+    assert chart.GetNumberOfPlotSeriesNodes() == 1
+    series = chart.GetNthPlotSeriesNode(0)
+    assert series.GetPlotType() == series.PlotTypeBar and series.GetYColumnName() == "mean"
+    study.close()
+    with pytest.raises(InputError, match="already exists"):
+        create_study_from_nodes(tmp_path / "reading" / "study.sqlite", "knee", METHODS, [nodes])
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "seg")
+    with pytest.raises(InputError, match="label map"):
+        create_study_from_nodes(tmp_path / "b.sqlite", "b", METHODS, [[nodes[0], nodes[1], labels]])
+    assert not (tmp_path / "b.sqlite").exists() and not (tmp_path / "b_volumes").exists()
+
+
+def test_reader_layout_and_blinded_views(scene, tmp_path):
+    layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+    assert layout.AddLayoutDescription(READER_LAYOUT_ID, reader_layout_xml("ABC"))
+    layout.SetViewArrangement(READER_LAYOUT_ID)
+    description = layout.GetLayoutDescription(READER_LAYOUT_ID)
+    assert description.count('class="vtkMRMLSliceNode"') == 3
+    assert all(f'singletontag="{name}"' in description for name in VIEW_NAMES)
+    assert [description.count(f">{label}<") for label in "ABC"] == [1, 1, 1]
+    with pytest.raises(InputError):
+        reader_layout_xml("ABCD")
+    volumes = [new_volume_node(scene, phantom(seed=s) * (1 + s), GEOMETRY, f"v{s}") for s in range(3)]
+    with pytest.raises(InputError, match="switch to the reader-study layout"):
+        show_blinded(scene, [v.GetID() for v in volumes])
+    composites = []
+    for name in VIEW_NAMES:
+        composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        composite.SetLayoutName(name)
+        composite.SetForegroundVolumeID(volumes[0].GetID())
+        composites.append(composite)
+    show_blinded(scene, [v.GetID() for v in volumes])
+    for composite, volume in zip(composites, volumes):
+        assert composite.GetBackgroundVolumeID() == volume.GetID()
+        assert composite.GetForegroundVolumeID() is None and composite.GetLinkedControl()
+    window = common_window([arrayFromVolume(v) for v in volumes])
+    apply_window(volumes, window)
+    assert {(v.GetDisplayNode().GetWindow(), v.GetDisplayNode().GetLevel()) for v in volumes} == {
+        (window[1] - window[0], (window[0] + window[1]) / 2)}
+    png = blinded_panel([arrayFromVolume(v)[1] for v in volumes], list("ABC"), tmp_path / "view.png", window)
+    assert png.stat().st_size > 5000
+
+
+# -- torch only with consent; the module's sample data -------------------------------------------------------
+def test_torch_is_installed_only_with_consent():
+    asked, installed = [], []
+    assert ensure_torch(lambda message: asked.append(message) or False, lambda: installed.append(1))
+    assert asked == [] and installed == []  # torch present: nothing asked
+    assert not ensure_torch(lambda message: asked.append(message) or False, lambda: installed.append(1),
+                            module="no_such_module_xyz")
+    assert len(asked) == 1 and "PyTorch" in asked[0] and installed == []
+    with pytest.raises(InputError, match="could not be installed"):
+        ensure_torch(lambda message: True, lambda: installed.append(1), module="no_such_module_xyz")
+    assert installed == [1]
+
+
+def test_module_sample_file_matches_its_registered_checksum(scene):
+    path = MODULE_SAMPLE_DIR / MODULE_SAMPLE_FILE
+    assert sha256_file(path) == MODULE_SAMPLE_SHA256 and module_sample_path() == path
+    node = read_volume(scene, path)
+    array = arrayFromVolume(node)
+    assert array.ndim == 3 and array.shape[0] == 8 and array.max() > 1000
+    spacing = geometry_of(node).spacing
+    assert spacing == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_make_demo_reconstruction_outputs(tmp_path, run_cli):
+    head = tmp_path / "head"
+    assert run_cli("fastmrrecon", "sample-data", str(head), "--slices", "4", "--source", "mni152",
+                   "--coils", "4").returncode == 0
+    result = run_cli("fastmrrecon", "demo", str(head), str(tmp_path / "reconstruction"))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "reconstruction"
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["contrasts"]) == {"T1w", "T2w", "PD", "FLAIR"}
+    for contrast in metrics["contrasts"].values():
+        assert set(contrast) == {"undersampled", "DNN"} and 10 < contrast["DNN"]["psnr_db"] < 60
+    for contrast in ("T1w", "T2w", "PD", "FLAIR"):
+        assert (out / f"head_{contrast}_DNN.nrrd").is_file()
+    with open(out / "roi_table.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["volume"].split()[-1] for row in rows] == ["full", "undersampled", "DNN"]
+    assert all(float(row["background SD"]) > 0 for row in rows)
+    with ReaderStudy.open(out / "reader_study.sqlite") as study:
+        assert study.readers() == ["scripted reader 1", "scripted reader 2"]
+        assert all(study.next_case(reader) is None for reader in study.readers())
+    with open(out / "reader_summary.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 9
+    for name in ("side_by_side.png", "reader_summary.png"):
+        assert (out / name).stat().st_size > 5000
+    empty = run_cli("fastmrrecon", "demo", str(tmp_path / "nothing"), str(tmp_path / "o"))
+    assert empty.returncode == 2 and "sample-data" in empty.stderr
