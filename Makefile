@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: all install test demo clean ivim-models recon-model bench-ivim bench-registration bench-recon
+.PHONY: all install test demo clean ivim-models recon-model bench-ivim bench-registration bench-recon bench-recon-generalisation
 
 all: test
 
@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(BIN)/fastmrrecon sample-data $(DEMO_DIR)/head
 	$(BIN)/fastmrrecon demo $(DEMO_DIR)/head $(DEMO_DIR)/reconstruction
 	$(BIN)/ivimestimator sample-data $(DEMO_DIR)/ivim
+	$(BIN)/ivimestimator demo $(DEMO_DIR)/ivim $(DEMO_DIR)/ivim
 	@echo "Sample data in $(DEMO_DIR)/: load the .nrrd files in Slicer (drag and drop)."
 
 # Retrain the shipped IVIM networks (IVIMEstimator/Resources/Models: files, cards, manifest).
@@ -48,6 +49,10 @@ bench-registration: $(STAMP)
 bench-recon: $(STAMP)
 	@command -v bart >/dev/null || (apt-get install -y bart || sudo apt-get install -y bart)
 	$(BIN)/python benchmarks/bench_recon.py
+
+# Leave-one-contrast-out vs in-contrast networks (needs the pairs of `make recon-model`).
+bench-recon-generalisation: $(STAMP)
+	$(BIN)/python benchmarks/bench_recon_generalisation.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

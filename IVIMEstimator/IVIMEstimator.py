@@ -1,7 +1,8 @@
-"""IVIMEstimator: IVIM maps (f, D, D*) from multi-b diffusion series (thin Slicer module; the engine is
-IVIMEstimatorLib)."""
+"""IVIMEstimator: IVIM maps (f, D, D*) from multi-b diffusion series, with motion correction, a voxel inspector,
+statistics, export and retraining for any protocol (thin Slicer module; the engine is IVIMEstimatorLib)."""
 
-from typing import Optional
+import os
+from typing import Annotated, Optional
 
 import vtk
 
@@ -15,10 +16,18 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
 from slicer import vtkMRMLNode
 
+from FastMRICommon.device import DEVICE_CHOICES, ensure_torch, torch_installed
+from FastMRICommon.errors import Cancelled
+from IVIMEstimatorLib.map_logic import (BVALUE_SETS, EXPORT_FORMATS, EstimateConfig, estimate_maps, export_maps,
+                                        map_nodes, map_statistics, mask_from_node, statistics_table_node,
+                                        voxel_chart_node, voxel_fit)
+from IVIMEstimatorLib.methods import METHODS
+from IVIMEstimatorLib.priors import PRIORS
+from IVIMEstimatorLib.protocol_models import has_shipped_model, protocol_model_name, train_for_protocol
 from IVIMEstimatorLib.series_logic import SeriesSummary, summarize_series
 
 
@@ -31,8 +40,10 @@ class IVIMEstimator(ScriptedLoadableModule):
         self.parent.contributors = ["SlicerFastMRI developers"]
         self.parent.helpText = _("""
 Estimates intravoxel incoherent motion (IVIM) maps: perfusion fraction f, diffusion D and pseudo-diffusion
-D* (mm²/s) from a diffusion series (sequence, diffusion-weighted or multi-volume node). b-values are read from
-the data when stored there, otherwise typed here (s/mm², one per volume).
+D* (shown in 10⁻³ mm²/s) and S0, with a fit-residual map, from a diffusion series (sequence, multi-volume or
+diffusion-weighted node). b-values are read from the data when stored there, otherwise typed here (s/mm², one
+per volume). Methods: SCDNN (sparse-coding network, default), MLP, IVIM-NET, segmented NLLS, Bayesian (with SD
+maps). Optional motion correction (rigid + affine to a mean template). Place a point to inspect a voxel's fit.
 See the <a href="https://github.com/SlicerFastMRI/SlicerFastMRI#ivimestimator">documentation</a>.
 """)
         self.parent.acknowledgementText = _("""
@@ -40,16 +51,36 @@ Reference IVIM signals for testing: OSIPI TF2.4 IVIM code collection (Apache-2.0
 """)
 
 
+def _installTorch():
+    import PyTorchUtils
+
+    PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+
+
 @parameterNodeWrapper
 class IVIMEstimatorParameterNode:
     """The module's state, saved with the scene.
 
-    inputSeries - a vtkMRMLSequenceNode, vtkMRMLDiffusionWeightedVolumeNode or multi-volume node.
-    bvalues - b-values typed by the user (s/mm², comma separated); empty = use those stored in the data.
+    inputSeries - a sequence, diffusion-weighted or multi-volume node; bvalues - typed b-values (s/mm², comma
+    separated; empty = those stored in the data); maskNode - label map or segmentation; autoMask - object mask
+    when no mask is given; method, bvalueSet, motionCorrection, prior, device, modelPath - see EstimateConfig;
+    trainingSnr - SNR of a network trained for this protocol; statsRegion - region of the statistics table;
+    exportFormat - nrrd or nifti.
     """
 
     inputSeries: vtkMRMLNode
     bvalues: str = ""
+    maskNode: vtkMRMLNode
+    autoMask: bool = True
+    method: Annotated[str, Choice(list(METHODS))] = "scdnn"
+    bvalueSet: Annotated[str, Choice(list(BVALUE_SETS))] = "all"
+    motionCorrection: bool = False
+    prior: Annotated[str, Choice(list(PRIORS))] = "placenta"
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    modelPath: str = ""
+    trainingSnr: Annotated[float, WithinRange(5.0, 200.0)] = 30.0
+    statsRegion: vtkMRMLNode
+    exportFormat: Annotated[str, Choice(list(EXPORT_FORMATS))] = "nrrd"
 
 
 class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -59,6 +90,9 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._running = None
+        self._cancelRequested = False
+        self._voxelPoint = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -69,6 +103,10 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = IVIMEstimatorLogic()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.estimateButton.connect("clicked(bool)", self.onEstimateButton)
+        self.ui.retrainButton.connect("clicked(bool)", self.onRetrainButton)
+        self.ui.statisticsButton.connect("clicked(bool)", self.onStatisticsButton)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -81,10 +119,12 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSummary)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self._voxelPoint = None
+        self.logic.forget()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -96,40 +136,209 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             firstSeries = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
             if firstSeries:
                 self._parameterNode.inputSeries = firstSeries
+        self._ensureVoxelPoint()
 
     def setParameterNode(self, inputParameterNode: Optional[IVIMEstimatorParameterNode]) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSummary)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSummary)
-            self._updateSummary()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
+            self._updateState()
 
-    def _updateSummary(self, caller=None, event=None) -> None:
-        """Show what the selected series holds, or why it cannot be used."""
-        if not self._parameterNode or not self._parameterNode.inputSeries:
+    def _updateState(self, caller=None, event=None) -> None:
+        """Series summary, and which buttons can be used (the retrain offer appears when no network fits)."""
+        parameters = self._parameterNode
+        idle = self._running is None
+        summary = None
+        if not parameters or not parameters.inputSeries:
             self.ui.seriesSummaryLabel.text = _("Select a diffusion series")
-            return
+        else:
+            try:
+                summary = self.logic.summarize(parameters)
+                self.ui.seriesSummaryLabel.text = summary.text()
+            except ValueError as error:
+                self.ui.seriesSummaryLabel.text = str(error)
+        ready = summary is not None and summary.bvalues is not None
+        needsModel = ready and not parameters.modelPath and self.logic.needsTraining(parameters.method, summary.bvalues)
+        self.ui.estimateButton.enabled = (ready and idle) or self._running is self.ui.estimateButton
+        self.ui.retrainButton.enabled = (needsModel and idle) or self._running is self.ui.retrainButton
+        if needsModel and idle:
+            self.ui.statusLabel.text = _("No shipped {method} network for these b-values: train one for this protocol, "
+                                         "or choose NLLS / Bayes.").format(method=parameters.method)
+        hasMaps = bool(self.logic.mapNodes)
+        self.ui.statisticsButton.enabled = hasMaps and idle
+        self.ui.exportButton.enabled = hasMaps and idle
+
+    # -- long jobs ------------------------------------------------------------------------------------------
+    def _run(self, button, job):
+        """Run ``job(progress, cancel)`` with ``button`` turned into Cancel; errors in a message box."""
+        label = button.text
+        self._running, self._cancelRequested = button, False
+        button.text = _("Cancel")
+        self._updateState()
         try:
-            summary = self.logic.summarize(self._parameterNode)
-            self.ui.seriesSummaryLabel.text = summary.text()
-        except ValueError as error:
-            self.ui.seriesSummaryLabel.text = str(error)
+            with slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)):
+                try:
+                    return job(self._showProgress, lambda: self._cancelRequested)
+                except Cancelled:
+                    self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
+            return None
+        finally:
+            button.text = label
+            self._running = None
+            self._updateState()
+
+    def _showProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()
+
+    def _torchReady(self) -> bool:
+        if self._parameterNode.method == "nlls":  # the only method without torch
+            return True
+        return ensure_torch(lambda message: slicer.util.confirmOkCancelDisplay(message), _installTorch)
+
+    def onEstimateButton(self) -> None:
+        if self._running is not None:
+            self._cancelRequested = True
+            return
+        if not self._torchReady():
+            self.ui.statusLabel.text = _("PyTorch is needed for this method; it was not installed.")
+            return
+        nodes = self._run(self.ui.estimateButton, lambda progress, cancel: self.logic.estimate(
+            self._parameterNode, progress=progress, cancel=cancel))
+        if nodes:
+            slicer.util.setSliceViewerLayers(background=nodes["f"], fit=True)
+            self.ui.statusLabel.text = _("Created {count} maps").format(count=len(nodes))
+            self.onStatisticsButton()
+
+    def onRetrainButton(self) -> None:
+        if self._running is not None:
+            self._cancelRequested = True
+            return
+        parameters = self._parameterNode
+        bvalues = self.logic.summarize(parameters).bvalues
+        folder = os.path.join(slicer.app.slicerUserSettingsFilePath.rsplit("/", 1)[0], "IVIMEstimatorModels")
+        path = os.path.join(folder, protocol_model_name(parameters.method, bvalues, parameters.prior, parameters.trainingSnr))
+        if os.path.exists(path):
+            parameters.modelPath = path
+            return
+        if not slicer.util.confirmOkCancelDisplay(_(
+                "Train a {method} network for b = {bvalues} s/mm² on synthetic signals ({prior} prior, SNR {snr:g})? "
+                "This takes several minutes; it can be cancelled.").format(
+                method=parameters.method, bvalues=", ".join(f"{b:g}" for b in bvalues), prior=parameters.prior,
+                snr=parameters.trainingSnr)):
+            return
+        if not self._torchReady():
+            return
+        trained = self._run(self.ui.retrainButton, lambda progress, cancel: train_for_protocol(
+            bvalues, path, method=parameters.method, prior=parameters.prior, snr=parameters.trainingSnr,
+            progress=progress, cancel=cancel))
+        if trained:
+            parameters.modelPath = str(trained)
+            self.ui.statusLabel.text = _("Trained {path}; it is used from now on").format(path=trained)
+
+    # -- results --------------------------------------------------------------------------------------------
+    def onStatisticsButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Statistics failed.")):
+            table = self.logic.statistics(self._parameterNode)
+            self.ui.statisticsTableView.setMRMLTableNode(table)
+
+    def onExportButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
+            written = export_maps(self.logic.mapNodes, self.ui.exportDirectoryButton.directory,
+                                  self._parameterNode.exportFormat)
+            self.ui.statusLabel.text = _("Exported {count} maps to {folder}").format(
+                count=len(written), folder=self.ui.exportDirectoryButton.directory)
+
+    def _ensureVoxelPoint(self) -> None:
+        """A one-point list that the voxel inspector follows (clicking places it)."""
+        if self._voxelPoint is not None and slicer.mrmlScene.IsNodePresent(self._voxelPoint):
+            return
+        self._voxelPoint = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "IVIM voxel")
+        self._voxelPoint.SetMaximumNumberOfControlPoints(1)
+        self._voxelPoint.SetHideFromEditors(True)
+        self.ui.voxelPlaceWidget.setCurrentNode(self._voxelPoint)
+        self.addObserver(self._voxelPoint, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onVoxelPicked)
+        self.addObserver(self._voxelPoint, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onVoxelPicked)
+
+    def onVoxelPicked(self, caller=None, event=None) -> None:
+        if self._voxelPoint.GetNumberOfControlPoints() == 0 or self.logic.result is None:
+            return
+        position = [0.0, 0.0, 0.0]
+        self._voxelPoint.GetNthControlPointPositionWorld(0, position)
+        with slicer.util.tryWithErrorDisplay(_("Voxel inspection failed.")):
+            chart, voxel = self.logic.inspect(position)
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+            values = voxel.values
+            self.ui.voxelLabel.text = _("voxel {ijk}: f {f:.3f}, D {D:.3f}, D* {Ds:.1f} (10⁻³ mm²/s), residual {r:.3f}").format(
+                ijk=voxel.ijk, f=values["f"], D=values["D"], Ds=values["Dstar"], r=values["residual"])
 
 
 class IVIMEstimatorLogic(ScriptedLoadableModuleLogic):
-    """Can be used without the GUI; all computation is in IVIMEstimatorLib."""
+    """Can be used without the GUI; all computation is in IVIMEstimatorLib. Keeps the last result (for the
+    voxel inspector, statistics and export)."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.forget()
+
+    def forget(self) -> None:
+        self.result = None
+        self.mapNodes = {}
+        self._chart = None
+        self._shipped = {}
+
+    def needsTraining(self, method: str, bvalues) -> bool:
+        """True when ``method`` is a network and no shipped one fits these b-values (checked once per protocol;
+        False while torch is not installed, as the check reads the model files)."""
+        if not torch_installed():
+            return False
+        key = (method, tuple(float(b) for b in bvalues))
+        if key not in self._shipped:
+            self._shipped[key] = has_shipped_model(method, bvalues)
+        return not self._shipped[key]
 
     def getParameterNode(self):
         return IVIMEstimatorParameterNode(super().getParameterNode())
 
     def summarize(self, parameters: IVIMEstimatorParameterNode) -> SeriesSummary:
         return summarize_series(parameters.inputSeries, parameters.bvalues)
+
+    def estimate(self, parameters: IVIMEstimatorParameterNode, progress=None, cancel=None) -> dict:
+        """New map volumes of ``parameters.inputSeries`` (see IVIMEstimatorLib.map_logic)."""
+        config = EstimateConfig(method=parameters.method, bvalue_set=parameters.bvalueSet,
+                                motion_correction=parameters.motionCorrection, auto_mask=parameters.autoMask,
+                                prior=parameters.prior, device=parameters.device, model=parameters.modelPath or None)
+        result = estimate_maps(parameters.inputSeries, config, parameters.bvalues, parameters.maskNode,
+                               progress=progress, cancel=cancel)
+        name = f"{parameters.inputSeries.GetName()} {parameters.method}"
+        self.result, self.mapNodes = result, map_nodes(parameters.inputSeries.GetScene(), result, name)
+        return self.mapNodes
+
+    def statistics(self, parameters: IVIMEstimatorParameterNode):
+        """A new table: mean and SD of every map inside ``parameters.statsRegion`` (or every fitted voxel)."""
+        region = None
+        if parameters.statsRegion is not None:
+            region = mask_from_node(parameters.statsRegion, self.mapNodes["f"], self.result.maps["f"].shape)
+        return statistics_table_node(self.mapNodes["f"].GetScene(), map_statistics(self.result.maps, region))
+
+    def inspect(self, position_ras):
+        """(chart node, VoxelFit) of the voxel at the world position ``position_ras`` (replaces the last chart)."""
+        import numpy as np
+
+        matrix = vtk.vtkMatrix4x4()
+        self.mapNodes["f"].GetRASToIJKMatrix(matrix)
+        ijk = np.rint(matrix.MultiplyPoint(list(position_ras) + [1.0])[:3]).astype(int)
+        voxel = voxel_fit(self.result, ijk)
+        scene = self.mapNodes["f"].GetScene()
+        if self._chart is not None and scene.IsNodePresent(self._chart):
+            scene.RemoveNode(self._chart)
+        self._chart = voxel_chart_node(scene, voxel)
+        return self._chart, voxel
 
 
 class IVIMEstimatorTest(ScriptedLoadableModuleTest):
@@ -139,14 +348,19 @@ class IVIMEstimatorTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_series_bvalues_from_data()
+        self.setUp()
+        self.test_estimate_inspect_export()
 
-    def test_series_bvalues_from_data(self):
-        """The placenta phantom as a sequence node: 10 volumes, b-values read from the sequence index."""
+    def _placenta(self):
         from FastMRICommon.mrml_bridge import new_sequence_node
         from IVIMEstimatorLib.phantom import placenta_phantom
 
         phantom = placenta_phantom(shape=(3, 32, 32))
-        sequence = new_sequence_node(slicer.mrmlScene, phantom.series, "placenta")
+        return phantom, new_sequence_node(slicer.mrmlScene, phantom.series, "placenta")
+
+    def test_series_bvalues_from_data(self):
+        """The placenta phantom as a sequence node: 10 volumes, b-values read from the sequence index."""
+        _, sequence = self._placenta()
         logic = IVIMEstimatorLogic()
         parameters = logic.getParameterNode()
         parameters.inputSeries = sequence
@@ -154,4 +368,31 @@ class IVIMEstimatorTest(ScriptedLoadableModuleTest):
         self.assertEqual(summary.volumes, 10)
         self.assertEqual(summary.bvalues_source, "data")
         self.assertEqual(summary.bvalues[-1], 500.0)
+
+    def test_estimate_inspect_export(self):
+        """SCDNN maps with units, a voxel's fitted curve, statistics and export of all maps."""
+        import tempfile
+
+        import numpy as np
+
+        phantom, sequence = self._placenta()
+        logic = IVIMEstimatorLogic()
+        parameters = logic.getParameterNode()
+        parameters.inputSeries = sequence
+        parameters.method = "scdnn"
+        nodes = logic.estimate(parameters)
+        self.assertEqual(nodes["D"].GetName(), "placenta scdnn D [10^-3 mm2/s]")
+        D = slicer.util.arrayFromVolume(nodes["D"])
+        placenta = phantom.labels == 1
+        self.assertAlmostEqual(float(np.median(D[placenta])), float(np.median(phantom.D[placenta]) * 1e3), delta=0.5)
+        k, j, i = np.argwhere(placenta)[0]
+        matrix = vtk.vtkMatrix4x4()
+        nodes["f"].GetIJKToRASMatrix(matrix)
+        chart, voxel = logic.inspect(matrix.MultiplyPoint([float(i), float(j), float(k), 1.0])[:3])
+        self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), 2)
+        self.assertEqual(voxel.ijk, (i, j, k))
+        table = logic.statistics(parameters)
+        self.assertEqual(table.GetNumberOfRows(), len(nodes))
+        written = export_maps(logic.mapNodes, tempfile.mkdtemp(), "nifti")
+        self.assertEqual(len(written), len(nodes))
         self.delayDisplay("Test passed")

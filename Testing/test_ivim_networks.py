@@ -11,7 +11,8 @@ from conftest import requires_shared
 from FastMRICommon.errors import InputError
 from FastMRICommon.model_files import load_model_file, load_shipped_model, read_manifest, sha256_file
 from IVIMEstimatorLib.estimate import MODELS_DIR, find_shipped_model, fit
-from IVIMEstimatorLib.networks import METHOD_ARCHITECTURE, ScdnnNet
+from IVIMEstimatorLib.methods import METHOD_ARCHITECTURE
+from IVIMEstimatorLib.networks import ScdnnNet
 from IVIMEstimatorLib.priors import PRIORS
 from IVIMEstimatorLib.shipped_models import SHIPPED
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES

@@ -151,3 +151,18 @@ def test_fit_command_can_motion_correct_first(tmp_path, moved, run_cli):
     assert "motion correction: displacement per round" in result.stderr
     f, geometry = read_volume_array(tmp_path / "maps" / "f.nrrd")
     assert f.shape == moved.series.volumes.shape[1:] and geometry.matches(moved.series.geometry)
+
+
+def test_implausible_scaling_is_refused():
+    import SimpleITK as sitk
+
+    from IVIMEstimatorLib.motion import check_plausible
+
+    moved = sitk.AffineTransform(3)
+    moved.SetTranslation((3.0, -2.0, 1.0))
+    moved.SetMatrix((1.03, 0.0, 0.0, 0.0, 0.98, 0.0, 0.0, 0.0, 1.0))  # 3% scaling: tissue motion
+    check_plausible([moved, sitk.AffineTransform(3)], 0.10)
+    distorted = sitk.AffineTransform(3)
+    distorted.SetMatrix((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.75))
+    with pytest.raises(InputError, match="volume 2 would be scaled by 25%"):
+        check_plausible([moved, distorted], 0.10)

@@ -26,7 +26,7 @@ log = logging.getLogger("fastmrrecon")
 #: (file name, number of pairs, seed) of the training and validation pair sets.
 TRAINING_SETS = (("train_part0.npz", 1600, 1000), ("train_part1.npz", 1600, 1001))
 VALIDATION_SET = ("validation.npz", 48, 7)
-CONFIG = TrainingConfig(steps=6000, batch_size=12, patch=128, l1_weight=10.0, seed=0)
+CONFIG = TrainingConfig(steps=4000, batch_size=12, patch=128, l1_weight=10.0, seed=0)
 
 
 def model_card(path: Path, sha256: str) -> str:

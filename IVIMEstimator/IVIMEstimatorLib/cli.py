@@ -114,6 +114,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     log.info("wrote %s and %s", args.out, curve)
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    paths = run_demo(args.sample_dir, args.outdir, progress=_progress)
+    log.info("wrote %d files to %s", len(paths), args.outdir)
+
+
 def _rounds(text: str) -> tuple[int, int]:
     try:
         low, high = (int(part) for part in text.split(","))
@@ -146,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.set_defaults(command=cmd_sample_data)
 
-    from .estimate import METHODS
+    from .methods import METHODS
     from .priors import PRIORS
 
     fit_parser = sub.add_parser("fit", parents=[common], help="IVIM maps of a 4D diffusion series",
@@ -195,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
     train_parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt)")
     train_parser.set_defaults(command=cmd_train)
+
+    demo = sub.add_parser("demo", parents=[common], help="run the module's logic on the placenta sample data",
+                          description="Fit the placenta sample with every method (NRMSE against the truth), then "
+                                      "motion correction + SCDNN, export the maps and plot them and one voxel's fit "
+                                      "(see IVIMEstimatorLib.demo).")
+    demo.add_argument("sample_dir", type=Path, help="folder written by `ivimestimator sample-data`")
+    demo.add_argument("outdir", type=Path, help="output folder (created)")
+    demo.set_defaults(command=cmd_demo)
     return parser
 
 

@@ -21,12 +21,12 @@ from FastMRICommon.errors import InputError, ModelFileError
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model, read_manifest
 
 from .bayes import BayesConfig, fit_bayes, make_grid
-from .networks import METHOD_ARCHITECTURE, REGISTRY
+from .methods import METHOD_ARCHITECTURE, METHODS
+from .networks import REGISTRY
 from .nlls import NllsConfig, fit_nlls
 from .priors import get_prior
 from .training import normalised_inputs
 
-METHODS = ("scdnn", "mlp", "ivimnet", "nlls", "bayes")
 MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 ModelSource = Union[None, str, os.PathLike, ModelFile]
 

@@ -16,6 +16,11 @@ mask when one is given), of how far the round moved the volume's transform from 
 stops once a round moves less than ``tolerance_mm``, or at the maximum; the result is the round with the
 smallest displacement (the most settled one).
 
+Plausibility: tissue motion between acquisitions changes size by a few percent at most. When a kept transform
+scales by more than ``max_scale_change`` along any axis (a singular value of its matrix outside 1 +- that),
+the registration has not found the anatomy (seen on small or thin volumes at low SNR) and an InputError says
+so, instead of returning distorted volumes that would give wrong maps.
+
 Transforms follow ITK's convention: ``transforms[v]`` maps a template (output-grid) point to the point of
 volume v that is sampled there, i.e. it is what ``SimpleITK.Resample(volume_v, template, transforms[v])``
 takes. All volumes share the input's grid, so the registered series keeps the input geometry.
@@ -45,6 +50,7 @@ class MotionConfig:
     shrink_factors: tuple[int, ...] = (2, 1)
     smoothing_sigmas_mm: tuple[float, ...] = (2.0, 0.0)
     seed: int = 0
+    max_scale_change: float = 0.10
 
     def validate(self) -> None:
         low, high = self.rounds
@@ -61,6 +67,17 @@ class MotionResult:
     transforms: list
     displacements_mm: list[float] = field(default_factory=list)
     chosen_round: int = 0
+
+
+def check_plausible(transforms: list, max_scale_change: float) -> None:
+    """InputError when a transform scales by more than ``max_scale_change`` (module docstring)."""
+    for index, transform in enumerate(transforms):
+        singular = np.linalg.svd(_homogeneous(transform)[:3, :3], compute_uv=False)
+        worst = float(np.max(np.abs(singular - 1)))
+        if worst > max_scale_change:
+            raise InputError(f"motion correction failed: volume {index + 1} would be scaled by {100 * worst:.0f}% "
+                             f"(more than {100 * max_scale_change:.0f}%, not tissue motion); restrict it with a mask "
+                             "around the organ, or estimate without motion correction")
 
 
 def _check_inputs(series: DiffusionSeries, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -230,5 +247,6 @@ def motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray] = None, c
         if round_number >= low and moved < config.tolerance_mm:
             break
     moved, kept, transforms, registered = best
+    check_plausible(transforms, config.max_scale_change)
     report(progress, 1.0, f"kept round {kept} of {len(displacements)} (displacement {moved:.3f} mm)")
     return MotionResult(DiffusionSeries(registered, series.bvalues, series.geometry), transforms, displacements, kept)

@@ -93,4 +93,3 @@ class IvimNet(MlpNet):
 
 
 REGISTRY = {"ScdnnNet": ScdnnNet, "MlpNet": MlpNet, "IvimNet": IvimNet}
-METHOD_ARCHITECTURE = {"scdnn": "ScdnnNet", "mlp": "MlpNet", "ivimnet": "IvimNet"}

@@ -13,12 +13,14 @@ from .phantom import LABELS, placenta_phantom
 from .signal_model import ACQUIRED_BVALUES
 
 
-def write_placenta_sample(outdir: str | Path, snr: float = 30.0, seed: int = 0) -> list[Path]:
+def write_placenta_sample(outdir: str | Path, snr: float = 30.0, seed: int = 0,
+                          shape: tuple[int, int, int] = (15, 128, 128)) -> list[Path]:
     """Write ``placenta_dwi.seq.nrrd`` (b-values as the sequence index), the same series as
     ``placenta_dwi.nii.gz`` + ``placenta_dwi.bval``, the truth maps ``placenta_truth_{f,D,Dstar,S0}.nrrd``
-    (D, D* in mm²/s), ``placenta_labels.nrrd`` and ``placenta_sample.json``; return the paths."""
+    (D, D* in mm²/s), ``placenta_labels.nrrd`` and ``placenta_sample.json``, on a ``shape`` (slices, rows,
+    columns) grid; return the paths."""
     outdir = Path(outdir)
-    phantom = placenta_phantom(bvalues=ACQUIRED_BVALUES, snr=snr, seed=seed)
+    phantom = placenta_phantom(shape=shape, bvalues=ACQUIRED_BVALUES, snr=snr, seed=seed)
     sequence = new_sequence_node(slicer.vtkMRMLScene(), phantom.series, "placenta_dwi")
     written = [write_series(sequence, outdir / "placenta_dwi.seq.nrrd"),
                write_series(sequence, outdir / "placenta_dwi.nii.gz"), outdir / "placenta_dwi.bval"]

@@ -16,7 +16,8 @@ import numpy as np
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, save_model_file
 
-from .networks import METHOD_ARCHITECTURE, REGISTRY
+from .methods import METHOD_ARCHITECTURE
+from .networks import REGISTRY
 from .priors import get_prior
 from .signal_model import ACCELERATED_BVALUES
 from .synthetic import synthetic_set
@@ -127,6 +128,8 @@ def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu
             optimiser.step()
             total += loss.item() * len(index)
             step += 1
+            if step % 50 == 0:  # a heartbeat within the epoch (keeps a GUI's progress moving)
+                report(progress, (epoch + first / split) / config.epochs, f"epoch {epoch + 1}/{config.epochs}")
         network.eval()
         with torch.no_grad():
             val_inputs, val_targets = inputs[split:].to(device), targets[split:].to(device)

@@ -1,0 +1,361 @@
+"""IVIM maps on MRML (what the module's *Estimate*, voxel inspector, statistics and export call).
+
+``estimate_maps`` takes the series as Slicer holds it (sequence, multi-volume, DWI node or a list of scalar
+volumes; ``series_logic.load_series``), optionally a mask (label map volume, or segmentation node whose
+segments are merged; both resampled to the series grid by Slicer's segmentation logic) or an automatic mask,
+optionally motion correction (``motion.motion_correct``), and one of the five methods (``estimate.fit``) on
+all b-values or the accelerated subset (b = 0, 20, 50, 150, 300, 500 s/mm²). Result maps, in display units:
+f (fraction), D and D* (10⁻³ mm²/s), S0 (signal units), the Bayes method's posterior SDs, and the fit residual
+(RMS over b of S/S0 - model, as a fraction of S0). Voxels outside the mask or without a valid fit are NaN in
+the arrays and 0 in the volume nodes (shown transparent below the colour window).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
+from FastMRICommon.mrml_bridge import DiffusionSeries, VolumeGeometry, geometry_of, new_volume_node, write_volume
+
+from .methods import METHODS
+from .motion import MotionConfig, motion_correct
+from .series_logic import load_series, require_bvalues
+from .signal_model import ACCELERATED_BVALUES, ivim_signal
+
+BVALUE_SETS = ("all", "accelerated")
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """How a map is shown: node name suffix, unit, factor from fit units, colour table, default window."""
+
+    label: str
+    unit: str
+    factor: float
+    colour: str
+    window: tuple[float, float]
+
+
+#: Display of every map ``fit`` can return, plus the residual.
+MAP_SPECS = {
+    "f": MapSpec("f", "fraction", 1.0, "vtkMRMLColorTableNodeFileViridis.txt", (0.0, 0.6)),
+    "D": MapSpec("D", "10^-3 mm2/s", 1e3, "vtkMRMLColorTableNodeFilePlasma.txt", (0.0, 3.0)),
+    "Dstar": MapSpec("D*", "10^-3 mm2/s", 1e3, "vtkMRMLColorTableNodeFileInferno.txt", (0.0, 100.0)),
+    "S0": MapSpec("S0", "signal", 1.0, "vtkMRMLColorTableNodeGrey", (0.0, 0.0)),
+    "f_sd": MapSpec("f SD", "fraction", 1.0, "vtkMRMLColorTableNodeFileMagma.txt", (0.0, 0.2)),
+    "D_sd": MapSpec("D SD", "10^-3 mm2/s", 1e3, "vtkMRMLColorTableNodeFileMagma.txt", (0.0, 0.5)),
+    "Dstar_sd": MapSpec("D* SD", "10^-3 mm2/s", 1e3, "vtkMRMLColorTableNodeFileMagma.txt", (0.0, 30.0)),
+    "residual": MapSpec("residual", "fraction of S0", 1.0, "vtkMRMLColorTableNodeFileMagma.txt", (0.0, 0.1)),
+}
+
+
+@dataclass(frozen=True)
+class EstimateConfig:
+    """What *Estimate* does: ``method`` (``estimate.METHODS``), ``bvalue_set`` ("all" or "accelerated"),
+    ``motion_correction``, ``auto_mask`` (used when no mask node is given), the Bayes ``prior``, the torch
+    ``device``, and a network ``model`` file (None: the shipped model for the protocol)."""
+
+    method: str = "scdnn"
+    bvalue_set: str = "all"
+    motion_correction: bool = False
+    auto_mask: bool = False
+    prior: str = "generic"
+    device: str = "auto"
+    model: Optional[str] = None
+    motion: MotionConfig = field(default_factory=MotionConfig)
+
+
+@dataclass
+class MapResult:
+    """Maps in display units (``MAP_SPECS``; NaN outside the mask), the series actually fitted (after b-value
+    selection and motion correction), the mask used (None: all voxels), and the grid."""
+
+    maps: dict[str, np.ndarray]
+    series: DiffusionSeries
+    mask: Optional[np.ndarray]
+
+    @property
+    def geometry(self) -> VolumeGeometry:
+        return self.series.geometry
+
+
+def select_bvalues(series: DiffusionSeries, bvalue_set: str) -> DiffusionSeries:
+    """All volumes, or those at the accelerated protocol's b-values (each must be present)."""
+    if bvalue_set not in BVALUE_SETS:
+        raise InputError(f"unknown b-value set {bvalue_set!r}; choose one of {', '.join(BVALUE_SETS)}")
+    b = require_bvalues(series)
+    if bvalue_set == "all":
+        return series
+    keep = np.isin(b, ACCELERATED_BVALUES)
+    missing = sorted(set(ACCELERATED_BVALUES.tolist()) - set(b[keep].tolist()))
+    if missing:
+        raise InputError(f"the accelerated subset needs b = {', '.join(f'{v:g}' for v in missing)} s/mm², "
+                         "which the series does not have; use all b-values")
+    return DiffusionSeries(series.volumes[keep], b[keep], series.geometry)
+
+
+def mask_from_node(node: Any, reference: Any, shape: tuple[int, int, int]) -> np.ndarray:
+    """Boolean mask on the series grid (``shape``; ``reference`` a volume node on that grid) from a label map
+    or scalar volume on the same grid, or from a segmentation node (all segments merged, resampled to the
+    grid by Slicer's segmentation logic)."""
+    import slicer
+
+    if node.IsA("vtkMRMLSegmentationNode"):
+        import vtk
+
+        if node.GetSegmentation().GetNumberOfSegments() == 0:
+            raise InputError(f"the segmentation {node.GetName()!r} has no segments")
+        segment_ids = vtk.vtkStringArray()
+        node.GetSegmentation().GetSegmentIDs(segment_ids)
+        scene = node.GetScene()
+        existing = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+        labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "IVIM mask (temporary)")
+        try:
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(node, segment_ids, labels,
+                                                                                         reference):
+                raise InputError(f"the segmentation {node.GetName()!r} could not be resampled to the series grid")
+            mask = slicer.util.arrayFromVolume(labels) > 0
+        finally:  # remove the temporary label map and what came with it (display, colours); not the
+            # scene's subject hierarchy, which Slicer creates once per scene
+            added = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes())]
+            for helper in [n for n in added if n.GetID() not in existing and not n.IsA("vtkMRMLSubjectHierarchyNode")]:
+                scene.RemoveNode(helper)
+    elif node.IsA("vtkMRMLScalarVolumeNode"):
+        if node.GetImageData() is None:
+            raise InputError(f"the mask {node.GetName()!r} has no image data")
+        mask = slicer.util.arrayFromVolume(node) > 0
+        if mask.shape != shape or not geometry_of(node).matches(geometry_of(reference)):
+            raise InputError(f"the mask {node.GetName()!r} is on another grid than the series: resample it to the "
+                             "series first (or use a segmentation, which is resampled automatically)")
+    else:
+        raise InputError(f"{node.GetName()!r} is not a label map, scalar volume or segmentation")
+    if not mask.any():
+        raise InputError(f"the mask {node.GetName()!r} is empty")
+    return mask
+
+
+def automatic_mask(series: DiffusionSeries, fraction: float = 0.1) -> np.ndarray:
+    """The object: voxels of the lowest-b mean image above ``fraction`` of its 99th percentile (well above
+    the noise of air, below the darkest tissue), holes filled per slice, islands smaller than 1% of the
+    largest removed."""
+    b = require_bvalues(series)
+    image = np.nan_to_num(series.volumes[b == b.min()].mean(axis=0))
+    mask = image > fraction * np.percentile(image, 99)
+    mask = np.stack([ndimage.binary_fill_holes(layer) for layer in mask])
+    labels, count = ndimage.label(mask)
+    if count:
+        sizes = ndimage.sum(mask, labels, range(1, count + 1))
+        mask = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.01 * sizes.max()))
+    if not mask.any():
+        raise InputError("the automatic mask is empty: the b = 0 image has no object above the background")
+    return mask
+
+
+def fit_residual(series: DiffusionSeries, maps: dict[str, np.ndarray]) -> np.ndarray:
+    """RMS over b of (S / S0 - model) per voxel, from maps in fit units (f, D, D* in mm²/s, S0)."""
+    b = require_bvalues(series)
+    signals = np.moveaxis(series.volumes.astype(np.float64), 0, -1)
+    S0 = maps["S0"].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        model = ivim_signal(b, maps["f"], maps["D"], maps["Dstar"])
+        residual = np.sqrt(np.mean((signals / S0[..., None] - model) ** 2, axis=-1))
+    return np.where(np.isfinite(residual), residual, np.nan).astype(np.float32)
+
+
+def estimate_maps(source: Any, config: EstimateConfig = EstimateConfig(), bvalues_text: str = "",
+                  mask_node: Any = None, progress: Optional[ProgressCallback] = None,
+                  cancel: Optional[CancelCheck] = None) -> MapResult:
+    """IVIM maps of the series held by ``source`` (module docstring); inputs are only read."""
+    if config.method not in METHODS:
+        raise InputError(f"unknown method {config.method!r}; choose one of {', '.join(METHODS)}")
+    report(progress, 0.0, "reading the series")
+    series = select_bvalues(load_series(source, bvalues_text), config.bvalue_set)
+    shape = series.volumes.shape[1:]
+    mask = None
+    if mask_node is not None:
+        mask = mask_from_node(mask_node, _reference_volume(source), shape)
+    elif config.auto_mask:
+        mask = automatic_mask(series)
+    raise_if_cancelled(cancel)
+    if config.motion_correction:
+        # registered on the whole field of view, as benchmarked (docs/benchmarks/registration.md); the mask
+        # only selects the voxels to fit
+        series = motion_correct(series, None, config.motion, cancel=cancel,
+                                progress=None if progress is None else lambda f, m: progress(0.05 + 0.75 * f, m)).series
+    raise_if_cancelled(cancel)
+    report(progress, 0.8, f"fitting ({config.method})")
+    from .estimate import fit  # imports torch
+
+    signals = np.moveaxis(series.volumes, 0, -1)
+    fitted = fit(signals, series.bvalues, config.method, model=config.model, mask=mask, prior=config.prior,
+                 device=config.device)
+    fitted["residual"] = fit_residual(series, fitted)
+    maps = {key: (values * MAP_SPECS[key].factor).astype(np.float32) for key, values in fitted.items()}
+    report(progress, 1.0, "maps ready")
+    return MapResult(maps, series, mask)
+
+
+def _reference_volume(source: Any) -> Any:
+    """A volume node on the series grid (for resampling segmentations): the first volume of the series."""
+    if isinstance(source, (list, tuple)):
+        return source[0]
+    if source.IsA("vtkMRMLSequenceNode"):
+        return source.GetNthDataNode(0)
+    return source
+
+
+def map_name(base: str, key: str) -> str:
+    spec = MAP_SPECS[key]
+    return f"{base} {spec.label} [{spec.unit}]"
+
+
+def map_nodes(scene: Any, result: MapResult, base_name: str) -> dict[str, Any]:
+    """New scalar volumes ``"<base> f [fraction]"``, ``"<base> D [10^-3 mm2/s]"``, ... on the series grid,
+    with their colour tables and windows (NaN stored as 0)."""
+    nodes = {}
+    for key, values in result.maps.items():
+        spec = MAP_SPECS[key]
+        node = new_volume_node(scene, np.nan_to_num(values, nan=0.0), result.geometry, map_name(base_name, key))
+        display = node.GetDisplayNode()
+        if display is not None:
+            if scene.GetNodeByID(spec.colour) is not None:
+                display.SetAndObserveColorNodeID(spec.colour)
+            low, high = spec.window
+            if high <= low:  # S0: its own range
+                finite = values[np.isfinite(values)]
+                low, high = (0.0, float(np.percentile(finite, 99.5))) if finite.size else (0.0, 1.0)
+            display.AutoWindowLevelOff()
+            display.SetWindowLevelMinMax(low, high)
+        node.SetAttribute("IVIM.map", key)
+        node.SetAttribute("IVIM.unit", spec.unit)
+        nodes[key] = node
+    return nodes
+
+
+STAT_COLUMNS = ("parameter", "unit", "mean", "SD", "voxels")
+
+
+def map_statistics(maps: dict[str, np.ndarray], region: Optional[np.ndarray] = None) -> list[tuple]:
+    """(parameter, unit, mean, SD, voxels) of each map over ``region`` (default: where fitted), NaN ignored."""
+    rows = []
+    for key, values in maps.items():
+        inside = np.isfinite(values) if region is None else (np.asarray(region, bool) & np.isfinite(values))
+        if not inside.any():
+            raise InputError("the region holds no fitted voxel")
+        selected = values[inside].astype(np.float64)
+        rows.append((MAP_SPECS[key].label, MAP_SPECS[key].unit, float(selected.mean()),
+                     float(selected.std(ddof=1)) if selected.size > 1 else 0.0, int(selected.size)))
+    return rows
+
+
+def statistics_table_node(scene: Any, rows: Sequence[tuple], name: str = "IVIM statistics") -> Any:
+    """A new table node with ``map_statistics`` rows (columns ``STAT_COLUMNS``)."""
+    import vtk
+
+    table = vtk.vtkTable()
+    for index, title in enumerate(STAT_COLUMNS):
+        column = vtk.vtkStringArray() if index < 2 else vtk.vtkDoubleArray()
+        column.SetName(title)
+        column.SetNumberOfValues(len(rows))
+        table.AddColumn(column)
+    for row_index, row in enumerate(rows):
+        for column_index, value in enumerate(row):
+            table.GetColumn(column_index).SetValue(row_index, value if column_index < 2 else float(value))
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    node.SetAndObserveTable(table)
+    node.SetUseColumnTitleAsColumnHeader(True)
+    return node
+
+
+@dataclass(frozen=True)
+class VoxelFit:
+    """One voxel: b-values (s/mm²), its signal / S0, the fitted curve on ``curve_b``, and its map values
+    (display units, keys of ``MAP_SPECS``)."""
+
+    ijk: tuple[int, int, int]
+    bvalues: np.ndarray
+    signal: np.ndarray
+    curve_b: np.ndarray
+    curve: np.ndarray
+    values: dict[str, float]
+
+
+def voxel_fit(result: MapResult, ijk: Sequence[int]) -> VoxelFit:
+    """The measured and fitted signal of voxel ``ijk`` = (i, j, k) of ``result`` (the voxel inspector)."""
+    i, j, k = (int(round(v)) for v in ijk)
+    shape = result.series.volumes.shape[1:]
+    if not (0 <= k < shape[0] and 0 <= j < shape[1] and 0 <= i < shape[2]):
+        raise InputError(f"voxel (i={i}, j={j}, k={k}) is outside the series ({shape[2]} x {shape[1]} x {shape[0]})")
+    values = {key: float(m[k, j, i]) for key, m in result.maps.items()}
+    if not np.isfinite(values["f"]):
+        raise InputError(f"voxel (i={i}, j={j}, k={k}) has no fit (outside the mask or invalid signal)")
+    b = require_bvalues(result.series)
+    S0 = values["S0"] / MAP_SPECS["S0"].factor
+    curve_b = np.linspace(0.0, float(b.max()), 200)
+    curve = ivim_signal(curve_b, values["f"] / MAP_SPECS["f"].factor, values["D"] / MAP_SPECS["D"].factor,
+                        values["Dstar"] / MAP_SPECS["Dstar"].factor)
+    return VoxelFit((i, j, k), b, result.series.volumes[:, k, j, i] / S0, curve_b, curve, values)
+
+
+def voxel_chart_node(scene: Any, voxel: VoxelFit, name: str = "IVIM voxel") -> Any:
+    """A new plot chart: the voxel's signal / S0 against b (points) and the fitted bi-exponential (line);
+    reuses nothing, so every inspection is a new chart unless the caller removes the old one."""
+    import vtk
+
+    def table_of(title: str, x: np.ndarray, y: np.ndarray) -> Any:
+        table = vtk.vtkTable()
+        for column_name, values in (("b (s/mm2)", x), ("S/S0", y)):
+            column = vtk.vtkDoubleArray()
+            column.SetName(column_name)
+            for value in values:
+                column.InsertNextValue(float(value))
+            table.AddColumn(column)
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", title)
+        node.SetAndObserveTable(table)
+        return node
+
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    values = voxel.values
+    chart.SetTitle(f"voxel {voxel.ijk}: f {values['f']:.3f}, D {values['D']:.3f}, D* {values['Dstar']:.1f} (10^-3 mm2/s)")
+    chart.SetXAxisTitle("b (s/mm2)")
+    chart.SetYAxisTitle("S / S0")
+    for title, x, y, style in (("measured", voxel.bvalues, voxel.signal, "scatter"),
+                               ("fitted", voxel.curve_b, voxel.curve, "line")):
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {title}")
+        series.SetAndObserveTableNodeID(table_of(f"{name} {title} table", x, y).GetID())
+        series.SetXColumnName("b (s/mm2)")
+        series.SetYColumnName("S/S0")
+        series.SetPlotType(series.PlotTypeScatter)
+        series.SetMarkerStyle(series.MarkerStyleCircle if style == "scatter" else series.MarkerStyleNone)
+        series.SetLineStyle(series.LineStyleNone if style == "scatter" else series.LineStyleSolid)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart
+
+
+EXPORT_FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
+
+
+def export_maps(nodes: dict[str, Any], folder: str | os.PathLike, file_format: str = "nrrd") -> list[Path]:
+    """Write every map node to ``folder`` as ``<node name as a file name><suffix>``; refuses to overwrite
+    existing files (nothing is written then)."""
+    if file_format not in EXPORT_FORMATS:
+        raise InputError(f"unknown format {file_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if not nodes:
+        raise InputError("there are no maps to export: estimate them first")
+    folder = Path(folder)
+    targets = {key: folder / (_file_name(node.GetName()) + EXPORT_FORMATS[file_format]) for key, node in nodes.items()}
+    existing = [path.name for path in targets.values() if path.exists()]
+    if existing:
+        raise InputError(f"{folder} already holds {', '.join(existing)}: choose an empty folder")
+    return [write_volume(nodes[key], path) for key, path in targets.items()]
+
+
+def _file_name(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in text.replace("*", "star").replace("^", ""))
+    return "_".join(part for part in cleaned.split("_") if part)

@@ -1,0 +1,7 @@
+"""The IVIM estimation methods by name (torch-free, so that the Slicer module can list them before torch is
+installed): three networks (by their architecture names) and two classic fits."""
+
+#: Network methods and the architecture (``networks.REGISTRY`` key) each one uses.
+METHOD_ARCHITECTURE = {"scdnn": "ScdnnNet", "mlp": "MlpNet", "ivimnet": "IvimNet"}
+#: All methods of ``estimate.fit``: the networks, segmented NLLS and the Bayesian fit.
+METHODS = (*METHOD_ARCHITECTURE, "nlls", "bayes")
