@@ -221,7 +221,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         parameters = self._parameterNode
         bvalues = self.logic.summarize(parameters).bvalues
-        folder = os.path.join(slicer.app.slicerUserSettingsFilePath.rsplit("/", 1)[0], "IVIMEstimatorModels")
+        folder = os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "IVIMEstimatorModels")
         path = os.path.join(folder, protocol_model_name(parameters.method, bvalues, parameters.prior, parameters.trainingSnr))
         if os.path.exists(path):
             parameters.modelPath = path

@@ -158,6 +158,26 @@ def new_volume_node(scene: Any, array: np.ndarray, geometry: VolumeGeometry, nam
     return node
 
 
+def new_table_node(scene: Any, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
+    """Add a new table node named ``name``: one column per title in ``columns`` (text where the first row's
+    value is a string, numbers otherwise), one table row per entry of ``rows``."""
+    import vtk
+
+    table = vtk.vtkTable()
+    for index, title in enumerate(columns):
+        text = bool(rows) and isinstance(rows[0][index], str)
+        column = vtk.vtkStringArray() if text else vtk.vtkDoubleArray()
+        column.SetName(title)
+        column.SetNumberOfValues(len(rows))
+        for row_index, row in enumerate(rows):
+            column.SetValue(row_index, row[index] if text else float(row[index]))
+        table.AddColumn(column)
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    node.SetAndObserveTable(table)
+    node.SetUseColumnTitleAsColumnHeader(True)
+    return node
+
+
 def update_volume_node(node: Any, array: np.ndarray, geometry: VolumeGeometry) -> None:
     """Replace the voxels and geometry of an existing (output) volume node with a copy of ``array``."""
     from slicer.util import updateVolumeFromArray

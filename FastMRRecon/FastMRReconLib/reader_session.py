@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import read_volume, write_volume
+from FastMRICommon.mrml_bridge import new_table_node, read_volume, write_volume
 
 from .reader_study import SUMMARY_COLUMNS, MethodSummary, ReaderStudy, StudyCase
 from .volume_logic import scalar_volume_array
@@ -55,21 +55,8 @@ def load_blinded_case(scene: Any, study: ReaderStudy, case_id: str, reader: str)
 
 def summary_table_node(scene: Any, summary: Sequence[MethodSummary], name: str = "Reader study summary") -> Any:
     """A new table node with the unblinded summary (columns ``SUMMARY_COLUMNS``)."""
-    import vtk
-
-    table = vtk.vtkTable()
-    for title in SUMMARY_COLUMNS:
-        column = vtk.vtkStringArray() if title in ("reader", "method") else vtk.vtkDoubleArray()
-        column.SetName(title)
-        column.SetNumberOfValues(len(summary))
-        table.AddColumn(column)
-    for row, entry in enumerate(summary):
-        for index, value in enumerate((entry.reader, entry.method, entry.count, entry.mean, entry.sd)):
-            table.GetColumn(index).SetValue(row, value if index < 2 else float(value))
-    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    node.SetAndObserveTable(table)
-    node.SetUseColumnTitleAsColumnHeader(True)
-    return node
+    return new_table_node(scene, name, SUMMARY_COLUMNS,
+                          [(entry.reader, entry.method, entry.count, entry.mean, entry.sd) for entry in summary])
 
 
 def summary_chart_node(scene: Any, summary: Sequence[MethodSummary], name: str = "Reader study scores") -> Any:

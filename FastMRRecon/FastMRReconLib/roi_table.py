@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
+from FastMRICommon.mrml_bridge import new_table_node
 
 from .metrics import RoiStats, roi_statistics
 from .volume_logic import scalar_volume_array
@@ -144,21 +145,7 @@ def noisy_air_point(truth: np.ndarray, volumes: list[np.ndarray], size: int) -> 
 
 def roi_table_node(scene: Any, rows: Sequence[RoiRow], name: str = "ROI SNR CNR") -> Any:
     """A new table node in ``scene`` with one row per volume (columns ``TABLE_COLUMNS``)."""
-    import vtk
-
-    table = vtk.vtkTable()
-    for index, title in enumerate(TABLE_COLUMNS):
-        column = vtk.vtkStringArray() if index == 0 else vtk.vtkDoubleArray()
-        column.SetName(title)
-        column.SetNumberOfValues(len(rows))
-        table.AddColumn(column)
-    for row_index, row in enumerate(rows):
-        for column_index, value in enumerate(row.values()):
-            table.GetColumn(column_index).SetValue(row_index, value if column_index == 0 else float(value))
-    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    node.SetAndObserveTable(table)
-    node.SetUseColumnTitleAsColumnHeader(True)
-    return node
+    return new_table_node(scene, name, TABLE_COLUMNS, [row.values() for row in rows])
 
 
 def write_table_csv(table_node: Any, path: str | os.PathLike) -> Path:

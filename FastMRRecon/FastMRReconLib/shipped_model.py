@@ -51,7 +51,8 @@ def model_card(path: Path, sha256: str) -> str:
 - **SHA-256**: `{sha256}`
 - **Training data**: {meta['pairs']} synthetic slice pairs (`FastMRReconLib.training_data`) from the 16 SynthSeg
   training subjects (first 80% of `../shared/data/synthseg`, Apache-2.0): random orientation, zoom, rotation,
-  elastic deformation, matrix 160-256; contrasts {', '.join(pairs.contrasts)} from 3 T relaxation times with TR/TE/TI
+  elastic deformation (each pixel averages 3 x 3 sub-pixel samples of the tissue maps, so boundaries stay as
+  sharp as the pixel grid), matrix 160-256; contrasts {', '.join(pairs.contrasts)} from 3 T relaxation times with TR/TE/TI
   +-20%, tissue properties +-10%, bias field, texture; accelerations {', '.join(f'{r:g}' for r in pairs.accelerations)}
   (equispaced or variable density, 8% centre), {pairs.coil_range[0]}-{pairs.coil_range[1]} coils, SNR
   {pairs.snr_range[0]:g}-{pairs.snr_range[1]:g} at one average. Input: CG-SENSE of the AV=1 accelerated scan;

@@ -21,7 +21,8 @@ import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
-from FastMRICommon.mrml_bridge import DiffusionSeries, VolumeGeometry, geometry_of, new_volume_node, write_volume
+from FastMRICommon.mrml_bridge import (DiffusionSeries, VolumeGeometry, geometry_of, new_table_node, new_volume_node,
+                                       write_volume)
 
 from .methods import METHODS
 from .motion import MotionConfig, motion_correct
@@ -256,21 +257,7 @@ def map_statistics(maps: dict[str, np.ndarray], region: Optional[np.ndarray] = N
 
 def statistics_table_node(scene: Any, rows: Sequence[tuple], name: str = "IVIM statistics") -> Any:
     """A new table node with ``map_statistics`` rows (columns ``STAT_COLUMNS``)."""
-    import vtk
-
-    table = vtk.vtkTable()
-    for index, title in enumerate(STAT_COLUMNS):
-        column = vtk.vtkStringArray() if index < 2 else vtk.vtkDoubleArray()
-        column.SetName(title)
-        column.SetNumberOfValues(len(rows))
-        table.AddColumn(column)
-    for row_index, row in enumerate(rows):
-        for column_index, value in enumerate(row):
-            table.GetColumn(column_index).SetValue(row_index, value if column_index < 2 else float(value))
-    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    node.SetAndObserveTable(table)
-    node.SetUseColumnTitleAsColumnHeader(True)
-    return node
+    return new_table_node(scene, name, STAT_COLUMNS, rows)
 
 
 @dataclass(frozen=True)
@@ -306,20 +293,6 @@ def voxel_fit(result: MapResult, ijk: Sequence[int]) -> VoxelFit:
 def voxel_chart_node(scene: Any, voxel: VoxelFit, name: str = "IVIM voxel") -> Any:
     """A new plot chart: the voxel's signal / S0 against b (points) and the fitted bi-exponential (line);
     reuses nothing, so every inspection is a new chart unless the caller removes the old one."""
-    import vtk
-
-    def table_of(title: str, x: np.ndarray, y: np.ndarray) -> Any:
-        table = vtk.vtkTable()
-        for column_name, values in (("b (s/mm2)", x), ("S/S0", y)):
-            column = vtk.vtkDoubleArray()
-            column.SetName(column_name)
-            for value in values:
-                column.InsertNextValue(float(value))
-            table.AddColumn(column)
-        node = scene.AddNewNodeByClass("vtkMRMLTableNode", title)
-        node.SetAndObserveTable(table)
-        return node
-
     chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
     values = voxel.values
     chart.SetTitle(f"voxel {voxel.ijk}: f {values['f']:.3f}, D {values['D']:.3f}, D* {values['Dstar']:.1f} (10^-3 mm2/s)")
@@ -328,7 +301,8 @@ def voxel_chart_node(scene: Any, voxel: VoxelFit, name: str = "IVIM voxel") -> A
     for title, x, y, style in (("measured", voxel.bvalues, voxel.signal, "scatter"),
                                ("fitted", voxel.curve_b, voxel.curve, "line")):
         series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {title}")
-        series.SetAndObserveTableNodeID(table_of(f"{name} {title} table", x, y).GetID())
+        table = new_table_node(scene, f"{name} {title} table", ("b (s/mm2)", "S/S0"), list(zip(x, y)))
+        series.SetAndObserveTableNodeID(table.GetID())
         series.SetXColumnName("b (s/mm2)")
         series.SetYColumnName("S/S0")
         series.SetPlotType(series.PlotTypeScatter)
