@@ -103,6 +103,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = IVIMEstimatorLogic()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.volumesSelector.connect("checkedNodesChanged()", self._updateState)
         self.ui.estimateButton.connect("clicked(bool)", self.onEstimateButton)
         self.ui.retrainButton.connect("clicked(bool)", self.onRetrainButton)
         self.ui.statisticsButton.connect("clicked(bool)", self.onStatisticsButton)
@@ -153,11 +154,12 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         idle = self._running is None
         summary = None
-        if not parameters or not parameters.inputSeries:
-            self.ui.seriesSummaryLabel.text = _("Select a diffusion series")
+        source = self._source()
+        if not parameters or not source:
+            self.ui.seriesSummaryLabel.text = _("Select a diffusion series, or check its volumes")
         else:
             try:
-                summary = self.logic.summarize(parameters)
+                summary = self.logic.summarize(parameters, source)
                 self.ui.seriesSummaryLabel.text = summary.text()
             except ValueError as error:
                 self.ui.seriesSummaryLabel.text = str(error)
@@ -196,6 +198,13 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = message
         slicer.app.processEvents()
 
+    def _source(self):
+        """The series node, or else the checked scalar volumes (a list), or None."""
+        if self._parameterNode and self._parameterNode.inputSeries:
+            return self._parameterNode.inputSeries
+        volumes = list(self.ui.volumesSelector.checkedNodes())
+        return volumes or None
+
     def _torchReady(self) -> bool:
         if self._parameterNode.method == "nlls":  # the only method without torch
             return True
@@ -208,8 +217,9 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._torchReady():
             self.ui.statusLabel.text = _("PyTorch is needed for this method; it was not installed.")
             return
+        source = self._source()
         nodes = self._run(self.ui.estimateButton, lambda progress, cancel: self.logic.estimate(
-            self._parameterNode, progress=progress, cancel=cancel))
+            self._parameterNode, source, progress=progress, cancel=cancel))
         if nodes:
             slicer.util.setSliceViewerLayers(background=nodes["f"], fit=True)
             self.ui.statusLabel.text = _("Created {count} maps").format(count=len(nodes))
@@ -220,7 +230,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._cancelRequested = True
             return
         parameters = self._parameterNode
-        bvalues = self.logic.summarize(parameters).bvalues
+        bvalues = self.logic.summarize(parameters, self._source()).bvalues
         folder = os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "IVIMEstimatorModels")
         path = os.path.join(folder, protocol_model_name(parameters.method, bvalues, parameters.prior, parameters.trainingSnr))
         if os.path.exists(path):
@@ -305,18 +315,21 @@ class IVIMEstimatorLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return IVIMEstimatorParameterNode(super().getParameterNode())
 
-    def summarize(self, parameters: IVIMEstimatorParameterNode) -> SeriesSummary:
-        return summarize_series(parameters.inputSeries, parameters.bvalues)
+    def summarize(self, parameters: IVIMEstimatorParameterNode, source=None) -> SeriesSummary:
+        """What ``source`` (default ``parameters.inputSeries``; or a list of scalar volumes) holds."""
+        return summarize_series(source or parameters.inputSeries, parameters.bvalues)
 
-    def estimate(self, parameters: IVIMEstimatorParameterNode, progress=None, cancel=None) -> dict:
-        """New map volumes of ``parameters.inputSeries`` (see IVIMEstimatorLib.map_logic)."""
+    def estimate(self, parameters: IVIMEstimatorParameterNode, source=None, progress=None, cancel=None) -> dict:
+        """New map volumes of ``source`` (default ``parameters.inputSeries``; or a list of scalar volumes, one
+        per b-value), see IVIMEstimatorLib.map_logic."""
+        source = source or parameters.inputSeries
         config = EstimateConfig(method=parameters.method, bvalue_set=parameters.bvalueSet,
                                 motion_correction=parameters.motionCorrection, auto_mask=parameters.autoMask,
                                 prior=parameters.prior, device=parameters.device, model=parameters.modelPath or None)
-        result = estimate_maps(parameters.inputSeries, config, parameters.bvalues, parameters.maskNode,
-                               progress=progress, cancel=cancel)
-        name = f"{parameters.inputSeries.GetName()} {parameters.method}"
-        self.result, self.mapNodes = result, map_nodes(parameters.inputSeries.GetScene(), result, name)
+        result = estimate_maps(source, config, parameters.bvalues, parameters.maskNode, progress=progress, cancel=cancel)
+        first = source[0] if isinstance(source, list) else source
+        name = f"{first.GetName()} {parameters.method}"
+        self.result, self.mapNodes = result, map_nodes(first.GetScene(), result, name)
         return self.mapNodes
 
     def statistics(self, parameters: IVIMEstimatorParameterNode):

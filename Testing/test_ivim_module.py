@@ -195,3 +195,14 @@ def test_ivim_demo_outputs(tmp_path, run_cli):
         assert (tmp_path / "out" / name).stat().st_size > 5000
     missing = run_cli("ivimestimator", "demo", str(tmp_path / "nothing"), str(tmp_path / "o"))
     assert missing.returncode == 2 and "sample-data" in missing.stderr
+
+
+def test_maps_from_a_set_of_scalar_volumes_with_typed_bvalues(scene, phantom):
+    volumes = [new_volume_node(scene, volume, phantom.series.geometry, f"b{b:g}")
+               for volume, b in zip(phantom.series.volumes, phantom.series.bvalues)]
+    with pytest.raises(InputError, match="no b-values stored"):
+        estimate_maps(volumes, EstimateConfig(method="mlp"))
+    typed = ", ".join(f"{b:g}" for b in phantom.series.bvalues)
+    result = estimate_maps(volumes, EstimateConfig(method="mlp", auto_mask=True), bvalues_text=typed)
+    np.testing.assert_array_equal(result.series.bvalues, phantom.series.bvalues)
+    assert np.isfinite(result.maps["D"][phantom.labels == LABELS["placenta"]]).all()

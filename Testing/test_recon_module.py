@@ -297,13 +297,15 @@ def test_study_from_nodes_loads_blinded_case_nodes(scene, tmp_path):
         np.testing.assert_allclose(arrayFromVolume(shown[label]), arrays[method], rtol=1e-6)
         assert geometry_of(shown[label]).matches(GEOMETRY)
     study.record("ann", "case 001", "A", 4)
+    study.record("bob", "case 001", "B", 2)
     summary = study.summary()
     table = summary_table_node(reader_scene, summary)
     assert table.GetNumberOfRows() == len(summary)
     chart = summary_chart_node(reader_scene, summary)
-    assert chart.GetNumberOfPlotSeriesNodes() == 1
-    series = chart.GetNthPlotSeriesNode(0)
+    assert chart.GetNumberOfPlotSeriesNodes() == 3  # all readers, ann, bob
+    series = chart.GetNthPlotSeriesNode(1)
     assert series.GetPlotType() == series.PlotTypeBar and series.GetYColumnName() == "mean"
+    assert series.GetName() == "mean score, ann" and series.GetTableNode().GetNumberOfRows() == 1
     study.close()
     with pytest.raises(InputError, match="already exists"):
         create_study_from_nodes(tmp_path / "reading" / "study.sqlite", "knee", METHODS, [nodes])

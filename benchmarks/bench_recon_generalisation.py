@@ -62,6 +62,9 @@ def render(results: dict) -> None:
                     f"{outside['psnr']:.2f} / {outside['ssim']:.4f} ({outside['training_pairs']}) | {gap:+.2f} | "
                     f"{'yes' if gap >= -0.5 else 'no'} |")
     config = results["config"]
+    skipped = [c for c in ("T1w", "T2w", "PD", "FLAIR") if c not in results["contrasts"]]
+    not_run = (f"Contrasts not run in this run: {', '.join(skipped)} (each network takes about 6-7 min on 2 CPU "
+               "cores; `make bench-recon-generalisation` runs all four)." if skipped else "")
     text = f"""# Reconstruction: generalisation across contrasts
 
 Command: `{results['command']}` (`make bench-recon-generalisation` runs it with the defaults; `--work-dir`
@@ -79,6 +82,8 @@ These short trainings rank the two settings; their absolute scores are below the
 | contrast | pairs | input (CG-SENSE) | in-contrast (training pairs) | leave-one-out (training pairs) | leave-out minus in-contrast, dB | within 0.5 dB? |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+{not_run}
 
 Not run: the anchor's orientation/region split (its Table 4). Only head data exist here (no body, knee or
 spine images), and the training pairs mix axial, coronal and sagittal slices without recording which, so a

@@ -60,16 +60,18 @@ def summary_table_node(scene: Any, summary: Sequence[MethodSummary], name: str =
 
 
 def summary_chart_node(scene: Any, summary: Sequence[MethodSummary], name: str = "Reader study scores") -> Any:
-    """A new bar chart (plot chart node) of the mean score per method over all readers, with its own table."""
-    overall = [entry for entry in summary if entry.reader == "all"]
-    table = summary_table_node(scene, overall, f"{name} table")
-    series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", "mean score (all readers)")
-    series.SetAndObserveTableNodeID(table.GetID())
-    series.SetPlotType(series.PlotTypeBar)
-    series.SetLabelColumnName("method")
-    series.SetYColumnName("mean")
+    """A new bar chart (plot chart node) of the mean score per method: one bar series over all readers, then
+    one per reader, each with its own table."""
     chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
-    chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    for reader in dict.fromkeys(entry.reader for entry in summary):
+        title = "all readers" if reader == "all" else reader
+        table = summary_table_node(scene, [entry for entry in summary if entry.reader == reader], f"{name}: {title}")
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"mean score, {title}")
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetPlotType(series.PlotTypeBar)
+        series.SetLabelColumnName("method")
+        series.SetYColumnName("mean")
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
     chart.SetTitle(name)
     chart.SetYAxisTitle("mean Likert score (5 excellent, 1 non-diagnostic)")
     chart.SetYAxisRangeAuto(False)
