@@ -397,3 +397,19 @@ def test_make_demo_reconstruction_outputs(tmp_path, run_cli):
         assert (out / name).stat().st_size > 5000
     empty = run_cli("fastmrrecon", "demo", str(tmp_path / "nothing"), str(tmp_path / "o"))
     assert empty.returncode == 2 and "sample-data" in empty.stderr
+
+
+def test_what_the_modules_import_at_load_time_does_not_import_torch():
+    """Slicer loads the modules before torch may be installed (PyTorchUtils installs it on request)."""
+    import subprocess
+    import sys
+
+    modules = ["FastMRICommon.device", "FastMRReconLib.volume_logic", "FastMRReconLib.roi_table",
+               "FastMRReconLib.reader_study", "FastMRReconLib.reader_session", "FastMRReconLib.reader_views",
+               "FastMRReconLib.sample_data", "FastMRReconLib.simulate", "FastMRReconLib.masks",
+               "IVIMEstimatorLib.map_logic", "IVIMEstimatorLib.methods", "IVIMEstimatorLib.priors",
+               "IVIMEstimatorLib.protocol_models", "IVIMEstimatorLib.series_logic"]
+    code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

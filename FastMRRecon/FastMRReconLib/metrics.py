@@ -22,7 +22,6 @@ ROI); CNR = (mean(ROI 1) - mean(ROI 2)) / SD(background ROI); SD is the sample S
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
