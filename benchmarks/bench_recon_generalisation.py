@@ -67,8 +67,9 @@ def render(results: dict) -> None:
                "cores; `make bench-recon-generalisation` runs all four)." if skipped else "")
     text = f"""# Reconstruction: generalisation across contrasts
 
-Command: `{results['command']}` (`make bench-recon-generalisation` runs it with the defaults; `--work-dir`
-points at the pairs of `make recon-model`). Machine: {results['machine']}, 2 CPU cores, no GPU. Raw numbers:
+Commands: {'; '.join(f"`{c}`" for c in results.get('commands', [results.get('command')]))}
+(`make bench-recon-generalisation` runs all four contrasts with the defaults; `--work-dir` points at the
+pairs of `make recon-model`). Machine: {results['machine']}, 2 CPU cores, no GPU. Raw numbers:
 `recon/generalisation.json`.
 
 For each target contrast, two networks of the shipped architecture, trained from the same start for
@@ -107,7 +108,12 @@ def main() -> None:
             raise SystemExit(f"missing pairs in {args.work_dir}: {', '.join(missing)} (run `make recon-model` first)")
         path.parent.mkdir(parents=True, exist_ok=True)
         results = run(args.work_dir, args.contrasts, args.steps)
-        results["command"] = " ".join(["python benchmarks/bench_recon_generalisation.py", *sys.argv[1:]])
+        results["commands"] = [" ".join(["python benchmarks/bench_recon_generalisation.py", *sys.argv[1:]])]
+        if path.is_file():  # add to an earlier run with the same settings (other contrasts)
+            earlier = json.loads(path.read_text())
+            if (earlier["steps"], earlier["config"]) == (results["steps"], results["config"]):
+                results["commands"] = earlier.get("commands", [earlier.get("command")]) + results["commands"]
+                results["contrasts"] = {**earlier["contrasts"], **results["contrasts"]}
         path.write_text(json.dumps(results, indent=1) + "\n")
     render(json.loads(path.read_text()))
 
