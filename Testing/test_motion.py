@@ -53,6 +53,18 @@ def test_each_transform_resamples_its_volume_onto_the_template_grid(moved, corre
         np.testing.assert_allclose(again, corrected.series.volumes[index], atol=1e-4)
 
 
+def test_the_same_series_gives_the_same_transforms(moved, corrected):
+    """Registration is reproducible (ITK on one thread, fixed sample points): a second run of the same
+    series gives bit-identical transforms and volumes, and ITK's thread count is given back."""
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    again = motion_correct(moved.series, config=FAST)
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == threads
+    for first, second in zip(corrected.transforms, again.transforms):
+        assert first.GetParameters() == second.GetParameters()
+    np.testing.assert_array_equal(again.series.volumes, corrected.series.volumes)
+    assert again.displacements_mm == corrected.displacements_mm
+
+
 def test_registration_can_be_cancelled_and_reports_progress(moved):
     seen = []
     with pytest.raises(Cancelled):
