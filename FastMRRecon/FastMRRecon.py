@@ -24,7 +24,7 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
 
 from FastMRICommon.device import DEVICE_CHOICES, ensure_torch
-from FastMRICommon.errors import Cancelled
+from FastMRICommon.button_jobs import ButtonJobs
 from FastMRReconLib.masks import MASKS
 from FastMRReconLib.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
                                            summary_table_node)
@@ -126,8 +126,7 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._running = None  # the button of the job in progress (it reads "Cancel" meanwhile)
-        self._cancelRequested = False
+        self._jobs = ButtonJobs(lambda: self._checkCanApply())  # the job in progress (its button reads Cancel)
         self._pendingCases = []
         self._study = None
         self._case = None
@@ -208,9 +207,9 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         parameters = self._parameterNode
-        idle = self._running is None
-        self.ui.reconstructButton.enabled = bool(parameters and parameters.reconInputVolume) or self._running is self.ui.reconstructButton
-        self.ui.simulateButton.enabled = bool(parameters and parameters.inputVolume) or self._running is self.ui.simulateButton
+        idle, running = self._jobs.idle, self._jobs.running
+        self.ui.reconstructButton.enabled = bool(parameters and parameters.reconInputVolume) or running is self.ui.reconstructButton
+        self.ui.simulateButton.enabled = bool(parameters and parameters.inputVolume) or running is self.ui.simulateButton
         self.ui.roiComputeButton.enabled = bool(parameters and parameters.roiPoints) and idle
         self.ui.roiExportButton.enabled = bool(parameters and parameters.roiTable) and idle
 
@@ -218,35 +217,22 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _run(self, button, job):
         """Run ``job(progress, cancel)`` with ``button`` turned into Cancel; errors in a message box. Returns
         the job's result, or None when it failed or was cancelled."""
-        label = button.text
-        self._running, self._cancelRequested = button, False
-        button.text = _("Cancel")
-        self._checkCanApply()
-        try:
-            with slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)):
-                try:
-                    return job(self._showProgress, lambda: self._cancelRequested)
-                except Cancelled:
-                    self._status(_("Cancelled: nothing was added to the scene."))
-            return None
-        finally:
-            button.text = label
-            self._running = None
-            self._checkCanApply()
+        return self._jobs.run(button, job, self._showProgress,
+                              lambda label: slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)),
+                              _("Cancel"), lambda: self._status(_("Cancelled: nothing was added to the scene.")))
 
     def _showProgress(self, fraction: float, message: str) -> None:
-        bar = self.ui.reconProgressBar if self._running is self.ui.reconstructButton else self.ui.simulateProgressBar
+        bar = self.ui.reconProgressBar if self._jobs.running is self.ui.reconstructButton else self.ui.simulateProgressBar
         bar.value = int(round(100 * fraction))
         self._status(message)
         slicer.app.processEvents()
 
     def _status(self, message: str) -> None:
-        label = self.ui.reconStatusLabel if self._running is self.ui.reconstructButton else self.ui.simulateStatusLabel
+        label = self.ui.reconStatusLabel if self._jobs.running is self.ui.reconstructButton else self.ui.simulateStatusLabel
         label.text = message
 
     def onReconstructButton(self) -> None:
-        if self._running is not None:
-            self._cancelRequested = True
+        if self._jobs.request_cancel():
             return
         if not torchReady():
             self.ui.reconStatusLabel.text = _("PyTorch is needed to reconstruct; it was not installed.")
@@ -259,8 +245,7 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.reconStatusLabel.text = _("Created {name}").format(name=output.GetName())
 
     def onSimulateButton(self) -> None:
-        if self._running is not None:
-            self._cancelRequested = True
+        if self._jobs.request_cancel():
             return
         output = self._run(self.ui.simulateButton, lambda progress, cancel: self.logic.simulate(
             self._parameterNode, progress=progress, cancel=cancel))

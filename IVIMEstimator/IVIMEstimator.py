@@ -21,7 +21,7 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer import vtkMRMLNode
 
 from FastMRICommon.device import DEVICE_CHOICES, ensure_torch, torch_installed
-from FastMRICommon.errors import Cancelled
+from FastMRICommon.button_jobs import ButtonJobs
 from IVIMEstimatorLib.map_logic import (BVALUE_SETS, EXPORT_FORMATS, EstimateConfig, estimate_maps, export_maps,
                                         map_nodes, map_statistics, mask_from_node, statistics_table_node,
                                         voxel_chart_node, voxel_fit)
@@ -90,8 +90,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._running = None
-        self._cancelRequested = False
+        self._jobs = ButtonJobs(lambda: self._updateState())  # the job in progress (its button reads Cancel)
         self._voxelPoint = None
 
     def setup(self) -> None:
@@ -152,7 +151,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateState(self, caller=None, event=None) -> None:
         """Series summary, and which buttons can be used (the retrain offer appears when no network fits)."""
         parameters = self._parameterNode
-        idle = self._running is None
+        idle, running = self._jobs.idle, self._jobs.running
         summary = None
         source = self._source()
         if not parameters or not source:
@@ -165,8 +164,8 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.seriesSummaryLabel.text = str(error)
         ready = summary is not None and summary.bvalues is not None
         needsModel = ready and not parameters.modelPath and self.logic.needsTraining(parameters.method, summary.bvalues)
-        self.ui.estimateButton.enabled = (ready and idle) or self._running is self.ui.estimateButton
-        self.ui.retrainButton.enabled = (needsModel and idle) or self._running is self.ui.retrainButton
+        self.ui.estimateButton.enabled = (ready and idle) or running is self.ui.estimateButton
+        self.ui.retrainButton.enabled = (needsModel and idle) or running is self.ui.retrainButton
         if needsModel and idle:
             self.ui.statusLabel.text = _("No shipped {method} network for these b-values: train one for this protocol, "
                                          "or choose NLLS / Bayes.").format(method=parameters.method)
@@ -177,21 +176,10 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- long jobs ------------------------------------------------------------------------------------------
     def _run(self, button, job):
         """Run ``job(progress, cancel)`` with ``button`` turned into Cancel; errors in a message box."""
-        label = button.text
-        self._running, self._cancelRequested = button, False
-        button.text = _("Cancel")
-        self._updateState()
-        try:
-            with slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)):
-                try:
-                    return job(self._showProgress, lambda: self._cancelRequested)
-                except Cancelled:
-                    self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
-            return None
-        finally:
-            button.text = label
-            self._running = None
-            self._updateState()
+        return self._jobs.run(button, job, self._showProgress,
+                              lambda label: slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)),
+                              _("Cancel"), lambda: setattr(self.ui.statusLabel, "text",
+                                                           _("Cancelled: nothing was added to the scene.")))
 
     def _showProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(round(100 * fraction))
@@ -211,8 +199,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return ensure_torch(lambda message: slicer.util.confirmOkCancelDisplay(message), _installTorch)
 
     def onEstimateButton(self) -> None:
-        if self._running is not None:
-            self._cancelRequested = True
+        if self._jobs.request_cancel():
             return
         if not self._torchReady():
             self.ui.statusLabel.text = _("PyTorch is needed for this method; it was not installed.")
@@ -226,8 +213,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onStatisticsButton()
 
     def onRetrainButton(self) -> None:
-        if self._running is not None:
-            self._cancelRequested = True
+        if self._jobs.request_cancel():
             return
         parameters = self._parameterNode
         bvalues = self.logic.summarize(parameters, self._source()).bvalues
