@@ -28,7 +28,7 @@ from IVIMEstimatorLib.map_logic import (BVALUE_SETS, EXPORT_FORMATS, EstimateCon
 from IVIMEstimatorLib.methods import METHODS
 from IVIMEstimatorLib.priors import PRIORS
 from IVIMEstimatorLib.protocol_models import has_shipped_model, protocol_model_name, train_for_protocol
-from IVIMEstimatorLib.series_logic import SeriesSummary, summarize_series
+from IVIMEstimatorLib.series_logic import SeriesSummary, SummaryCache
 
 
 class IVIMEstimator(ScriptedLoadableModule):
@@ -280,6 +280,7 @@ class IVIMEstimatorLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self._summaries = SummaryCache()
         self.forget()
 
     def forget(self) -> None:
@@ -303,7 +304,7 @@ class IVIMEstimatorLogic(ScriptedLoadableModuleLogic):
 
     def summarize(self, parameters: IVIMEstimatorParameterNode, source=None) -> SeriesSummary:
         """What ``source`` (default ``parameters.inputSeries``; or a list of scalar volumes) holds."""
-        return summarize_series(source or parameters.inputSeries, parameters.bvalues)
+        return self._summaries.get(source or parameters.inputSeries, parameters.bvalues)
 
     def estimate(self, parameters: IVIMEstimatorParameterNode, source=None, progress=None, cancel=None) -> dict:
         """New map volumes of ``source`` (default ``parameters.inputSeries``; or a list of scalar volumes, one

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from slicer.util import arrayFromVolume
+from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from FastMRICommon.errors import InputError
 from FastMRICommon.mrml_bridge import DiffusionSeries, VolumeGeometry, geometry_of, new_sequence_node, new_volume_node
 from FastMRReconLib.simulate import AcquisitionConfig
 from FastMRReconLib.volume_logic import simulate_volume_node
 from IVIMEstimatorLib.phantom import placenta_phantom
-from IVIMEstimatorLib.series_logic import load_series, require_bvalues, summarize_series
+from IVIMEstimatorLib.series_logic import SummaryCache, load_series, require_bvalues, summarize_series
 
 GEOMETRY = VolumeGeometry((0.8, 0.8, 3.0), (10.0, -20.0, 5.0), ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
 
@@ -63,3 +63,28 @@ def test_series_summary_reads_bvalues_from_the_data_or_the_user(scene):
         require_bvalues(load_series(unlabelled))
     with pytest.raises(InputError, match="3 b-values given for 10 volumes"):
         summarize_series(sequence, "0, 20, 50")
+
+
+def test_series_summary_cache_reads_the_series_again_only_when_it_changed(scene):
+    phantom = placenta_phantom(shape=(2, 24, 24))
+    sequence = new_sequence_node(scene, phantom.series, "placenta")
+    cache = SummaryCache()
+    first = cache.get(sequence)
+    assert cache.get(sequence) is first  # unchanged: not read again
+    typed = cache.get(sequence, "0,10,20,50,80,100,150,200,300,600")
+    assert typed is not first and typed.bvalues[-1] == 600.0
+    assert cache.get(sequence) == first  # back to the stored b-values
+    volume = sequence.GetNthDataNode(0)
+    updateVolumeFromArray(volume, np.zeros((2, 24, 24), np.float32))  # an item's voxels change
+    changed = cache.get(sequence)
+    assert changed is not first and changed == first
+    updateVolumeFromArray(volume, np.zeros((2, 30, 24), np.float32))  # an item changes its grid
+    with pytest.raises(InputError, match="not on the same grid"):
+        cache.get(sequence)
+    with pytest.raises(InputError):  # a bad typed list is an error every time, never a cached summary
+        cache.get(sequence, "0, 20, 50")
+    with pytest.raises(InputError):
+        cache.get(sequence, "0, 20, 50")
+    volumes = [new_volume_node(scene, phantom.series.volumes[index], phantom.series.geometry, f"b{index}")
+               for index in range(3)]
+    assert cache.get(volumes, "0, 50, 200").volumes == 3

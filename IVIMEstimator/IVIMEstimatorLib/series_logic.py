@@ -45,6 +45,40 @@ def summarize_series(source: Any, bvalues_text: str = "") -> SeriesSummary:
                          tuple(float(b) for b in series.bvalues), origin)
 
 
+class SummaryCache:
+    """The last series summary, reused while its nodes are unmodified (their MTimes, and their items' and
+    image data's) and the typed b-values are the same. The module asks for a summary on every parameter
+    change, and reading a series copies all its voxels."""
+
+    def __init__(self) -> None:
+        self._key: Optional[tuple] = None
+        self._summary: Optional[SeriesSummary] = None
+
+    def get(self, source: Any, bvalues_text: str = "") -> SeriesSummary:
+        """``summarize_series(source, bvalues_text)``, from the cache when nothing changed (errors are not
+        cached: they are raised again on every call)."""
+        key = (_modification_key(source), bvalues_text)
+        if key != self._key or self._summary is None:
+            self._key, self._summary = None, None
+            self._summary = summarize_series(source, bvalues_text)
+            self._key = key
+        return self._summary
+
+
+def _modification_key(source: Any) -> tuple:
+    """IDs and modification times of the nodes behind ``source`` (a node or a list of volume nodes)."""
+    nodes = list(source) if isinstance(source, (list, tuple)) else [source]
+    key = []
+    for node in nodes:
+        key.append((node.GetID(), node.GetMTime()))
+        items = ([node.GetNthDataNode(i) for i in range(node.GetNumberOfDataNodes())]
+                 if node.IsA("vtkMRMLSequenceNode") else [node])
+        for item in items:
+            image = item.GetImageData() if hasattr(item, "GetImageData") else None
+            key.append((item.GetMTime(), None if image is None else image.GetMTime()))
+    return tuple(key)
+
+
 def require_bvalues(series: DiffusionSeries) -> np.ndarray:
     """The series' b-values (s/mm²), or a clear error asking the user to type them."""
     if series.bvalues is None:
