@@ -8,7 +8,8 @@ the anchor study: AV=1 accelerated input (R = 1.5, 2, 3, 4; equispaced lines wit
 centre, at least 16 lines; 12 coils; SNR 30 at one average) and a fully sampled AV=2 reference, combined by SENSE at R = 1
 (the optimal complex coil combination with calibration maps, as a scanner combines it; a root-sum-of-squares
 reference would carry a noise floor in dark tissue that no SENSE image has). Methods: zero-filled
-root-sum-of-squares, CG-SENSE (``FastMRReconLib.sense``), BART CS-SENSE (``ecalib`` ESPIRiT maps + ``pics``
+root-sum-of-squares, CG-SENSE (``FastMRReconLib.sense``: Tikhonov-regularised, lambda 0.03, the
+regularised SENSE a scanner delivers), BART CS-SENSE (``ecalib`` ESPIRiT maps + ``pics``
 l1-wavelet, the regularisation tuned per R on separate slices of another subject), and the network
 (applied to the CG-SENSE image, as the anchor's network is applied to the scanner's SENSE image).
 Metrics (``FastMRReconLib.metrics``): PSNR and SSIM against the AV=2 reference over its object mask, per

@@ -7,7 +7,15 @@ to the array's combined sensitivity, which is what a prescan-normalised scanner 
 object, where the ratio is noise, the maps are zero (a threshold on the low-resolution RSS, dilated).
 
 CG-SENSE solves ``min_x ||M F S x - y||² + lam ||x||²`` (``S`` coil maps, ``F`` the centred orthonormal FFT,
-``M`` the sampling mask) by conjugate gradients on the normal equations, for a batch of slices at once.
+``M`` the sampling mask) by conjugate gradients on the normal equations, for a batch of slices at once, and
+returns ``(1 + lam) x``: with RSS-normalised maps the normal operator is the identity where the coils fully
+determine the image (R = 1), so Tikhonov alone would scale such images by 1 / (1 + lam); the factor removes
+that bias, and leaves the damping of the noise that unfolding amplifies (high g-factor) where the
+undersampled problem is ill-conditioned. ``DEFAULT_REGULARIZATION`` (0.03) is the regularised SENSE a
+scanner delivers, chosen on 36 axial slices (T1w, T2w, PD, FLAIR) of 3 SynthSeg *training* subjects, 12
+coils, SNR 30, against the AV=2 reference; PSNR dB / SSIM for lambda = 0.001 / 0.01 / 0.03 / 0.05:
+R = 2: 29.39 / 0.787, 29.98 / 0.803, 30.32 / 0.819, 30.11 / 0.824; R = 3: 22.80 / 0.600, 25.26 / 0.675,
+25.88 / 0.722, 25.53 / 0.733 (R = 1.5: +0.26 dB over 0.001; R = 4: +2.6 dB).
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ from scipy import ndimage
 from FastMRICommon.errors import InputError
 
 from .fft import ifft2c
+
+#: Tikhonov lambda of the conventional SENSE reconstruction (module docstring).
+DEFAULT_REGULARIZATION = 0.03
 
 
 def calibration_lines(mask: np.ndarray, phase_encode_axis: int = 0) -> np.ndarray:
@@ -62,14 +73,14 @@ def estimate_coil_maps(kspace: np.ndarray, mask: np.ndarray, phase_encode_axis: 
 
 
 def cg_sense(kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray, iterations: int = 15,
-             regularization: float = 1e-3, tolerance: float = 1e-6) -> np.ndarray:
+             regularization: float = DEFAULT_REGULARIZATION, tolerance: float = 1e-6) -> np.ndarray:
     """Complex image(s) from undersampled multi-coil k-space by CG-SENSE.
 
     ``kspace``: ``[coils, rows, columns]`` or a batch ``[slices, coils, rows, columns]`` (zeros where not
     acquired); ``mask``: ``[rows, columns]`` or ``[slices, rows, columns]`` (True where acquired); ``maps``
     like ``kspace``. ``regularization`` is Tikhonov's lambda relative to the largest eigenvalue of the
-    normal operator (about 1 for RSS-normalised maps). Returns ``[rows, columns]`` or ``[slices, rows,
-    columns]`` complex64.
+    normal operator (about 1 for RSS-normalised maps); the solution is multiplied by ``1 + regularization``
+    (module docstring). Returns ``[rows, columns]`` or ``[slices, rows, columns]`` complex64.
     """
     single = kspace.ndim == 3
     if single:
@@ -108,13 +119,13 @@ def cg_sense(kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray, iterations:
         beta = np.where(active, new_power / np.maximum(power, 1e-30), 0)
         direction = residual + beta[:, None, None] * direction
         power = new_power
-    x = np.fft.fftshift(x, axes=axes)
+    x = np.fft.fftshift(x, axes=axes) * (1.0 + regularization)
     x = x.astype(np.complex64)
     return x[0] if single else x
 
 
 def sense_reconstruction(kspace: np.ndarray, mask: np.ndarray, phase_encode_axis: int = 0,
-                         iterations: int = 15, regularization: float = 1e-3) -> np.ndarray:
+                         iterations: int = 15, regularization: float = DEFAULT_REGULARIZATION) -> np.ndarray:
     """Magnitude image of one slice's ``kspace [coils, rows, columns]``: coil maps from its own calibration
     lines, then CG-SENSE. On the scale of a root-sum-of-squares image of the same data."""
     maps = estimate_coil_maps(kspace, mask, phase_encode_axis)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -19,6 +20,7 @@ from FastMRICommon.model_files import ManifestEntry, load_model_file, sha256_fil
 
 from .reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
 from .training import TrainingConfig, save_trained, scores_by_contrast, train
+from .sense import DEFAULT_REGULARIZATION
 from .training_data import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
 
 log = logging.getLogger("fastmrrecon")
@@ -26,7 +28,9 @@ log = logging.getLogger("fastmrrecon")
 #: (file name, number of pairs, seed) of the training and validation pair sets.
 TRAINING_SETS = (("train_part0.npz", 1600, 1000), ("train_part1.npz", 1600, 1001))
 VALIDATION_SET = ("validation.npz", 48, 7)
-CONFIG = TrainingConfig(steps=4000, batch_size=12, patch=128, l1_weight=10.0, seed=0)
+#: The pair settings of models built before these were stored in the model's metadata.
+EARLIER_PAIRS = {"snr_range": (15.0, 45.0), "texture_range": (0.03, 0.03), "sense_regularization": 0.001}
+CONFIG = TrainingConfig(steps=6000, batch_size=12, patch=128, l1_weight=10.0, seed=0)
 
 
 def model_card(path: Path, sha256: str) -> str:
@@ -39,7 +43,7 @@ def model_card(path: Path, sha256: str) -> str:
                      f"{scores[key]['input_ssim']:.4f} | {scores[key]['psnr']:.2f} / {scores[key]['ssim']:.4f} |"
                      for key in order)
     curve = "\n".join(f"| {entry['step']} | {entry['psnr']:.2f} | {entry['ssim']:.4f} |" for entry in meta["validation"])
-    pairs = PairConfig()
+    pairs = {**asdict(PairConfig()), **meta.get("pair_config", EARLIER_PAIRS)}
     return f"""# {path.name}: multi-contrast head reconstruction network
 
 - **Task**: restore an accelerated (undersampled, one average) 2D multi-coil MR magnitude image, combined
@@ -52,11 +56,12 @@ def model_card(path: Path, sha256: str) -> str:
 - **Training data**: {meta['pairs']} synthetic slice pairs (`FastMRReconLib.training_data`) from the 16 SynthSeg
   training subjects (first 80% of `../shared/data/synthseg`, Apache-2.0): random orientation, zoom, rotation,
   elastic deformation (each pixel averages 3 x 3 sub-pixel samples of the tissue maps, so boundaries stay as
-  sharp as the pixel grid), matrix 160-256; contrasts {', '.join(pairs.contrasts)} from 3 T relaxation times with TR/TE/TI
-  +-20%, tissue properties +-10%, bias field, texture; accelerations {', '.join(f'{r:g}' for r in pairs.accelerations)}
-  (equispaced or variable density, 8% centre), {pairs.coil_range[0]}-{pairs.coil_range[1]} coils, SNR
-  {pairs.snr_range[0]:g}-{pairs.snr_range[1]:g} at one average. Input: CG-SENSE of the AV=1 accelerated scan;
-  target: SENSE (R = 1) of the fully sampled AV=2 scan.
+  sharp as the pixel grid), matrix 160-256; contrasts {', '.join(pairs['contrasts'])} from 3 T relaxation times with
+  TR/TE/TI +-20%, tissue properties +-10%, bias field, texture SD {pairs['texture_range'][0]:g}-{pairs['texture_range'][1]:g};
+  accelerations {', '.join(f'{r:g}' for r in pairs['accelerations'])} (equispaced or variable density, 8% centre),
+  {pairs['coil_range'][0]}-{pairs['coil_range'][1]} coils, SNR {pairs['snr_range'][0]:g}-{pairs['snr_range'][1]:g}
+  at one average. Input: CG-SENSE (Tikhonov lambda {pairs['sense_regularization']:g}) of the AV=1 accelerated
+  scan; target: SENSE (R = 1) of the fully sampled AV=2 scan.
 - **Protocol**: Adam, learning rate {training['learning_rate']:g}, {training['steps']} steps of {training['batch_size']}
   random {training['patch']} x {training['patch']} patches (flips, transposes), loss lambda ||x - x_hat||_1 - SSIM
   (lambda = {training['l1_weight']:g}, 7 x 7 SSIM) on both stage outputs, seed {training['seed']}; CPU, 2 cores,
@@ -104,7 +109,9 @@ def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") ->
     scores = scores_by_contrast(Reconstructor(result.network, device), validation)
     path = models_dir / DEFAULT_MODEL
     sha256 = save_trained(path, result, CONFIG, {"data": [name for name, _, _ in TRAINING_SETS], "pairs": len(training),
-                                                 "held_out": scores, "machine": f"{platform.machine()}"})
+                                                 "held_out": scores, "machine": f"{platform.machine()}",
+                                                 "pair_config": {**asdict(PairConfig()),
+                                                                 "sense_regularization": DEFAULT_REGULARIZATION}})
     card = path.with_suffix(".md")
     card.write_text(model_card(path, sha256))
     write_manifest_entry(models_dir, ManifestEntry(path.name, sha256, card.name,

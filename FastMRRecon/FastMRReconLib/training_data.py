@@ -5,13 +5,14 @@ Each pair is one 2D slice: a random subject, orientation (axial, coronal, sagitt
 head; the tissue fractions are zoomed (0.8-1.25x: other resolutions and head sizes), rotated (+-10 degrees)
 and elastically deformed, then cropped or padded to a random matrix (160-256); a contrast (T1w, T2w, PD,
 FLAIR) with TR, TE and TI jittered by +-20% and per-tissue PD/T1/T2 by +-10%, a bias field (+-30%) and
-texture give the magnitude image. That image is scanned twice, as in the anchor study: fully sampled with
+texture (relative SD drawn from ``texture_range``) give the magnitude image. That image is scanned twice, as in the anchor study: fully sampled with
 two averages (the reference) and accelerated (R from ``accelerations``, equispaced or
 variable-density lines, either phase-encoding direction) with one average, reconstructed by CG-SENSE with
 coil maps from its own calibration lines (the network's input). Both are combined the same way
 (SENSE; at R = 1 this is the optimal complex coil combination a scanner applies): a root-sum-of-squares
 reference would carry a noise floor in dark tissue and air that no SENSE image has. SNR (object mean / noise SD at one
-average) is drawn from 15-45, coils from 8-16.
+average) is drawn log-uniformly from ``snr_range`` (15-90: from noisy scans to clean ones, which the network
+must leave alone), coils from 8-16.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class PairConfig:
 
     contrasts: tuple[str, ...] = tuple(PROTOCOLS)
     accelerations: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)
-    snr_range: tuple[float, float] = (15.0, 45.0)
+    snr_range: tuple[float, float] = (15.0, 90.0)
     coil_range: tuple[int, int] = (8, 16)
+    texture_range: tuple[float, float] = (0.0, 0.06)
     center_fraction: float = 0.08
 
 
@@ -140,7 +142,7 @@ def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator,
     accelerated = AcquisitionConfig(
         acceleration=acceleration, mask=str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
         coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)), averages=1,
-        snr=float(rng.uniform(*config.snr_range)), phase_encode_axis=int(rng.integers(2)))
+        snr=float(np.exp(rng.uniform(*np.log(config.snr_range)))), phase_encode_axis=int(rng.integers(2)))
     reference_config = replace(accelerated, acceleration=1.0, averages=2)
     level = object_mean(image)
     scan = simulate_slice(image, accelerated, rng, level)
@@ -169,7 +171,7 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
         maps = TissueMaps(_warp(fractions, rng, shape), None)
         contrast = str(rng.choice(list(config.contrasts)))
         image = synthesize(maps, _jittered(PROTOCOLS[contrast], rng), rng, property_jitter=0.1, bias_strength=0.3,
-                           texture=0.03).astype(np.float64)
+                           texture=float(rng.uniform(*config.texture_range))).astype(np.float64)
         acceleration = float(rng.choice(config.accelerations))
         input_image, reference = scan_pair(image, acceleration, rng, config)
         pairs.append(SlicePair(input_image, reference, contrast, acceleration, source.name))
