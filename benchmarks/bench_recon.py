@@ -353,13 +353,16 @@ DNN better than BART CS-SENSE in both PSNR and SSIM? (DNN minus BART, PSNR and S
 
 {chr(10).join(versus_bart(rows, groups)) if bart else "BART not installed"}
 
-Reading these tables (run of 2026-11-21, shipped model of that date): with every image cropped to an even
-size and at least 16 calibration lines, BART is a fair peer in all three groups, and tuned BART CS-SENSE
-has the higher PSNR at every R in every group. The network has the higher SSIM at R = 1.5 and 2 on the
-synthetic groups (SynthSeg validation, MNI152) and the lower SSIM from R = 3 and on the real EPI images. At
-R = 1.5 the network is also behind plain SENSE in PSNR on SynthSeg (tissue edges are smoothed); on the
-real images, whose edges and texture are unlike the synthetic training images, it is behind SENSE at R = 1.5
-and 2. The issue's target (DNN ahead of BART in PSNR and SSIM at R = 2 and 3) is not met.
+Reading these tables (run of 2026-11-21 evening: regularised SENSE input, shipped model of that run): BART
+is a fair peer in all three groups (even image sizes, at least 16 calibration lines, lambda tuned on other
+slices). Tuned BART CS-SENSE keeps the higher PSNR almost everywhere; the network is ahead in both PSNR and
+SSIM only on MNI152 at R = 2. On the SynthSeg validation subjects the network has the higher SSIM at
+R = 1.5 and 2 and is 0.2-0.5 dB behind in PSNR there; from R = 3 it is 2 dB or more behind. On the real EPI
+images it is 1.4-2.3 dB behind BART and, at R = 1.5 and 2, behind its own SENSE input in PSNR (their fine
+high-contrast structure is unlike the synthetic training images). The issue's target (DNN ahead of BART in
+PSNR and SSIM at R = 2 and 3) is not met. The per-slice times in the first table were taken while other jobs
+shared the 2 cores (BART took about 3 s per slice alone in the previous run); the speed section below was
+measured with the machine otherwise idle.
 
 ## ROI statistics (synthetic and MNI152 slices; medians)
 
