@@ -3,6 +3,8 @@ are written as documented, and bad input is refused without touching the data.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -10,7 +12,7 @@ import SimpleITK as sitk
 from FastMRICommon.errors import Cancelled, InputError
 from FastMRICommon.mrml_bridge import (DiffusionSeries, array_to_sitk, read_series_array, write_series_array,
                                        read_volume_array, write_volume_array)
-from IVIMEstimatorLib.motion import MotionConfig, motion_correct
+from IVIMEstimatorLib.motion import MotionConfig, motion_correct, scale_change
 from IVIMEstimatorLib.motion_phantom import MotionRange, moving_placenta_phantom, residual_displacements
 from IVIMEstimatorLib.phantom import LABELS
 
@@ -63,6 +65,18 @@ def test_the_same_series_gives_the_same_transforms(moved, corrected):
         assert first.GetParameters() == second.GetParameters()
     np.testing.assert_array_equal(again.series.volumes, corrected.series.volumes)
     assert again.displacements_mm == corrected.displacements_mm
+
+
+def test_implausible_registrations_fall_back_to_the_previous_transform(moved):
+    """With a limit below the phantom's own 3% scaling, every affine result that scales more is rejected and
+    the volume keeps its rigid (round 1) or previous transform: the series is still realigned, rigidly."""
+    strict = replace(FAST, max_scale_change=0.005)
+    result = motion_correct(moved.series, config=strict)
+    assert result.rejected > 0
+    assert max(scale_change(transform) for transform in result.transforms) <= 0.005
+    placenta = moved.phantom.labels == LABELS["placenta"]
+    residual = residual_displacements(moved, result.transforms, placenta)
+    assert residual["after_inter_volume_mean_mm"] < 0.7 * residual["before_inter_volume_mean_mm"]  # rigid: not the 3% scaling
 
 
 def test_registration_can_be_cancelled_and_reports_progress(moved):

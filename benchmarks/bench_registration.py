@@ -67,6 +67,7 @@ def run_case(seed: int, use_mask: bool) -> dict:
     seconds = time.perf_counter() - start
     case = {"seed": seed, "mask": use_mask, "seconds": seconds, "rounds": len(result.displacements_mm),
             "chosen_round": result.chosen_round, "displacements_mm": result.displacements_mm,
+            "rejected": result.rejected,
             "voxels": {name: int(region.sum()) for name, region in regions.items()}}
     case.update(residual_displacements(moving, result.transforms, placenta))
     case["nrmse"] = {label: region_nrmse(series, moving.phantom, placenta, regions) for label, series in (
@@ -78,15 +79,15 @@ def run_case(seed: int, use_mask: bool) -> dict:
 
 def render(cases: list[dict]) -> None:
     """Write registration.md from the cases."""
-    lines = ["| mask | seed | before mean / max (mm) | after mean / max (mm) | absolute after mean / max (mm) | time (s) | rounds (kept) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| mask | seed | before mean / max (mm) | after mean / max (mm) | absolute after mean / max (mm) | time (s) | rounds (kept) | rejected registrations |",
+             "|---|---|---|---|---|---|---|---|"]
     for case in cases:
         lines.append(
             f"| {'placenta ROI' if case['mask'] else 'none'} | {case['seed']} | "
             f"{case['before_inter_volume_mean_mm']:.2f} / {case['before_inter_volume_max_mm']:.2f} | "
             f"{case['after_inter_volume_mean_mm']:.2f} / {case['after_inter_volume_max_mm']:.2f} | "
             f"{case['after_absolute_mean_mm']:.2f} / {case['after_absolute_max_mm']:.2f} | {case['seconds']:.0f} | "
-            f"{case['rounds']} ({case['chosen_round']}) |")
+            f"{case['rounds']} ({case['chosen_round']}) | {case.get('rejected', 'n/a')} |")
     labels = ("motion-free", "uncorrected", "corrected", "oracle")
     maps = ["| seed | region (voxels) | " + " | ".join(labels) + " | corrected / motion-free (worst) |",
             "|---|---|---|---|---|---|---|"]

@@ -16,7 +16,10 @@ mask when one is given), of how far the round moved the volume's transform from 
 stops once a round moves less than ``tolerance_mm``, or at the maximum; the result is the round with the
 smallest displacement (the most settled one).
 
-Plausibility: tissue motion between acquisitions changes size by a few percent at most. When a kept transform
+Plausibility: tissue motion between acquisitions changes size by a few percent at most. A registration whose
+affine transform scales by more than ``max_scale_change`` has run away (seen on low-SNR, high-b volumes of small
+fields of view): that volume keeps its previous round's transform (round 1: its rigid one) for the round, and
+the result counts these rejections. When a kept transform nevertheless
 scales by more than ``max_scale_change`` along any axis (a singular value of its matrix outside 1 +- that),
 the registration has not found the anatomy (seen on small or thin volumes at low SNR) and an InputError says
 so, instead of returning distorted volumes that would give wrong maps.
@@ -41,16 +44,18 @@ from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk, physical_p
 class MotionConfig:
     """Rounds (min, max), stop tolerance (mm), and the registration settings of each stage.
 
-    ``seed`` seeds the metric's random sampling; each volume keeps its own sample points in every round, so
-    that rounds converge instead of jittering between samples. ITK runs on one thread during the correction
-    (its default thread count is restored afterwards): its multithreaded metric sums in a varying order, and
-    the same series would not always give the same transforms (seen: a 33% scaling on one run and 3% on
-    another of the same data)."""
+    ``seed`` seeds the metric's random sampling (``sampling_fraction`` of the voxels): every (round, volume)
+    has its own fixed set of sample points, so later rounds do not inherit one sample's bias (benchmarked:
+    keeping each volume's points in every round left up to 2.1 mm inter-volume error, new points per round
+    1.2-1.35 mm; docs/benchmarks/registration.md). ITK runs on one thread during the correction (its default
+    thread count is restored afterwards): its multithreaded metric sums in a varying order, and the same
+    series would not always give the same transforms (seen: a 33% scaling on one run and 3% on another of
+    the same data). One thread is slower; 5% sampling (was 10%) pays for it at the same accuracy."""
 
     rounds: tuple[int, int] = (6, 10)
     tolerance_mm: float = 0.1
     histogram_bins: int = 32
-    sampling_fraction: float = 0.1
+    sampling_fraction: float = 0.05
     rigid_iterations: int = 100
     affine_iterations: int = 60
     shrink_factors: tuple[int, ...] = (2, 1)
@@ -67,19 +72,25 @@ class MotionConfig:
 @dataclass
 class MotionResult:
     """The registered series (input geometry), each volume's final transform (see the module docstring),
-    the displacement of every round (mm) and the round kept (1-based)."""
+    the displacement of every round (mm), the round kept (1-based), and how many registrations were rejected
+    as implausible (module docstring)."""
 
     series: DiffusionSeries
     transforms: list
     displacements_mm: list[float] = field(default_factory=list)
     chosen_round: int = 0
+    rejected: int = 0
+
+
+def scale_change(transform) -> float:
+    """The largest relative change of size along any axis, |singular value of the matrix - 1|."""
+    return float(np.max(np.abs(np.linalg.svd(_homogeneous(transform)[:3, :3], compute_uv=False) - 1)))
 
 
 def check_plausible(transforms: list, max_scale_change: float) -> None:
     """InputError when a transform scales by more than ``max_scale_change`` (module docstring)."""
     for index, transform in enumerate(transforms):
-        singular = np.linalg.svd(_homogeneous(transform)[:3, :3], compute_uv=False)
-        worst = float(np.max(np.abs(singular - 1)))
+        worst = scale_change(transform)
         if worst > max_scale_change:
             raise InputError(f"motion correction failed: volume {index + 1} would be scaled by {100 * worst:.0f}% "
                              f"(more than {100 * max_scale_change:.0f}%, not tissue motion); restrict it with a mask "
@@ -189,7 +200,7 @@ def _rigid_then_affine(fixed, moving, config: MotionConfig, fixed_mask, seed: in
     affine.SetCenter(rigid.GetCenter())
     affine.SetMatrix(rigid.GetMatrix())
     affine.SetTranslation(rigid.GetTranslation())
-    return _refine_affine(fixed, moving, affine, config, fixed_mask, seed)
+    return _refine_affine(fixed, moving, affine, config, fixed_mask, seed), affine
 
 
 def _refine_affine(fixed, moving, affine, config: MotionConfig, fixed_mask, seed: int):
@@ -235,21 +246,23 @@ def _motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray], config:
     transforms: list = [None] * len(images)
     displacements: list[float] = []
     best: Optional[tuple[float, int, list, np.ndarray]] = None  # the kept round: displacement, number, result
-    steps, step = high * len(images), 0
+    steps, step, rejected = high * len(images), 0, 0
     for round_number in range(1, high + 1):
         previous = transforms
         transforms = []
         registered = np.empty_like(volumes)
         for volume_index, moving in enumerate(images):
             raise_if_cancelled(cancel)
-            seed = 1 + config.seed + volume_index  # the same sample points in every round; ITK's 0 = wall clock
+            seed = 1 + config.seed + 1000 * round_number + volume_index  # MotionConfig; ITK's 0 = wall clock
             template = array_to_sitk(((total - current[volume_index]) / (len(images) - 1)).astype(np.float32),
                                      series.geometry)
             if previous[volume_index] is None:
-                transform = _rigid_then_affine(template, moving, config, fixed_mask, seed)
+                transform, fallback = _rigid_then_affine(template, moving, config, fixed_mask, seed)
             else:
-                transform = _refine_affine(template, moving, sitk.AffineTransform(previous[volume_index]), config,
-                                           fixed_mask, seed)
+                fallback = sitk.AffineTransform(previous[volume_index])
+                transform = _refine_affine(template, moving, fallback, config, fixed_mask, seed)
+            if scale_change(transform) > config.max_scale_change:  # a runaway registration (module docstring)
+                transform, rejected = fallback, rejected + 1
             transforms.append(transform)
             step += 1
             report(progress, step / steps, f"round {round_number}: volume {volume_index + 1}/{len(images)} registered")
@@ -266,5 +279,7 @@ def _motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray], config:
             break
     moved, kept, transforms, registered = best
     check_plausible(transforms, config.max_scale_change)
-    report(progress, 1.0, f"kept round {kept} of {len(displacements)} (displacement {moved:.3f} mm)")
-    return MotionResult(DiffusionSeries(registered, series.bvalues, series.geometry), transforms, displacements, kept)
+    report(progress, 1.0, f"kept round {kept} of {len(displacements)} (displacement {moved:.3f} mm)"
+           + (f"; {rejected} implausible registrations rejected" if rejected else ""))
+    return MotionResult(DiffusionSeries(registered, series.bvalues, series.geometry), transforms, displacements, kept,
+                        rejected)
