@@ -13,6 +13,7 @@ exist here and the training pairs already mix axial, coronal and sagittal slices
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -29,11 +30,16 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
 
 
+def pairs_fingerprint(work_dir: Path) -> str:
+    """SHA-256 of the validation pairs file: runs on other pairs are never merged into one table."""
+    return hashlib.sha256((work_dir / VALIDATION_SET[0]).read_bytes()).hexdigest()
+
+
 def run(work_dir: Path, contrasts: list[str], steps: int) -> dict:
     training = [pair for name, _, _ in TRAINING_SETS for pair in load_pairs(work_dir / name)]
     validation = load_pairs(work_dir / VALIDATION_SET[0])
     config = replace(CONFIG, steps=steps)
-    results = {"steps": steps, "config": {"batch_size": config.batch_size, "patch": config.patch,
+    results = {"steps": steps, "pairs": pairs_fingerprint(work_dir), "config": {"batch_size": config.batch_size, "patch": config.patch,
                                            "l1_weight": config.l1_weight, "learning_rate": config.learning_rate},
                "machine": platform.machine(), "contrasts": {}}
     for contrast in contrasts:
@@ -50,6 +56,15 @@ def run(work_dir: Path, contrasts: list[str], steps: int) -> dict:
             print(contrast, kind, entry[kind], flush=True)
         results["contrasts"][contrast] = entry
     return results
+
+
+def pairs_text(results: dict) -> str:
+    """Which pairs the run used (runs before the fingerprint was stored used the earlier model's pairs)."""
+    if "pairs" not in results:
+        return ("Pairs: those of the model shipped before 2026-11-21 evening (input CG-SENSE with Tikhonov lambda "
+                "0.001, SNR 15-45, texture SD 0.03).")
+    return (f"Pairs: validation file SHA-256 `{results['pairs'][:16]}...`, made by `make recon-model` with the "
+            "`training_data` settings that the shipped model's card of the same date lists.")
 
 
 def render(results: dict) -> None:
@@ -70,7 +85,7 @@ def render(results: dict) -> None:
 Commands: {'; '.join(f"`{c}`" for c in results.get('commands', [results.get('command')]))}
 (`make bench-recon-generalisation` runs all four contrasts with the defaults; `--work-dir` points at the
 pairs of `make recon-model`). Machine: {results['machine']}, 2 CPU cores, no GPU. Raw numbers:
-`recon/generalisation.json`.
+`recon/generalisation.json`. {pairs_text(results)}
 
 For each target contrast, two networks of the shipped architecture, trained from the same start for
 {results['steps']} steps (batch {config['batch_size']}, {config['patch']} x {config['patch']} patches, lambda
@@ -111,7 +126,8 @@ def main() -> None:
         results["commands"] = [" ".join(["python benchmarks/bench_recon_generalisation.py", *sys.argv[1:]])]
         if path.is_file():  # add to an earlier run with the same settings (other contrasts)
             earlier = json.loads(path.read_text())
-            if (earlier["steps"], earlier["config"]) == (results["steps"], results["config"]):
+            if (earlier["steps"], earlier["config"], earlier.get("pairs")) == (
+                    results["steps"], results["config"], results["pairs"]):
                 results["commands"] = earlier.get("commands", [earlier.get("command")]) + results["commands"]
                 results["contrasts"] = {**earlier["contrasts"], **results["contrasts"]}
         path.write_text(json.dumps(results, indent=1) + "\n")
