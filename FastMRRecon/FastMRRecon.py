@@ -126,7 +126,7 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._jobs = ButtonJobs(lambda: self._checkCanApply())  # the job in progress (its button reads Cancel)
+        self._jobs = ButtonJobs(self._checkCanApply)  # the job in progress (its button reads Cancel)
         self._pendingCases = []
         self._study = None
         self._case = None

@@ -90,7 +90,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._jobs = ButtonJobs(lambda: self._updateState())  # the job in progress (its button reads Cancel)
+        self._jobs = ButtonJobs(self._updateState)  # the job in progress (its button reads Cancel)
         self._voxelPoint = None
 
     def setup(self) -> None:

@@ -19,10 +19,10 @@ smallest displacement (the most settled one).
 Plausibility: tissue motion between acquisitions changes size by a few percent at most. A registration whose
 affine transform scales by more than ``max_scale_change`` has run away (seen on low-SNR, high-b volumes of small
 fields of view): that volume keeps its previous round's transform (round 1: its rigid one) for the round, and
-the result counts these rejections. When a kept transform nevertheless
-scales by more than ``max_scale_change`` along any axis (a singular value of its matrix outside 1 +- that),
-the registration has not found the anatomy (seen on small or thin volumes at low SNR) and an InputError says
-so, instead of returning distorted volumes that would give wrong maps.
+the result counts these rejections. When a kept transform nevertheless scales by more than
+``max_scale_change`` along any axis (a singular value of its matrix outside 1 +- that), the registration has
+not found the anatomy (seen on small or thin volumes at low SNR) and an InputError says so, instead of
+returning distorted volumes that would give wrong maps.
 
 Transforms follow ITK's convention: ``transforms[v]`` maps a template (output-grid) point to the point of
 volume v that is sampled there, i.e. it is what ``SimpleITK.Resample(volume_v, template, transforms[v])``

@@ -58,9 +58,8 @@ class SummaryCache:
         """``summarize_series(source, bvalues_text)``, from the cache when nothing changed (errors are not
         cached: they are raised again on every call)."""
         key = (_modification_key(source), bvalues_text)
-        if key != self._key or self._summary is None:
-            self._key, self._summary = None, None
-            self._summary = summarize_series(source, bvalues_text)
+        if key != self._key:
+            self._summary = summarize_series(source, bvalues_text)  # an error leaves the old key: no match next time
             self._key = key
         return self._summary
 
