@@ -11,11 +11,11 @@ from scipy import ndimage
 from FastMRICommon.errors import InputError
 from FastMRReconLib.metrics import object_mask, psnr, roi_statistics, ssim
 from FastMRReconLib.network import NetworkConfig, ReconstructionNetwork
-from FastMRReconLib.reconstructor import Reconstructor, slice_scales
+from FastMRReconLib.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, slice_scales
 from FastMRReconLib.sense import cg_sense, estimate_coil_maps, sense_reconstruction
 from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
 from FastMRReconLib.training import TrainingConfig, train
-from FastMRReconLib.training_data import HeadSource, load_pairs, make_pairs, save_pairs
+from FastMRReconLib.training_data import HeadSource, PairConfig, load_pairs, make_pairs, save_pairs
 
 SMALL = NetworkConfig(channels=4, depth=2, fidelity_channels=4)
 
@@ -152,6 +152,27 @@ def test_fidelity_stage_starts_as_the_identity_on_the_unet_output():
     with torch.inference_mode():
         restored, final = network(torch.rand(2, 1, 40, 48))
     torch.testing.assert_close(restored, final)
+
+
+def test_unet_widths_stop_at_max_channels_and_older_model_files_have_no_limit():
+    capped = ReconstructionNetwork(NetworkConfig(channels=16, depth=4, max_channels=64))
+    assert [block[0].out_channels for block in capped.unet.down] == [16, 32, 64, 64, 64]
+    assert capped.min_size == 32
+    legacy = REGISTRY[ARCHITECTURE](channels=16, depth=3, fidelity_channels=16, fidelity_layers=3)
+    assert [block[0].out_channels for block in legacy.unet.down] == [16, 32, 64, 128]
+
+
+def test_training_pairs_follow_the_pixel_size_and_train_below_the_patch_size():
+    head = [HeadSource.mni152()]
+    coarse = make_pairs(head, 2, seed=1, config=PairConfig(pixel_range=(3.0, 3.0)))
+    fine = make_pairs(head, 2, seed=1, config=PairConfig(pixel_range=(1.0, 1.0)))
+    for small, large in zip(coarse, fine):
+        assert all(48 <= n <= 86 for n in small.input.shape)  # 160-256 mm / 3 mm, at least 48
+        assert all(160 <= n <= 256 for n in large.input.shape)
+        area = [np.count_nonzero(pair.reference > 0.1 * np.percentile(pair.reference, 99)) for pair in (small, large)]
+        assert 6 < area[1] / area[0] < 12  # the same head in 3 mm and in 1 mm pixels: about 9x the pixels
+    config = TrainingConfig(steps=2, batch_size=2, patch=96, network=SMALL)
+    assert all(np.isfinite(train(coarse, config).losses))  # smaller images sit in a zero canvas
 
 
 @pytest.fixture(scope="module")

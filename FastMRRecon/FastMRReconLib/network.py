@@ -12,6 +12,7 @@ Images enter normalised (see ``reconstructor.normalise``); any height and width 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -22,10 +23,12 @@ from FastMRICommon.errors import InputError
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """U-Net width (channels of the first level, doubled per level), depth (poolings) and fidelity width."""
+    """U-Net width (channels of the first level, doubled per level up to ``max_channels``; None: no limit),
+    depth (poolings) and fidelity width."""
 
     channels: int = 16
-    depth: int = 3
+    depth: int = 4
+    max_channels: Optional[int] = 64
     fidelity_channels: int = 16
     fidelity_layers: int = 3
 
@@ -42,9 +45,9 @@ def _block(in_channels: int, out_channels: int) -> nn.Sequential:
 class ResidualUNet(nn.Module):
     """U-Net predicting the residual (noise + aliasing) that is added to its one-channel input."""
 
-    def __init__(self, channels: int, depth: int) -> None:
+    def __init__(self, channels: int, depth: int, max_channels: Optional[int] = None) -> None:
         super().__init__()
-        widths = [channels * 2**level for level in range(depth + 1)]
+        widths = [min(channels * 2**level, max_channels or channels * 2**level) for level in range(depth + 1)]
         self.down = nn.ModuleList([_block(1, widths[0])] + [_block(widths[i], widths[i + 1]) for i in range(depth)])
         self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)])
         self.merge = nn.ModuleList([_block(2 * widths[i], widths[i]) for i in range(depth)])
@@ -85,7 +88,7 @@ class ReconstructionNetwork(nn.Module):
     def __init__(self, config: NetworkConfig = NetworkConfig()) -> None:
         super().__init__()
         self.config = config
-        self.unet = ResidualUNet(config.channels, config.depth)
+        self.unet = ResidualUNet(config.channels, config.depth, config.max_channels)
         self.fidelity = FidelityNet(config.fidelity_channels, config.fidelity_layers)
 
     @property

@@ -26,7 +26,8 @@ from .network import NetworkConfig, ReconstructionNetwork
 MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 DEFAULT_MODEL = "fastmrrecon_head_multicontrast.pt"
 ARCHITECTURE = "resunet-fidelity"
-REGISTRY = {ARCHITECTURE: lambda **config: ReconstructionNetwork(NetworkConfig(**config))}
+#: Model files written before ``max_channels`` existed have no width limit.
+REGISTRY = {ARCHITECTURE: lambda **config: ReconstructionNetwork(NetworkConfig(**{"max_channels": None, **config}))}
 #: Largest number of pixels accepted (e.g. 1024 x 1024 x 256); beyond it, split the volume.
 MAX_PIXELS = 1024 * 1024 * 256
 

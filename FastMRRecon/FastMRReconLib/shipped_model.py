@@ -18,6 +18,7 @@ import numpy as np
 
 from FastMRICommon.model_files import ManifestEntry, load_model_file, sha256_file, write_manifest_entry
 
+from .network import NetworkConfig, ReconstructionNetwork
 from .reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
 from .training import TrainingConfig, save_trained, scores_by_contrast, train
 from .sense import DEFAULT_REGULARIZATION
@@ -43,20 +44,28 @@ def model_card(path: Path, sha256: str) -> str:
                      f"{scores[key]['input_ssim']:.4f} | {scores[key]['psnr']:.2f} / {scores[key]['ssim']:.4f} |"
                      for key in order)
     curve = "\n".join(f"| {entry['step']} | {entry['psnr']:.2f} | {entry['ssim']:.4f} |" for entry in meta["validation"])
-    pairs = {**asdict(PairConfig()), **meta.get("pair_config", EARLIER_PAIRS)}
+    stored_pairs = meta.get("pair_config", EARLIER_PAIRS)
+    pairs = {**asdict(PairConfig()), **stored_pairs}
+    if "pixel_range" in stored_pairs:
+        resolution = (f"pixel size {pairs['pixel_range'][0]:g}-{pairs['pixel_range'][1]:g} mm (log-uniform), field of "
+                      "view 160-256 mm per axis, matrix at least 48")
+    else:  # models built before the pixel size varied
+        resolution = "zoom 0.8-1.25 (pixel size 0.8-1.25 mm), matrix 160-256"
+    network = ReconstructionNetwork(NetworkConfig(**{"max_channels": None, **model.config}))
+    widths = [block[0].out_channels for block in network.unet.down]
     return f"""# {path.name}: multi-contrast head reconstruction network
 
 - **Task**: restore an accelerated (undersampled, one average) 2D multi-coil MR magnitude image, combined
   conventionally (CG-SENSE), towards the fully sampled two-average image. Applied slice by slice.
-- **Architecture**: residual U-Net ({model.config['channels']} channels, depth {model.config['depth']}, instance
-  norm, LeakyReLU) + fidelity network ({model.config['fidelity_layers']} conv layers, {model.config['fidelity_channels']}
+- **Architecture**: residual U-Net (depth {model.config['depth']}, {'/'.join(map(str, widths))} channels per level,
+  instance norm, LeakyReLU) + fidelity network ({model.config['fidelity_layers']} conv layers, {model.config['fidelity_channels']}
   channels) on [U-Net output, input]; {sum(int(np.prod(t.shape)) for t in model.state_dict.values()):,} parameters.
-  Fully convolutional: any image size >= 16 x 16; per-slice intensity normalisation inside the wrapper.
+  Fully convolutional: any image size >= {network.min_size} x {network.min_size}; per-slice intensity normalisation inside the wrapper.
 - **SHA-256**: `{sha256}`
 - **Training data**: {meta['pairs']} synthetic slice pairs (`FastMRReconLib.training_data`) from the 16 SynthSeg
-  training subjects (first 80% of `../shared/data/synthseg`, Apache-2.0): random orientation, zoom, rotation,
+  training subjects (first 80% of `../shared/data/synthseg`, Apache-2.0): random orientation, rotation,
   elastic deformation (each pixel averages 3 x 3 sub-pixel samples of the tissue maps, so boundaries stay as
-  sharp as the pixel grid), matrix 160-256; contrasts {', '.join(pairs['contrasts'])} from 3 T relaxation times with
+  sharp as the pixel grid), {resolution}; contrasts {', '.join(pairs['contrasts'])} from 3 T relaxation times with
   TR/TE/TI +-20%, tissue properties +-10%, bias field, texture SD {pairs['texture_range'][0]:g}-{pairs['texture_range'][1]:g};
   accelerations {', '.join(f'{r:g}' for r in pairs['accelerations'])} (equispaced or variable density, 8% centre),
   {pairs['coil_range'][0]}-{pairs['coil_range'][1]} coils, SNR {pairs['snr_range'][0]:g}-{pairs['snr_range'][1]:g}

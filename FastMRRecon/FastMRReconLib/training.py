@@ -4,7 +4,7 @@ Per the anchor study: Adam (lr 1e-4), 2D slices, the loss L = lambda ||x - x_hat
 each stage's output (deep supervision: stage-1 U-Net image and final image), x the AV=2 reference. Both
 images of a pair are divided by the input's normalisation scale (``reconstructor.slice_scales``), exactly
 as at inference. Each step takes ``batch_size`` random ``patch`` x ``patch`` crops with random flips and
-transposes; which pairs and crops is fixed by (seed, step), so a resumed run continues exactly as an
+transposes (an image smaller than the patch is placed in a zero canvas: air); which pairs and crops is fixed by (seed, step), so a resumed run continues exactly as an
 uninterrupted one would (a run may also be resumed with more steps). A checkpoint (weights, optimiser, step, history) is written every
 ``checkpoint_every`` steps and at the end; validation PSNR/SSIM (``metrics``) on whole validation images
 every ``validate_every`` steps.
@@ -67,6 +67,9 @@ def _batch(pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig, s
     inputs, references = [], []
     for index in rng.integers(len(pairs), size=config.batch_size):
         image, reference = pairs[index]
+        short = [(0, max(0, config.patch - n)) for n in image.shape]
+        if any(pad for _, pad in short):  # a small image sits in a zero (air) canvas of the patch size
+            image, reference = np.pad(image, short), np.pad(reference, short)
         rows = int(rng.integers(image.shape[0] - config.patch + 1))
         columns = int(rng.integers(image.shape[1] - config.patch + 1))
         crop = (slice(rows, rows + config.patch), slice(columns, columns + config.patch))
@@ -123,9 +126,6 @@ def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
 
     if not pairs:
         raise InputError("no training pairs")
-    smallest = min(min(pair.input.shape) for pair in pairs)
-    if smallest < config.patch:
-        raise InputError(f"training images must be at least {config.patch} pixels wide, one is {smallest}")
     torch.manual_seed(config.seed)
     network = ReconstructionNetwork(config.network).to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)

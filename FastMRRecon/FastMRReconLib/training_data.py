@@ -2,8 +2,10 @@
 references, synthesised from head tissue maps with MR physics.
 
 Each pair is one 2D slice: a random subject, orientation (axial, coronal, sagittal) and slice through the
-head; the tissue fractions are zoomed (0.8-1.25x: other resolutions and head sizes), rotated (+-10 degrees)
-and elastically deformed, then cropped or padded to a random matrix (160-256); a contrast (T1w, T2w, PD,
+head; the 1 mm tissue fractions are resampled to a pixel size drawn log-uniformly from ``pixel_range``
+(0.8-3 mm: from 3D T1w to 2D EPI resolutions, so that low-resolution scans, where every structure is a few
+pixels wide, are seen too), rotated (+-10 degrees) and elastically deformed, over a field of view of
+160-256 mm per axis (matrix = field of view / pixel size, at least 48); a contrast (T1w, T2w, PD,
 FLAIR) with TR, TE and TI jittered by +-20% and per-tissue PD/T1/T2 by +-10%, a bias field (+-30%) and
 texture (relative SD drawn from ``texture_range``) give the magnitude image. That image is scanned twice, as in the anchor study: fully sampled with
 two averages (the reference) and accelerated (R from ``accelerations``, equispaced or
@@ -33,7 +35,10 @@ from .masks import MASKS
 from .sense import sense_reconstruction
 from .simulate import AcquisitionConfig, object_mean, simulate_slice
 
-MATRIX_SIZES = (160, 176, 192, 208, 224, 240, 256)
+#: Fields of view (mm) per image axis, drawn independently.
+FIELDS_OF_VIEW_MM = (160, 176, 192, 208, 224, 240, 256)
+#: Smallest matrix (pixels per axis) of a training image.
+MIN_MATRIX = 48
 #: Samples per pixel side when warping tissue fractions (``_warp``).
 SUPERSAMPLING = 3
 
@@ -48,6 +53,7 @@ class PairConfig:
     coil_range: tuple[int, int] = (8, 16)
     texture_range: tuple[float, float] = (0.0, 0.06)
     center_fraction: float = 0.08
+    pixel_range: tuple[float, float] = (0.8, 3.0)
 
 
 @dataclass
@@ -105,8 +111,10 @@ def synthseg_sources(split: str) -> list[HeadSource]:
     return [HeadSource.synthseg(path) for path in chosen]
 
 
-def _warp(fractions: dict[str, np.ndarray], rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Zoom, rotate and elastically deform the slice's fractions onto a ``shape`` matrix centred on the head.
+def _warp(fractions: dict[str, np.ndarray], rng: np.random.Generator, shape: tuple[int, int],
+          pixel_mm: float) -> dict[str, np.ndarray]:
+    """Resample the slice's 1 mm fractions to ``pixel_mm`` pixels on a ``shape`` matrix centred on the head,
+    rotated and elastically deformed.
 
     Each pixel is the mean of ``SUPERSAMPLING`` x ``SUPERSAMPLING`` nearest-neighbour samples (the tissue
     fractions a pixel covers), so tissue boundaries stay as sharp as the pixel grid, as in a scan; plain
@@ -114,7 +122,7 @@ def _warp(fractions: dict[str, np.ndarray], rng: np.random.Generator, shape: tup
     first = next(iter(fractions.values()))
     head = sum(fractions.values())
     centre = np.array(ndimage.center_of_mass(head)) if head.sum() > 0 else (np.array(first.shape) - 1) / 2
-    zoom = rng.uniform(0.8, 1.25)
+    zoom = 1.0 / pixel_mm
     angle = np.radians(rng.uniform(-10, 10))
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     fine = SUPERSAMPLING
@@ -167,8 +175,9 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
         area = head.sum(axis=tuple(a for a in range(3) if a != axis))
         candidates = np.flatnonzero(area > 0.3 * area.max())  # slices well inside the head
         fractions = source.slice_fractions(axis, int(rng.choice(candidates)))
-        shape = (int(rng.choice(MATRIX_SIZES)), int(rng.choice(MATRIX_SIZES)))
-        maps = TissueMaps(_warp(fractions, rng, shape), None)
+        pixel_mm = float(np.exp(rng.uniform(*np.log(config.pixel_range))))
+        shape = tuple(max(MIN_MATRIX, 2 * int(round(rng.choice(FIELDS_OF_VIEW_MM) / pixel_mm / 2))) for _ in range(2))
+        maps = TissueMaps(_warp(fractions, rng, shape, pixel_mm), None)
         contrast = str(rng.choice(list(config.contrasts)))
         image = synthesize(maps, _jittered(PROTOCOLS[contrast], rng), rng, property_jitter=0.1, bias_strength=0.3,
                            texture=float(rng.uniform(*config.texture_range))).astype(np.float64)
