@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
@@ -14,7 +16,7 @@ from FastMRReconLib.network import NetworkConfig, ReconstructionNetwork
 from FastMRReconLib.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, slice_scales
 from FastMRReconLib.sense import cg_sense, estimate_coil_maps, sense_reconstruction
 from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
-from FastMRReconLib.training import TrainingConfig, train
+from FastMRReconLib.training import TrainingConfig, distributed_rank, train
 from FastMRReconLib.training_data import HeadSource, PairConfig, load_pairs, make_pairs, save_pairs
 
 SMALL = NetworkConfig(channels=4, depth=2, fidelity_channels=4)
@@ -207,6 +209,29 @@ def test_training_resumes_exactly_from_its_checkpoint(small_model):
     other = TrainingConfig(**{**vars(config), "patch": 32})
     with pytest.raises(InputError, match="other settings"):
         train(pairs[:3], other, checkpoint=folder / "checkpoint.pt")
+
+
+def _distributed_worker(rank: int, folder, pairs, config) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    try:
+        assert distributed_rank() == (rank, 2)
+        result = train(pairs, config, checkpoint=folder / f"checkpoint_{rank}.pt")
+        torch.save({"weights": result.network.state_dict(), "losses": result.losses}, folder / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_training_keeps_the_processes_in_step(small_model, tmp_path):
+    _, pairs, config, _ = small_model
+    config = TrainingConfig(**{**vars(config), "steps": 3})
+    mp.spawn(_distributed_worker, args=(tmp_path, pairs[:3], config), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    for name, weight in ranks[0]["weights"].items():
+        torch.testing.assert_close(weight, ranks[1]["weights"][name], rtol=0, atol=0)  # gradients averaged
+    assert ranks[0]["losses"][0] != ranks[1]["losses"][0]  # each process draws its own batch
+    single = train(pairs[:3], TrainingConfig(**{**vars(config), "steps": 1}))
+    assert ranks[0]["losses"][0] == pytest.approx(single.losses[0], rel=1e-5)  # rank 0 = a single process
+    assert (tmp_path / "checkpoint_0.pt").is_file() and not (tmp_path / "checkpoint_1.pt").exists()
 
 
 def test_reconstruction_keeps_shape_and_scale(small_model):

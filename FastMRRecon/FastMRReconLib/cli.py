@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -119,11 +120,24 @@ def cmd_train(args: argparse.Namespace) -> None:
                             learning_rate=args.learning_rate, l1_weight=args.l1_weight, seed=args.seed,
                             network=NetworkConfig(channels=args.channels))
     checkpoint = args.checkpoint or args.out.with_suffix(".checkpoint.pt")
-    result = train(pairs, config, validation, device=select_device(args.device), checkpoint=checkpoint,
-                   progress=_progress)
-    sha = save_trained(args.out, result, config, {"data": [Path(path).name for path in args.data],
-                                                  "pairs": len(pairs)})
-    log.info("wrote %s (SHA-256 %s)", args.out, sha)
+    device = select_device(args.device)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
+    if distributed:
+        import torch
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        result = train(pairs, config, validation, device=device, checkpoint=checkpoint, progress=_progress)
+        if not distributed or dist.get_rank() == 0:
+            sha = save_trained(args.out, result, config, {"data": [Path(path).name for path in args.data],
+                                                          "pairs": len(pairs)})
+            log.info("wrote %s (SHA-256 %s)", args.out, sha)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

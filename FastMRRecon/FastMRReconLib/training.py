@@ -8,6 +8,11 @@ transposes (an image smaller than the patch is placed in a zero canvas: air); wh
 uninterrupted one would (a run may also be resumed with more steps). A checkpoint (weights, optimiser, step, history) is written every
 ``checkpoint_every`` steps and at the end; validation PSNR/SSIM (``metrics``) on whole validation images
 every ``validate_every`` steps.
+
+Distributed (``torchrun``, ``torch.distributed`` initialised by the caller, e.g. ``fastmrrecon train``):
+the network is wrapped in ``DistributedDataParallel``; each process draws its own batches (rank 0 the same
+as a single process), so the effective batch is ``batch_size`` x world size; only rank 0 validates,
+reports and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -62,8 +67,18 @@ def _normalised(pairs: Sequence[SlicePair]) -> list[tuple[np.ndarray, np.ndarray
     return out
 
 
-def _batch(pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng([config.seed, step])
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of an initialised ``torch.distributed`` run; (0, 1) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _batch(pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig, step: int,
+           rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([config.seed, step] + ([rank] if rank else []))
     inputs, references = [], []
     for index in rng.integers(len(pairs), size=config.batch_size):
         image, reference = pairs[index]
@@ -127,6 +142,7 @@ def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
     if not pairs:
         raise InputError("no training pairs")
     torch.manual_seed(config.seed)
+    rank, world = distributed_rank()
     network = ReconstructionNetwork(config.network).to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     losses, history, start, seconds = [], [], 0, 0.0
@@ -138,19 +154,24 @@ def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         start, losses, history, seconds = state["step"], list(state["losses"]), list(state["validation"]), state["seconds"]
+    model = network
+    if world > 1:  # every process starts from rank 0's weights; gradients are averaged
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device] if torch.device(device).type == "cuda" else None)
     data = _normalised(pairs)
     network.train()
     began = time.perf_counter() - seconds
     for step in range(start, config.steps):
         raise_if_cancelled(cancel)
-        inputs, references = (torch.from_numpy(array).to(device) for array in _batch(data, config, step))
-        restored, final = network(inputs)
+        inputs, references = (torch.from_numpy(array).to(device) for array in _batch(data, config, step, rank))
+        restored, final = model(inputs)
         loss = stage_loss(restored, references, config.l1_weight) + stage_loss(final, references, config.l1_weight)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
         done = step + 1
+        if rank:
+            continue
         if validation and (done % config.validate_every == 0 or done == config.steps):
             history.append({"step": done, **validate(network, validation, device)})
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
