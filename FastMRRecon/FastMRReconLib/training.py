@@ -4,8 +4,9 @@ Per the anchor study: Adam (lr 1e-4), 2D slices, the loss L = lambda ||x - x_hat
 each stage's output (deep supervision: stage-1 U-Net image and final image), x the AV=2 reference. Both
 images of a pair are divided by the input's normalisation scale (``reconstructor.slice_scales``), exactly
 as at inference. Each step takes ``batch_size`` random ``patch`` x ``patch`` crops with random flips and
-transposes (an image smaller than the patch is placed in a zero canvas: air); which pairs and crops is fixed by (seed, step), so a resumed run continues exactly as an
-uninterrupted one would (a run may also be resumed with more steps). A checkpoint (weights, optimiser, step, history) is written every
+transposes (an image smaller than the patch is placed in a zero canvas: air); which pairs and crops is
+fixed by (seed, step), so a resumed run continues exactly as an uninterrupted one would (a run may also be
+resumed with more steps). A checkpoint (weights, optimiser, step, history) is written every
 ``checkpoint_every`` steps and at the end; validation PSNR/SSIM (``metrics``) on whole validation images
 every ``validate_every`` steps.
 
@@ -156,7 +157,8 @@ def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
         start, losses, history, seconds = state["step"], list(state["losses"]), list(state["validation"]), state["seconds"]
     model = network
     if world > 1:  # every process starts from rank 0's weights; gradients are averaged
-        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device] if torch.device(device).type == "cuda" else None)
+        on_gpu = torch.device(device).type == "cuda"
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device] if on_gpu else None)
     data = _normalised(pairs)
     network.train()
     began = time.perf_counter() - seconds
