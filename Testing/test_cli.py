@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,6 @@ import pytest
 
 from conftest import run_command as run, script
 from FastMRICommon.mrml_bridge import VolumeGeometry, read_volume_array, write_volume_array
-from FastMRReconLib.reconstructor import Reconstructor
 
 
 @pytest.fixture(params=["fastmrrecon", "ivimestimator"])
@@ -103,17 +100,3 @@ def test_ivim_train_writes_model_and_loss_curve(tmp_path):
     bad = run("ivimestimator", "train", "--bvals", "20,0,50", "--out", str(tmp_path / "x.pt"))
     assert bad.returncode == 2 and "start at 0" in bad.stderr
 
-
-def test_fastmrrecon_train_runs_under_torchrun(tmp_path):
-    """Two processes (gloo on CPU) as `torchrun --nproc_per_node 2 fastmrrecon train ...`: one model file,
-    written by rank 0, that loads and reconstructs."""
-    pairs = tmp_path / "pairs.npz"
-    assert run("fastmrrecon", "make-pairs", str(pairs), "--count", "2", "--source", "mni152").returncode == 0
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             script("fastmrrecon"), "train", str(pairs), "--out", str(tmp_path / "model.pt"),
-                             "--steps", "2", "--patch", "64", "--batch-size", "2", "--channels", "4"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.count("wrote ") == 1  # rank 0 only
-    image = np.random.default_rng(0).random((64, 64)).astype(np.float32) * 100
-    assert Reconstructor.load(tmp_path / "model.pt").reconstruct(image).shape == (64, 64)
