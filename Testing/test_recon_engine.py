@@ -3,6 +3,8 @@ input handling and scale, training (resume) and the training pairs."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -212,6 +214,7 @@ def test_training_resumes_exactly_from_its_checkpoint(small_model):
 
 
 def _distributed_worker(rank: int, folder, pairs, config) -> None:
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only: no dependence on the machine's network set-up
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
     try:
         assert distributed_rank() == (rank, 2)
