@@ -99,4 +99,3 @@ def test_ivim_train_writes_model_and_loss_curve(tmp_path):
     assert (tmp_path / "mlp.pt").is_file() and (tmp_path / "mlp.loss.png").stat().st_size > 1000
     bad = run("ivimestimator", "train", "--bvals", "20,0,50", "--out", str(tmp_path / "x.pt"))
     assert bad.returncode == 2 and "start at 0" in bad.stderr
-

@@ -111,7 +111,7 @@ def cmd_make_pairs(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from FastMRICommon.device import select_device
     from .network import NetworkConfig
-    from .training import TrainingConfig, save_trained, train
+    from .training import TrainingConfig, distributed_rank, save_trained, train
     from .training_data import load_pairs
 
     pairs = [pair for path in args.data for pair in load_pairs(path)]
@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         result = train(pairs, config, validation, device=device, checkpoint=checkpoint, progress=_progress)
-        if not distributed or dist.get_rank() == 0:
+        if distributed_rank()[0] == 0:
             sha = save_trained(args.out, result, config, {"data": [Path(path).name for path in args.data],
                                                           "pairs": len(pairs)})
             log.info("wrote %s (SHA-256 %s)", args.out, sha)

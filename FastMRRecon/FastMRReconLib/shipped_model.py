@@ -18,11 +18,11 @@ import numpy as np
 
 from FastMRICommon.model_files import ManifestEntry, load_model_file, sha256_file, write_manifest_entry
 
-from .network import NetworkConfig, ReconstructionNetwork
-from .reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
+from .reconstructor import DEFAULT_MODEL, MODELS_DIR, REGISTRY, Reconstructor
 from .training import TrainingConfig, save_trained, scores_by_contrast, train
 from .sense import DEFAULT_REGULARIZATION
-from .training_data import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
+from .training_data import (FIELDS_OF_VIEW_MM, MIN_MATRIX, PairConfig, load_pairs, make_pairs, save_pairs,
+                            synthseg_sources)
 
 log = logging.getLogger("fastmrrecon")
 
@@ -48,10 +48,10 @@ def model_card(path: Path, sha256: str) -> str:
     pairs = {**asdict(PairConfig()), **stored_pairs}
     if "pixel_range" in stored_pairs:
         resolution = (f"pixel size {pairs['pixel_range'][0]:g}-{pairs['pixel_range'][1]:g} mm (log-uniform), field of "
-                      "view 160-256 mm per axis, matrix at least 48")
+                      f"view {min(FIELDS_OF_VIEW_MM)}-{max(FIELDS_OF_VIEW_MM)} mm per axis, matrix at least {MIN_MATRIX}")
     else:  # models built before the pixel size varied
         resolution = "zoom 0.8-1.25 (pixel size 0.8-1.25 mm), matrix 160-256"
-    network = ReconstructionNetwork(NetworkConfig(**{"max_channels": None, **model.config}))
+    network = model.build(REGISTRY)
     widths = [block[0].out_channels for block in network.unet.down]
     return f"""# {path.name}: multi-contrast head reconstruction network
 

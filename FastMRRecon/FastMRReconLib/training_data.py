@@ -7,8 +7,8 @@ head; the 1 mm tissue fractions are resampled to a pixel size drawn log-uniforml
 pixels wide, are seen too), rotated (+-10 degrees) and elastically deformed, over a field of view of
 160-256 mm per axis (matrix = field of view / pixel size, at least 48); a contrast (T1w, T2w, PD,
 FLAIR) with TR, TE and TI jittered by +-20% and per-tissue PD/T1/T2 by +-10%, a bias field (+-30%) and
-texture (relative SD drawn from ``texture_range``) give the magnitude image. That image is scanned twice, as in the anchor study: fully sampled with
-two averages (the reference) and accelerated (R from ``accelerations``, equispaced or
+texture (relative SD drawn from ``texture_range``) give the magnitude image. That image is scanned twice, as
+in the anchor study: fully sampled with two averages (the reference) and accelerated (R from ``accelerations``, equispaced or
 variable-density lines, either phase-encoding direction) with one average, reconstructed by CG-SENSE with
 coil maps from its own calibration lines (the network's input). Both are combined the same way
 (SENSE; at R = 1 this is the optimal complex coil combination a scanner applies): a root-sum-of-squares
@@ -138,6 +138,11 @@ def _warp(fractions: dict[str, np.ndarray], rng: np.random.Generator, shape: tup
             for name, fraction in fractions.items()}
 
 
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A value drawn log-uniformly between ``bounds``."""
+    return float(np.exp(rng.uniform(*np.log(bounds))))
+
+
 def _jittered(protocol: Protocol, rng: np.random.Generator) -> Protocol:
     scale = rng.uniform(0.8, 1.2, 3)
     return replace(protocol, tr_ms=protocol.tr_ms * scale[0], te_ms=protocol.te_ms * scale[1],
@@ -150,7 +155,7 @@ def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator,
     accelerated = AcquisitionConfig(
         acceleration=acceleration, mask=str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
         coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)), averages=1,
-        snr=float(np.exp(rng.uniform(*np.log(config.snr_range)))), phase_encode_axis=int(rng.integers(2)))
+        snr=_log_uniform(rng, config.snr_range), phase_encode_axis=int(rng.integers(2)))
     reference_config = replace(accelerated, acceleration=1.0, averages=2)
     level = object_mean(image)
     scan = simulate_slice(image, accelerated, rng, level)
@@ -175,7 +180,7 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
         area = head.sum(axis=tuple(a for a in range(3) if a != axis))
         candidates = np.flatnonzero(area > 0.3 * area.max())  # slices well inside the head
         fractions = source.slice_fractions(axis, int(rng.choice(candidates)))
-        pixel_mm = float(np.exp(rng.uniform(*np.log(config.pixel_range))))
+        pixel_mm = _log_uniform(rng, config.pixel_range)
         shape = tuple(max(MIN_MATRIX, 2 * int(round(rng.choice(FIELDS_OF_VIEW_MM) / pixel_mm / 2))) for _ in range(2))
         maps = TissueMaps(_warp(fractions, rng, shape, pixel_mm), None)
         contrast = str(rng.choice(list(config.contrasts)))
