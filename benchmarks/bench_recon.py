@@ -368,6 +368,12 @@ the two synthesised groups; it is not met at R = 3, nor on the real images. SSIM
 reached on the real images at R = 1.5 and 2 only (the synthesised groups: 0.74-0.92). The machine was
 otherwise idle for all times on this page.
 
+Longer training was tried and not shipped: the same network and pairs trained on to 12000 steps (resumed
+from the 6000-step checkpoint; `make bench-recon` with that model, 2026-11-21 late evening) gained 0.4-0.6 dB
+and 0.013-0.016 SSIM at R = 3 and 4 on the two synthesised groups, but lost SSIM on the real images at every
+R (0.008-0.012) and PSNR there at R = 1.5 and 2 (0.43 and 0.27 dB): more training fitted the synthetic
+images better and real ones worse, so the 6000-step model stays the shipped one.
+
 ## ROI statistics (synthetic and MNI152 slices; medians)
 
 SNR inside a 4 x 4 ROI is mean / SD of that ROI (white or grey matter, homogeneous in these images, so the SD
