@@ -40,13 +40,13 @@ HELD_OUT = (6, 11)
 
 def held_out_pairs(work_dir: Path, contrast: str) -> Path:
     """The held-out pairs of ``contrast`` (module docstring), as many at each acceleration; made on first use."""
-    path = work_dir / f"generalisation_{contrast}.npz"
+    count, seed = HELD_OUT
+    path = work_dir / f"generalisation_{contrast}_{count}x{seed}.npz"  # other settings never reuse this file
     if not path.is_file():
-        count, seed = HELD_OUT
-        sources = synthseg_sources("validation")
-        pairs = [pair for index, acceleration in enumerate(PairConfig().accelerations)
+        sources, base = synthseg_sources("validation"), PairConfig()
+        pairs = [pair for index, acceleration in enumerate(base.accelerations)
                  for pair in make_pairs(sources, count, seed + index,
-                                        replace(PairConfig(), contrasts=(contrast,), accelerations=(acceleration,)))]
+                                        replace(base, contrasts=(contrast,), accelerations=(acceleration,)))]
         save_pairs(pairs, path)
     return path
 
@@ -84,13 +84,12 @@ def run(work_dir: Path, contrasts: list[str], steps: int) -> dict:
 
 def pairs_text(results: dict) -> str:
     """Which pairs the run used."""
-    if "held_out" not in results:
-        return ("Pairs: those of the shipped model's card of the same date; held out: the validation pairs of "
-                "`make recon-model` of each contrast.")
     count, seed = results["held_out"]
+    accelerations = PairConfig().accelerations
     return (f"Training pairs: those of `make recon-model` (SHA-256 of the training files `{results['pairs'][:16]}...`). "
-            f"Held out: {count} pairs per contrast at each R = 1.5, 2, 3, 4 from the SynthSeg validation subjects "
-            f"(seeds {seed}-{seed + 3}), with the same draws (slice, deformation, coils, noise) for every contrast.")
+            f"Held out: {count} pairs per contrast at each R = {', '.join(f'{r:g}' for r in accelerations)} from the "
+            f"SynthSeg validation subjects (seeds {seed}-{seed + len(accelerations) - 1}), with the same draws (slice, "
+            "deformation, coils, noise) for every contrast.")
 
 
 def render(results: dict) -> None:
@@ -104,8 +103,11 @@ def render(results: dict) -> None:
                     f"{'yes' if gap >= -0.5 else 'no'} |")
     config = results["config"]
     skipped = [c for c in ("T1w", "T2w", "PD", "FLAIR") if c not in results["contrasts"]]
-    not_run = (f"Contrasts not run in this run: {', '.join(skipped)} (each network takes about "
-               f"{results['steps'] / 110:.0f} min on 2 CPU cores; `make bench-recon-generalisation` runs all four)." if skipped else "")
+    minutes = [network["seconds"] / 60 for entry in results["contrasts"].values()
+               for network in (entry["in-contrast"], entry["leave-one-out"])]
+    not_run = (f"Contrasts not run in this run: {', '.join(skipped)} (each network took about "
+               f"{sum(minutes) / len(minutes):.0f} min on 2 CPU cores here; `make bench-recon-generalisation` runs all "
+               "four)." if skipped else "")
     text = f"""# Reconstruction: generalisation across contrasts
 
 Commands: {'; '.join(f"`{c}`" for c in results.get('commands', [results.get('command')]))}
@@ -139,7 +141,7 @@ split by region cannot be made honestly from them.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "recon-model",
-                        help="folder with the training and validation pairs of `make recon-model`")
+                        help="folder with the training pairs of `make recon-model`; the held-out pairs are cached there")
     parser.add_argument("--contrasts", nargs="+", default=["T1w", "T2w", "PD", "FLAIR"])
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps per network (default 3000)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the page from generalisation.json")
