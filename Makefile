@@ -50,9 +50,10 @@ bench-recon: $(STAMP)
 	@command -v bart >/dev/null || (apt-get install -y bart || sudo apt-get install -y bart)
 	$(BIN)/python benchmarks/bench_recon.py
 
-# Leave-one-contrast-out vs in-contrast networks (needs the pairs of `make recon-model`).
+# Leave-one-contrast-out and leave-one-orientation-out networks (needs the pairs of `make recon-model`).
 bench-recon-generalisation: $(STAMP)
-	$(BIN)/python benchmarks/bench_recon_generalisation.py
+	$(BIN)/python benchmarks/bench_recon_generalisation.py --split contrast
+	$(BIN)/python benchmarks/bench_recon_generalisation.py --split orientation
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

@@ -4,6 +4,7 @@ input handling and scale, training (resume) and the training pairs."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from FastMRReconLib.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, 
 from FastMRReconLib.sense import cg_sense, estimate_coil_maps, sense_reconstruction
 from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
 from FastMRReconLib.training import TrainingConfig, distributed_rank, train
-from FastMRReconLib.training_data import HeadSource, PairConfig, load_pairs, make_pairs, save_pairs
+from FastMRReconLib.training_data import ORIENTATIONS, HeadSource, PairConfig, load_pairs, make_pairs, save_pairs
 
 SMALL = NetworkConfig(channels=4, depth=2, fidelity_channels=4)
 
@@ -179,6 +180,25 @@ def test_training_pairs_follow_the_pixel_size_and_train_below_the_patch_size():
     assert all(np.isfinite(train(coarse, config).losses))  # smaller images sit in a zero canvas
 
 
+
+def test_training_pairs_record_their_orientation_and_can_be_restricted_to_one(tmp_path):
+    head = [HeadSource.mni152()]
+    config = PairConfig(pixel_range=(2.0, 2.0))
+    for orientation, long_axis in (("axial", 0), ("sagittal", 1)):
+        for pair in make_pairs(head, 2, seed=2, config=replace(config, orientations=(orientation,))):
+            assert pair.orientation == orientation
+            brain = pair.reference > 0.2 * np.percentile(pair.reference, 99)
+            extent = [np.ptp(np.flatnonzero(brain.any(axis=1 - axis))) for axis in (0, 1)]
+            # the brain is longest front to back: down the rows of an axial slice, across a sagittal one
+            assert extent[long_axis] > 1.05 * extent[1 - long_axis]
+    with pytest.raises(InputError, match="orientations must be some of axial, coronal, sagittal, not oblique"):
+        make_pairs(head, 1, seed=0, config=PairConfig(orientations=("axial", "oblique")))
+    # files written before orientations were recorded still load
+    pair = make_pairs(head, 1, seed=0, config=config)[0]
+    np.savez(tmp_path / "old.npz", input_0=pair.input, reference_0=pair.reference, contrast=np.array([pair.contrast]),
+             acceleration=np.array([pair.acceleration]), subject=np.array([pair.subject]))
+    assert load_pairs(tmp_path / "old.npz")[0].orientation == "unknown"
+
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     """A tiny network trained for a few steps on MNI152 pairs (for I/O and scale tests, not quality)."""
@@ -194,9 +214,11 @@ def test_training_pairs_are_seeded_and_survive_a_round_trip(small_model):
     folder, pairs, _, _ = small_model
     again = load_pairs(folder / "pairs.npz")
     assert [p.contrast for p in again] == [p.contrast for p in pairs]
+    assert [p.orientation for p in again] == [p.orientation for p in pairs]
+    assert {p.orientation for p in pairs} <= set(ORIENTATIONS)
     np.testing.assert_array_equal(again[0].input, pairs[0].input)
-    first = make_pairs([HeadSource.mni152()], 1, seed=0)[0]
-    np.testing.assert_array_equal(first.reference, pairs[0].reference)
+    first = make_pairs([HeadSource.mni152()], 1, seed=0, config=PairConfig(orientations=ORIENTATIONS))[0]
+    np.testing.assert_array_equal(first.reference, pairs[0].reference)  # naming all orientations = the default
     assert pairs[0].input.dtype == np.float32 and pairs[0].input.shape == pairs[0].reference.shape
 
 

@@ -97,9 +97,9 @@ no selection or tuning on them):
 """
 
 
-def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") -> Path:
-    """Make the pairs (skipping existing files), train (resuming), evaluate, write model, card, manifest."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def make_pair_files(work_dir: Path) -> tuple[list[Path], Path]:
+    """The training and validation pair files of the shipped model in ``work_dir``, made where missing
+    (seeded: the same files on every machine)."""
     work_dir.mkdir(parents=True, exist_ok=True)
 
     def pairs_file(name: str, count: int, seed: int, split: str) -> Path:
@@ -107,12 +107,20 @@ def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") ->
         if not path.is_file():
             sources = synthseg_sources(split)
             if not sources:
-                raise SystemExit("../shared/data/synthseg is needed to build the shipped model")
+                raise SystemExit("../shared/data/synthseg is needed to make the shipped model's pairs")
+            log.info("making %s (%d pairs)", path, count)
             save_pairs(make_pairs(sources, count, seed), path)
         return path
 
-    training = [pair for name, count, seed in TRAINING_SETS for pair in load_pairs(pairs_file(name, count, seed, "train"))]
-    validation = load_pairs(pairs_file(*VALIDATION_SET, "validation"))
+    return ([pairs_file(name, count, seed, "train") for name, count, seed in TRAINING_SETS],
+            pairs_file(*VALIDATION_SET, "validation"))
+
+
+def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") -> Path:
+    """Make the pairs (skipping existing files), train (resuming), evaluate, write model, card, manifest."""
+    training_files, validation_file = make_pair_files(work_dir)
+    training = [pair for path in training_files for pair in load_pairs(path)]
+    validation = load_pairs(validation_file)
     progress = lambda fraction, message: log.info("[%3d%%] %s", round(100 * fraction), message)  # noqa: E731
     result = train(training, CONFIG, validation, device=device, checkpoint=work_dir / "checkpoint.pt", progress=progress)
     scores = scores_by_contrast(Reconstructor(result.network, device), validation)
@@ -134,8 +142,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cards-only", action="store_true", help="rewrite the card of the existing model")
+    parser.add_argument("--pairs-only", action="store_true", help="make the training and validation pairs, do not train")
     args = parser.parse_args(argv)
-    if args.cards_only:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.pairs_only:
+        make_pair_files(args.work_dir)
+    elif args.cards_only:
         path = args.models_dir / DEFAULT_MODEL
         path.with_suffix(".md").write_text(model_card(path, sha256_file(path)))
     else:

@@ -1,8 +1,8 @@
 """Training pairs for the reconstruction network: accelerated AV=1 scans and their fully sampled AV=2
 references, synthesised from head tissue maps with MR physics.
 
-Each pair is one 2D slice: a random subject, orientation (axial, coronal, sagittal) and slice through the
-head; the 1 mm tissue fractions are resampled to a pixel size drawn log-uniformly from ``pixel_range``
+Each pair is one 2D slice: a random subject, orientation (axial, coronal, sagittal, from ``orientations``;
+recorded with the pair) and slice through the head; the 1 mm tissue fractions are resampled to a pixel size drawn log-uniformly from ``pixel_range``
 (0.8-3 mm: from 3D T1w to 2D EPI resolutions, so that low-resolution scans, where every structure is a few
 pixels wide, are seen too), rotated (+-10 degrees) and elastically deformed, over a field of view of
 160-256 mm per axis (matrix = field of view / pixel size, at least 48); a contrast (T1w, T2w, PD,
@@ -35,6 +35,8 @@ from .masks import MASKS
 from .sense import sense_reconstruction
 from .simulate import AcquisitionConfig, object_mean, simulate_slice
 
+#: Slice orientations, in the order of the axis of the ``[k, j, i]`` (axial LPS) head volume they cut.
+ORIENTATIONS = ("axial", "coronal", "sagittal")
 #: Fields of view (mm) per image axis, drawn independently.
 FIELDS_OF_VIEW_MM = (160, 176, 192, 208, 224, 240, 256)
 #: Smallest matrix (pixels per axis) of a training image.
@@ -48,6 +50,7 @@ class PairConfig:
     """What varies between pairs (module docstring)."""
 
     contrasts: tuple[str, ...] = tuple(PROTOCOLS)
+    orientations: tuple[str, ...] = ORIENTATIONS
     accelerations: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)
     snr_range: tuple[float, float] = (15.0, 90.0)
     coil_range: tuple[int, int] = (8, 16)
@@ -59,13 +62,15 @@ class PairConfig:
 @dataclass
 class SlicePair:
     """One training example: ``input`` (AV=1, accelerated, SENSE), ``reference`` (AV=2, fully sampled, SENSE),
-    both float32 ``[H, W]``, and how it was made."""
+    both float32 ``[H, W]``, and how it was made (``orientation`` is "unknown" in files written before it was
+    recorded)."""
 
     input: np.ndarray
     reference: np.ndarray
     contrast: str
     acceleration: float
     subject: str
+    orientation: str = "unknown"
 
 
 class HeadSource:
@@ -169,6 +174,10 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
     """``count`` random pairs (module docstring) drawn from ``sources``; the same seed gives the same pairs."""
     if not sources:
         raise InputError("no head sources to synthesise training pairs from")
+    unknown = sorted(set(config.orientations) - set(ORIENTATIONS))
+    if unknown or not config.orientations:
+        raise InputError(f"orientations must be some of {', '.join(ORIENTATIONS)}, not {', '.join(unknown) or 'none'}")
+    axes = [ORIENTATIONS.index(name) for name in config.orientations]
     rng = np.random.default_rng(seed)
     masks = [source.head_mask() for source in sources]
     pairs = []
@@ -176,7 +185,7 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
         raise_if_cancelled(cancel)
         which = int(rng.integers(len(sources)))
         source, head = sources[which], masks[which]
-        axis = int(rng.integers(3))
+        axis = int(rng.choice(axes))  # with all three, the same draw as rng.integers(3): earlier seeds keep their pairs
         area = head.sum(axis=tuple(a for a in range(3) if a != axis))
         candidates = np.flatnonzero(area > 0.3 * area.max())  # slices well inside the head
         fractions = source.slice_fractions(axis, int(rng.choice(candidates)))
@@ -188,7 +197,7 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
                            texture=float(rng.uniform(*config.texture_range))).astype(np.float64)
         acceleration = float(rng.choice(config.accelerations))
         input_image, reference = scan_pair(image, acceleration, rng, config)
-        pairs.append(SlicePair(input_image, reference, contrast, acceleration, source.name))
+        pairs.append(SlicePair(input_image, reference, contrast, acceleration, source.name, ORIENTATIONS[axis]))
         report(progress, (number + 1) / count, f"training pair {number + 1}/{count}")
     return pairs
 
@@ -201,15 +210,18 @@ def save_pairs(pairs: Sequence[SlicePair], path: str | os.PathLike) -> Path:
     arrays["contrast"] = np.array([pair.contrast for pair in pairs])
     arrays["acceleration"] = np.array([pair.acceleration for pair in pairs])
     arrays["subject"] = np.array([pair.subject for pair in pairs])
+    arrays["orientation"] = np.array([pair.orientation for pair in pairs])
     path = Path(path)
     np.savez(path, **arrays)
     return path
 
 
 def load_pairs(path: str | os.PathLike) -> list[SlicePair]:
-    """Pairs written by :func:`save_pairs`."""
+    """Pairs written by :func:`save_pairs` (orientation "unknown" in files written before it was recorded)."""
     with np.load(path) as data:
+        count = len(data["contrast"])
+        orientations = data["orientation"] if "orientation" in data.files else ["unknown"] * count
         return [SlicePair(data[f"input_{index}"], data[f"reference_{index}"], str(contrast), float(acceleration),
-                          str(subject))
-                for index, (contrast, acceleration, subject) in enumerate(
-                    zip(data["contrast"], data["acceleration"], data["subject"]))]
+                          str(subject), str(orientation))
+                for index, (contrast, acceleration, subject, orientation) in enumerate(
+                    zip(data["contrast"], data["acceleration"], data["subject"], orientations))]
