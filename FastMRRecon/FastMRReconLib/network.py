@@ -5,7 +5,7 @@ accelerated image. Stage 2, ``FidelityNet``: takes the stage-1 output together w
 and produces the final image (stage-1 output + a learned correction), so that detail the U-Net removed
 can be restored from the measured image. Both stage outputs are returned for the deep-supervision loss.
 
-Images enter normalised (see ``reconstructor.normalise``); any height and width of at least
+Images enter normalised (see ``reconstructor.slice_scales``); any height and width of at least
 ``MIN_SIZE`` pixels works: the input is padded by reflection to a multiple of 2**depth and cropped back.
 """
 
