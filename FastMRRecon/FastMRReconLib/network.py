@@ -6,7 +6,7 @@ and produces the final image (stage-1 output + a learned correction), so that de
 can be restored from the measured image. Both stage outputs are returned for the deep-supervision loss.
 
 Images enter normalised (see ``reconstructor.slice_scales``); any height and width of at least
-``MIN_SIZE`` pixels works: the input is padded by reflection to a multiple of 2**depth and cropped back.
+``ReconstructionNetwork.min_size`` pixels works: the input is padded by reflection to a multiple of 2**depth and cropped back.
 """
 
 from __future__ import annotations
