@@ -119,8 +119,8 @@ def section(results: dict, split: str) -> str:
     config = results["config"]
     skipped = [value for value in getattr(PairConfig(), key) if value not in results[key]]
     minutes = [entry[kind]["seconds"] / 60 for entry in results[key].values() for kind in (f"in-{split}", "leave-one-out")]
-    not_run = (f"\n\nNot run yet: {', '.join(skipped)} (each network took about {sum(minutes) / len(minutes):.0f} min on "
-               f"2 CPU cores here)." if skipped else "")
+    not_run = (f"\n\nNot run yet: {', '.join(skipped)} (a network took {min(minutes):.0f}-{max(minutes):.0f} min on 2 CPU "
+               "cores here, the longer ones when the machine was shared)." if skipped else "")
     commands = "; ".join(f"`{command}`" for command in results.get("commands", [results.get("command")]))
     return f"""Commands: {commands}. Machine: {results['machine']}, 2 CPU cores, no GPU. Raw numbers:
 `recon/{SPLITS[split][1]}`. {pairs_text(results, split)} Networks trained for {results['steps']} steps (batch
