@@ -20,7 +20,8 @@ from FastMRReconLib.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, 
 from FastMRReconLib.sense import cg_sense, estimate_coil_maps, sense_reconstruction
 from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
 from FastMRReconLib.training import TrainingConfig, distributed_rank, train
-from FastMRReconLib.training_data import ORIENTATIONS, HeadSource, PairConfig, load_pairs, make_pairs, save_pairs
+from FastMRReconLib.training_data import (ORIENTATIONS, HeadSource, PairConfig, load_pairs, make_pairs, save_pairs,
+                                         scan_pair)
 
 SMALL = NetworkConfig(channels=4, depth=2, fidelity_channels=4)
 
@@ -198,6 +199,17 @@ def test_training_pairs_record_their_orientation_and_can_be_restricted_to_one(tm
     np.savez(tmp_path / "old.npz", input_0=pair.input, reference_0=pair.reference, contrast=np.array([pair.contrast]),
              acceleration=np.array([pair.acceleration]), subject=np.array([pair.subject]))
     assert load_pairs(tmp_path / "old.npz")[0].orientation == "unknown"
+
+
+def test_training_pairs_can_acquire_less_k_space_than_their_grid():
+    square = np.zeros((96, 96))
+    square[24:72, 24:72] = 1.0
+    clean = PairConfig(snr_range=(1e6, 1e6))
+    for resolution_range, ringing in (((1.0, 1.0), False), ((0.5, 0.5), True)):
+        config = replace(clean, resolution_range=resolution_range)
+        reference = scan_pair(square, 2.0, np.random.default_rng(3), config)[1]  # fully sampled: no aliasing
+        plateau = np.median(reference[40:56, 40:56])
+        assert (reference.max() > 1.05 * plateau) == ringing  # Gibbs overshoot only from truncated k-space
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):

@@ -9,7 +9,9 @@ from FastMRICommon.errors import InputError
 from FastMRReconLib.coils import coil_sensitivities
 from FastMRReconLib.fft import fft2c, ifft2c
 from FastMRReconLib.masks import EquispacedMask, VariableDensityMask, make_mask
-from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, simulate_volume, zero_filled_rss
+from FastMRReconLib.sense import sense_reconstruction
+from FastMRReconLib.simulate import (AcquisitionConfig, acquired_region, simulate_slice, simulate_volume,
+                                     zero_filled_rss)
 
 
 def disc_image(n=96) -> np.ndarray:
@@ -100,3 +102,32 @@ def test_simulate_volume_refuses_bad_volumes():
         simulate_volume(disc_image(16), AcquisitionConfig())
     with pytest.raises(InputError, match="averages"):
         AcquisitionConfig(averages=0)
+
+
+def test_a_lower_acquired_resolution_gives_ringing_and_correlated_noise_on_the_same_grid():
+    region = acquired_region((96, 60), (0.5, 1.0))
+    assert region.shape == (96, 60) and region.sum() == 48 * 60 and region[48].all() and not region[:24].any()
+    rng = np.random.default_rng(0)
+    noise_images = {}
+    for resolution in ((1.0, 1.0), (0.5, 0.5)):
+        config = AcquisitionConfig(acceleration=1.0, coils=4, snr=1.0, resolution=resolution)
+        scan = simulate_slice(np.zeros((96, 96)), config, rng, noise_reference=1.0)  # noise only
+        noise_images[resolution] = ifft2c(scan.kspace)[0]
+    full, half = noise_images[(1.0, 1.0)], noise_images[(0.5, 0.5)]
+    assert half.std() / full.std() == pytest.approx(0.5, rel=0.1)  # a quarter of the samples: half the SD
+
+    def neighbour_correlation(noise):
+        return np.real(np.mean(noise[1:] * np.conj(noise[:-1]))) / np.mean(np.abs(noise) ** 2)
+
+    assert abs(neighbour_correlation(full)) < 0.05 and neighbour_correlation(half) > 0.4
+    square = np.zeros((96, 96))
+    square[24:72, 24:72] = 1.0
+    profiles = {}
+    for resolution in ((1.0, 1.0), (0.5, 0.5)):
+        config = AcquisitionConfig(acceleration=1.0, coils=8, snr=1e6, resolution=resolution)
+        scan = simulate_slice(square, config, np.random.default_rng(1))
+        profiles[resolution] = sense_reconstruction(scan.kspace, scan.mask)[48]
+    assert profiles[(1.0, 1.0)].max() < 1.02  # an object on the grid: no ringing
+    assert profiles[(0.5, 0.5)].max() > 1.05  # truncated k-space: Gibbs overshoot at the edges
+    with pytest.raises(InputError, match=r"resolution must be two fractions in \(0, 1\]"):
+        AcquisitionConfig(resolution=(0.0, 1.0))

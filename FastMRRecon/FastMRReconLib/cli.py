@@ -44,7 +44,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
     array, geometry = _read_scalar_volume(args.input)
     config = AcquisitionConfig(acceleration=args.acceleration, mask=args.mask, center_fraction=args.center_fraction,
-                               coils=args.coils, averages=args.averages, snr=args.snr, seed=args.seed)
+                               coils=args.coils, averages=args.averages, snr=args.snr,
+                               resolution=tuple(args.resolution), seed=args.seed)
     result = simulate_volume(array.astype(float), config, combine=args.combine, progress=_progress)
     write_volume_array(result, geometry, args.output)
     log.info("wrote %s (R=%g, %d coils, AV=%d, SNR %g)", args.output, args.acceleration, args.coils, args.averages,
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--averages", type=positive_int, default=1, help="signal averages (default 1)")
     simulate.add_argument("--snr", type=positive_float, default=30.0,
                           help="object mean / noise SD of a fully sampled single-average image (default 30)")
+    simulate.add_argument("--resolution", type=float, nargs=2, default=(1.0, 1.0), metavar=("ROWS", "COLUMNS"),
+                          help="acquired fraction of k-space along each slice's rows and columns, zero-filled to the "
+                               "matrix as scanners interpolate: ringing and correlated noise (default 1 1: all)")
     simulate.add_argument("--combine", choices=COMBINATIONS, default="sense",
                           help="coil combination: CG-SENSE (default; what `reconstruct` expects) or zero-filled RSS")
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -14,7 +14,9 @@ coil maps from its own calibration lines (the network's input). Both are combine
 (SENSE; at R = 1 this is the optimal complex coil combination a scanner applies): a root-sum-of-squares
 reference would carry a noise floor in dark tissue and air that no SENSE image has. SNR (object mean / noise SD at one
 average) is drawn log-uniformly from ``snr_range`` (15-90: from noisy scans to clean ones, which the network
-must leave alone), coils from 8-16.
+must leave alone), coils from 8-16. Both scans may acquire only a central fraction of k-space per axis
+(``resolution_range``; default all of it), zero-filled to the image grid as scanners interpolate: truncation
+ringing and correlated noise, as in real images.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class PairConfig:
     texture_range: tuple[float, float] = (0.0, 0.06)
     center_fraction: float = 0.08
     pixel_range: tuple[float, float] = (0.8, 3.0)
+    #: Acquired fraction of k-space per image axis (``AcquisitionConfig.resolution``: ringing, correlated
+    #: noise), uniform and independent per axis; (1, 1) draws nothing, so earlier seeds keep their pairs.
+    resolution_range: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass
@@ -160,7 +165,9 @@ def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator,
     accelerated = AcquisitionConfig(
         acceleration=acceleration, mask=str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
         coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)), averages=1,
-        snr=_log_uniform(rng, config.snr_range), phase_encode_axis=int(rng.integers(2)))
+        snr=_log_uniform(rng, config.snr_range), phase_encode_axis=int(rng.integers(2)),
+        resolution=((1.0, 1.0) if tuple(config.resolution_range) == (1.0, 1.0) else
+                    tuple(float(rng.uniform(*config.resolution_range)) for _ in range(2))))
     reference_config = replace(accelerated, acceleration=1.0, averages=2)
     level = object_mean(image)
     scan = simulate_slice(image, accelerated, rng, level)
