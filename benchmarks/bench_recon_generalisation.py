@@ -160,7 +160,8 @@ contrast, left both networks below the input on T2w and FLAIR, hence 3000 steps 
 The anchor split its data by region (anatomy). Only head data exist here (no body, knee or spine images), so
 the split that can be made honestly is by slice orientation: networks trained on axial and coronal slices
 scored on sagittal ones, and so on. Each training pair records its orientation (pairs made before that
-was recorded must be made again; the same seeds give the same images).
+was recorded must be made again; the same seeds give the same images, so the training files of the two
+tables hold identical images and contrasts although their hashes differ).
 
 {orientation}
 """
