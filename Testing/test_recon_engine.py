@@ -181,7 +181,6 @@ def test_training_pairs_follow_the_pixel_size_and_train_below_the_patch_size():
     assert all(np.isfinite(train(coarse, config).losses))  # smaller images sit in a zero canvas
 
 
-
 def test_training_pairs_record_their_orientation_and_can_be_restricted_to_one(tmp_path):
     head = [HeadSource.mni152()]
     config = PairConfig(pixel_range=(2.0, 2.0))
@@ -210,6 +209,7 @@ def test_training_pairs_can_acquire_less_k_space_than_their_grid():
         reference = scan_pair(square, 2.0, np.random.default_rng(3), config)[1]  # fully sampled: no aliasing
         plateau = np.median(reference[40:56, 40:56])
         assert (reference.max() > 1.05 * plateau) == ringing  # Gibbs overshoot only from truncated k-space
+
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):

@@ -178,13 +178,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps per network (default 3000)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the page from the results files")
     args = parser.parse_args()
-    key, name = SPLITS[args.split]
-    path = OUT / "recon" / name
+    key, results_file = SPLITS[args.split]
+    path = OUT / "recon" / results_file
     if not args.render_only:
-        targets = args.targets or list(getattr(PairConfig(), key))
-        unknown = sorted(set(targets) - set(getattr(PairConfig(), key)))
+        choices = getattr(PairConfig(), key)
+        targets = args.targets or list(choices)
+        unknown = sorted(set(targets) - set(choices))
         if unknown:
-            parser.error(f"unknown {args.split}: {', '.join(unknown)} (one of {', '.join(getattr(PairConfig(), key))})")
+            parser.error(f"unknown {args.split}: {', '.join(unknown)} (one of {', '.join(choices)})")
         missing = [name for name, _, _ in TRAINING_SETS if not (args.work_dir / name).is_file()]
         if missing:
             raise SystemExit(f"missing pairs in {args.work_dir}: {', '.join(missing)} (run `make recon-model` first)")

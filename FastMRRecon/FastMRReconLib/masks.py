@@ -15,6 +15,15 @@ import numpy as np
 from FastMRICommon.errors import InputError
 
 
+def central_lines(n_lines: int, count: int) -> np.ndarray:
+    """``bool[n_lines]``, True on ``count`` contiguous lines around the k-space centre ``n_lines // 2`` (the
+    centre of ``fft.fft2c``)."""
+    mask = np.zeros(n_lines, dtype=bool)
+    start = n_lines // 2 - count // 2
+    mask[start:start + count] = True
+    return mask
+
+
 @dataclass(frozen=True)
 class _LineMask:
     acceleration: float
@@ -32,9 +41,7 @@ class _LineMask:
             raise InputError(f"need at least 4 phase-encoding lines, got {n_lines}")
         total = max(1, int(round(n_lines / self.acceleration)))
         centre = min(total, max(1, int(round(n_lines * self.center_fraction))))
-        mask = np.zeros(n_lines, dtype=bool)
-        start = n_lines // 2 - centre // 2
-        mask[start:start + centre] = True
+        mask = central_lines(n_lines, centre)
         return mask, np.flatnonzero(~mask), total - centre
 
 

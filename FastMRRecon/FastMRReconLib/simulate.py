@@ -23,7 +23,7 @@ from FastMRICommon.errors import InputError, ProgressCallback, CancelCheck, rais
 
 from .coils import coil_sensitivities
 from .fft import fft2c, ifft2c
-from .masks import make_mask
+from .masks import central_lines, make_mask
 from .sense import sense_reconstruction
 
 
@@ -84,16 +84,10 @@ def smooth_phase(shape: tuple[int, int], rng: np.random.Generator, strength: flo
 
 
 def acquired_region(shape: tuple[int, int], resolution: tuple[float, float]) -> np.ndarray:
-    """True on the central ``resolution`` fraction of each k-space axis of ``shape`` (at least 8 samples,
-    centred on the k-space centre ``n // 2`` of ``fft2c``)."""
-    region = np.ones(shape, dtype=bool)
-    for axis, (size, fraction) in enumerate(zip(shape, resolution)):
-        kept = min(size, max(8, int(round(fraction * size))))
-        start = size // 2 - kept // 2
-        inside = np.zeros(size, dtype=bool)
-        inside[start:start + kept] = True
-        region &= inside[:, None] if axis == 0 else inside[None, :]
-    return region
+    """True on the central ``resolution`` fraction of each k-space axis of ``shape`` (at least 8 samples)."""
+    rows, columns = (central_lines(size, min(size, max(8, int(round(fraction * size)))))
+                     for size, fraction in zip(shape, resolution))
+    return np.logical_and.outer(rows, columns)
 
 
 def object_mean(image: np.ndarray) -> float:
@@ -122,14 +116,13 @@ def simulate_slice(image: np.ndarray, config: AcquisitionConfig, rng: np.random.
     maps = coil_sensitivities(image.shape, config.coils, seed=int(rng.integers(2**31)))
     lines = make_mask(config.mask, config.acceleration, config.center_fraction)(
         image.shape[config.phase_encode_axis], seed=int(rng.integers(2**31)))
-    mask = np.broadcast_to(lines[:, None] if config.phase_encode_axis == 0 else lines[None, :], image.shape)
-    if config.resolution != (1.0, 1.0):
-        mask = mask & acquired_region(image.shape, config.resolution)
+    mask = (lines[:, None] if config.phase_encode_axis == 0 else lines[None, :]) & acquired_region(image.shape,
+                                                                                                    config.resolution)
     sigma = reference / (config.snr * np.sqrt(config.averages))
     # SD sigma in each of the real and imaginary channels (the Rician convention): magnitude SNR = mean / sigma
     noise = sigma * (rng.standard_normal(maps.shape) + 1j * rng.standard_normal(maps.shape))
     kspace = (fft2c(maps * complex_image) + noise) * mask
-    return SimulatedSlice(kspace.astype(np.complex64), mask.copy(), maps, complex_image.astype(np.complex64))
+    return SimulatedSlice(kspace.astype(np.complex64), mask, maps, complex_image.astype(np.complex64))
 
 
 def rss_combine(coil_images: np.ndarray) -> np.ndarray:
