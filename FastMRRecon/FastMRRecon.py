@@ -94,8 +94,9 @@ class FastMRReconParameterNode:
 
     reconInputVolume - accelerated volume to reconstruct; reconOutputVolume - where the result goes (None:
     a new volume); device - auto / cpu / cuda.
-    inputVolume - fully sampled volume to simulate from; acceleration, averages, coils, snr, mask, seed,
-    combine - see AcquisitionConfig and simulate_volume.
+    inputVolume - fully sampled volume to simulate from; acceleration, averages, coils, snr, mask,
+    centerFraction, resolutionRows / resolutionColumns (AcquisitionConfig.resolution), seed, combine - see
+    AcquisitionConfig and simulate_volume.
     roiPoints - point list (ROI 1, ROI 2, background); roiReference - volume the % changes refer to;
     roiSize - ROI side in pixels; roiTable - the last ROI table.
     readerName - the reader scoring the study.
@@ -110,6 +111,9 @@ class FastMRReconParameterNode:
     coils: Annotated[int, WithinRange(1, 32)] = 8
     snr: Annotated[float, WithinRange(1.0, 1000.0)] = 30.0
     mask: Annotated[str, Choice(sorted(MASKS))] = "equispaced"
+    centerFraction: Annotated[float, WithinRange(0.01, 0.5)] = 0.08
+    resolutionRows: Annotated[float, WithinRange(0.1, 1.0)] = 1.0
+    resolutionColumns: Annotated[float, WithinRange(0.1, 1.0)] = 1.0
     combine: Annotated[str, Choice(list(COMBINATIONS))] = "sense"
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
     roiPoints: vtkMRMLMarkupsFiducialNode
@@ -422,7 +426,9 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
     def simulate(self, parameters: FastMRReconParameterNode, progress=None, cancel=None):
         """A new volume: the simulated accelerated scan of ``parameters.inputVolume``."""
         config = AcquisitionConfig(acceleration=parameters.acceleration, mask=parameters.mask,
-                                   coils=parameters.coils, averages=parameters.averages, snr=parameters.snr,
+                                   center_fraction=parameters.centerFraction, coils=parameters.coils,
+                                   averages=parameters.averages, snr=parameters.snr,
+                                   resolution=(parameters.resolutionRows, parameters.resolutionColumns),
                                    seed=parameters.seed)
         logging.info("FastMRRecon: simulating %s", config)
         return simulate_volume_node(parameters.inputVolume, config, combine=parameters.combine, progress=progress,

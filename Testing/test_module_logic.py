@@ -36,6 +36,21 @@ def test_simulate_volume_node_makes_a_new_node_and_leaves_the_input(scene):
     assert display is not None and not display.GetAutoWindowLevel() and display.GetWindow() > 0
 
 
+def test_simulate_volume_node_with_part_of_k_space_is_named_and_blurred(scene):
+    image = head_like((2, 64, 64))
+    node = new_volume_node(scene, image, GEOMETRY, "T1w")
+    config = AcquisitionConfig(acceleration=1.0, coils=4, snr=1000.0, resolution=(0.5, 0.25), seed=1)
+    output = simulate_volume_node(node, config)
+    assert output.GetName() == "T1w R1 AV1 k0.5x0.25"
+    full = arrayFromVolume(simulate_volume_node(node, AcquisitionConfig(acceleration=1.0, coils=4, snr=1000.0, seed=1)))
+    truncated = arrayFromVolume(output)
+    # the head's edge spreads over more pixels, most of all across the columns (a quarter of k-space acquired)
+    steepest = [np.abs(np.diff(truncated, axis=axis)).max() / np.abs(np.diff(full, axis=axis)).max()
+                for axis in (1, 2)]  # 0.47 and 0.28 when written
+    assert steepest[1] < steepest[0] < 0.7 and steepest[1] < 0.4
+    np.testing.assert_array_equal(arrayFromVolume(node), image)
+
+
 def test_simulate_refuses_label_maps_and_vectors(scene):
     labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "seg")
     from slicer.util import updateVolumeFromArray

@@ -34,10 +34,14 @@ def scalar_volume_array(node: Any) -> tuple[np.ndarray, Any]:
 def simulate_volume_node(node: Any, config: AcquisitionConfig, name: Optional[str] = None, combine: str = "sense",
                          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Any:
     """A new volume holding the simulated accelerated scan of ``node`` combined by ``combine`` (see
-    :func:`simulate_volume`), named ``"<input> R<R> AV<averages>"`` unless ``name`` is given."""
+    :func:`simulate_volume`), named ``"<input> R<R> AV<averages>"`` (plus ``" k<rows>x<columns>"``, the
+    acquired k-space fractions, when not all of k-space is acquired) unless ``name`` is given."""
     array, geometry = scalar_volume_array(node)
     result = simulate_volume(array, config, combine=combine, progress=progress, cancel=cancel)
-    name = name or f"{node.GetName()} R{config.acceleration:g} AV{config.averages}"
+    if name is None:
+        name = f"{node.GetName()} R{config.acceleration:g} AV{config.averages}"
+        if config.resolution != (1.0, 1.0):
+            name += " k{:g}x{:g}".format(*config.resolution)
     return _output_node(node, result, geometry, name)
 
 
