@@ -108,10 +108,11 @@ def pairs_text(results: dict, split: str) -> str:
 def section(results: dict, split: str) -> str:
     """The page's table for one split, with the commands and settings of its runs."""
     key = SPLITS[split][0]
-    rows = []
+    rows, gaps = [], []
     for target, entry in results[key].items():
         inside, outside = entry[f"in-{split}"], entry["leave-one-out"]
         gap = outside["psnr"] - inside["psnr"]
+        gaps.append(gap)
         rows.append(f"| {target} | {entry['validation_pairs']} | {inside['input_psnr']:.2f} / {inside['input_ssim']:.4f} | "
                     f"{inside['psnr']:.2f} / {inside['ssim']:.4f} ({inside['training_pairs']}) | "
                     f"{outside['psnr']:.2f} / {outside['ssim']:.4f} ({outside['training_pairs']}) | {gap:+.2f} | "
@@ -119,6 +120,9 @@ def section(results: dict, split: str) -> str:
     config = results["config"]
     skipped = [value for value in getattr(PairConfig(), key) if value not in results[key]]
     minutes = [entry[kind]["seconds"] / 60 for entry in results[key].values() for kind in (f"in-{split}", "leave-one-out")]
+    met = sum(gap >= -0.5 for gap in gaps)
+    summary = (f"\n\nLeave-one-out within 0.5 dB of in-{split}: {met} of the {len(gaps)} {split}s run "
+               f"(mean difference {sum(gaps) / len(gaps):+.2f} dB).")
     not_run = (f"\n\nNot run yet: {', '.join(skipped)} (a network took {min(minutes):.0f}-{max(minutes):.0f} min on 2 CPU "
                "cores here, the longer ones when the machine was shared)." if skipped else "")
     commands = "; ".join(f"`{command}`" for command in results.get("commands", [results.get("command")]))
@@ -129,7 +133,7 @@ def section(results: dict, split: str) -> str:
 
 | {split} | pairs | input (CG-SENSE) | in-{split} (training pairs) | leave-one-out (training pairs) | leave-out minus in-{split}, dB | within 0.5 dB? |
 |---|---|---|---|---|---|---|
-{chr(10).join(rows)}{not_run}"""
+{chr(10).join(rows)}{summary}{not_run}"""
 
 
 def render() -> None:
