@@ -123,8 +123,9 @@ def section(results: dict, split: str) -> str:
     met = sum(gap >= -0.5 for gap in gaps)
     summary = (f"\n\nLeave-one-out within 0.5 dB of in-{split}: {met} of the {len(gaps)} {split}s run "
                f"(mean difference {sum(gaps) / len(gaps):+.2f} dB).")
-    not_run = (f"\n\nNot run yet: {', '.join(skipped)} (a network took {min(minutes):.0f}-{max(minutes):.0f} min on 2 CPU "
-               "cores here, the longer ones when the machine was shared)." if skipped else "")
+    timing = (f" A network took {min(minutes):.0f}-{max(minutes):.0f} min on 2 CPU cores here, the longer ones when the "
+              "machine was shared.")
+    not_run = f"\n\nNot run yet: {', '.join(skipped)}." if skipped else ""
     commands = "; ".join(f"`{command}`" for command in results.get("commands", [results.get("command")]))
     return f"""Commands: {commands}. Machine: {results['machine']}, 2 CPU cores, no GPU. Raw numbers:
 `recon/{SPLITS[split][1]}`. {pairs_text(results, split)} Networks trained for {results['steps']} steps (batch
@@ -133,7 +134,7 @@ def section(results: dict, split: str) -> str:
 
 | {split} | pairs | input (CG-SENSE) | in-{split} (training pairs) | leave-one-out (training pairs) | leave-out minus in-{split}, dB | within 0.5 dB? |
 |---|---|---|---|---|---|---|
-{chr(10).join(rows)}{summary}{not_run}"""
+{chr(10).join(rows)}{summary}{timing}{not_run}"""
 
 
 def render() -> None:
