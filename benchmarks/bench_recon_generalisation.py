@@ -31,13 +31,15 @@ from pathlib import Path
 from FastMRReconLib.reconstructor import Reconstructor
 from FastMRReconLib.shipped_model import CONFIG, TRAINING_SETS
 from FastMRReconLib.training import scores_by_contrast, train
-from FastMRReconLib.training_data import PairConfig, SlicePair, load_pairs, make_pairs, save_pairs, synthseg_sources
+from FastMRReconLib.training_data import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
 #: (pairs per target and acceleration, first seed) of the held-out pairs; acceleration number i of
 #: ``PairConfig.accelerations`` uses seed + i, for every target.
 HELD_OUT = (6, 11)
+#: The issue's target: leave-one-out at most this much PSNR (dB) below the in-contrast / in-orientation network.
+TARGET_GAP_DB = 0.5
 #: The splits: the ``PairConfig`` field (and key of the results) listing a split's values, and its results file.
 SPLITS = {"contrast": ("contrasts", "generalisation.json"),
           "orientation": ("orientations", "generalisation_orientation.json")}
@@ -108,20 +110,21 @@ def pairs_text(results: dict, split: str) -> str:
 def section(results: dict, split: str) -> str:
     """The page's table for one split, with the commands and settings of its runs."""
     key = SPLITS[split][0]
-    rows, gaps = [], []
+    rows, gaps, met = [], [], 0
     for target, entry in results[key].items():
         inside, outside = entry[f"in-{split}"], entry["leave-one-out"]
         gap = outside["psnr"] - inside["psnr"]
+        within = gap >= -TARGET_GAP_DB
         gaps.append(gap)
+        met += within
         rows.append(f"| {target} | {entry['validation_pairs']} | {inside['input_psnr']:.2f} / {inside['input_ssim']:.4f} | "
                     f"{inside['psnr']:.2f} / {inside['ssim']:.4f} ({inside['training_pairs']}) | "
                     f"{outside['psnr']:.2f} / {outside['ssim']:.4f} ({outside['training_pairs']}) | {gap:+.2f} | "
-                    f"{'yes' if gap >= -0.5 else 'no'} |")
+                    f"{'yes' if within else 'no'} |")
     config = results["config"]
     skipped = [value for value in getattr(PairConfig(), key) if value not in results[key]]
     minutes = [entry[kind]["seconds"] / 60 for entry in results[key].values() for kind in (f"in-{split}", "leave-one-out")]
-    met = sum(gap >= -0.5 for gap in gaps)
-    summary = (f"\n\nLeave-one-out within 0.5 dB of in-{split}: {met} of the {len(gaps)} {split}s run "
+    summary = (f"\n\nLeave-one-out within {TARGET_GAP_DB:g} dB of in-{split}: {met} of the {len(gaps)} {split}s run "
                f"(mean difference {sum(gaps) / len(gaps):+.2f} dB).")
     timing = (f" A network took {min(minutes):.0f}-{max(minutes):.0f} min on 2 CPU cores here, the longer ones when the "
               "machine was shared.")
@@ -132,7 +135,7 @@ def section(results: dict, split: str) -> str:
 {config['batch_size']}, {config['patch']} x {config['patch']} patches, lambda {config['l1_weight']:g}, learning rate
 {config['learning_rate']:g}).
 
-| {split} | pairs | input (CG-SENSE) | in-{split} (training pairs) | leave-one-out (training pairs) | leave-out minus in-{split}, dB | within 0.5 dB? |
+| {split} | pairs | input (CG-SENSE) | in-{split} (training pairs) | leave-one-out (training pairs) | leave-out minus in-{split}, dB | within {TARGET_GAP_DB:g} dB? |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}{summary}{timing}{not_run}"""
 
@@ -151,7 +154,7 @@ def render() -> None:
 trained from the same start with the same settings: one on the training pairs of that contrast only
 (in-contrast), one on the pairs of all the others (leave-one-out), as in the anchor study's Tables 3 and 4.
 Scored on held-out pairs of the target (AV=1 input vs AV=2 reference), PSNR dB / SSIM over the object mask
-(`FastMRReconLib.metrics`); target: leave-one-out within 0.5 dB of in-contrast. These trainings are shorter
+(`FastMRReconLib.metrics`); target: leave-one-out within {TARGET_GAP_DB:g} dB of in-contrast. These trainings are shorter
 than the shipped model's, so their absolute scores are below its; they must be long enough that the networks
 improve on their input, or the comparison says nothing (runs of 800 steps, on 9-18 held-out pairs per
 contrast, left both networks below the input on T2w and FLAIR, hence 3000 steps and the larger held-out set).
