@@ -38,8 +38,6 @@ from FastMRReconLib.volume_logic import reconstruct_volume_node, simulate_volume
 
 #: The versions compared in a reader study, in the order of the case selectors.
 STUDY_METHODS = ("full", "undersampled", "DNN")
-#: Slices per network batch in the GUI: small, so progress and Cancel respond within a second.
-GUI_BATCH_SLICES = 2
 
 
 class FastMRRecon(ScriptedLoadableModule):
@@ -418,7 +416,7 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
         """The network's reconstruction of ``parameters.reconInputVolume`` in ``reconOutputVolume`` (or a new
         volume "<input> DNN", which becomes the output)."""
         output = reconstruct_volume_node(parameters.reconInputVolume, self.reconstructor(modelPath, parameters.device),
-                                         output=parameters.reconOutputVolume, batch_size=GUI_BATCH_SLICES,
+                                         output=parameters.reconOutputVolume,
                                          progress=progress, cancel=cancel)
         parameters.reconOutputVolume = output
         return output

@@ -16,7 +16,7 @@ from scipy import ndimage
 from FastMRICommon.errors import InputError
 from FastMRReconLib.metrics import object_mask, psnr, roi_statistics, ssim
 from FastMRReconLib.network import NetworkConfig, ReconstructionNetwork
-from FastMRReconLib.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, slice_scales
+from FastMRReconLib.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, default_batch_size, slice_scales
 from FastMRReconLib.sense import cg_sense, estimate_coil_maps, sense_reconstruction
 from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
 from FastMRReconLib.training import TrainingConfig, distributed_rank, train
@@ -279,9 +279,18 @@ def test_reconstruction_keeps_shape_and_scale(small_model):
         out = reconstructor.reconstruct(image * scale)
         assert out.shape == image.shape and out.dtype == np.float32 and out.min() >= 0
         np.testing.assert_allclose(out / scale, reconstructor.reconstruct(image), rtol=1e-3, atol=1e-4)
-    volume = np.stack([image, image[::-1]])
+    crop = image[:64, :64]
+    volume = np.stack([crop, crop[::-1], crop.T])
     out = reconstructor.reconstruct(volume, batch_size=1)
-    np.testing.assert_allclose(out[0], reconstructor.reconstruct(image), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[0], reconstructor.reconstruct(crop), rtol=1e-4, atol=1e-5)
+    # the default batches (all three 64 x 64 slices at once on the CPU) give the same slices
+    np.testing.assert_allclose(reconstructor.reconstruct(volume), out, rtol=1e-4, atol=1e-5)
+
+
+def test_default_batches_hold_a_fixed_number_of_pixels_on_the_cpu():
+    assert [default_batch_size("cpu", shape) for shape in ((128, 128), (256, 256), (180, 230), (512, 512))] == \
+        [8, 2, 3, 1]
+    assert default_batch_size("cuda", (512, 512)) == default_batch_size("cuda:1", (128, 128)) == 8
 
 
 @pytest.mark.parametrize("image, message", [

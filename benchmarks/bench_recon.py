@@ -384,7 +384,7 @@ background ROI in air) is undefined for SENSE and BART, which set the background
 
 ## Speed and memory (network only, CPU)
 
-- {speed['seconds_per_256_slice']:.3f} s per 256 x 256 slice ({speed['threads']} threads, batches of 8).
+- {speed['seconds_per_256_slice']:.3f} s per 256 x 256 slice ({speed['threads']} threads, the default batch size).
 - 512 x 512 x 100 volume: {speed['seconds_512x512x100']:.1f} s, peak memory {speed['peak_memory_gb_512x512x100']:.2f} GB
   (maximum resident set size of a fresh process, including Python and torch).
 """

@@ -7,6 +7,11 @@ Intensity normalisation (also used in training): each slice is divided by its *s
 percentile of its pixels, and multiplied back afterwards; slices whose scale is below 5% of the volume's
 (nearly empty slices at the edge of a volume) use 5% of the volume's scale instead, so their noise is not
 blown up. A non-negative input gives a non-negative output. Slices are processed in batches; progress is reported and cancellation honoured between batches.
+
+Batch size (``default_batch_size``): on a GPU, 8 slices; on the CPU, as many slices as hold
+``CPU_BATCH_PIXELS`` pixels (at least one): the activations of larger batches no longer fit the processor's
+caches, and each slice takes longer (256 x 256 slices, 2 cores: about 0.06 s each in batches of 1 or 2,
+0.11 s in batches of 8; ``docs/benchmarks/recon.md`` has the benchmark).
 """
 
 from __future__ import annotations
@@ -30,6 +35,17 @@ ARCHITECTURE = "resunet-fidelity"
 REGISTRY = {ARCHITECTURE: lambda **config: ReconstructionNetwork(NetworkConfig(**{"max_channels": None, **config}))}
 #: Largest number of pixels accepted (e.g. 1024 x 1024 x 256); beyond it, split the volume.
 MAX_PIXELS = 1024 * 1024 * 256
+#: Pixels per batch on the CPU (module docstring): two 256 x 256 slices, eight 128 x 128.
+CPU_BATCH_PIXELS = 2 * 256 * 256
+#: Slices per batch on a GPU.
+GPU_BATCH_SLICES = 8
+
+
+def default_batch_size(device: str, slice_shape: tuple[int, int]) -> int:
+    """Slices per batch for ``device`` and in-plane ``slice_shape`` (module docstring)."""
+    if str(device).startswith("cuda"):
+        return GPU_BATCH_SLICES
+    return max(1, CPU_BATCH_PIXELS // (slice_shape[0] * slice_shape[1]))
 
 
 def slice_scales(images: np.ndarray) -> np.ndarray:
@@ -74,12 +90,14 @@ class Reconstructor:
         model: ModelFile = load_shipped_model(MODELS_DIR, DEFAULT_MODEL) if path is None else load_model_file(path)
         return cls(model.build(REGISTRY), select_device(device), model.metadata)
 
-    def reconstruct(self, image: np.ndarray, batch_size: int = 8, progress: Optional[ProgressCallback] = None,
-                    cancel: Optional[CancelCheck] = None) -> np.ndarray:
-        """The restored image, same shape and intensity scale as ``image`` (module docstring), float32."""
+    def reconstruct(self, image: np.ndarray, batch_size: Optional[int] = None,
+                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> np.ndarray:
+        """The restored image, same shape and intensity scale as ``image`` (module docstring), float32;
+        ``batch_size`` slices at a time (None: ``default_batch_size``)."""
         import torch
 
         volume = check_image(image, self.network.min_size)
+        batch_size = batch_size or default_batch_size(self.device, volume.shape[1:])
         scales = slice_scales(volume)
         result = np.empty_like(volume)
         with torch.inference_mode():

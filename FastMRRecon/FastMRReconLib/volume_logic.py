@@ -46,10 +46,10 @@ def simulate_volume_node(node: Any, config: AcquisitionConfig, name: Optional[st
 
 
 def reconstruct_volume_node(node: Any, reconstructor: "Reconstructor", name: Optional[str] = None,
-                            output: Optional[Any] = None, batch_size: int = 8,
+                            output: Optional[Any] = None, batch_size: Optional[int] = None,
                             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Any:
-    """``reconstructor``'s output for ``node`` (slice by slice along ``k``, batches of ``batch_size`` slices;
-    progress and cancellation between batches) in ``output`` when given (its voxels and geometry are
+    """``reconstructor``'s output for ``node`` (slice by slice along ``k``, batches of ``batch_size`` slices,
+    None: ``reconstructor.default_batch_size``, at most about 0.15 s of work on the CPU; progress and cancellation between batches) in ``output`` when given (its voxels and geometry are
     replaced; it must not be the input), else in a new volume named ``"<input> DNN"`` unless ``name`` is
     given. Cancelling leaves the scene as it was."""
     if output is not None and output is node:
