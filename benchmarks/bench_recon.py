@@ -355,7 +355,7 @@ DNN better than BART CS-SENSE in both PSNR and SSIM? (DNN minus BART, PSNR and S
 
 {chr(10).join(versus_bart(rows, groups)) if bart else "BART not installed"}
 
-Reading these tables (run of 2026-11-21 night, shipped model {results.get('model_sha256', '?')[:12]}: depth-4
+Reading these tables (run of 2026-11-22 morning, shipped model {results.get('model_sha256', '?')[:12]}: depth-4
 U-Net trained on 0.8-3 mm pixels): BART is a fair peer in all three groups (even image sizes, at least 16
 calibration lines, lambda tuned on other slices). The network is ahead of tuned BART CS-SENSE in both PSNR
 and SSIM at R = 1.5 and 2 on the SynthSeg validation subjects and on MNI152. From R = 3 BART leads by 1-2.4
@@ -366,7 +366,11 @@ input (the previous model, trained on 0.8-1.25 mm pixels only, was 1.4-2.3 dB be
 behind SENSE). The issue's target (DNN ahead of BART in PSNR and SSIM at R = 2 and 3) is met at R = 2 on
 the two synthesised groups; it is not met at R = 3, nor on the real images. SSIM >= 0.93 at R <= 3 is
 reached on the real images at R = 1.5 and 2 only (the synthesised groups: 0.74-0.92). The machine was
-otherwise idle for all times on this page.
+otherwise idle for all times on this page. Times vary between runs on this shared machine: the run of the
+night before (same model and code, apart from the network's batching) took 0.18-0.20 s per slice for SENSE
+and 2.8 s for BART, 10-35% less than this one; its network took 0.085 s per 256 x 256 slice in batches of 8,
+and 0.107-0.121 s in a check on this morning's machine. Batches that hold two 256 x 256 slices' worth of
+pixels (the default now) fit the CPU caches and took 0.058 s here.
 
 Longer training was tried and not shipped: the same network and pairs trained on to 12000 steps (resumed
 from the 6000-step checkpoint; `make bench-recon` with that model, 2026-11-21 late evening) gained 0.4-0.6 dB
