@@ -20,8 +20,8 @@ from FastMRReconLib.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, 
 from FastMRReconLib.sense import cg_sense, estimate_coil_maps, sense_reconstruction
 from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
 from FastMRReconLib.training import TrainingConfig, distributed_rank, train
-from FastMRReconLib.training_data import (ORIENTATIONS, HeadSource, PairConfig, load_pairs, make_pairs, save_pairs,
-                                         scan_pair)
+from FastMRReconLib.training_data import (ORIENTATIONS, RANDOM_CONTRAST, HeadSource, PairConfig, load_pairs, make_pairs,
+                                         save_pairs, scan_pair)
 
 SMALL = NetworkConfig(channels=4, depth=2, fidelity_channels=4)
 
@@ -198,6 +198,18 @@ def test_training_pairs_record_their_orientation_and_can_be_restricted_to_one(tm
     np.savez(tmp_path / "old.npz", input_0=pair.input, reference_0=pair.reference, contrast=np.array([pair.contrast]),
              acceleration=np.array([pair.acceleration]), subject=np.array([pair.subject]))
     assert load_pairs(tmp_path / "old.npz")[0].orientation == "unknown"
+
+
+def test_training_pairs_in_random_contrasts_and_unknown_contrasts_refused():
+    head = [HeadSource.mni152()]
+    config = PairConfig(pixel_range=(2.0, 2.0), contrasts=(RANDOM_CONTRAST,), snr_range=(1e6, 1e6))
+    pairs = make_pairs(head, 6, seed=3, config=config)
+    assert all(pair.contrast == RANDOM_CONTRAST for pair in pairs)
+    for pair in pairs:
+        assert (pair.reference > 0.05 * pair.reference.max()).mean() > 0.1 and np.isfinite(pair.input).all()
+    assert make_pairs(head, 1, seed=3, config=config)[0].reference.tobytes() == pairs[0].reference.tobytes()
+    with pytest.raises(InputError, match="contrasts must be some of T1w, T2w, PD, FLAIR, random, not DWI"):
+        make_pairs(head, 1, seed=0, config=PairConfig(contrasts=("T1w", "DWI")))
 
 
 def test_training_pairs_can_acquire_less_k_space_than_their_grid():

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import requires_shared
 from FastMRICommon.mrml_bridge import read_series_array, read_volume_array
-from FastMRReconLib.head_synthesis import PROTOCOLS, TISSUES, Tissue, label_tissue_maps, shared_synthseg_dir, synthesize
+from FastMRReconLib.head_synthesis import (PROTOCOLS, TISSUES, Tissue, TissueMaps, label_tissue_maps, random_contrast,
+                                           shared_synthseg_dir, synthesize)
 from FastMRReconLib.sample_data import head_slab_maps, write_head_sample
 from IVIMEstimatorLib.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.sample_data import write_placenta_sample
@@ -23,6 +24,24 @@ def test_contrasts_follow_mr_physics():
     assert t2w.signal(csf) > t2w.signal(gm) > t2w.signal(wm)
     assert flair.signal(csf) < 0.05 * flair.signal(gm)  # TI nulls CSF
     assert PROTOCOLS["PD"].signal(Tissue(0.5, 1000, 80)) < PROTOCOLS["PD"].signal(Tissue(1.0, 1000, 80))
+
+
+def test_random_contrasts_draw_each_tissue_signal_and_keep_air_dark():
+    thirds = np.zeros((3, 30, 30), np.float32)
+    for index in range(3):
+        thirds[index, 5:25, 5 + 7 * index: 12 + 7 * index] = 1.0  # three side-by-side tissue blocks, air around
+    maps = TissueMaps(dict(zip(("white matter", "grey matter", "CSF"), thirds)), None)
+    rng = np.random.default_rng(0)
+    images = [random_contrast(maps, rng) for _ in range(20)]
+    levels = np.array([[image[15, 8 + 7 * index] for index in range(3)] for image in images])
+    assert np.allclose(levels.max(axis=1), 1.0)  # the brightest tissue is 1, as in synthesize
+    assert all(image[0].max() == 0 and image[:, 0].max() == 0 for image in images)  # air stays 0
+    orders = {tuple(np.argsort(row)) for row in levels}
+    assert len(orders) >= 4  # tissues swap places: not one fixed contrast
+    again = random_contrast(maps, np.random.default_rng(0))
+    assert np.array_equal(again, images[0])
+    textured = random_contrast(maps, np.random.default_rng(1), bias_strength=0.3, texture=0.05)
+    assert textured[5:25, 5:12].std() > 0  # bias field and texture vary a tissue's signal
 
 
 def test_head_sample_files_from_mni152(tmp_path):

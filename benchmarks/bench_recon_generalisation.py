@@ -62,13 +62,13 @@ def held_out_pairs(work_dir: Path, split: str, target: str) -> Path:
 def pairs_fingerprint(work_dir: Path) -> str:
     """SHA-256 of the training pairs files: runs on other pairs are never merged into one table."""
     digest = hashlib.sha256()
-    for name, _, _ in TRAINING_SETS:
-        digest.update((work_dir / name).read_bytes())
+    for pair_set in TRAINING_SETS:
+        digest.update((work_dir / pair_set.name).read_bytes())
     return digest.hexdigest()
 
 
 def run(work_dir: Path, split: str, targets: list[str], steps: int) -> dict:
-    training = [pair for name, _, _ in TRAINING_SETS for pair in load_pairs(work_dir / name)]
+    training = [pair for pair_set in TRAINING_SETS for pair in load_pairs(work_dir / pair_set.name)]
     if split == "orientation" and any(pair.orientation == "unknown" for pair in training):
         raise SystemExit(f"the training pairs in {work_dir} do not record their slice orientation (made before it was "
                          "recorded); make them again in a new folder: python -m FastMRReconLib.shipped_model "
@@ -194,7 +194,7 @@ def main() -> None:
         unknown = sorted(set(targets) - set(choices))
         if unknown:
             parser.error(f"unknown {args.split}: {', '.join(unknown)} (one of {', '.join(choices)})")
-        missing = [name for name, _, _ in TRAINING_SETS if not (args.work_dir / name).is_file()]
+        missing = [pair_set.name for pair_set in TRAINING_SETS if not (args.work_dir / pair_set.name).is_file()]
         if missing:
             raise SystemExit(f"missing pairs in {args.work_dir}: {', '.join(missing)} (run `make recon-model` first)")
         path.parent.mkdir(parents=True, exist_ok=True)

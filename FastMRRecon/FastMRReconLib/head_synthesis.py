@@ -177,16 +177,36 @@ def synthesize(maps: TissueMaps, protocol: Protocol, rng: Optional[np.random.Gen
     """
     if (property_jitter or bias_strength or texture) and rng is None:
         raise InputError("random variation needs an rng")
-    image = np.zeros(maps.shape, dtype=np.float32)
-    peak = 0.0
-    for name, fraction in maps.fractions.items():
+    signals = {}
+    for name in maps.fractions:
         tissue = TISSUES[name]
         if property_jitter:
             scale = 1 + rng.uniform(-property_jitter, property_jitter, 3)
             tissue = Tissue(tissue.pd * scale[0], tissue.t1_ms * scale[1], tissue.t2_ms * scale[2])
-        signal = protocol.signal(tissue)
-        peak = max(peak, signal)
-        image += np.float32(signal) * fraction
+        signals[name] = protocol.signal(tissue)
+    return render_tissue_signals(maps, signals, rng, bias_strength, texture)
+
+
+def random_contrast(maps: TissueMaps, rng: np.random.Generator, bias_strength: float = 0.0,
+                    texture: float = 0.0) -> np.ndarray:
+    """An image of ``maps`` in a random contrast: each tissue's signal drawn independently from U(0, 1)
+    (domain randomisation, as SynthSeg trains: the network sees tissue boundaries and noise in contrasts no
+    sequence produces, so that it restores any contrast rather than learning the four protocols'); air stays
+    0. Bias field and texture as in :func:`synthesize`."""
+    signals = {name: float(rng.uniform(0.0, 1.0)) for name in maps.fractions}
+    return render_tissue_signals(maps, signals, rng, bias_strength, texture)
+
+
+def render_tissue_signals(maps: TissueMaps, signals: dict[str, float], rng: Optional[np.random.Generator] = None,
+                          bias_strength: float = 0.0, texture: float = 0.0) -> np.ndarray:
+    """The fraction-weighted sum of per-tissue ``signals``, times a random bias field and texture (see
+    :func:`synthesize`), scaled so that the brightest tissue is 1; float32."""
+    if (bias_strength or texture) and rng is None:
+        raise InputError("random variation needs an rng")
+    image = np.zeros(maps.shape, dtype=np.float32)
+    for name, fraction in maps.fractions.items():
+        image += np.float32(signals[name]) * fraction
+    peak = max(signals.values(), default=0.0)
     if bias_strength:
         image *= random_bias_field(image.shape, rng, bias_strength)
     if texture:

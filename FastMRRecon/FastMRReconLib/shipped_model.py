@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,9 +26,20 @@ from .training_data import (FIELDS_OF_VIEW_MM, MIN_MATRIX, PairConfig, load_pair
 
 log = logging.getLogger("fastmrrecon")
 
-#: (file name, number of pairs, seed) of the training and validation pair sets.
-TRAINING_SETS = (("train_part0.npz", 1600, 1000), ("train_part1.npz", 1600, 1001))
-VALIDATION_SET = ("validation.npz", 48, 7)
+
+@dataclass(frozen=True)
+class PairSet:
+    """One file of pairs: its name in the work folder, how many pairs, their seed and settings."""
+
+    name: str
+    count: int
+    seed: int
+    config: PairConfig = field(default_factory=PairConfig)
+
+
+#: The training pair sets of the shipped model.
+TRAINING_SETS = (PairSet("train_part0.npz", 1600, 1000), PairSet("train_part1.npz", 1600, 1001))
+VALIDATION_SET = PairSet("validation.npz", 48, 7)
 #: The pair settings of models built before these were stored in the model's metadata.
 EARLIER_PAIRS = {"snr_range": (15.0, 45.0), "texture_range": (0.03, 0.03), "sense_regularization": 0.001}
 CONFIG = TrainingConfig(steps=6000, batch_size=12, patch=128, l1_weight=10.0, seed=0)
@@ -76,7 +87,7 @@ def model_card(path: Path, sha256: str) -> str:
   (lambda = {training['l1_weight']:g}, 7 x 7 SSIM) on both stage outputs, seed {training['seed']}; CPU, 2 cores,
   {meta['training_seconds'] / 60:.0f} min ({meta.get('machine', '')}).
 - **Held-out evaluation**: {scores['all']['slices']} pairs from the 4 SynthSeg validation subjects (never seen in
-  training), made like the training pairs (seed {VALIDATION_SET[2]}); PSNR dB / SSIM over the reference's object
+  training), made like the training pairs (seed {VALIDATION_SET.seed}); PSNR dB / SSIM over the reference's object
   mask (`FastMRReconLib.metrics`):
 
 | contrast | slices | input (CG-SENSE) | network |
@@ -102,18 +113,17 @@ def make_pair_files(work_dir: Path) -> tuple[list[Path], Path]:
     (seeded: the same files on every machine)."""
     work_dir.mkdir(parents=True, exist_ok=True)
 
-    def pairs_file(name: str, count: int, seed: int, split: str) -> Path:
-        path = work_dir / name
+    def pairs_file(pair_set: PairSet, split: str) -> Path:
+        path = work_dir / pair_set.name
         if not path.is_file():
             sources = synthseg_sources(split)
             if not sources:
                 raise SystemExit("../shared/data/synthseg is needed to make the shipped model's pairs")
-            log.info("making %s (%d pairs)", path, count)
-            save_pairs(make_pairs(sources, count, seed), path)
+            log.info("making %s (%d pairs)", path, pair_set.count)
+            save_pairs(make_pairs(sources, pair_set.count, pair_set.seed, pair_set.config), path)
         return path
 
-    return ([pairs_file(name, count, seed, "train") for name, count, seed in TRAINING_SETS],
-            pairs_file(*VALIDATION_SET, "validation"))
+    return [pairs_file(pair_set, "train") for pair_set in TRAINING_SETS], pairs_file(VALIDATION_SET, "validation")
 
 
 def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") -> Path:
@@ -125,7 +135,7 @@ def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") ->
     result = train(training, CONFIG, validation, device=device, checkpoint=work_dir / "checkpoint.pt", progress=progress)
     scores = scores_by_contrast(Reconstructor(result.network, device), validation)
     path = models_dir / DEFAULT_MODEL
-    sha256 = save_trained(path, result, CONFIG, {"data": [name for name, _, _ in TRAINING_SETS], "pairs": len(training),
+    sha256 = save_trained(path, result, CONFIG, {"data": [pair_set.name for pair_set in TRAINING_SETS], "pairs": len(training),
                                                  "held_out": scores, "machine": f"{platform.machine()}",
                                                  "pair_config": {**asdict(PairConfig()),
                                                                  "sense_regularization": DEFAULT_REGULARIZATION}})

@@ -6,7 +6,8 @@ recorded with the pair) and slice through the head; the 1 mm tissue fractions ar
 (0.8-3 mm: from 3D T1w to 2D EPI resolutions, so that low-resolution scans, where every structure is a few
 pixels wide, are seen too), rotated (+-10 degrees) and elastically deformed, over a field of view of
 160-256 mm per axis (matrix = field of view / pixel size, at least 48); a contrast (T1w, T2w, PD,
-FLAIR) with TR, TE and TI jittered by +-20% and per-tissue PD/T1/T2 by +-10%, a bias field (+-30%) and
+FLAIR) with TR, TE and TI jittered by +-20% and per-tissue PD/T1/T2 by +-10%, or a random one (each tissue's
+signal drawn from U(0, 1), ``RANDOM_CONTRAST``: domain randomisation), a bias field (+-30%) and
 texture (relative SD drawn from ``texture_range``) give the magnitude image. That image is scanned twice, as
 in the anchor study: fully sampled with two averages (the reference) and accelerated (R from ``accelerations``, equispaced or
 variable-density lines, either phase-encoding direction) with one average, reconstructed by CG-SENSE with
@@ -31,8 +32,8 @@ from scipy import ndimage
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 
-from .head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions, mni152_tissue_maps, read_label_map,
-                             shared_synthseg_dir, synthesize)
+from .head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions, mni152_tissue_maps, random_contrast,
+                             read_label_map, shared_synthseg_dir, synthesize)
 from .masks import MASKS
 from .sense import sense_reconstruction
 from .simulate import AcquisitionConfig, object_mean, simulate_slice
@@ -45,11 +46,15 @@ FIELDS_OF_VIEW_MM = (160, 176, 192, 208, 224, 240, 256)
 MIN_MATRIX = 48
 #: Samples per pixel side when warping tissue fractions (``_warp``).
 SUPERSAMPLING = 3
+#: The contrast name of domain-randomised pairs (``head_synthesis.random_contrast``: each tissue's signal
+#: drawn at random), besides the protocols of ``PROTOCOLS``.
+RANDOM_CONTRAST = "random"
 
 
 @dataclass(frozen=True)
 class PairConfig:
-    """What varies between pairs (module docstring)."""
+    """What varies between pairs (module docstring). ``contrasts``: names of ``PROTOCOLS`` and/or
+    ``RANDOM_CONTRAST``."""
 
     contrasts: tuple[str, ...] = tuple(PROTOCOLS)
     orientations: tuple[str, ...] = ORIENTATIONS
@@ -184,6 +189,10 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
     unknown = sorted(set(config.orientations) - set(ORIENTATIONS))
     if unknown or not config.orientations:
         raise InputError(f"orientations must be some of {', '.join(ORIENTATIONS)}, not {', '.join(unknown) or 'none'}")
+    known = (*PROTOCOLS, RANDOM_CONTRAST)
+    unknown = sorted(set(config.contrasts) - set(known))
+    if unknown or not config.contrasts:
+        raise InputError(f"contrasts must be some of {', '.join(known)}, not {', '.join(unknown) or 'none'}")
     axes = [ORIENTATIONS.index(name) for name in config.orientations]
     rng = np.random.default_rng(seed)
     masks = [source.head_mask() for source in sources]
@@ -200,8 +209,12 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
         shape = tuple(max(MIN_MATRIX, 2 * int(round(rng.choice(FIELDS_OF_VIEW_MM) / pixel_mm / 2))) for _ in range(2))
         maps = TissueMaps(_warp(fractions, rng, shape, pixel_mm), None)
         contrast = str(rng.choice(list(config.contrasts)))
-        image = synthesize(maps, _jittered(PROTOCOLS[contrast], rng), rng, property_jitter=0.1, bias_strength=0.3,
-                           texture=float(rng.uniform(*config.texture_range))).astype(np.float64)
+        if contrast == RANDOM_CONTRAST:
+            image = random_contrast(maps, rng, bias_strength=0.3, texture=float(rng.uniform(*config.texture_range)))
+        else:
+            image = synthesize(maps, _jittered(PROTOCOLS[contrast], rng), rng, property_jitter=0.1, bias_strength=0.3,
+                               texture=float(rng.uniform(*config.texture_range)))
+        image = image.astype(np.float64)
         acceleration = float(rng.choice(config.accelerations))
         input_image, reference = scan_pair(image, acceleration, rng, config)
         pairs.append(SlicePair(input_image, reference, contrast, acceleration, source.name, ORIENTATIONS[axis]))
