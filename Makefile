@@ -30,11 +30,11 @@ demo: $(STAMP)
 	$(BIN)/ivimestimator demo $(DEMO_DIR)/ivim $(DEMO_DIR)/ivim
 	@echo "Sample data in $(DEMO_DIR)/: load the .nrrd files in Slicer (drag and drop)."
 
-# Retrain the shipped IVIM networks (IVIMEstimator/Resources/Models: files, cards, manifest).
+# Retrain the shipped IVIM networks (IVIMEstimator/Resources/Models/IVIMEstimator: files, cards, manifest).
 ivim-models: $(STAMP)
 	$(BIN)/python -m IVIMEstimatorLib.shipped_models
 
-# Rebuild the shipped reconstruction network (FastMRRecon/Resources/Models); needs ../shared/data/synthseg.
+# Rebuild the shipped reconstruction network (FastMRRecon/Resources/Models/FastMRRecon); needs ../shared/data/synthseg.
 recon-model: $(STAMP)
 	$(BIN)/python -m FastMRReconLib.shipped_model --work-dir build/recon-model
 
@@ -49,6 +49,7 @@ bench-registration: $(STAMP)
 bench-recon: $(STAMP)
 	@command -v bart >/dev/null || (apt-get install -y bart || sudo apt-get install -y bart)
 	$(BIN)/python benchmarks/bench_recon.py
+	$(BIN)/python benchmarks/bench_recon_do_no_harm.py
 
 # Leave-one-contrast-out and leave-one-orientation-out networks (needs the pairs of `make recon-model`).
 bench-recon-generalisation: $(STAMP)

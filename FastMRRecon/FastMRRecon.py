@@ -25,19 +25,24 @@ from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLT
 
 from FastMRICommon.device import DEVICE_CHOICES, ensure_torch
 from FastMRICommon.button_jobs import ButtonJobs
+from FastMRICommon.errors import InputError
+from FastMRICommon.gui_binding import ParameterGui, placing_point_list
 from FastMRReconLib.masks import MASKS
 from FastMRReconLib.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
                                            summary_table_node)
 from FastMRReconLib.reader_study import LIKERT, ReaderStudy
-from FastMRReconLib.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, apply_window, common_window,
-                                         reader_layout_xml, show_blinded)
-from FastMRReconLib.roi_table import compare_volumes, roi_table_node, write_table_csv
+from FastMRReconLib.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, SavedViews, apply_window, common_window,
+                                         install_reader_layout, show_blinded)
+from FastMRReconLib.roi_table import ROI_NAMES, compare_volumes, roi_table_node, write_table_csv
 from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_NAME, MODULE_SAMPLE_SHA256
 from FastMRReconLib.simulate import COMBINATIONS, AcquisitionConfig
-from FastMRReconLib.volume_logic import reconstruct_volume_node, simulate_volume_node
+from FastMRReconLib.volume_logic import (CHANGE_MAP_REFERENCE, STRENGTH_NAMES, noise_arguments,
+                                         reconstruct_volume_node, simulate_volume_node)
 
 #: The versions compared in a reader study, in the order of the case selectors.
 STUDY_METHODS = ("full", "undersampled", "DNN")
+#: Opacity of a change map shown over its reconstruction in the slice views.
+CHANGE_MAP_OPACITY = 0.4
 
 
 class FastMRRecon(ScriptedLoadableModule):
@@ -91,7 +96,9 @@ class FastMRReconParameterNode:
     """The module's state, saved with the scene.
 
     reconInputVolume - accelerated volume to reconstruct; reconOutputVolume - where the result goes (None:
-    a new volume); device - auto / cpu / cuda.
+    a new volume); device - auto / cpu / cuda; strength - low / medium / high (the noise level the network
+    is told, relative to the measured one); setNoiseSD, noiseSD - when set, the image's noise SD (its units,
+    > 0) instead of the measured one; changeMap - also make the change-map volume and show it over the output.
     inputVolume - fully sampled volume to simulate from; acceleration, averages, coils, snr, mask,
     centerFraction, resolutionRows / resolutionColumns (AcquisitionConfig.resolution), seed, combine - see
     AcquisitionConfig and simulate_volume.
@@ -103,6 +110,10 @@ class FastMRReconParameterNode:
     reconInputVolume: vtkMRMLScalarVolumeNode
     reconOutputVolume: vtkMRMLScalarVolumeNode
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    strength: Annotated[str, Choice(list(STRENGTH_NAMES))] = "medium"
+    setNoiseSD: bool = False
+    noiseSD: Annotated[float, WithinRange(0.0, 1.0e6)] = 0.0
+    changeMap: bool = False
     inputVolume: vtkMRMLScalarVolumeNode
     acceleration: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
     averages: Annotated[int, WithinRange(1, 8)] = 1
@@ -127,13 +138,14 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._parameterGui = None  # the GUI's binding to the parameter node (set up with the GUI)
         self._jobs = ButtonJobs(self._checkCanApply)  # the job in progress (its button reads Cancel)
         self._pendingCases = []
         self._study = None
         self._case = None
         self._caseNodes = {}
         self._savedViewArrangement = None
+        self._savedViews = None
         self._savedAnnotations = None
 
     def setup(self) -> None:
@@ -143,6 +155,7 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = FastMRReconLogic()
+        self._parameterGui = ParameterGui(self.ui)
         self._scoreBoxes = {"A": self.ui.scoreAComboBox, "B": self.ui.scoreBComboBox, "C": self.ui.scoreCComboBox}
         for box in self._scoreBoxes.values():
             box.addItem(_("not scored"))
@@ -150,6 +163,8 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 box.addItem(f"{score} {LIKERT[score]}")
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.app.applicationLogic().GetSelectionNode(),
+                         slicer.vtkMRMLSelectionNode.ActivePlaceNodeIDChangedEvent, self.onActivePlaceNodeChanged)
         self.ui.reconstructButton.connect("clicked(bool)", self.onReconstructButton)
         self.ui.simulateButton.connect("clicked(bool)", self.onSimulateButton)
         self.ui.roiPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.roiPlaceWidget.setCurrentNode)
@@ -163,23 +178,21 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.finishReadingButton.connect("clicked(bool)", self.onFinishReading)
         for label, box in self._scoreBoxes.items():
             box.connect("activated(int)", lambda index, label=label: self.onScore(label, index))
-        layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
-        if not layoutNode.SetLayoutDescription(READER_LAYOUT_ID, reader_layout_xml("ABC")):
-            layoutNode.AddLayoutDescription(READER_LAYOUT_ID, reader_layout_xml("ABC"))
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.removeObservers()
         self._closeStudy()
+        if self._parameterGui:
+            self._parameterGui.unbind()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        # The GUI stays bound to the parameter node while hidden: binding it again on each entry would pile up
+        # observers (FastMRICommon.gui_binding).
+        pass
 
     def onSceneStartClose(self, caller, event) -> None:
         self._closeStudy()
@@ -199,21 +212,20 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, inputParameterNode: Optional[FastMRReconParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
+        # the same parameter node keeps its binding (and wrapper); another one is bound afresh
+        self._parameterNode = self._parameterGui.bind(inputParameterNode)
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        parameters = self._parameterNode
-        idle, running = self._jobs.idle, self._jobs.running
-        self.ui.reconstructButton.enabled = bool(parameters and parameters.reconInputVolume) or running is self.ui.reconstructButton
-        self.ui.simulateButton.enabled = bool(parameters and parameters.inputVolume) or running is self.ui.simulateButton
-        self.ui.roiComputeButton.enabled = bool(parameters and parameters.roiPoints) and idle
-        self.ui.roiExportButton.enabled = bool(parameters and parameters.roiTable) and idle
+        parameters, jobs = self._parameterNode, self._jobs
+        self.ui.reconstructButton.enabled = jobs.enabled(self.ui.reconstructButton,
+                                                         parameters and parameters.reconInputVolume)
+        self.ui.simulateButton.enabled = jobs.enabled(self.ui.simulateButton, parameters and parameters.inputVolume)
+        self.ui.roiComputeButton.enabled = bool(parameters and parameters.roiPoints) and jobs.idle
+        self.ui.roiExportButton.enabled = bool(parameters and parameters.roiTable) and jobs.idle
 
     # -- long jobs: progress, Cancel, a responsive GUI ------------------------------------------------------
     def _run(self, button, job):
@@ -234,20 +246,27 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         label.text = message
 
     def onReconstructButton(self) -> None:
-        if self._jobs.request_cancel():
+        if self._jobs.request_cancel(self.ui.reconstructButton):
             return
         if not torchReady():
             self.ui.reconStatusLabel.text = _("PyTorch is needed to reconstruct; it was not installed.")
             return
         modelPath = self.ui.modelPathLineEdit.currentPath or None
+        withChangeMap = self._parameterNode.changeMap  # as the job reads it (the box may change while it runs)
         output = self._run(self.ui.reconstructButton, lambda progress, cancel: self.logic.reconstruct(
             self._parameterNode, modelPath, progress=progress, cancel=cancel))
         if output is not None:
-            slicer.util.setSliceViewerLayers(background=output, fit=True)
-            self.ui.reconStatusLabel.text = _("Created {name}").format(name=output.GetName())
+            # the change map over the output; without one, no (earlier) change map stays on top
+            changeMap = output.GetNodeReference(CHANGE_MAP_REFERENCE) if withChangeMap else None
+            slicer.util.setSliceViewerLayers(background=output, foreground=changeMap,
+                                             foregroundOpacity=CHANGE_MAP_OPACITY if changeMap is not None else None,
+                                             fit=True)
+            self.ui.reconStatusLabel.text = _("Created {name}").format(name=output.GetName()) if changeMap is None \
+                else _("Created {name} and {changeMap}, shown over it").format(name=output.GetName(),
+                                                                              changeMap=changeMap.GetName())
 
     def onSimulateButton(self) -> None:
-        if self._jobs.request_cancel():
+        if self._jobs.request_cancel(self.ui.simulateButton):
             return
         output = self._run(self.ui.simulateButton, lambda progress, cancel: self.logic.simulate(
             self._parameterNode, progress=progress, cancel=cancel))
@@ -257,8 +276,15 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- ROI SNR / CNR --------------------------------------------------------------------------------------
     def onRoiPointsAdded(self, node) -> None:
-        node.SetMaximumNumberOfControlPoints(3)
+        node.SetMaximumNumberOfControlPoints(len(ROI_NAMES))
         self.ui.roiPlaceWidget.setCurrentNode(node)
+
+    def onActivePlaceNodeChanged(self, caller=None, event=None) -> None:
+        """Once the ROI point list is full, further clicks place into a new list Slicer makes: follow it."""
+        successor = placing_point_list(slicer.mrmlScene, self._parameterNode.roiPoints) if self._parameterNode else None
+        if successor is not None:
+            successor.SetMaximumNumberOfControlPoints(len(ROI_NAMES))
+            self._parameterNode.roiPoints = successor  # the selector, and through it the place widget, follow
 
     def onRoiCompute(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("ROI measurement failed.")):
@@ -299,8 +325,11 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStartReading(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Opening the study failed.")):
             self._closeStudy()
+            layoutManager = slicer.app.layoutManager()
+            if layoutManager is None:  # e.g. --no-main-window
+                raise InputError(_("The reader study needs Slicer's main window (its slice views)."))
             self._study = ReaderStudy.open(self.ui.studyPathLineEdit.currentPath)
-            self._enterReaderLayout()
+            self._enterReaderLayout(layoutManager)
             self._showNextCase()
 
     def onScore(self, label: str, index: int) -> None:
@@ -353,14 +382,17 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.readerStatusLabel.text = _("Scores saved: {count} of {total}").format(
             count=len(given), total=len(STUDY_METHODS)) if reading else ""
 
-    def _enterReaderLayout(self) -> None:
-        layoutManager = slicer.app.layoutManager()
+    def _enterReaderLayout(self, layoutManager) -> None:
+        """The reader layout: Red, Yellow, Green relabelled A, B, C, all axial; their state is restored after."""
+        install_reader_layout(layoutManager.layoutLogic().GetLayoutNode())
+        self._savedViews = SavedViews.save(slicer.mrmlScene)
         self._savedViewArrangement = layoutManager.layout
         layoutManager.setLayout(READER_LAYOUT_ID)
-        annotations = slicer.modules.DataProbeInstance.infoWidget.sliceAnnotations
-        self._savedAnnotations = annotations.sliceViewAnnotationsEnabled
-        annotations.sliceViewAnnotationsEnabled = False
-        annotations.updateSliceViewFromGUI()
+        annotations = self._sliceAnnotations()
+        if annotations is not None:
+            self._savedAnnotations = annotations.sliceViewAnnotationsEnabled
+            annotations.sliceViewAnnotationsEnabled = False
+            annotations.updateSliceViewFromGUI()
         for name in VIEW_NAMES:
             sliceWidget = layoutManager.sliceWidget(name)
             sliceWidget.sliceController().setVisible(False)
@@ -377,13 +409,21 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for name in VIEW_NAMES:
                 if layoutManager.sliceWidget(name):
                     layoutManager.sliceWidget(name).sliceController().setVisible(True)
-            annotations = slicer.modules.DataProbeInstance.infoWidget.sliceAnnotations
-            annotations.sliceViewAnnotationsEnabled = self._savedAnnotations
-            annotations.updateSliceViewFromGUI()
+            annotations = self._sliceAnnotations()
+            if annotations is not None and self._savedAnnotations is not None:
+                annotations.sliceViewAnnotationsEnabled = self._savedAnnotations
+                annotations.updateSliceViewFromGUI()
             layoutManager.setLayout(self._savedViewArrangement)
-            self._savedViewArrangement = None
+            self._savedViews.restore(slicer.mrmlScene)  # after the layout: it leaves the views relabelled
+            self._savedViewArrangement, self._savedViews, self._savedAnnotations = None, None, None
         if hasattr(self, "_scoreBoxes"):
             self._updateScoreState()
+
+    @staticmethod
+    def _sliceAnnotations():
+        """The DataProbe module's slice-view annotations (it makes them only with the main window), or None."""
+        infoWidget = getattr(getattr(slicer.modules, "DataProbeInstance", None), "infoWidget", None)
+        return infoWidget.sliceAnnotations if infoWidget is not None else None
 
     def _removeCaseNodes(self) -> None:
         for node in self._caseNodes.values():
@@ -414,10 +454,14 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
     def reconstruct(self, parameters: FastMRReconParameterNode, modelPath: Optional[str] = None, progress=None,
                     cancel=None):
         """The network's reconstruction of ``parameters.reconInputVolume`` in ``reconOutputVolume`` (or a new
-        volume "<input> DNN", which becomes the output)."""
+        volume "<input> DNN", which becomes the output), at ``parameters.strength`` with ``noiseSD`` when
+        ``setNoiseSD`` (else the measured noise); with ``changeMap`` the output references a new change-map
+        volume as ``CHANGE_MAP_REFERENCE``. Bad settings raise InputError before the model is loaded."""
+        noiseSD, strength = noise_arguments(parameters.strength,
+                                            parameters.noiseSD if parameters.setNoiseSD else None)
         output = reconstruct_volume_node(parameters.reconInputVolume, self.reconstructor(modelPath, parameters.device),
-                                         output=parameters.reconOutputVolume,
-                                         progress=progress, cancel=cancel)
+                                         output=parameters.reconOutputVolume, progress=progress, cancel=cancel,
+                                         noise_sd=noiseSD, strength=strength, change_map=parameters.changeMap)
         parameters.reconOutputVolume = output
         return output
 
@@ -476,9 +520,25 @@ class FastMRReconTest(ScriptedLoadableModuleTest):
         self.assertEqual(result.shape, slicer.util.arrayFromVolume(full).shape)
         self.assertTrue(np.all(np.isfinite(result)) and result.min() >= 0)
 
+        # strength high with a change map (referenced from its output); a bad noise SD is refused with a
+        # message before anything is added to the scene
+        from FastMRICommon.errors import InputError
+
+        parameters.reconOutputVolume = None
+        parameters.strength, parameters.changeMap = "high", True
+        strong = logic.reconstruct(parameters)
+        changeMap = strong.GetNodeReference(CHANGE_MAP_REFERENCE)
+        self.assertIsNotNone(changeMap)
+        self.assertTrue(slicer.util.arrayFromVolume(changeMap).min() >= 0)
+        parameters.setNoiseSD, parameters.noiseSD = True, 0.0
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaises(InputError):
+            logic.reconstruct(parameters)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+        parameters.strength, parameters.setNoiseSD, parameters.changeMap = "medium", False, False
+
         # ROI points: homogeneous tissue, then the background first far out in air (zero in SENSE images:
         # a clear error) and then in air next to the head, where the images have noise
-        from FastMRICommon.errors import InputError
         from FastMRReconLib.roi_table import homogeneous_roi_points, noisy_air_point
 
         arrays = [slicer.util.arrayFromVolume(node) for node in (full, undersampled, dnn)]
@@ -496,6 +556,11 @@ class FastMRReconTest(ScriptedLoadableModuleTest):
         points.SetNthControlPointPosition(2, *matrix.MultiplyPoint([float(v) for v in background] + [1.0])[:3])
         table = logic.roiTable(parameters, [full, undersampled, dnn])
         self.assertEqual(table.GetNumberOfRows(), 3)
+
+        # the reader layout needs the main window; without one (--no-main-window) it is refused, not a crash
+        layoutManager = slicer.app.layoutManager()
+        layoutNode = layoutManager.layoutLogic().GetLayoutNode() if layoutManager is not None else None
+        self.assertEqual(install_reader_layout(layoutNode), layoutManager is not None)
 
         # a blinded reader study of this case, scored and summarised
         folder = tempfile.mkdtemp()

@@ -2,7 +2,7 @@
 statistics, export and retraining for any protocol (thin Slicer module; the engine is IVIMEstimatorLib)."""
 
 import os
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Union
 
 import vtk
 
@@ -18,13 +18,15 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
-from slicer import vtkMRMLNode
+from slicer import (vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode,
+                    vtkMRMLSequenceNode, vtkMRMLVectorVolumeNode)
 
 from FastMRICommon.device import DEVICE_CHOICES, ensure_torch, torch_installed
 from FastMRICommon.button_jobs import ButtonJobs
-from IVIMEstimatorLib.map_logic import (BVALUE_SETS, EXPORT_FORMATS, EstimateConfig, estimate_maps, export_maps,
-                                        map_nodes, map_statistics, mask_from_node, statistics_table_node,
-                                        voxel_chart_node, voxel_fit)
+from FastMRICommon.gui_binding import ParameterGui
+from IVIMEstimatorLib.map_logic import (BVALUE_SETS, EXPORT_FORMATS, EstimateConfig, VoxelPoint, estimate_maps,
+                                        export_maps, map_nodes, map_statistics, mask_from_node,
+                                        statistics_table_node, voxel_chart_node, voxel_fit)
 from IVIMEstimatorLib.methods import METHODS
 from IVIMEstimatorLib.priors import PRIORS
 from IVIMEstimatorLib.protocol_models import has_shipped_model, protocol_model_name, train_for_protocol
@@ -57,6 +59,11 @@ def _installTorch():
     PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
 
 
+#: DICOM multi-volumes are MultiVolumeExplorer's vtkMRMLMultiVolumeNode: Slicer bundles it, but slicer-core and
+#: Slicer builds without multi-volume support lack it; there the series selector offers the other node classes.
+vtkMRMLMultiVolumeNode = getattr(slicer, "vtkMRMLMultiVolumeNode", vtkMRMLVectorVolumeNode)
+
+
 @parameterNodeWrapper
 class IVIMEstimatorParameterNode:
     """The module's state, saved with the scene.
@@ -66,11 +73,17 @@ class IVIMEstimatorParameterNode:
     when no mask is given; method, bvalueSet, motionCorrection, prior, device, modelPath - see EstimateConfig;
     trainingSnr - SNR of a network trained for this protocol; statsRegion - region of the statistics table;
     exportFormat - nrrd or nifti.
+
+    Node fields name the concrete classes their selector offers, as ``typing.Union[..., None]``: Slicer's
+    node-combobox connector (parameterNodeWrapper, 5.8 and 5.10) instantiates each class to set the
+    selector's node types, recognises only ``typing.Union`` (not ``A | B``), and None lets the selector show
+    "None".
     """
 
-    inputSeries: vtkMRMLNode
+    inputSeries: Union[vtkMRMLSequenceNode, vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLVectorVolumeNode,
+                       vtkMRMLMultiVolumeNode, None]
     bvalues: str = ""
-    maskNode: vtkMRMLNode
+    maskNode: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     autoMask: bool = True
     method: Annotated[str, Choice(list(METHODS))] = "scdnn"
     bvalueSet: Annotated[str, Choice(list(BVALUE_SETS))] = "all"
@@ -79,7 +92,7 @@ class IVIMEstimatorParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
     modelPath: str = ""
     trainingSnr: Annotated[float, WithinRange(5.0, 200.0)] = 30.0
-    statsRegion: vtkMRMLNode
+    statsRegion: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     exportFormat: Annotated[str, Choice(list(EXPORT_FORMATS))] = "nrrd"
 
 
@@ -89,9 +102,9 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._parameterGui = None  # the GUI's binding to the parameter node (set up with the GUI)
         self._jobs = ButtonJobs(self._updateState)  # the job in progress (its button reads Cancel)
-        self._voxelPoint = None
+        self._voxelPoint = None  # the voxel inspector's point list, followed from list to list (VoxelPoint)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -100,6 +113,8 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = IVIMEstimatorLogic()
+        self._parameterGui = ParameterGui(self.ui)
+        self._voxelPoint = VoxelPoint(slicer.mrmlScene, self.onVoxelPlaced, self.ui.voxelPlaceWidget.setCurrentNode)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.volumesSelector.connect("checkedNodesChanged()", self._updateState)
@@ -111,19 +126,22 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.removeObservers()
+        if self._parameterGui:
+            self._parameterGui.unbind()
+        if self._voxelPoint:
+            self._voxelPoint.close()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
+        # The GUI stays bound to the parameter node while hidden: binding it again on each entry would pile up
+        # observers (FastMRICommon.gui_binding). The voxel inspector stops following placements (VoxelPoint).
+        self._voxelPoint.close()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
-        self._voxelPoint = None
+        self._voxelPoint.close()
         self.logic.forget()
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -136,22 +154,20 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             firstSeries = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
             if firstSeries:
                 self._parameterNode.inputSeries = firstSeries
-        self._ensureVoxelPoint()
+        self._voxelPoint.ensure()
 
     def setParameterNode(self, inputParameterNode: Optional[IVIMEstimatorParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
-        self._parameterNode = inputParameterNode
+        # the same parameter node keeps its binding (and wrapper); another one is bound afresh
+        self._parameterNode = self._parameterGui.bind(inputParameterNode)
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
             self._updateState()
 
     def _updateState(self, caller=None, event=None) -> None:
         """Series summary, and which buttons can be used (the retrain offer appears when no network fits)."""
-        parameters = self._parameterNode
-        idle, running = self._jobs.idle, self._jobs.running
+        parameters, jobs = self._parameterNode, self._jobs
         summary = None
         source = self._source()
         if not parameters or not source:
@@ -164,14 +180,14 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.seriesSummaryLabel.text = str(error)
         ready = summary is not None and summary.bvalues is not None
         needsModel = ready and not parameters.modelPath and self.logic.needsTraining(parameters.method, summary.bvalues)
-        self.ui.estimateButton.enabled = (ready and idle) or running is self.ui.estimateButton
-        self.ui.retrainButton.enabled = (needsModel and idle) or running is self.ui.retrainButton
-        if needsModel and idle:
+        self.ui.estimateButton.enabled = jobs.enabled(self.ui.estimateButton, ready)
+        self.ui.retrainButton.enabled = jobs.enabled(self.ui.retrainButton, needsModel)
+        if needsModel and jobs.idle:
             self.ui.statusLabel.text = _("No shipped {method} network for these b-values: train one for this protocol, "
                                          "or choose NLLS / Bayes.").format(method=parameters.method)
         hasMaps = bool(self.logic.mapNodes)
-        self.ui.statisticsButton.enabled = hasMaps and idle
-        self.ui.exportButton.enabled = hasMaps and idle
+        self.ui.statisticsButton.enabled = hasMaps and jobs.idle
+        self.ui.exportButton.enabled = hasMaps and jobs.idle
 
     # -- long jobs ------------------------------------------------------------------------------------------
     def _run(self, button, job):
@@ -199,7 +215,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return ensure_torch(lambda message: slicer.util.confirmOkCancelDisplay(message), _installTorch)
 
     def onEstimateButton(self) -> None:
-        if self._jobs.request_cancel():
+        if self._jobs.request_cancel(self.ui.estimateButton):
             return
         if not self._torchReady():
             self.ui.statusLabel.text = _("PyTorch is needed for this method; it was not installed.")
@@ -213,7 +229,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onStatisticsButton()
 
     def onRetrainButton(self) -> None:
-        if self._jobs.request_cancel():
+        if self._jobs.request_cancel(self.ui.retrainButton):
             return
         parameters = self._parameterNode
         bvalues = self.logic.summarize(parameters, self._source()).bvalues
@@ -250,22 +266,10 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Exported {count} maps to {folder}").format(
                 count=len(written), folder=self.ui.exportDirectoryButton.directory)
 
-    def _ensureVoxelPoint(self) -> None:
-        """A one-point list that the voxel inspector follows (clicking places it)."""
-        if self._voxelPoint is not None and slicer.mrmlScene.IsNodePresent(self._voxelPoint):
+    def onVoxelPlaced(self, position) -> None:
+        """The voxel point was placed or moved to the world position ``position``: plot that voxel's fit."""
+        if self.logic.result is None:
             return
-        self._voxelPoint = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "IVIM voxel")
-        self._voxelPoint.SetMaximumNumberOfControlPoints(1)
-        self._voxelPoint.SetHideFromEditors(True)
-        self.ui.voxelPlaceWidget.setCurrentNode(self._voxelPoint)
-        self.addObserver(self._voxelPoint, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onVoxelPicked)
-        self.addObserver(self._voxelPoint, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onVoxelPicked)
-
-    def onVoxelPicked(self, caller=None, event=None) -> None:
-        if self._voxelPoint.GetNumberOfControlPoints() == 0 or self.logic.result is None:
-            return
-        position = [0.0, 0.0, 0.0]
-        self._voxelPoint.GetNthControlPointPositionWorld(0, position)
         with slicer.util.tryWithErrorDisplay(_("Voxel inspection failed.")):
             chart, voxel = self.logic.inspect(position)
             slicer.modules.plots.logic().ShowChartInLayout(chart)

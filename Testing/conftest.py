@@ -42,3 +42,14 @@ def run_command(name: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def run_cli():
     return run_command
+
+
+def placing_scene(scene):
+    """The selection and interaction nodes Slicer's application logic adds, and the markups logic."""
+    import slicer
+
+    application = slicer.vtkMRMLApplicationLogic()
+    application.SetMRMLScene(scene)
+    markups = slicer.vtkSlicerMarkupsLogic()
+    markups.SetMRMLScene(scene)
+    return application, markups

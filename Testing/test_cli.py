@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import run_command as run, script
+from FastMRICommon.cli import check_outputs
+from FastMRICommon.errors import InputError
 from FastMRICommon.mrml_bridge import VolumeGeometry, read_volume_array, write_volume_array
 
 
@@ -30,6 +33,30 @@ def test_no_command_is_bad_input(command):
 def test_usage_errors_exit_2(command):
     result = run(command, "sample-data")
     assert result.returncode == 2 and "required" in result.stderr
+
+
+@pytest.mark.parametrize("arguments", [["-v", "sample-data", "out"], ["sample-data", "-v", "out"],
+                                       ["--verbose", "sample-data", "out"], ["sample-data", "out"]])
+def test_verbose_counts_before_and_after_the_command(command, arguments):
+    from FastMRReconLib.cli import build_parser as recon_parser
+    from IVIMEstimatorLib.cli import build_parser as ivim_parser
+
+    parser = {"fastmrrecon": recon_parser, "ivimestimator": ivim_parser}[command]()
+    assert getattr(parser.parse_args(arguments), "verbose", False) == (len(arguments) == 3)
+
+
+def test_outputs_may_replace_files_but_never_an_input(tmp_path):
+    source = tmp_path / "in.nrrd"
+    source.write_bytes(b"volume")
+    (tmp_path / "old.nrrd").write_bytes(b"an earlier output")
+    check_outputs([source], [tmp_path / "new.nrrd", tmp_path / "old.nrrd"])
+    os.link(source, tmp_path / "hard.nrrd")
+    (tmp_path / "soft.nrrd").symlink_to(source)
+    for output in (source, tmp_path / "x" / ".." / "in.nrrd", tmp_path / "hard.nrrd", tmp_path / "soft.nrrd"):
+        with pytest.raises(InputError, match="is the input .*in.nrrd: write the output to another file"):
+            check_outputs([tmp_path / "other.nrrd", source], [tmp_path / "fine.nrrd", output])
+    with pytest.raises(InputError, match="is a folder"):
+        check_outputs([source], [tmp_path])
 
 
 def test_missing_input_is_one_clear_line(tmp_path):

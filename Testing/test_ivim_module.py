@@ -1,23 +1,28 @@
 """The IVIMEstimator module's logic on a real MRML scene: maps from the series nodes Slicer holds, masks
 (label map, segmentation, automatic), b-value subsets, map nodes with units, statistics table, voxel
-inspector, export, and the demo."""
+inspector (and the point list it follows), export, the demo, 4D NIfTI input, and how the module widget uses
+the shared GUI helpers."""
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import vtk
 from slicer.util import arrayFromVolume
 
-from FastMRICommon.errors import InputError
+from FastMRICommon.errors import Cancelled, InputError
 from FastMRICommon.mrml_bridge import (DiffusionSeries, VolumeGeometry, geometry_of, new_sequence_node, new_volume_node,
-                                       read_volume_array)
+                                       read_series_array, read_volume_array)
 from IVIMEstimatorLib.map_logic import (MAP_SPECS, STAT_COLUMNS, EstimateConfig, automatic_mask, estimate_maps,
                                         export_maps, fit_residual, map_nodes, map_statistics, select_bvalues,
-                                        statistics_table_node, voxel_chart_node, voxel_fit)
+                                        statistics_table_node, VoxelPoint, voxel_chart_node, voxel_fit)
 from IVIMEstimatorLib.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
+from conftest import placing_scene
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +211,149 @@ def test_maps_from_a_set_of_scalar_volumes_with_typed_bvalues(scene, phantom):
     result = estimate_maps(volumes, EstimateConfig(method="mlp", auto_mask=True), bvalues_text=typed)
     np.testing.assert_array_equal(result.series.bvalues, phantom.series.bvalues)
     assert np.isfinite(result.maps["D"][phantom.labels == LABELS["placenta"]]).all()
+
+
+def test_estimate_reports_fitting_progress_and_cancels_during_the_fit(scene, phantom, sequence):
+    """What the module's Estimate button runs (IVIMEstimatorLogic.estimate -> estimate_maps): the fit reports
+    progress per chunk of voxels, and a Cancel clicked while it fits (the widget processes events in the
+    progress callback) stops it at the next chunk instead of after every voxel."""
+    reports = []
+    result = estimate_maps(sequence, EstimateConfig(method="nlls"), progress=lambda f, m: reports.append((f, m)))
+    fitting = [(f, m) for f, m in reports if m.startswith("fitted ")]
+    assert len(fitting) == 3 and fitting[-1] == (pytest.approx(0.95), "fitted 4,800 of 4,800 voxels (nlls)")
+    assert [f for f, _ in reports] == sorted(f for f, _ in reports) and reports[-1] == (1.0, "maps ready")
+    assert np.isfinite(result.maps["f"]).all()
+    reports.clear()
+    with pytest.raises(Cancelled):
+        estimate_maps(sequence, EstimateConfig(method="nlls"), progress=lambda f, m: reports.append(m),
+                      cancel=lambda: any(m.startswith("fitted ") for m in reports))
+    assert [m for m in reports if m.startswith("fitted ")] == ["fitted 2,048 of 4,800 voxels (nlls)"]
+
+
+def test_a_4d_nifti_from_another_tool_is_read_with_its_geometry_scaling_and_bval_file(tmp_path):
+    """4D NIfTI is read by the Lib itself (SimpleITK), not by Slicer's sequence storage node, which the released
+    Slicers (5.8, 5.10) and slicer-core 5.11 lack: an oblique scanner-style file (int16 with a scale slope,
+    written by nibabel) gives nibabel's voxels and RAS affine; 3D and vector files are refused clearly."""
+    import nibabel
+
+    rotation = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))[0]
+    affine = np.eye(4)
+    affine[:3, :3], affine[:3, 3] = rotation @ np.diag([1.25, 1.25, 4.0]), (12.0, -7.5, 30.0)
+    raw = np.random.default_rng(4).integers(0, 3000, size=(6, 5, 4, 10)).astype(np.int16)  # i, j, k, volume
+    image = nibabel.Nifti1Image(raw, affine)
+    image.header.set_slope_inter(0.5, 2.0)
+    nibabel.save(image, tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.bval").write_text(" ".join(f"{b:g}" for b in ACQUIRED_BVALUES) + "\n")
+    series = read_series_array(tmp_path / "dwi.nii.gz")
+    np.testing.assert_allclose(series.volumes, np.transpose(raw, (3, 2, 1, 0)) * 0.5 + 2.0)
+    np.testing.assert_allclose(series.geometry.ijk_to_ras(), affine, atol=1e-5)
+    np.testing.assert_array_equal(series.bvalues, ACQUIRED_BVALUES)
+    nibabel.save(nibabel.Nifti1Image(raw[..., 0], affine), tmp_path / "b0.nii.gz")
+    with pytest.raises(InputError, match="b0.nii.gz as a 4D series: it holds a 3D image"):
+        read_series_array(tmp_path / "b0.nii.gz")
+    vector = nibabel.Nifti1Image(raw[:, :, :, None, :3].astype(np.float32), affine)
+    vector.header.set_intent("vector")
+    nibabel.save(vector, tmp_path / "vector.nii")
+    with pytest.raises(InputError, match="3-component voxels"):
+        read_series_array(tmp_path / "vector.nii")
+
+
+# -- the voxel inspector's point list ----------------------------------------------------------------------------
+def test_the_voxel_inspector_follows_the_list_slicer_places_into_once_its_point_is_placed(scene):
+    """The voxel list holds one point: the next placement goes into a new list Slicer makes
+    (``vtkMRMLMarkupsDisplayableManager::GetWidgetForPlacement``); the inspector follows it (before, it went
+    on reading its full list and stopped after the first voxel) and removes the list it replaced."""
+    application, markups = placing_scene(scene)
+    selection, interaction = application.GetSelectionNode(), application.GetInteractionNode()
+    placed, shown = [], []  # what the module gets: positions to inspect, lists for its place widget
+    voxel = VoxelPoint(scene, placed.append, shown.append)
+    first = voxel.ensure()
+    assert voxel.ensure() is first and shown == [first] and voxel.position() is None
+    assert (first.GetName(), first.GetMaximumNumberOfControlPoints(), first.GetHideFromEditors()) == \
+        ("IVIM voxel", 1, 1)
+    markups.SetActiveList(first)  # what the place widget does
+    interaction.SetCurrentInteractionMode(interaction.Place)
+    first.AddControlPoint(vtk.vtkVector3d(1.0, 2.0, 3.0))
+    assert placed == [(1.0, 2.0, 3.0)]
+
+    for click in range(2):  # the 2nd and 3rd voxels: each into a new list
+        previous = voxel.node
+        successor = markups.AddNewMarkupsNode("vtkMRMLMarkupsFiducialNode")
+        selection.SetReferenceActivePlaceNodeID(successor.GetID())
+        assert voxel.node is successor and shown[-1] is successor
+        assert (successor.GetName(), successor.GetMaximumNumberOfControlPoints(), successor.GetHideFromEditors()) == \
+            ("IVIM voxel", 1, 1)
+        assert scene.IsNodePresent(previous)  # the inspected point stays shown until the next one is placed
+        successor.AddControlPoint(vtk.vtkVector3d(4.0 + click, 5.0, 6.0))
+        assert placed[-1] == (4.0 + click, 5.0, 6.0) and not scene.IsNodePresent(previous)
+    assert len(placed) == 3 and len(shown) == 3
+    assert scene.GetNodesByClass("vtkMRMLMarkupsFiducialNode").GetNumberOfItems() == 1
+
+    voxel.node.SetNthControlPointPositionWorld(0, 7.0, 8.0, 9.0)  # the user drags the point
+    voxel.node.InvokeEvent(voxel.node.PointEndInteractionEvent)
+    assert placed[-1] == (7.0, 8.0, 9.0)
+    interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+    other = markups.AddNewMarkupsNode("vtkMRMLMarkupsFiducialNode", "landmarks")  # the user's own list ...
+    other.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0))
+    interaction.SetCurrentInteractionMode(interaction.Place)
+    markups.SetActiveList(voxel.node)
+    markups.SetActiveList(other)  # ... chosen again to place into: not followed
+    assert voxel.node is not other and len(placed) == 4
+    inspected = voxel.node
+    voxel.close()  # the module is left: a list made elsewhere (e.g. by Slicer's toolbar) is not taken
+    markups.SetActiveList(inspected)
+    successor = markups.AddNewMarkupsNode("vtkMRMLMarkupsFiducialNode")
+    selection.SetReferenceActivePlaceNodeID(successor.GetID())
+    successor.AddControlPoint(vtk.vtkVector3d(1.0, 1.0, 1.0))
+    inspected.SetNthControlPointPositionWorld(0, 2.0, 2.0, 2.0)
+    inspected.InvokeEvent(inspected.PointEndInteractionEvent)
+    assert len(placed) == 4 and len(shown) == 3 and successor.GetName() != "IVIM voxel"
+    assert voxel.ensure() is inspected and shown[-1] is inspected  # entered again: the same list, followed again
+    inspected.InvokeEvent(inspected.PointEndInteractionEvent)
+    assert placed[-1] == (2.0, 2.0, 2.0)
+
+
+# -- the module widget's use of the shared GUI helpers (the widget needs Slicer's qt: read from its source) --------
+def module_functions() -> dict[str, ast.FunctionDef]:
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "IVIMEstimator" / "IVIMEstimator.py").read_text())
+    return {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+
+
+def calls(function: ast.AST, name: str) -> list[ast.Call]:
+    return [node for node in ast.walk(function) if isinstance(node, ast.Call) and
+            getattr(node.func, "attr", getattr(node.func, "id", None)) == name]
+
+
+def test_each_button_cancels_only_its_own_job_and_is_disabled_while_another_runs():
+    """A click on one job button (queued while another job runs) must not cancel that job
+    (``ButtonJobs.request_cancel(button)``), and no job button is enabled while another's job runs
+    (``ButtonJobs.enabled``)."""
+    functions = module_functions()
+    buttons = {}
+    for name, function in functions.items():
+        for call in calls(function, "request_cancel"):
+            runs = calls(function, "_run")
+            assert runs, f"{name} asks to cancel but starts no job"
+            assert [ast.dump(a) for a in call.args] == [ast.dump(runs[0].args[0])], \
+                f"{name}: request_cancel must name the button whose job it would cancel"
+            buttons[ast.dump(runs[0].args[0])] = name
+    assert len(buttons) == 2  # Estimate and Retrain
+    states = {ast.dump(node.targets[0].value): node.value for node in ast.walk(functions["_updateState"])
+              if isinstance(node, ast.Assign) and getattr(node.targets[0], "attr", None) == "enabled"}
+    for button in buttons:
+        value = states[button]
+        assert isinstance(value, ast.Call) and value.func.attr == "enabled" and \
+            ast.dump(value.args[0]) == button, "a job button's state must come from ButtonJobs.enabled"
+
+
+def test_the_module_binds_its_gui_through_parameter_gui_and_its_place_widget_shows_the_followed_list():
+    """``connectGui``/``disconnectGui`` by hand pile up observers and lose the tag on Slicer 5.8
+    (``FastMRICommon.gui_binding``); the voxel inspector's list is the VoxelPoint's, shown by the place widget."""
+    functions = module_functions()
+    for name, function in functions.items():
+        assert not calls(function, "connectGui") and not calls(function, "disconnectGui"), name
+    assert calls(functions["setup"], "ParameterGui") and calls(functions["setParameterNode"], "bind")
+    (voxel,) = calls(functions["setup"], "VoxelPoint")
+    assert "voxelPlaceWidget.setCurrentNode" in ast.unparse(voxel.args[2])
+    for name, function in functions.items():
+        assert not calls(function, "SetMaximumNumberOfControlPoints"), f"{name}: the voxel list is VoxelPoint's"

@@ -59,7 +59,7 @@ def test_truncated_file_is_not_readable(tmp_path):
     path = tmp_path / "tiny.pt"
     save_model_file(path, tiny_model_file())
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ModelFileError, match="is not a readable model file"):
+    with pytest.raises(ModelFileError, match="tiny.pt is not a valid model file: it is damaged"):
         load_model_file(path)
 
 
@@ -79,8 +79,29 @@ def test_foreign_and_future_files_are_refused(tmp_path):
 def test_pickled_code_is_never_executed(tmp_path):
     """weights_only loading refuses arbitrary objects instead of running them."""
     torch.save({"format": "slicer-fastmri-model", "payload": TinyNet()}, tmp_path / "evil.pt")
-    with pytest.raises(ModelFileError, match="not a readable model file"):
+    with pytest.raises(ModelFileError, match="evil.pt is not a valid model file") as caught:
         load_model_file(tmp_path / "evil.pt")
+    assert "weights_only" not in str(caught.value)  # torch's advice would be to load it unsafely
+
+
+@pytest.mark.parametrize("field, value", [("config", [4]), ("state_dict", "weights"), ("architecture", 3)])
+def test_fields_of_the_wrong_type_are_refused(tmp_path, field, value):
+    payload = {"format": "slicer-fastmri-model", "format_version": 1, "architecture": "TinyNet",
+               "config": {"width": 4}, "state_dict": TinyNet().state_dict(), "metadata": {}}
+    torch.save({**payload, field: value}, tmp_path / "odd.pt")
+    with pytest.raises(ModelFileError, match=f"odd.pt is not a valid model file: {field} of the wrong type"):
+        load_model_file(tmp_path / "odd.pt")
+
+
+def test_unknown_or_bad_config_values_are_model_file_errors(tmp_path):
+    model = tiny_model_file()
+    model.config = {"width": 4, "depth": 3}  # e.g. written by a later version that added "depth"
+    save_model_file(tmp_path / "later.pt", model)
+    with pytest.raises(ModelFileError, match="config key 'depth' is unknown to architecture 'TinyNet'"):
+        load_model_file(tmp_path / "later.pt").build(REGISTRY)
+    model.config = {"width": "four"}
+    with pytest.raises(ModelFileError, match="config .* does not fit architecture 'TinyNet'"):
+        model.build(REGISTRY)
 
 
 def test_weights_that_do_not_fit_the_architecture(tmp_path):

@@ -105,10 +105,51 @@ def test_reconstruct_refuses_a_4d_file_and_nan_input(tmp_path, run_cli):
 
 
 def test_reconstruct_refuses_a_model_of_another_kind(tmp_path, run_cli, mni_pairs):
+    from IVIMEstimatorLib.estimate import MODELS_DIR as IVIM_MODELS_DIR
     from IVIMEstimatorLib.shipped_models import SHIPPED
 
     accelerated, _, _ = _volume_files(tmp_path, mni_pairs[0])
-    ivim_model = MODELS_DIR.parents[1].parent / "IVIMEstimator" / "Resources" / "Models" / SHIPPED[0].file
+    ivim_model = IVIM_MODELS_DIR / SHIPPED[0].file
     result = run_cli("fastmrrecon", "reconstruct", str(accelerated), str(tmp_path / "out.nrrd"), "--model", str(ivim_model))
     assert result.returncode == 2 and "unknown here" in result.stderr
     assert not (tmp_path / "out.nrrd").exists()
+
+
+# -- do no harm: the shipped noise-aware model on clean and noisy scans of a held-out head ------------------------
+@pytest.fixture(scope="module")
+def mni_scans():
+    """A held-out MNI152 T2w slice scanned fully sampled: (noise-free SENSE image, the same at SNR 10 and 300)."""
+    from FastMRReconLib.head_synthesis import PROTOCOLS, TissueMaps, brain_centre_slice, mni152_tissue_maps, synthesize
+    from FastMRReconLib.sense import sense_reconstruction
+    from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice
+
+    fractions = mni152_tissue_maps().fractions
+    centre = brain_centre_slice(fractions)
+    image = synthesize(TissueMaps({key: value[centre] for key, value in fractions.items()}, None), PROTOCOLS["T2w"])
+    image = image.astype(np.float64)[:-1, :-1]
+
+    def scan(snr: float) -> np.ndarray:
+        acquired = simulate_slice(image, AcquisitionConfig(acceleration=1.0, snr=snr, coils=8), np.random.default_rng(3))
+        return sense_reconstruction(acquired.kspace, acquired.mask)
+
+    return {snr: scan(snr) for snr in (np.inf, 300.0, 10.0)}
+
+
+def test_shipped_model_leaves_a_clean_image_alone(shipped, mni_scans):
+    clean = mni_scans[np.inf] * 1000.0
+    assert psnr(shipped.reconstruct(clean), clean) >= 50.0
+    high_snr = mni_scans[300.0] * 1000.0
+    rms_change = np.sqrt(np.mean((shipped.reconstruct(high_snr) - high_snr)[clean > 0.1 * clean.max()] ** 2))
+    noise_sd = np.std((high_snr - clean)[clean > 0.1 * clean.max()])
+    assert rms_change <= noise_sd
+
+
+def test_shipped_model_removes_noise_from_a_noisy_image(shipped, mni_scans):
+    clean, noisy = mni_scans[np.inf], mni_scans[10.0]
+    assert psnr(shipped.reconstruct(noisy), clean) > psnr(noisy, clean) + 3.0
+
+
+def test_strength_scales_how_far_the_shipped_model_moves_the_image(shipped, mni_scans):
+    noisy = mni_scans[10.0] * 500.0
+    changes = [float(np.abs(shipped.reconstruct(noisy, strength=strength) - noisy).mean()) for strength in (0.0, 0.5, 1.5)]
+    assert changes[0] == 0.0 and changes[0] < changes[1] < changes[2]

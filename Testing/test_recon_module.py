@@ -4,6 +4,7 @@ point list to a table node and CSV, and the blinded reader study (store, blindin
 from __future__ import annotations
 
 import csv
+import json
 import sqlite3
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from FastMRReconLib.metrics import roi_statistics
 from FastMRReconLib.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
                                            summary_table_node)
 from FastMRReconLib.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
-from FastMRReconLib.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, apply_window, blinded_panel, common_window,
-                                         reader_layout_xml, show_blinded)
+from FastMRReconLib.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, SavedViews, apply_window, blinded_panel,
+                                         common_window, install_reader_layout, reader_layout_xml, show_blinded)
 from FastMRReconLib.reconstructor import Reconstructor
 from FastMRReconLib.roi_table import TABLE_COLUMNS, compare_volumes, roi_table_node, write_table_csv
 from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_SHA256, module_sample_path
-from FastMRReconLib.volume_logic import reconstruct_volume_node
+from FastMRReconLib.volume_logic import (CHANGE_MAP_COLORS, CHANGE_MAP_RANGE, CHANGE_MAP_REFERENCE, STRENGTH_NAMES,
+                                         noise_arguments, reconstruct_volume_node)
 
 GEOMETRY = VolumeGeometry((0.9, 0.9, 3.0), (12.0, -30.0, 4.0), ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
 METHODS = ("full", "undersampled", "DNN")
@@ -107,6 +109,89 @@ def test_cancelled_reconstruction_adds_nothing(scene, reconstructor):
     with pytest.raises(Cancelled):
         reconstruct_volume_node(node, reconstructor, batch_size=2, cancel=cancel)
     assert scene.GetNumberOfNodes() == count
+
+
+# -- Reconstruct: strength, noise SD, change map ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def noise_aware():
+    """A small noise-aware network with random weights: every part perturbed, so its output differs from its
+    input and depends on the noise map it is told (a fresh one starts as the identity in places); without the
+    SNR gate, which would keep this clean test image as it is."""
+    import torch
+
+    from FastMRReconLib.network import NetworkConfig, ReconstructionNetwork
+
+    torch.manual_seed(0)
+    network = ReconstructionNetwork(NetworkConfig(channels=4, depth=2, fidelity_channels=4, noise_input=True))
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    return Reconstructor(network, "cpu", gate=None)
+
+
+def test_change_map_node_is_the_change_in_noise_sds_referenced_from_the_output(scene, noise_aware):
+    image = phantom()
+    volume = image.astype(np.float32)  # what the reconstructor works on
+    node = new_volume_node(scene, image, GEOMETRY, "head R2")
+    mtime = node.GetMTime()
+    output = reconstruct_volume_node(node, noise_aware, change_map=True)
+    change = output.GetNodeReference(CHANGE_MAP_REFERENCE)
+    assert change is not None and change.GetScene() is scene and change.GetID() not in (node.GetID(), output.GetID())
+    assert change.GetName() == "head R2 DNN change [noise SD]" and geometry_of(change).matches(GEOMETRY)
+    values = arrayFromVolume(change)
+    assert values.shape == image.shape and values.min() >= 0 and values.max() > 0.1
+    expected = np.abs(arrayFromVolume(output) - volume) / noise_aware.noise_sd_maps(volume)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
+    display = change.GetDisplayNode()
+    assert display.GetColorNodeID() == CHANGE_MAP_COLORS and not display.GetAutoWindowLevel()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx(CHANGE_MAP_RANGE)
+    assert node.GetMTime() == mtime  # the input is untouched
+    np.testing.assert_array_equal(arrayFromVolume(node), image)
+    # a given noise SD is the change map's unit, and what the network is told (times the strength)
+    given = reconstruct_volume_node(node, noise_aware, noise_sd=6.0, strength=2.0, change_map=True)
+    np.testing.assert_allclose(arrayFromVolume(given.GetNodeReference(CHANGE_MAP_REFERENCE)),
+                               np.abs(arrayFromVolume(given) - volume) / 6.0, rtol=1e-5, atol=1e-6)
+    weakest = reconstruct_volume_node(node, noise_aware, noise_sd=6.0, strength=0.0)
+    assert np.abs(arrayFromVolume(weakest) - arrayFromVolume(given)).max() > 1e-3 * image.max()
+    assert weakest.GetNodeReference(CHANGE_MAP_REFERENCE) is None  # no change map unless asked for
+
+
+def test_change_map_colours_are_one_of_slicers_default_tables(scene):
+    import slicer
+
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(scene)  # adds the default colour nodes, as Slicer does at startup
+    assert scene.GetNodeByID(CHANGE_MAP_COLORS) is not None
+
+
+@pytest.mark.parametrize("settings, message", [({"noise_sd": 0}, "noise SD"), ({"noise_sd": -1.0}, "noise SD"),
+                                               ({"noise_sd": float("nan")}, "noise SD"),
+                                               ({"strength": -0.1}, "strength"), ({"strength": 2.5}, "strength")])
+def test_bad_noise_settings_are_refused_before_the_scene_changes(scene, noise_aware, settings, message):
+    node = new_volume_node(scene, phantom(), GEOMETRY, "input")
+    target = new_volume_node(scene, np.ones((1, 20, 20)), VolumeGeometry(), "target")
+    count, target_mtime = scene.GetNumberOfNodes(), target.GetMTime()
+    with pytest.raises(InputError, match=message):
+        reconstruct_volume_node(node, noise_aware, change_map=True, **settings)
+    with pytest.raises(InputError, match=message):
+        reconstruct_volume_node(node, noise_aware, output=target, change_map=True, **settings)
+    assert scene.GetNumberOfNodes() == count and target.GetMTime() == target_mtime
+    assert target.GetNodeReference(CHANGE_MAP_REFERENCE) is None
+
+
+def test_the_modules_strength_names_and_noise_settings():
+    from FastMRReconLib.reconstructor import STRENGTHS
+
+    assert STRENGTH_NAMES == tuple(STRENGTHS) == ("low", "medium", "high")  # the module's choices, mildest first
+    assert STRENGTHS["low"] < STRENGTHS["medium"] == 1.0 < STRENGTHS["high"]
+    for name in STRENGTH_NAMES:
+        assert noise_arguments(name) == (None, STRENGTHS[name])  # None: the noise SD is measured
+    assert noise_arguments("high", 12) == (12.0, STRENGTHS["high"])
+    with pytest.raises(InputError, match="one of low, medium, high, got 'extreme'"):
+        noise_arguments("extreme")
+    for bad in (0.0, -3.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="noise SD must be a positive number"):
+            noise_arguments("medium", bad)
 
 
 # -- ROI SNR / CNR ------------------------------------------------------------------------------------------------
@@ -282,6 +367,108 @@ def test_bad_scores_and_bad_study_files(tmp_path):
     assert not (tmp_path / "x.sqlite").exists()
 
 
+def _race_to_create(worker: int, studies: list, barrier, results) -> None:
+    """One of two processes creating the same studies at the same moment (the test below): each ``(kind,
+    path)`` is made from this worker's own volumes, so the file shows whose creation won."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    nodes = [new_volume_node(scene, phantom(seed=worker) + 1000.0 * worker, GEOMETRY, m) for m in METHODS]
+    for kind, path in studies:
+        barrier.wait(timeout=120)
+        try:
+            if kind == "cases":
+                volumes = {method: f"w{worker}_{method}.nrrd" for method in METHODS}
+                study = ReaderStudy.create(path, "race", METHODS, [StudyCase("c", volumes)])
+            else:
+                study = create_study_from_nodes(path, "race", METHODS, [nodes])
+            study.close()
+            results.put((str(path), "created", worker))
+        except InputError as error:
+            results.put((str(path), "refused", str(error)))
+        except Exception as error:  # noqa: BLE001 - reported to the test, which fails on it
+            results.put((str(path), "error", repr(error)))
+
+
+def test_two_processes_creating_the_same_study_at_once(tmp_path):
+    """Exactly one creates the study, the other is told it exists; the file is whole and the winner's (the
+    loser removes nothing of it and writes none of its volumes)."""
+    import multiprocessing
+    import sys
+
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    studies = [("cases", tmp_path / f"study_{n}.sqlite") for n in range(16)] + \
+        [("nodes", tmp_path / f"reading_{n}" / "study.sqlite") for n in range(4)]
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_race_to_create, args=(w, studies, barrier, results)) for w in (1, 2)]
+    for worker in workers:
+        worker.start()
+    outcomes = {}
+    for _ in range(2 * len(studies)):
+        path, outcome, detail = results.get(timeout=300)
+        outcomes.setdefault(path, []).append((outcome, detail))
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    for kind, path in studies:
+        got = sorted(outcomes[str(path)], key=lambda item: item[0])
+        assert [outcome for outcome, _ in got] == ["created", "refused"], got
+        assert "already exists" in got[1][1]
+        winner = got[0][1]
+        with ReaderStudy.open(path) as study:
+            if kind == "cases":
+                assert study.cases[0].volumes["full"] == f"w{winner}_full.nrrd"
+            else:
+                import slicer
+
+                node = read_volume(slicer.vtkMRMLScene(), study.volume_path("case 001", "full"))
+                np.testing.assert_allclose(arrayFromVolume(node), phantom(seed=winner) + 1000.0 * winner, rtol=1e-6)
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def _malformed_study(path: Path, statement: str, parameters=()) -> None:
+    make_study(path).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute(statement, parameters)
+
+
+@pytest.mark.parametrize("statement, parameters", [
+    ("DELETE FROM study WHERE key = 'study_id'", ()),  # was KeyError
+    ("DELETE FROM study WHERE key = 'methods'", ()),
+    ("UPDATE study SET value = 'seven' WHERE key = 'seed'", ()),  # was ValueError
+    ("UPDATE study SET value = '[\"full\", ' WHERE key = 'methods'", ()),  # was JSONDecodeError
+    ("UPDATE study SET value = '\"full\"' WHERE key = 'methods'", ()),  # a string, not a list
+    ("UPDATE study SET value = '[\"full\"]' WHERE key = 'methods'", ()),  # one method
+    ("UPDATE cases SET volumes = '{\"full\": ' WHERE position = 0", ()),
+    ("UPDATE cases SET volumes = ? WHERE position = 0", (json.dumps({"full": "a.nrrd"}),)),  # was KeyError later
+    ("UPDATE cases SET volumes = '[1, 2, 3]' WHERE position = 0", ()),
+    ("DROP TABLE scores", ()),  # was sqlite3.OperationalError on the first score
+    ("DELETE FROM cases", ()),
+    ("INSERT INTO scores VALUES ('ann', 'case 0', 'CS', 'A', 3, 'now')", ()),  # was KeyError in reader_scores
+])
+def test_a_malformed_study_file_is_one_clear_error_and_left_untouched(tmp_path, statement, parameters):
+    path = tmp_path / "study.sqlite"
+    _malformed_study(path, statement, parameters)
+    before = path.read_bytes()
+    message = r"study\.sqlite is not a (well-formed )?FastMRRecon reader-study file"
+    with pytest.raises(InputError, match=message) as raised:
+        ReaderStudy.open(path)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(InputError):
+        ReaderStudy.open(path, expected_study_id="0" * 32)
+    assert path.read_bytes() == before
+
+
+def test_an_empty_file_at_the_study_path_is_refused_and_kept(tmp_path):
+    path = tmp_path / "study.sqlite"
+    path.touch()  # e.g. another session's claim, a moment before its study is written onto it
+    with pytest.raises(InputError, match="not a FastMRRecon reader-study file"):
+        ReaderStudy.open(path)
+    with pytest.raises(InputError, match="already exists"):
+        make_study(path)
+    assert path.is_file() and path.stat().st_size == 0
+
+
 # -- Reader study on MRML: volumes, blinded nodes, views -----------------------------------------------------
 def test_study_from_nodes_loads_blinded_case_nodes(scene, tmp_path):
     arrays = {method: phantom(seed=index) for index, method in enumerate(METHODS)}
@@ -344,6 +531,60 @@ def test_reader_layout_and_blinded_views(scene, tmp_path):
         (window[1] - window[0], (window[0] + window[1]) / 2)}
     png = blinded_panel([arrayFromVolume(v)[1] for v in volumes], list("ABC"), tmp_path / "view.png", window)
     assert png.stat().st_size > 5000
+
+
+def slicer_layout(scene):
+    """The layout logic Slicer's layout manager uses, on ``scene`` with Slicer's slice orientation presets: it
+    creates the layout node and the conventional Red (axial), Yellow (sagittal), Green (coronal) views."""
+    import slicer
+
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    logic = slicer.vtkMRMLLayoutLogic()
+    logic.SetMRMLScene(scene)
+    return logic
+
+
+def views(scene):
+    """{view name: (orientation, label)} of the slice views."""
+    collection = scene.GetNodesByClass("vtkMRMLSliceNode")
+    nodes = [collection.GetItemAsObject(index) for index in range(collection.GetNumberOfItems())]
+    return {node.GetLayoutName(): (node.GetOrientation(), node.GetLayoutLabel()) for node in nodes}
+
+
+def test_the_reader_layout_relabels_the_existing_views_and_leaving_restores_them(scene):
+    logic = slicer_layout(scene)
+    layout = logic.GetLayoutNode()
+    conventional = {"Red": ("Axial", "R"), "Yellow": ("Sagittal", "Y"), "Green": ("Coronal", "G")}
+    assert views(scene) == conventional  # the views exist before the study, as in Slicer
+    volumes = [new_volume_node(scene, phantom(seed=s), GEOMETRY, f"v{s}") for s in range(3)]
+    red = scene.GetSingletonNode("Red", "vtkMRMLSliceNode")
+    red.SetSliceOffset(7.5)  # where the user was
+    red_matrix = [red.GetSliceToRAS().GetElement(r, c) for r in range(4) for c in range(4)]
+    composites = {}
+    for name in VIEW_NAMES:  # in Slicer, each view's slice logic makes its composite node
+        composites[name] = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        composites[name].SetLayoutName(name)
+    composites["Red"].SetBackgroundVolumeID(volumes[0].GetID())
+
+    saved = SavedViews.save(scene)
+    assert install_reader_layout(layout, "ABC")
+    layout.SetViewArrangement(READER_LAYOUT_ID)  # what layoutManager.setLayout does
+    assert views(scene) == {"Red": ("Axial", "A"), "Yellow": ("Axial", "B"), "Green": ("Axial", "C")}
+    show_blinded(scene, [v.GetID() for v in volumes])
+    layout.SetViewArrangement(layout.SlicerLayoutConventionalView)
+    assert views(scene)["Yellow"] == ("Axial", "B")  # the conventional layout does not relabel them ...
+    saved.restore(scene)  # ... so the module restores them
+    assert views(scene) == conventional
+    assert [red.GetSliceToRAS().GetElement(r, c) for r in range(4) for c in range(4)] == red_matrix
+    assert red.GetDefaultOrientation() == "Axial"
+    assert composites["Red"].GetBackgroundVolumeID() == volumes[0].GetID()
+    assert composites["Yellow"].GetBackgroundVolumeID() is None and not composites["Yellow"].GetLinkedControl()
+    scene.RemoveNode(volumes[0])  # a volume gone by the end of the study is not shown again
+    layout.SetViewArrangement(READER_LAYOUT_ID)
+    show_blinded(scene, [v.GetID() for v in volumes[1:]])
+    saved.restore(scene)
+    assert composites["Red"].GetBackgroundVolumeID() is None
+    assert not install_reader_layout(None)  # no main window: no layout, nothing to register
 
 
 # -- torch only with consent; the module's sample data -------------------------------------------------------
@@ -413,3 +654,24 @@ def test_what_the_modules_import_at_load_time_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_module_widget_works_without_a_main_window():
+    """Slicer's generic module tests create the widget with --no-main-window, where slicer.app.layoutManager()
+    is None: setting the widget up must not use it, and every use of it must handle None."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "FastMRRecon" / "FastMRRecon.py").read_text())
+    functions = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+
+    def calls(function, name):
+        return [node for node in ast.walk(function) if isinstance(node, ast.Call) and
+                getattr(node.func, "attr", getattr(node.func, "id", None)) == name]
+
+    for name in ("setup", "initializeParameterNode", "setParameterNode", "_checkCanApply"):
+        assert not calls(functions[name], "layoutManager"), name
+    for name, function in functions.items():
+        if calls(function, "layoutManager"):
+            checked = [node for node in ast.walk(function) if isinstance(node, ast.Compare)
+                       and any(isinstance(c, ast.Constant) and c.value is None for c in node.comparators)]
+            assert checked, f"{name} uses slicer.app.layoutManager() without checking it for None"

@@ -104,6 +104,25 @@ def test_simulate_volume_refuses_bad_volumes():
         AcquisitionConfig(averages=0)
 
 
+def test_simulate_volume_takes_magnitude_images_only():
+    """The rule (``check_magnitude``): minimum >= -10% of the 99th percentile, values within +-1e12."""
+    volume = 100.0 * disc_image(32)[None]
+    high = np.percentile(volume, 99)
+    config = AcquisitionConfig(acceleration=2.0, coils=4, center_fraction=0.2)
+    with pytest.raises(InputError, match=r"negative values .* below -10% of its 99th percentile .* magnitude image"):
+        simulate_volume(volume - 0.11 * high, config)  # a real part, a difference image
+    noise_floor = volume.copy()
+    noise_floor[0, :4, :4] = -0.09 * high  # zero-mean background noise, interpolation overshoot
+    assert simulate_volume(noise_floor, config).shape == volume.shape
+    with pytest.raises(InputError, match=r"beyond ±1e\+12 \(largest 1.5e\+20\)"):
+        simulate_volume(volume * 1e18, config)  # its squares overflow float32
+    for combine in ("rss", "sense"):
+        huge = simulate_volume(volume / volume.max() * 1e12, config, combine=combine)
+        assert np.all(np.isfinite(huge)) and huge.dtype == np.float32
+        np.testing.assert_allclose(huge / 1e12, simulate_volume(volume / volume.max(), config, combine=combine),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_a_lower_acquired_resolution_gives_ringing_and_correlated_noise_on_the_same_grid():
     region = acquired_region((96, 60), (0.5, 1.0))
     assert region.shape == (96, 60) and region.sum() == 48 * 60 and region[48].all() and not region[:24].any()

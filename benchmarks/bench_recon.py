@@ -366,6 +366,11 @@ no GPU, Python {platform.python_version()}. Raw numbers: `recon/results.json`; e
 
 BART regularisation chosen on the tuning slices: {'; '.join(bart_lines)}.
 
+Model measured on this page: {results.get('model_sha256', '?')[:12]}. The noise-aware model that replaced it
+(R = 1-4, SNR 5-1000 and noise-free, trained also on real anatomy) is compared with it, with the input and
+with BART on held-out real images in `recon_do_no_harm.md` (the second half of `make bench-recon`); this page
+was not re-run for it.
+
 ## PSNR / SSIM against the AV=2 reference ({results['cases']} held-out slices per R)
 
 {chr(10).join(mean_table(rows, groups))}

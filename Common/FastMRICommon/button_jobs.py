@@ -15,7 +15,8 @@ T = TypeVar("T")
 class ButtonJobs:
     """Which button's job runs (at most one at a time) and whether Cancel was clicked.
 
-    ``refresh()`` is called whenever that changes, so the widget can enable and disable its buttons.
+    ``refresh()`` is called whenever that changes, so the widget can enable and disable its buttons (while a
+    job runs, only its own button, reading Cancel, should stay enabled: see :meth:`enabled`).
     """
 
     def __init__(self, refresh: Callable[[], None]) -> None:
@@ -27,11 +28,19 @@ class ButtonJobs:
     def idle(self) -> bool:
         return self.running is None
 
-    def request_cancel(self) -> bool:
-        """Ask the running job to stop; False (nothing asked) when no job runs."""
+    def enabled(self, button: Any, ready: bool) -> bool:
+        """Whether ``button`` is enabled: its own running job can always be cancelled; otherwise it needs no
+        other job running and its inputs ``ready``."""
+        return button is self.running or (self.running is None and bool(ready))
+
+    def request_cancel(self, button: Any = None) -> bool:
+        """A click on ``button`` while a job may run: False when no job runs (the click starts one). Otherwise
+        True (the click must not start another job), and the running job is asked to stop only when it is
+        ``button``'s own (None: whichever runs), so one button never cancels another's job."""
         if self.running is None:
             return False
-        self.cancel_requested = True
+        if button is None or button is self.running:
+            self.cancel_requested = True
         return True
 
     def run(self, button: Any, job: Callable[[ProgressCallback, CancelCheck], T], progress: ProgressCallback,
@@ -40,7 +49,10 @@ class ButtonJobs:
         """Run ``job(progress, cancel)`` with ``button`` relabelled ``cancel_text``; errors go to
         ``error_display(button label)`` (a context manager, e.g. Slicer's message box), a cancelled job calls
         ``cancelled()``. Returns the job's result, or None when it failed or was cancelled. The button gets
-        its label back, whatever happens."""
+        its label back, whatever happens.
+
+        ``slicer.util.tryWithErrorDisplay`` shows the error and then raises it again (``Base/Python/slicer/
+        util.py`` at v5.8.1 and v5.10.0), so the error is caught here, after the display has shown it."""
         label = button.text
         self.running, self.cancel_requested = button, False
         button.text = cancel_text
@@ -52,7 +64,9 @@ class ButtonJobs:
                 except Cancelled:
                     cancelled()
             return None
+        except Exception:  # noqa: BLE001 - the display has shown it; the caller only needs "no result"
+            return None
         finally:
             button.text = label
-            self.running = None
+            self.running, self.cancel_requested = None, False
             self._refresh()

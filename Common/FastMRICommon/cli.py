@@ -1,17 +1,22 @@
 """The command-line harness shared by ``fastmrrecon`` and ``ivimestimator``.
 
 Exit codes: 0 success, 1 failure of the program, 2 bad input (argparse usage errors included), 130 cancelled
-(Ctrl-C). A user error is printed as one line, ``<prog>: error: <reason>``, without a traceback; ``-v`` adds
-debug logging and the traceback of unexpected failures.
+(Ctrl-C). A user error is printed as one line, ``<prog>: error: <reason>``, without a traceback; ``-v`` (before
+or after the command name) adds debug logging and the traceback of unexpected failures.
+
+Outputs never overwrite inputs (:func:`check_outputs`); an existing output file is replaced, and only once the
+new one is complete (the writers of ``mrml_bridge`` write atomically).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import Cancelled, InputError
 
@@ -22,9 +27,12 @@ Command = Callable[[argparse.Namespace], Optional[int]]
 
 
 def common_options() -> argparse.ArgumentParser:
-    """Options every subcommand accepts (use as ``parents=[common_options()]``)."""
+    """Options the program and every subcommand accept (use as ``parents=[common_options()]`` for both), so that
+    ``prog -v COMMAND`` and ``prog COMMAND -v`` are the same. Their defaults are left out of the namespace
+    (``argparse.SUPPRESS``): a subcommand's default would otherwise overwrite the value given before it."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging and full tracebacks")
     return parent
 
 
@@ -37,6 +45,9 @@ def run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True)
     _quiet_vtk(verbose)
+    name = getattr(args.command, "__name__", "").removeprefix("cmd_").replace("_", "-")
+    logging.getLogger(parser.prog).debug("%s %s: arguments %s", parser.prog, name, ", ".join(
+        f"{key}={value}" for key, value in vars(args).items() if key not in ("command", "verbose")))
     try:
         code = args.command(args)
         return EXIT_OK if code is None else int(code)
@@ -64,6 +75,25 @@ def _quiet_vtk(verbose: bool) -> None:
         vtk.vtkObject.GlobalWarningDisplayOff()
     except ImportError:  # the commands that need VTK fail later with their own message
         pass
+
+
+def check_outputs(inputs: Iterable[str | os.PathLike], outputs: Iterable[str | os.PathLike]) -> None:
+    """One-line InputError when an output names one of the inputs (under any spelling or link) or a folder:
+    a command may replace an existing output file, never an input."""
+    inputs = [Path(path) for path in inputs]
+    for output in (Path(path) for path in outputs):
+        if output.is_dir():
+            raise InputError(f"the output {output} is a folder: give a file name")
+        for source in inputs:
+            if _same_file(output, source):
+                raise InputError(f"the output {output} is the input {source}: write the output to another file")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet)
+        return first.resolve() == second.resolve()
 
 
 def positive_float(text: str) -> float:

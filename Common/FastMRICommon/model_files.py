@@ -9,7 +9,7 @@ A model file is a ``torch.save`` of a plain dictionary::
      "metadata": {...}}                        # training data, protocol (e.g. b-values), metrics
 
 It holds only tensors and JSON-like values, so it is read with ``torch.load(..., weights_only=True)``:
-loading never runs code from the file. Shipped models are listed in ``Resources/Models/manifest.json``
+loading never runs code from the file. Shipped models are listed in ``<Module>/Resources/Models/<Module>/manifest.json``
 with their SHA-256; a file whose hash differs from the manifest is refused.
 """
 
@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -45,7 +47,16 @@ class ModelFile:
         if self.architecture not in registry:
             raise ModelFileError(
                 f"model architecture {self.architecture!r} is unknown here (known: {', '.join(sorted(registry))})")
-        module = registry[self.architecture](**self.config)
+        try:
+            module = registry[self.architecture](**self.config)
+        except (TypeError, ValueError) as error:  # a key the constructor does not take, a value it refuses
+            unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+            if unknown:
+                raise ModelFileError(
+                    f"model config key {unknown.group(1)!r} is unknown to architecture {self.architecture!r} in this "
+                    "version of the extension") from error
+            raise ModelFileError(f"model config {self.config} does not fit architecture {self.architecture!r}: "
+                                 f"{_first_line(error)}") from error
         try:
             module.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as error:  # missing, unexpected or wrongly shaped weights
@@ -53,6 +64,11 @@ class ModelFile:
             raise ModelFileError(f"weights do not fit architecture {self.architecture!r} with config "
                                  f"{self.config}: {' '.join(first[:2])[:300]}") from error
         return module.eval()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -98,7 +114,9 @@ def save_model_file(path: str | os.PathLike, model: ModelFile) -> str:
 def load_model_file(path: str | os.PathLike, expected_sha256: str | None = None) -> ModelFile:
     """Read a model file safely (``weights_only=True``); check its SHA-256 when ``expected_sha256`` is given.
 
-    Raises :class:`ModelFileError` with a one-line reason for a missing, corrupt, foreign or too-new file.
+    Raises :class:`ModelFileError` with a one-line reason for a missing, corrupt, foreign or too-new file. A file
+    torch cannot read with ``weights_only`` (damaged, or holding Python objects besides tensors and plain values)
+    is "not a valid model file": torch's own message is not passed on, as it advises loading the file unsafely.
     """
     import torch
 
@@ -112,10 +130,12 @@ def load_model_file(path: str | os.PathLike, expected_sha256: str | None = None)
                 f"model file {path.name} is corrupt or was modified: SHA-256 {actual[:16]}... "
                 f"does not match the manifest's {expected_sha256[:16]}...")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises zip, pickle and runtime errors for damaged files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFileError(f"{path.name} is not a readable model file ({reason[:200]})") from error
+        with warnings.catch_warnings():  # e.g. about the pickle protocol: the error below says what matters
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises zip, pickle, key and runtime errors for damaged or foreign files
+        raise ModelFileError(f"{path.name} is not a valid model file: it is damaged, or holds more than weights "
+                             "(it was not written by this extension)") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path.name} is not a {FORMAT_NAME} file")
     version = payload.get("format_version")
@@ -125,6 +145,10 @@ def load_model_file(path: str | os.PathLike, expected_sha256: str | None = None)
     missing = [key for key in ("architecture", "config", "state_dict", "metadata") if key not in payload]
     if missing:
         raise ModelFileError(f"{path.name} lacks {', '.join(missing)}")
+    wrong = [key for key in ("config", "state_dict", "metadata") if not isinstance(payload[key], dict)]
+    if wrong or not isinstance(payload["architecture"], str):
+        raise ModelFileError(f"{path.name} is not a valid model file: {', '.join(wrong) or 'architecture'} "
+                             "of the wrong type")
     return ModelFile(architecture=payload["architecture"], config=dict(payload["config"]),
                      state_dict=dict(payload["state_dict"]), metadata=dict(payload["metadata"]),
                      format_version=version)

@@ -8,15 +8,21 @@ node; input nodes are only read.
 Files are read and written through MRML storage nodes (slicer-core has no ``slicer.util.loadVolume``):
 3D volumes with ``vtkMRMLVolumeArchetypeStorageNode`` (NRRD, NIfTI, MHA, ...), 4D series with
 ``vtkMRMLVolumeSequenceStorageNode`` (``.seq.nrrd``/``.nrrd`` keep b-values as the sequence index;
-NIfTI keeps them in an FSL-style ``.bval`` file beside the image).
+NIfTI keeps them in an FSL-style ``.bval`` file beside the image). 4D NIfTI files are read with SimpleITK
+(:func:`read_nifti_series_array`), not by the storage node: the released Slicers (5.8, 5.10) and their MRML
+(slicer-core 5.11) read no NIfTI sequence. NIfTI files are checked before they are read
+(:func:`nifti_nonfinite_values`): truncated ones are refused, and their NaN / Inf voxels, which the storage
+node reads as 0, are put back.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -217,9 +223,10 @@ def series_from_nodes(source: Any, bvalues: Optional[Sequence[float]] = None) ->
     """Read a diffusion series from what Slicer holds.
 
     ``source`` is a ``vtkMRMLSequenceNode`` of scalar volumes, a ``vtkMRMLDiffusionWeightedVolumeNode``, a
-    vector volume from DICOM multi-volume import (b-values in its ``MultiVolume.FrameLabels`` attribute), or
-    a list of scalar volume nodes. ``bvalues`` (s/mm²), when given, take precedence over those stored in the
-    data; otherwise the stored ones are used, or None when there are none.
+    DICOM multi-volume (:func:`is_multivolume`: one frame per component), or a list of scalar volume nodes.
+    ``bvalues`` (s/mm²), when given, take precedence over those stored in the data; otherwise the stored ones
+    are used (a b-value sequence index, the DWI node's b-values, or MultiVolumeImporter's frame labels when its
+    frames are told apart by a b-value tag, see :func:`frame_label_bvalues`), or None when there are none.
     """
     if isinstance(source, (list, tuple)):
         pairs = [volume_to_array(node) for node in source]
@@ -233,9 +240,9 @@ def series_from_nodes(source: Any, bvalues: Optional[Sequence[float]] = None) ->
         stored = [values.GetValue(i) for i in range(values.GetNumberOfTuples())] if values is not None else None
         arrays, geometries = list(np.moveaxis(array, -1, 0)), [geometry] * array.shape[-1]
         names = [f"{source.GetName()}[{index}]" for index in range(array.shape[-1])]
-    elif source is not None and source.IsA("vtkMRMLVectorVolumeNode"):
-        array, geometry = volume_to_array(source)
-        stored = _multivolume_bvalues(source)
+    elif source is not None and is_multivolume(source):
+        array, geometry = _frames_array(source)
+        stored = frame_label_bvalues(source, array.shape[-1])
         arrays, geometries = list(np.moveaxis(array, -1, 0)), [geometry] * array.shape[-1]
         names = [f"{source.GetName()}[{index}]" for index in range(array.shape[-1])]
     else:
@@ -267,11 +274,19 @@ def _read_sequence(sequence: Any) -> tuple[list, list, list, Optional[list[float
         geometries.append(geometry)
         names.append(f"{sequence.GetName()}[{sequence.GetNthIndexValue(index)}]")
     stored = None
+    count = sequence.GetNumberOfDataNodes()
     if _is_b_index(sequence.GetIndexName(), sequence.GetIndexUnit()):
         try:
-            stored = [float(sequence.GetNthIndexValue(i)) for i in range(sequence.GetNumberOfDataNodes())]
+            stored = [float(sequence.GetNthIndexValue(i)) for i in range(count)]
         except ValueError as error:
             raise InputError(f"sequence {sequence.GetName()!r} has a non-numeric b-value index: {error}") from error
+    else:  # MultiVolumeImporter's "volume sequence": index = frame number 0, 1, ..., b-values in the frame labels
+        labels = frame_label_bvalues(sequence, count)
+        frames = [sequence.GetNthIndexValue(i) for i in range(count)]
+        if labels is not None and set(frames) == {str(frame) for frame in range(count)}:
+            stored = [labels[int(frame)] for frame in frames]  # items in index order, labels in frame order
+        else:
+            stored = labels
     return arrays, geometries, names, stored
 
 
@@ -279,16 +294,52 @@ def _is_b_index(name: str, unit: str) -> bool:
     return (name or "").strip().lower() in B_INDEX_NAMES or "s/mm" in (unit or "").replace("²", "2").lower()
 
 
-def _multivolume_bvalues(node: Any) -> Optional[list[float]]:
-    """b-values of a DICOM multi-volume whose frames are identified by a b-value tag, else None."""
-    labels = node.GetAttribute("MultiVolume.FrameLabels")
-    tag = (node.GetAttribute("MultiVolume.FrameIdentifyingDICOMTagName") or "").lower()
-    if not labels or "bvalue" not in tag.replace("-", "").replace("_", ""):
+#: Attributes MultiVolumeImporter (``MultiVolumeImporterPlugin.py``, fedorov/MultiVolumeImporter) gives a DICOM
+#: multi-volume, and copies to the sequence node it makes when loading one "as volume sequence": the frame labels
+#: (one number per frame, comma separated) and the DICOM tag, with its units, that tells the frames apart.
+FRAME_LABELS = "MultiVolume.FrameLabels"
+FRAME_TAG = "MultiVolume.FrameIdentifyingDICOMTagName"
+FRAME_TAG_UNITS = "MultiVolume.FrameIdentifyingDICOMTagUnits"
+
+
+def is_multivolume(node: Any) -> bool:
+    """A volume node holding one frame per scalar component: a vector volume, MultiVolumeExplorer's
+    ``vtkMRMLMultiVolumeNode`` (a scalar volume subclass, checked by class name: slicer-core lacks it), or any
+    scalar volume carrying MultiVolumeImporter's frame labels."""
+    return bool(node.IsA("vtkMRMLVectorVolumeNode") or node.IsA("vtkMRMLMultiVolumeNode")
+                or (node.IsA("vtkMRMLScalarVolumeNode") and node.GetAttribute(FRAME_LABELS) is not None))
+
+
+def _frames_array(node: Any) -> tuple[np.ndarray, VolumeGeometry]:
+    """A copy of a multi-component volume's voxels as ``[k, j, i, frame]`` and its geometry (read from the
+    image data: ``slicer.util.arrayFromVolume`` refuses components on a plain scalar volume node)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    image = node.GetImageData()
+    if image is None or image.GetPointData().GetScalars() is None:
+        raise InputError(f"multi-volume {node.GetName()!r} has no image data")
+    shape = tuple(reversed(image.GetDimensions())) + (image.GetNumberOfScalarComponents(),)
+    return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape).copy(), geometry_of(node)
+
+
+def frame_label_bvalues(node: Any, frames: int) -> Optional[list[float]]:
+    """b-values (s/mm²) from a node's MultiVolumeImporter frame labels when its frames are identified by a
+    b-value tag (``Siemens.B-value``, ``GE.B-value``, ``Philips.B-value``, ``Standard.B-value``) or the tag's
+    units are s/mm² (``sec/mm2``); None when there are no labels or they are not b-values (trigger times,
+    echo times, ...). Labels that are not ``frames`` numbers are refused."""
+    labels = node.GetAttribute(FRAME_LABELS)
+    tag = (node.GetAttribute(FRAME_TAG) or "").lower().replace("-", "").replace("_", "")
+    units = (node.GetAttribute(FRAME_TAG_UNITS) or "").lower().replace("²", "2").replace("sec/", "s/").replace(" ", "")
+    if not labels or not ("bvalue" in tag or units == "s/mm2"):
         return None
     try:
-        return [float(value) for value in labels.split(",")]
+        values = [float(value) for value in labels.split(",")]
     except ValueError as error:
         raise InputError(f"multi-volume {node.GetName()!r} has non-numeric frame labels: {error}") from error
+    if len(values) != frames:
+        raise InputError(f"multi-volume {node.GetName()!r} has {len(values)} b-values in {FRAME_LABELS} for {frames} "
+                         "frames: type the b-values instead")
+    return values
 
 
 def new_sequence_node(scene: Any, series: DiffusionSeries, name: str) -> Any:
@@ -331,20 +382,138 @@ def _check_writable_suffix(path: Path) -> None:
         raise InputError(f"cannot write {path.name}: use one of {', '.join(VOLUME_SUFFIXES)}")
 
 
+#: NIfTI datatype codes (``nifti1.h``) of real voxel types -> numpy dtype (byte order added from the header).
+NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
+#: Bytes read from a NIfTI data stream at a time.
+_NIFTI_CHUNK = 1 << 24
+
+
+@dataclass(frozen=True)
+class NonfiniteVoxels:
+    """NaN / Inf values of an image file of ``voxels`` values: positions in its voxel order (``array.ravel()``
+    of what Slicer reads: i fastest, then j, k and volume) and the values there."""
+
+    voxels: int
+    flat_index: np.ndarray
+    values: np.ndarray
+
+
+def _nifti_layout(header: bytes, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(dimensions dim[1..dim[0]], voxel dtype, data offset in bytes) from the first 540 bytes of a NIfTI-1 or
+    NIfTI-2 file."""
+    for order in "<>":
+        size = np.frombuffer(header[:4], f"{order}i4")[0] if len(header) >= 4 else 0
+        if size == 348 and len(header) >= 348:  # NIfTI-1
+            # dim int16[8] at byte 40, datatype int16 at 70, vox_offset float32 at 108
+            dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            code = int(np.frombuffer(header[70:72], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+            break
+        if size == 540 and len(header) >= 540:  # NIfTI-2
+            # datatype int16 at byte 12, dim int64[8] at 16, vox_offset int64 at 168
+            dims = np.frombuffer(header[16:80], f"{order}i8")
+            code = int(np.frombuffer(header[12:14], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+            break
+    else:
+        raise InputError(f"{path.name} is not a NIfTI file (no valid header)")
+    rank = int(dims[0])
+    if not 1 <= rank <= 7 or np.any(dims[1:rank + 1] < 1) or offset < 0:
+        raise InputError(f"{path.name} has an invalid NIfTI header (dimensions {dims[:rank + 1].tolist()})")
+    if code not in NIFTI_DTYPES:
+        raise InputError(f"{path.name} has NIfTI datatype {code}, not a real voxel type this reader supports")
+    return tuple(int(d) for d in dims[1:rank + 1]), np.dtype(order + NIFTI_DTYPES[code]), offset
+
+
+def nifti_shape(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
+    """The dimensions of a ``.nii`` / ``.nii.gz`` file from its header; None for other formats."""
+    import gzip
+
+    path = Path(path)
+    if _suffix(path) not in (".nii", ".nii.gz"):
+        return None
+    with (gzip.open if _suffix(path) == ".nii.gz" else open)(path, "rb") as stream:
+        return _nifti_layout(stream.read(540), path)[0]
+
+
+def nifti_nonfinite_values(path: str | os.PathLike) -> Optional[NonfiniteVoxels]:
+    """Check a ``.nii`` / ``.nii.gz`` file's voxel data against its header; None for other formats.
+
+    Slicer's reader (ITK) fills the part missing from a truncated file with zeros and reads NaN / Inf as 0,
+    which would give plausible but wrong maps. So the data are streamed (``.gz`` decompressed on the fly) and
+    counted: fewer bytes than the header's shape x voxel size, or a damaged compressed stream, is an
+    InputError. Returns the NaN / Inf voxels of a floating-point file (None when there are none), for the
+    caller to put back."""
+    import gzip
+    import zlib
+
+    path = Path(path)
+    if _suffix(path) not in (".nii", ".nii.gz"):
+        return None
+    indices, values, seen = [], [], 0  # seen: data bytes checked
+    try:
+        with (gzip.open if _suffix(path) == ".nii.gz" else open)(path, "rb") as stream:
+            header = stream.read(540)
+            shape, dtype, offset = _nifti_layout(header, path)
+            voxels = int(np.prod(shape, dtype=np.int64))
+            total = voxels * dtype.itemsize
+            stream.read(max(0, offset - len(header)))  # the rest of the header: extensions
+            carry = header[offset:offset + total]  # data bytes read but not yet checked
+            while True:
+                wanted = total - seen - len(carry)
+                block = carry + (stream.read(min(_NIFTI_CHUNK, wanted)) if wanted > 0 else b"")
+                usable = len(block) - len(block) % dtype.itemsize
+                if usable == 0:  # all checked, or the file ended
+                    break
+                if dtype.kind == "f":
+                    data = np.frombuffer(block[:usable], dtype)
+                    bad = np.flatnonzero(~np.isfinite(data))
+                    indices.append(bad + seen // dtype.itemsize)
+                    values.append(data[bad])
+                carry, seen = block[usable:], seen + usable
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"{path.name} is damaged or truncated ({error}); cannot read it") from error
+    if seen < total:
+        grid = " x ".join(map(str, shape))
+        raise InputError(f"{path.name} is truncated: it holds {seen:,} of the {total:,} bytes of voxel data its header "
+                         f"gives ({grid} voxels of {dtype.itemsize} bytes)")
+    found = np.concatenate(indices) if indices else np.empty(0, np.int64)
+    return NonfiniteVoxels(voxels, found, np.concatenate(values)) if found.size else None
+
+
+def _restore_nonfinite(array: np.ndarray, nonfinite: Optional[NonfiniteVoxels], path: Path) -> np.ndarray:
+    """``array`` (read by Slicer from ``path``) with the file's NaN / Inf voxels put back."""
+    if nonfinite is None:
+        return array
+    if array.size != nonfinite.voxels:
+        raise InputError(f"{path.name} holds NaN / Inf voxels, and its {nonfinite.voxels} values were read as "
+                         f"{array.size}: cannot tell which voxels they are")
+    restored = array.astype(np.promote_types(array.dtype, np.float32), copy=True)
+    restored.reshape(-1)[nonfinite.flat_index] = nonfinite.values
+    return restored
+
+
 def read_volume_array(path: str | os.PathLike) -> tuple[np.ndarray, VolumeGeometry]:
-    """Read a 3D image file (NRRD, NIfTI, MHA, ...) as ``(array[k, j, i], geometry)``."""
+    """Read a 3D image file (NRRD, NIfTI, MHA, ...) as ``(array[k, j, i], geometry)``. A NIfTI file is checked
+    first (:func:`nifti_nonfinite_values`): a truncated one is refused, and its NaN / Inf voxels keep their
+    values (Slicer's reader gives 0 for them)."""
     import slicer
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such image file: {path}")
+    nonfinite = nifti_nonfinite_values(path)  # refuses a truncated NIfTI file before Slicer reads zeros for it
+    shape = nifti_shape(path)
+    if shape is not None and int(np.prod(shape[3:], dtype=np.int64)) > 1:  # Slicer 5.10's reader takes volume 0
+        raise InputError(f"{path} holds {int(np.prod(shape[3:]))} volumes (a 4D series): cannot read it as a volume")
     scratch = slicer.vtkMRMLScene()
     storage = scratch.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
     storage.SetFileName(str(path))
     node = scratch.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     if not storage.ReadData(node) or node.GetImageData() is None:
         raise InputError(f"cannot read {path} as a volume")
-    return volume_to_array(node)
+    array, geometry = volume_to_array(node)
+    return _restore_nonfinite(array, nonfinite, path), geometry
 
 
 def read_volume(scene: Any, path: str | os.PathLike, name: Optional[str] = None) -> Any:
@@ -353,25 +522,48 @@ def read_volume(scene: Any, path: str | os.PathLike, name: Optional[str] = None)
     return new_volume_node(scene, array, geometry, name or _stem(Path(path)))
 
 
+@contextmanager
+def _atomic_write(path: Path) -> Iterator[Path]:
+    """Where to write ``path``: the same name in a new folder beside it (``.<name>.partial-<pid>``), so the
+    writer still picks the format from the real suffix and a detached header (``.nhdr``, ``.mhd``) names its
+    data file by the final name. When the block completes, every file written there is moved into place with
+    ``os.replace`` (data files first, ``path`` last); when it fails or is interrupted (Ctrl-C), the folder is
+    deleted: no partial file is ever left, and an existing ``path`` stays as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.parent / f".{path.name}.partial-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run of a process with the same id
+    scratch.mkdir()
+    try:
+        yield scratch / path.name
+        if not (scratch / path.name).is_file():
+            raise OSError(f"writing {path} failed: nothing was written")
+        files = sorted((item for item in scratch.iterdir() if item.is_file()), key=lambda item: item.name == path.name)
+        for written in files:
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def write_volume(node: Any, path: str | os.PathLike) -> Path:
-    """Write a volume node to ``path`` (format from the extension); the node is not modified."""
+    """Write a volume node to ``path`` (format from the extension), atomically (:func:`_atomic_write`); the node
+    is not modified."""
     import slicer
 
     path = Path(path)
     _check_writable_suffix(path)
     if node is None or not node.IsA("vtkMRMLVolumeNode") or node.GetImageData() is None:
         raise InputError(f"cannot write {_describe(node)}: not a volume with image data")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    storage.SetUseCompression(1)
-    if not storage.WriteData(node):
-        raise OSError(f"writing {path} failed")
+    with _atomic_write(path) as temporary:
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(str(temporary))
+        storage.SetUseCompression(1)
+        if not storage.WriteData(node):
+            raise OSError(f"writing {path} failed")
     return path
 
 
 def write_volume_array(array: np.ndarray, geometry: VolumeGeometry, path: str | os.PathLike) -> Path:
-    """Write ``array[k, j, i]`` with ``geometry`` to an image file (through a scratch scene)."""
+    """Write ``array[k, j, i]`` with ``geometry`` to an image file (through a scratch scene), atomically."""
     import slicer
 
     return write_volume(new_volume_node(slicer.vtkMRMLScene(), array, geometry, _stem(Path(path))), path)
@@ -382,6 +574,7 @@ def read_series_array(path: str | os.PathLike, bvalues: Optional[Sequence[float]
 
     b-values (s/mm²) come from ``bvalues`` when given, else from the file: the index of a sequence NRRD, or a
     ``.bval`` file beside a NIfTI (``dwi.nii.gz`` -> ``dwi.bval``) or inside a folder; else they stay None.
+    NIfTI files are checked as in :func:`read_volume_array` (truncated: refused; NaN / Inf: kept).
     """
     import slicer
 
@@ -391,22 +584,58 @@ def read_series_array(path: str | os.PathLike, bvalues: Optional[Sequence[float]
         files = sorted(p for p in path.iterdir() if p.is_file() and _suffix(p) in VOLUME_SUFFIXES)
         if not files:
             raise InputError(f"folder {path} holds no volume files ({', '.join(VOLUME_SUFFIXES)})")
-        source: Any = [new_volume_node(scratch, *read_volume_array(file), name=file.name) for file in files]
+        series = series_from_nodes([new_volume_node(scratch, *read_volume_array(file), name=file.name)
+                                    for file in files], bvalues)
         sidecars = sorted(path.glob("*.bval"))
         sidecar = sidecars[0] if len(sidecars) == 1 else None
+    elif path.is_file() and _suffix(path) in (".nii", ".nii.gz"):
+        series = read_nifti_series_array(path, bvalues)
+        sidecar = path.with_name(_stem(path) + ".bval")
     elif path.is_file():
         storage = scratch.AddNewNodeByClass("vtkMRMLVolumeSequenceStorageNode")
         storage.SetFileName(str(path))
         source = scratch.AddNewNodeByClass("vtkMRMLSequenceNode", _stem(path))
         if not storage.ReadData(source) or source.GetNumberOfDataNodes() == 0:
             raise InputError(f"cannot read {path} as a 4D series")
+        series = series_from_nodes(source, bvalues)
         sidecar = path.with_name(_stem(path) + ".bval")
     else:
         raise InputError(f"no such image file or folder: {path}")
-    series = series_from_nodes(source, bvalues)
     if series.bvalues is None and sidecar is not None and sidecar.is_file():
         series = DiffusionSeries(series.volumes, read_bvalues_file(sidecar), series.geometry)
     return series
+
+
+def read_nifti_series_array(path: str | os.PathLike, bvalues: Optional[Sequence[float]] = None) -> DiffusionSeries:
+    """Read a 4D NIfTI file (``.nii`` / ``.nii.gz``: i, j, k, volume) as a series, with SimpleITK (ITK's NIfTI
+    reader, as Slicer's), so that it does not depend on the NIfTI sequence support of Slicer's storage node,
+    which no released Slicer has. The file is checked first as in :func:`read_volume_array` (truncated:
+    refused; NaN / Inf: kept). b-values (s/mm²) are ``bvalues`` or None (a ``.bval`` file beside it is
+    :func:`read_series_array`'s business)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such image file: {path}")
+    nonfinite = nifti_nonfinite_values(path)  # refuses a truncated file before ITK reads zeros for it
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(f"cannot read {path} as a 4D series ({str(error).strip().splitlines()[-1]})") from error
+    if image.GetDimension() != 4 or image.GetNumberOfComponentsPerPixel() != 1:
+        components = image.GetNumberOfComponentsPerPixel()
+        raise InputError(f"cannot read {path} as a 4D series: it holds a {image.GetDimension()}D image"
+                         + (f" of {components}-component voxels" if components > 1 else "")
+                         + " (a series is one 4D NIfTI file: i, j, k, volume)")
+    direction = np.asarray(image.GetDirection(), float).reshape(4, 4)
+    if not (np.allclose(direction[3, :3], 0.0) and np.allclose(direction[:3, 3], 0.0)):
+        raise InputError(f"cannot read {path} as a 4D series: its 4th axis is not time (it mixes with space)")
+    spacing, origin = image.GetSpacing()[:3], np.asarray(image.GetOrigin()[:3], float)
+    geometry = VolumeGeometry(tuple(float(v) for v in spacing), tuple((_RAS_TO_LPS @ origin).tolist()),
+                              tuple(tuple(row) for row in (_RAS_TO_LPS @ direction[:3, :3]).tolist()))
+    volumes = _restore_nonfinite(sitk.GetArrayFromImage(image), nonfinite, path)  # [n, k, j, i]
+    return DiffusionSeries(volumes.astype(np.float32, copy=False),
+                           None if bvalues is None else np.asarray(bvalues, float), geometry)
 
 
 def read_series(scene: Any, path: str | os.PathLike, bvalues: Optional[Sequence[float]] = None) -> Any:
@@ -415,21 +644,22 @@ def read_series(scene: Any, path: str | os.PathLike, bvalues: Optional[Sequence[
 
 
 def write_series(sequence: Any, path: str | os.PathLike) -> Path:
-    """Write a sequence node to a 4D file; for NIfTI the b-values also go to a ``.bval`` file beside it."""
+    """Write a sequence node to a 4D file, atomically (:func:`_atomic_write`); for NIfTI the b-values also go to
+    a ``.bval`` file beside it."""
     import slicer
 
     path = Path(path)
     _check_writable_suffix(path)
     if sequence is None or not sequence.IsA("vtkMRMLSequenceNode"):
         raise InputError(f"cannot write {_describe(sequence)} as a series: not a sequence node")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    storage = slicer.vtkMRMLVolumeSequenceStorageNode()
-    storage.SetFileName(str(path))
-    if not storage.WriteData(sequence):
-        raise OSError(f"writing {path} failed")
-    if _suffix(path) in (".nii", ".nii.gz") and _is_b_index(sequence.GetIndexName(), sequence.GetIndexUnit()):
-        values = [sequence.GetNthIndexValue(i) for i in range(sequence.GetNumberOfDataNodes())]
-        path.with_name(_stem(path) + ".bval").write_text(" ".join(values) + "\n")
+    with _atomic_write(path) as temporary:
+        storage = slicer.vtkMRMLVolumeSequenceStorageNode()
+        storage.SetFileName(str(temporary))
+        if not storage.WriteData(sequence):
+            raise OSError(f"writing {path} failed")
+        if _suffix(path) in (".nii", ".nii.gz") and _is_b_index(sequence.GetIndexName(), sequence.GetIndexUnit()):
+            values = [sequence.GetNthIndexValue(i) for i in range(sequence.GetNumberOfDataNodes())]
+            temporary.with_name(_stem(path) + ".bval").write_text(" ".join(values) + "\n")
     return path
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from FastMRICommon.cli import common_options, positive_float, positive_int, run
+import numpy as np
+
+from FastMRICommon.cli import check_outputs, common_options, positive_float, positive_int, run
 from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.mrml_bridge import read_volume_array, write_volume_array
 
@@ -42,6 +45,7 @@ def _read_scalar_volume(path: Path):
 def cmd_simulate(args: argparse.Namespace) -> None:
     from .simulate import simulate_volume
 
+    check_outputs([args.input], [args.output])
     array, geometry = _read_scalar_volume(args.input)
     config = AcquisitionConfig(acceleration=args.acceleration, mask=args.mask, center_fraction=args.center_fraction,
                                coils=args.coils, averages=args.averages, snr=args.snr,
@@ -52,14 +56,37 @@ def cmd_simulate(args: argparse.Namespace) -> None:
              args.snr)
 
 
-def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from .reconstructor import Reconstructor
+def _strength(text: str) -> float:
+    """A strength name of ``STRENGTHS`` or a number (checked by ``check_noise_settings``)."""
+    from .reconstructor import STRENGTHS
 
+    if text in STRENGTHS:
+        return STRENGTHS[text]
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {', '.join(STRENGTHS)} or a number, got {text!r}") from None
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from FastMRICommon.errors import InputError
+    from .reconstructor import Reconstructor, check_noise_settings
+
+    check_noise_settings(args.noise_sd, args.strength)
+    check_outputs([args.input], [args.output])
+    if args.change_map is not None and args.change_map.resolve() in (args.output.resolve(), args.input.resolve()):
+        raise InputError("--change-map must name another file than the input and the output")
     array, geometry = _read_scalar_volume(args.input)
     reconstructor = Reconstructor.load(args.model, device=args.device)
-    result = reconstructor.reconstruct(array, batch_size=args.batch_size, progress=_progress)
+    result = reconstructor.reconstruct(array, batch_size=args.batch_size, progress=_progress, noise_sd=args.noise_sd,
+                                       strength=args.strength, return_change=args.change_map is not None)
+    result, change = result if args.change_map is not None else (result, None)
     write_volume_array(result, geometry, args.output)
     log.info("wrote %s (%d slices of %d x %d, device %s)", args.output, *result.shape, reconstructor.device)
+    if change is not None:
+        write_volume_array(change, geometry, args.change_map)
+        log.info("wrote %s (change in noise SDs: median %.2f, 99th percentile %.2f)", args.change_map,
+                 float(np.median(change)), float(np.percentile(change, 99)))
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
@@ -109,18 +136,47 @@ def cmd_make_pairs(args: argparse.Namespace) -> None:
     log.info("wrote %d pairs from %d subjects to %s", len(pairs), len(sources), args.output)
 
 
+def _read_pairs(path: Path) -> list:
+    """The pairs of a file written by ``make-pairs``, or a one-line InputError naming what is wrong with it."""
+    from FastMRICommon.errors import InputError
+    from .training_data import load_pairs
+
+    if not path.is_file():
+        raise InputError(f"no such pairs file: {path}")
+    not_pairs = f"{path} is not a training pairs file (an .npz written by `fastmrrecon make-pairs`)"
+    try:
+        data = np.load(path)  # allow_pickle=False: never runs code from the file
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InputError(f"{not_pairs}: it holds a single array")
+        with data:
+            missing = [key for key in ("contrast", "acceleration", "subject") if key not in data.files]
+            count = 0 if missing else int(np.size(data["contrast"]))
+            missing += [f"{kind}_{index}" for index in range(count) for kind in ("input", "reference")
+                        if f"{kind}_{index}" not in data.files]
+        if missing:
+            listed = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            raise InputError(f"{not_pairs}: it lacks {listed}")
+        if count == 0:
+            raise InputError(f"{path} holds no pairs")
+        return load_pairs(path)
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # not an .npz, or one with Python objects
+        raise InputError(not_pairs) from error
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from FastMRICommon.device import select_device
     from .network import NetworkConfig
     from .training import TrainingConfig, distributed_rank, save_trained, train
-    from .training_data import load_pairs
 
-    pairs = [pair for path in args.data for pair in load_pairs(path)]
-    validation = [pair for path in args.validation for pair in load_pairs(path)]
+    checkpoint = args.checkpoint or args.out.with_suffix(".checkpoint.pt")
+    check_outputs([*args.data, *args.validation], [args.out, checkpoint])
+    pairs = [pair for path in args.data for pair in _read_pairs(path)]
+    validation = [pair for path in args.validation for pair in _read_pairs(path)]
     config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, patch=args.patch,
                             learning_rate=args.learning_rate, l1_weight=args.l1_weight, seed=args.seed,
                             network=NetworkConfig(channels=args.channels))
-    checkpoint = args.checkpoint or args.out.with_suffix(".checkpoint.pt")
     device = select_device(args.device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
     if distributed:
@@ -197,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
     reconstruct.add_argument("--batch-size", type=positive_int,
                              help="slices per batch (default: 8 on a GPU; on the CPU, two 256 x 256 slices' worth)")
+    reconstruct.add_argument("--noise-sd", type=float,
+                             help="noise SD of the input in its intensity units (> 0; default: measured per slice "
+                                  "from the image)")
+    reconstruct.add_argument("--strength", type=_strength, default=1.0,
+                             help="low, medium (default), high, or a factor 0-2 on the noise level the network "
+                                  "is told (0: treat the image as noise-free)")
+    reconstruct.add_argument("--change-map", type=Path, metavar="OUT",
+                             help="also write |output - input| / noise SD per voxel (where the network departed "
+                                  "from the measured image by more than its noise)")
     reconstruct.set_defaults(command=cmd_reconstruct)
 
     metrics = sub.add_parser("metrics", parents=[common], help="PSNR and SSIM against a reference",

@@ -5,6 +5,12 @@ accelerated image. Stage 2, ``FidelityNet``: takes the stage-1 output together w
 and produces the final image (stage-1 output + a learned correction), so that detail the U-Net removed
 can be restored from the measured image. Both stage outputs are returned for the deep-supervision loss.
 
+Noise-aware (``NetworkConfig.noise_input``): both stages also take a map of the input's noise SD (same
+normalisation as the image) as an extra channel, as FFDNet does (Zhang, Zuo & Zhang, "FFDNet: Toward a fast
+and flexible solution for CNN-based image denoising", IEEE TIP 2018), so one network applies the strength
+each image needs and can leave a clean image alone; the map is measured by ``noise_level`` and may be scaled
+by the user (``reconstructor``).
+
 Images enter normalised (see ``reconstructor.slice_scales``); any height and width of at least
 ``ReconstructionNetwork.min_size`` pixels works: the input is padded by reflection to a multiple of 2**depth and cropped back.
 """
@@ -31,9 +37,15 @@ class NetworkConfig:
     max_channels: Optional[int] = 64
     fidelity_channels: int = 16
     fidelity_layers: int = 3
+    #: A noise-SD map is a second input channel of both stages (module docstring).
+    noise_input: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+#: Width of the noise-level embedding that conditions the U-Net (``ResidualUNet``).
+NOISE_EMBEDDING = 32
 
 
 def _activation() -> nn.LeakyReLU:
@@ -49,66 +61,158 @@ def _block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class ResidualUNet(nn.Module):
-    """U-Net predicting the residual (noise + aliasing) that is added to its one-channel input."""
+    """U-Net predicting the residual (noise + aliasing) that is added to its one-channel input.
 
-    def __init__(self, channels: int, depth: int, max_channels: Optional[int] = None) -> None:
+    With ``embedding`` > 0 every instance norm is followed by a feature-wise affine map (FiLM: Perez et al.,
+    AAAI 2018) computed from an embedding of the image's noise level: instance norm removes any constant
+    input channel, so a noise map fed only to the first convolution would lose its level. The maps start
+    as the identity (zero weights)."""
+
+    def __init__(self, channels: int, depth: int, max_channels: Optional[int] = None, in_channels: int = 1,
+                 embedding: int = 0) -> None:
         super().__init__()
         widths = [min(channels * 2**level, max_channels or channels * 2**level) for level in range(depth + 1)]
-        self.down = nn.ModuleList([_block(1, widths[0])] + [_block(widths[i], widths[i + 1]) for i in range(depth)])
+        self.down = nn.ModuleList([_block(in_channels, widths[0])]
+                                  + [_block(widths[i], widths[i + 1]) for i in range(depth)])
         self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)])
         self.merge = nn.ModuleList([_block(2 * widths[i], widths[i]) for i in range(depth)])
         self.head = nn.Conv2d(widths[0], 1, 1)
+        self.down_film = self.merge_film = None
+        if embedding:
+            self.down_film = nn.ModuleList([_film(embedding, width) for width in widths])
+            self.merge_film = nn.ModuleList([_film(embedding, width) for width in widths[:-1]])
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        skips, x = [], image
+    @staticmethod
+    def _run(block: nn.Sequential, film: Optional[nn.Linear], x: torch.Tensor,
+             embedding: Optional[torch.Tensor]) -> torch.Tensor:
+        if film is None or embedding is None:
+            return block(x)
+        scales = film(embedding)[..., None, None].chunk(4, dim=1)  # (gamma, beta) after each of the two norms
+        norms = 0
+        for layer in block:
+            x = layer(x)
+            if isinstance(layer, nn.InstanceNorm2d):
+                x = x * (1 + scales[2 * norms]) + scales[2 * norms + 1]
+                norms += 1
+        return x
+
+    def forward(self, image: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
+        skips, x = [], image if noise is None else torch.cat([image, noise], dim=1)
         for level, block in enumerate(self.down):
-            x = block(x if level == 0 else F.avg_pool2d(x, 2))
+            film = None if self.down_film is None else self.down_film[level]
+            x = self._run(block, film, x if level == 0 else F.avg_pool2d(x, 2), embedding)
             skips.append(x)
         x = skips.pop()
         for level in reversed(range(len(self.up))):
-            x = self.merge[level](torch.cat([self.up[level](x), skips.pop()], dim=1))
+            film = None if self.merge_film is None else self.merge_film[level]
+            x = self._run(self.merge[level], film, torch.cat([self.up[level](x), skips.pop()], dim=1), embedding)
         return image + self.head(x)
 
 
-class FidelityNet(nn.Module):
-    """Final image from the stage-1 output and the original input: stage-1 output + a learned correction."""
+def _film(embedding: int, width: int) -> nn.Linear:
+    """The affine maps of one block's two norms: (gamma, beta) x 2 per channel, zero at the start."""
+    layer = nn.Linear(embedding, 4 * width)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
 
-    def __init__(self, channels: int, layers: int) -> None:
+
+class NoiseEmbedding(nn.Module):
+    """A feature vector from each image's noise level ``[batch]`` (the mean of its normalised noise map):
+    log10 of it, scaled to about [-1, 1] over 1e-4 to 1, through a two-layer perceptron."""
+
+    def __init__(self, width: int) -> None:
         super().__init__()
-        modules: list[nn.Module] = [nn.Conv2d(2, channels, 3, padding=1), _activation()]
+        self.body = nn.Sequential(nn.Linear(1, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2))
+
+    def forward(self, level: torch.Tensor) -> torch.Tensor:
+        return self.body(((torch.log10(level.clamp(min=1e-5)) + 2) / 2)[:, None])
+
+
+class FidelityNet(nn.Module):
+    """Final image from the stage-1 output and the original input: stage-1 output + a learned correction.
+
+    Noise-aware (``gated``, with the noise map as a third input): the body gives a correction ``c`` and a
+    per-pixel trust ``a`` = sigmoid(logit) in (0, 1): final = original + a (stage-1 - original) + c. With
+    ``a`` = 0 and ``c`` = 0 the measured image passes unchanged, which a clean input must; ``a`` starts near
+    1 (logit bias 4), the plain design's behaviour."""
+
+    def __init__(self, channels: int, layers: int, in_channels: int = 2, gated: bool = False) -> None:
+        super().__init__()
+        self.gated = gated
+        modules: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1), _activation()]
         for _ in range(layers - 2):
             modules += [nn.Conv2d(channels, channels, 3, padding=1), _activation()]
-        modules.append(nn.Conv2d(channels, 1, 3, padding=1))
+        modules.append(nn.Conv2d(channels, 2 if gated else 1, 3, padding=1))
         self.body = nn.Sequential(*modules)
         nn.init.zeros_(self.body[-1].weight)  # starts as the identity on the stage-1 output
         nn.init.zeros_(self.body[-1].bias)
+        if gated:
+            with torch.no_grad():
+                self.body[-1].bias[1] = 4.0
 
-    def forward(self, restored: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-        return restored + self.body(torch.cat([restored, original], dim=1))
+    def forward(self, restored: torch.Tensor, original: torch.Tensor,
+                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        inputs = [restored, original] + ([] if noise is None else [noise])
+        out = self.body(torch.cat(inputs, dim=1))
+        if not self.gated:
+            return restored + out
+        return original + torch.sigmoid(out[:, 1:]) * (restored - original) + out[:, :1]
 
 
 class ReconstructionNetwork(nn.Module):
-    """Residual U-Net + fidelity network; ``forward`` returns (stage-1 image, final image), same size as
-    the input ``[batch, 1, height, width]``."""
+    """Residual U-Net + fidelity network; ``forward(image, noise)`` returns (stage-1 image, final image),
+    same size as the input ``[batch, 1, height, width]``; ``noise`` (same shape: the noise SD map) is
+    required when ``config.noise_input``, refused otherwise."""
 
     def __init__(self, config: NetworkConfig = NetworkConfig()) -> None:
         super().__init__()
         self.config = config
-        self.unet = ResidualUNet(config.channels, config.depth, config.max_channels)
-        self.fidelity = FidelityNet(config.fidelity_channels, config.fidelity_layers)
+        extra = int(config.noise_input)
+        self.unet = ResidualUNet(config.channels, config.depth, config.max_channels, 1 + extra,
+                                 NOISE_EMBEDDING * extra)
+        self.fidelity = FidelityNet(config.fidelity_channels, config.fidelity_layers, 2 + extra, config.noise_input)
+        self.embedding = NoiseEmbedding(NOISE_EMBEDDING) if config.noise_input else None
 
     @property
     def min_size(self) -> int:
         """Smallest height/width accepted: the coarsest level must keep at least 2 x 2 pixels."""
         return 2 ** (self.config.depth + 1)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor,
+                noise: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = image.shape[-2:]
         if min(height, width) < self.min_size:
             raise InputError(f"images must be at least {self.min_size} x {self.min_size} pixels, got {height} x {width}")
+        if (noise is not None) != self.config.noise_input:
+            raise InputError("this network " + ("needs a noise map" if self.config.noise_input else "takes no noise map"))
         multiple = 2**self.config.depth
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
-        padded = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else image
-        restored = self.unet(padded)
-        final = self.fidelity(restored, padded)
+
+        def padded(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            if tensor is None or not (pad_h or pad_w):
+                return tensor
+            return F.pad(tensor, (0, pad_w, 0, pad_h), mode="reflect")
+
+        image_padded, noise_padded = padded(image), padded(noise)
+        embedding = None if noise is None else self.embedding(noise.mean(dim=(1, 2, 3)))
+        restored = self.unet(image_padded, noise_padded, embedding)
+        final = self.fidelity(restored, image_padded, noise_padded)
         return restored[..., :height, :width], final[..., :height, :width]
+
+
+def widened_state(old: dict, network: ReconstructionNetwork) -> dict:
+    """The weights ``old`` of a network without noise input, for ``network`` (with it): the noise channel's
+    input weights start at zero, so the widened network begins as the old one (a warm start)."""
+    widened = dict(network.state_dict())  # the new parts (FiLM, embedding, gate) keep their initial values
+    for key, value in old.items():
+        target = widened[key]
+        if value.shape[0] != target.shape[0]:  # the gated fidelity output: correction channel from the old
+            continue
+        if value.shape != target.shape:
+            grown = torch.zeros_like(target)
+            grown[:, : value.shape[1]] = value
+            value = grown
+        widened[key] = value
+    return widened

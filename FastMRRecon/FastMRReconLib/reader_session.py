@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from FastMRICommon.errors import InputError
 from FastMRICommon.mrml_bridge import new_table_node, read_volume, write_volume
 
-from .reader_study import SUMMARY_COLUMNS, MethodSummary, ReaderStudy, StudyCase
+from .reader_study import SUMMARY_COLUMNS, MethodSummary, ReaderStudy, StudyCase, claim_new_study
 from .volume_logic import scalar_volume_array
 
 
@@ -21,7 +21,9 @@ def create_study_from_nodes(path: str | os.PathLike, name: str, methods: Sequenc
 
     The volumes are written as NRRD to ``<study name>_volumes/`` beside the study file under neutral names
     (``case_001_1.nrrd``: the file names do not reveal the method), and referenced relative to the study file
-    so the folder can be moved or shared. Nothing is written when a volume is not a scalar image."""
+    so the folder can be moved or shared. Nothing is written when a volume is not a scalar image. The study
+    file is claimed before any volume is written (``claim_new_study``), so of two sessions creating the same
+    study at once the second writes nothing; a failed creation removes the files it wrote."""
     path = Path(path)
     if path.exists():
         raise InputError(f"{path} already exists: open it to continue that study, or choose a new file name")
@@ -31,14 +33,23 @@ def create_study_from_nodes(path: str | os.PathLike, name: str, methods: Sequenc
         for node in case:
             scalar_volume_array(node)
     folder = path.with_name(path.stem + "_volumes")
-    study_cases = []
-    for index, case in enumerate(cases, start=1):
-        volumes = {}
-        for number, (method, node) in enumerate(zip(methods, case), start=1):
-            written = write_volume(node, folder / f"case_{index:03d}_{number}.nrrd")
-            volumes[method] = os.path.relpath(written, path.parent)
-        study_cases.append(StudyCase(f"case {index:03d}", volumes))
-    return ReaderStudy.create(path, name, methods, study_cases, seed)
+    written = []
+    with claim_new_study(path):
+        try:
+            study_cases = []
+            for index, case in enumerate(cases, start=1):
+                volumes = {}
+                for number, (method, node) in enumerate(zip(methods, case), start=1):
+                    written.append(write_volume(node, folder / f"case_{index:03d}_{number}.nrrd"))
+                    volumes[method] = os.path.relpath(written[-1], path.parent)
+                study_cases.append(StudyCase(f"case {index:03d}", volumes))
+            return ReaderStudy.create(path, name, methods, study_cases, seed, claimed=True)
+        except BaseException:
+            for file in written:
+                Path(file).unlink(missing_ok=True)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+            raise
 
 
 def load_blinded_case(scene: Any, study: ReaderStudy, case_id: str, reader: str) -> dict[str, Any]:

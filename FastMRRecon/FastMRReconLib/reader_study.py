@@ -7,6 +7,11 @@ Each score is committed the moment it is given, so a crash loses nothing, and se
 the same file (SQLite locks it for the instant of each write). Scoring a case again replaces that reader's
 earlier score of the same image.
 
+A new study file is claimed by an exclusive create (of several processes creating the same file at once,
+exactly one gets it; the others are told it exists) and written whole under a temporary name, then renamed
+onto the claimed name: a study file is never half-written, and a failed creation removes only its own files.
+A file that is not a well-formed study is refused with one line (InputError), never a raw Python error.
+
 Blinding: a reader sees a case's versions in a random order labelled only A, B, C, ...; the order is seeded
 by (study seed, case, reader), so it is fixed for a reader across sessions and differs between readers.
 Cases are presented in a random order per reader too. The summary (unblinded) gives the mean and SD of the
@@ -22,10 +27,11 @@ import os
 import sqlite3
 import string
 import uuid
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -81,76 +87,136 @@ def _reader_name(reader: str) -> str:
     return name
 
 
+def check_design(methods: Sequence[str], cases: Sequence[StudyCase]) -> tuple[str, ...]:
+    """The methods as a tuple, after checking that they and the cases make a study (InputError if not)."""
+    methods = tuple(methods)
+    if not 2 <= len(methods) <= len(string.ascii_uppercase) or len(set(methods)) != len(methods) or \
+            not all(isinstance(method, str) and method for method in methods):
+        raise InputError(f"a study needs at least two distinct methods, got {list(methods)}")
+    if not cases:
+        raise InputError("a study needs at least one case")
+    ids = [case.case_id for case in cases]
+    if len(set(ids)) != len(ids):
+        raise InputError("case ids must be unique")
+    for case in cases:
+        if not isinstance(case.volumes, dict) or set(case.volumes) != set(methods) or \
+                not all(isinstance(volume, str) and volume for volume in case.volumes.values()):
+            raise InputError(f"case {case.case_id!r} must have one volume per method {list(methods)}, "
+                             f"has {sorted(case.volumes) if isinstance(case.volumes, dict) else case.volumes!r}")
+    return methods
+
+
+@contextmanager
+def claim_new_study(path: str | os.PathLike) -> Iterator[Path]:
+    """Claim ``path`` for a new study by creating it exclusively (an empty placeholder until the study is
+    written onto it with :meth:`ReaderStudy.create`): of processes claiming the same path at once exactly one
+    succeeds, the others get InputError. If the ``with`` block fails, the claimed file (ours) is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        raise InputError(f"{path} already exists: open it to continue that study, or choose a new file name") \
+            from None
+    try:
+        yield path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _malformed(path: Path, problem: str) -> InputError:
+    return InputError(f"{path} is not a well-formed FastMRRecon reader-study file: {problem}")
+
+
 class ReaderStudy:
     """An open study file (module docstring). Create with :meth:`create`, open with :meth:`open`."""
 
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        """Read the study in ``connection``; a malformed one raises InputError (the caller closes it)."""
         self.path = path
         self._connection = connection
-        info = dict(connection.execute("SELECT key, value FROM study"))
-        self.study_id: str = info["study_id"]
-        self.name: str = info["name"]
-        self.seed: int = int(info["seed"])
-        self.methods: tuple[str, ...] = tuple(json.loads(info["methods"]))
-        self.cases: tuple[StudyCase, ...] = tuple(
-            StudyCase(case_id, json.loads(volumes))
-            for case_id, volumes in connection.execute("SELECT case_id, volumes FROM cases ORDER BY position"))
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = {"study", "cases", "scores"} - tables
+            if missing:
+                raise ValueError(f"it has no {', '.join(sorted(missing))} table")
+            info = dict(connection.execute("SELECT key, value FROM study"))
+            self.study_id: str = info["study_id"]
+            self.name: str = info["name"]
+            self.seed: int = int(info["seed"])
+            methods = json.loads(info["methods"])
+            if not isinstance(methods, list):
+                raise ValueError(f"its methods are not a list: {info['methods']!r}")
+            self.methods: tuple[str, ...] = tuple(methods)
+            self.cases: tuple[StudyCase, ...] = tuple(
+                StudyCase(case_id, json.loads(volumes))
+                for case_id, volumes in connection.execute("SELECT case_id, volumes FROM cases ORDER BY position"))
+            check_design(self.methods, self.cases)
+            unknown = {row[0] for row in connection.execute("SELECT DISTINCT method FROM scores")} - set(methods)
+            if unknown:
+                raise ValueError(f"it has scores of unknown methods {sorted(map(str, unknown))}")
+        except KeyError as error:
+            raise _malformed(path, f"its study table has no {error} entry") from None
+        except (ValueError, TypeError, sqlite3.DatabaseError) as error:  # InputError and JSONDecodeError too
+            raise _malformed(path, str(error) or type(error).__name__) from None
 
     @classmethod
     def create(cls, path: str | os.PathLike, name: str, methods: Sequence[str], cases: Sequence[StudyCase],
-               seed: int = 0) -> "ReaderStudy":
-        """A new study file; refuses to overwrite an existing file (nothing is lost)."""
+               seed: int = 0, claimed: bool = False) -> "ReaderStudy":
+        """A new study file; never overwrites an existing file (nothing is lost). Of processes creating the
+        same file at once, exactly one succeeds; the others get InputError (module docstring). With
+        ``claimed`` the caller already holds ``path`` (:func:`claim_new_study`)."""
         path = Path(path)
-        if path.exists():
-            raise InputError(f"{path} already exists: open it to continue that study, or choose a new file name")
-        methods = tuple(methods)
-        if not 2 <= len(methods) <= len(string.ascii_uppercase) or len(set(methods)) != len(methods):
-            raise InputError(f"a study needs at least two distinct methods, got {list(methods)}")
-        if not cases:
-            raise InputError("a study needs at least one case")
-        ids = [case.case_id for case in cases]
-        if len(set(ids)) != len(ids):
-            raise InputError("case ids must be unique")
-        for case in cases:
-            if set(case.volumes) != set(methods):
-                raise InputError(f"case {case.case_id!r} must have one volume per method {list(methods)}, "
-                                 f"has {sorted(case.volumes)}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, timeout=30)
-        try:
-            with connection:
-                connection.executescript(_SCHEMA)
-                connection.executemany("INSERT INTO study VALUES (?, ?)", [
-                    ("format", FORMAT), ("study_id", uuid.uuid4().hex), ("name", name), ("seed", str(int(seed))),
-                    ("methods", json.dumps(list(methods))), ("created", datetime.now(timezone.utc).isoformat())])
-                connection.executemany("INSERT INTO cases VALUES (?, ?, ?)",
-                                       [(index, case.case_id, json.dumps(case.volumes)) for index, case in enumerate(cases)])
-        except BaseException:
-            connection.close()
-            path.unlink(missing_ok=True)
-            raise
-        return cls(path, connection)
+        methods = check_design(methods, cases)
+        with nullcontext(path) if claimed else claim_new_study(path):
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+            try:
+                connection = sqlite3.connect(partial)
+                try:
+                    with connection:
+                        connection.executescript(_SCHEMA)
+                        connection.executemany("INSERT INTO study VALUES (?, ?)", [
+                            ("format", FORMAT), ("study_id", uuid.uuid4().hex), ("name", name),
+                            ("seed", str(int(seed))), ("methods", json.dumps(list(methods))),
+                            ("created", datetime.now(timezone.utc).isoformat())])
+                        connection.executemany("INSERT INTO cases VALUES (?, ?, ?)", [
+                            (index, case.case_id, json.dumps(case.volumes)) for index, case in enumerate(cases)])
+                finally:
+                    connection.close()
+                os.replace(partial, path)  # onto the placeholder we claimed
+            finally:
+                partial.unlink(missing_ok=True)
+            connection = sqlite3.connect(path, timeout=30)
+            try:
+                return cls(path, connection)
+            except BaseException:
+                connection.close()
+                raise
 
     @classmethod
     def open(cls, path: str | os.PathLike, expected_study_id: Optional[str] = None) -> "ReaderStudy":
-        """Open an existing study file; a file that is not a study, or (with ``expected_study_id``) a file of
-        another study, is refused with a one-line error and left untouched."""
+        """Open an existing study file; a file that is not a (well-formed) study, or (with
+        ``expected_study_id``) a file of another study, is refused with a one-line error and left untouched."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"no study file at {path}")
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30)
         try:
-            info = dict(connection.execute("SELECT key, value FROM study"))
-        except sqlite3.DatabaseError:
+            try:
+                info = dict(connection.execute("SELECT key, value FROM study"))
+            except sqlite3.DatabaseError:
+                raise InputError(f"{path} is not a FastMRRecon reader-study file") from None
+            if info.get("format") != FORMAT:
+                raise InputError(f"{path} is not a FastMRRecon reader-study file (format {info.get('format')!r})")
+            study = cls(path, connection)
+        except BaseException:
             connection.close()
-            raise InputError(f"{path} is not a FastMRRecon reader-study file") from None
-        if info.get("format") != FORMAT:
-            connection.close()
-            raise InputError(f"{path} is not a FastMRRecon reader-study file (format {info.get('format')!r})")
-        if expected_study_id is not None and info["study_id"] != expected_study_id:
-            connection.close()
-            raise InputError(f"{path} belongs to another study ({info['name']!r}); open the file of this study")
-        return cls(path, connection)
+            raise
+        if expected_study_id is not None and study.study_id != expected_study_id:
+            study.close()
+            raise InputError(f"{path} belongs to another study ({study.name!r}); open the file of this study")
+        return study
 
     def close(self) -> None:
         self._connection.close()

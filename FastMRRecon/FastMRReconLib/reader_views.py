@@ -1,15 +1,24 @@
 """What a reader sees in a blinded study: a 1 x N side-by-side layout of slice views labelled only A, B, C,
 each showing one version of the case, with linked navigation; and the same view rendered to a PNG.
 
-The layout description and the slice-composite setup are plain MRML (tested without the application); the
-Slicer module adds what only the GUI has (hiding view controllers and corner annotations).
+The reader layout reuses the Red, Yellow and Green slice views, which always exist in Slicer. The layout
+logic (``Libs/MRML/Logic/vtkMRMLLayoutLogic.cxx``, ``CreateMissingViews`` and ``ApplyProperties``, at v5.8.1
+and v5.10.0) applies a view property marked ``action="default"`` only to a view it creates and one marked
+``action="relayout"`` only to a view that exists; a property without ``action`` is applied in both cases.
+So the reader layout's orientation and labels carry no ``action``, and since they stay on the views after
+the layout is left (the conventional layout sets its R/Y/G labels and orientations as defaults only),
+:class:`SavedViews` keeps the views' state before the study and restores it afterwards.
+
+The layout description, the slice-composite setup and the saved views are plain MRML (tested without the
+application); the Slicer module adds what only the GUI has (hiding view controllers and corner annotations).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -24,16 +33,97 @@ _VIEW_COLOURS = {"Red": "#F34A33", "Yellow": "#EDD54C", "Green": "#6EB04B"}
 
 
 def reader_layout_xml(labels: Sequence[str], orientation: str = "Axial") -> str:
-    """Slicer layout XML: one row of slice views, one per label (at most three), each labelled by it."""
+    """Slicer layout XML: one row of slice views, one per label (at most three), each labelled by it and in
+    ``orientation``, whether the view exists already or not (no ``action``: module docstring)."""
     if not 1 <= len(labels) <= len(VIEW_NAMES):
         raise InputError(f"the reader layout shows 1 to {len(VIEW_NAMES)} images, got {len(labels)}")
     items = "".join(
         f'<item><view class="vtkMRMLSliceNode" singletontag="{name}">'
-        f'<property name="orientation" action="default">{orientation}</property>'
-        f'<property name="viewlabel" action="default">{label}</property>'
-        f'<property name="viewcolor" action="default">{_VIEW_COLOURS[name]}</property>'
+        f'<property name="orientation">{orientation}</property>'
+        f'<property name="viewlabel">{label}</property>'
+        f'<property name="viewcolor">{_VIEW_COLOURS[name]}</property>'
         "</view></item>" for name, label in zip(VIEW_NAMES, (escape(str(label)) for label in labels)))
     return f'<layout type="horizontal">{items}</layout>'
+
+
+def install_reader_layout(layout_node: Optional[Any], labels: Sequence[str] = "ABC") -> bool:
+    """Register (or update) the reader layout ``READER_LAYOUT_ID`` in ``layout_node``; False when there is
+    none (Slicer without a main window, e.g. ``--no-main-window`` in the generic module tests, has no layout
+    manager), where the reader study cannot be shown."""
+    if layout_node is None:
+        return False
+    description = reader_layout_xml(labels)
+    if not layout_node.SetLayoutDescription(READER_LAYOUT_ID, description):
+        layout_node.AddLayoutDescription(READER_LAYOUT_ID, description)
+    return True
+
+
+def _slice_node(scene: Any, name: str) -> Optional[Any]:
+    return next((node for node in _nodes(scene, "vtkMRMLSliceNode") if node.GetLayoutName() == name), None)
+
+
+def _composite_node(scene: Any, name: str) -> Optional[Any]:
+    return next((node for node in _nodes(scene, "vtkMRMLSliceCompositeNode") if node.GetLayoutName() == name), None)
+
+
+@dataclass(frozen=True)
+class _ViewState:
+    name: str
+    default_orientation: str
+    slice_to_ras: tuple[float, ...]
+    field_of_view: tuple[float, float, float]
+    label: str
+    color: tuple[float, float, float]
+    layers: Optional[tuple[Optional[str], Optional[str], Optional[str], bool]]  # background, foreground, label, linked
+
+
+@dataclass(frozen=True)
+class SavedViews:
+    """The reader views' state before a study: slice orientation (default and current, with the slice
+    position), field of view, view label and colour, and what the views showed (volumes, linked navigation).
+    ``SavedViews.save(scene)`` before entering the reader layout, ``restore(scene)`` after leaving it."""
+
+    views: tuple[_ViewState, ...]
+
+    @classmethod
+    def save(cls, scene: Any) -> "SavedViews":
+        views = []
+        for name in VIEW_NAMES:
+            node = _slice_node(scene, name)
+            if node is None:
+                continue
+            matrix = node.GetSliceToRAS()
+            composite = _composite_node(scene, name)
+            views.append(_ViewState(
+                name, node.GetDefaultOrientation() or "",
+                tuple(matrix.GetElement(row, column) for row in range(4) for column in range(4)),
+                tuple(node.GetFieldOfView()), node.GetLayoutLabel() or "", tuple(node.GetLayoutColor()),
+                None if composite is None else (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID(),
+                                                composite.GetLabelVolumeID(), bool(composite.GetLinkedControl()))))
+        return cls(tuple(views))
+
+    def restore(self, scene: Any) -> None:
+        """Put the saved state back (volumes only if they are still in the scene)."""
+        for view in self.views:
+            node = _slice_node(scene, view.name)
+            if node is None:
+                continue
+            was_modifying = node.StartModify()
+            node.SetDefaultOrientation(view.default_orientation)
+            for index, value in enumerate(view.slice_to_ras):
+                node.GetSliceToRAS().SetElement(index // 4, index % 4, value)
+            node.SetFieldOfView(*view.field_of_view)
+            node.SetLayoutLabel(view.label)
+            node.SetLayoutColor(view.color)
+            node.UpdateMatrices()
+            node.EndModify(was_modifying)
+            composite = _composite_node(scene, view.name)
+            if composite is not None and view.layers is not None:
+                background, foreground, label, linked = view.layers
+                composite.SetBackgroundVolumeID(background if background and scene.GetNodeByID(background) else None)
+                composite.SetForegroundVolumeID(foreground if foreground and scene.GetNodeByID(foreground) else None)
+                composite.SetLabelVolumeID(label if label and scene.GetNodeByID(label) else None)
+                composite.SetLinkedControl(linked)
 
 
 def show_blinded(scene: Any, volume_ids: Sequence[str]) -> list[Any]:

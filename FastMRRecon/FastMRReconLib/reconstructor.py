@@ -8,6 +8,14 @@ percentile of its pixels, and multiplied back afterwards; slices whose scale is 
 (nearly empty slices at the edge of a volume) use 5% of the volume's scale instead, so their noise is not
 blown up. A non-negative input gives a non-negative output. Slices are processed in batches; progress is reported and cancellation honoured between batches.
 
+Noise (networks with ``NetworkConfig.noise_input``): each slice's noise SD map is measured from the image
+(``noise_level.noise_maps``) unless the user gives one SD for the whole volume (``noise_sd``, the image's
+units, > 0); the network is told that map times ``strength`` (``STRENGTHS``: 0 tells it the image is
+noise-free, 1 the measured level, up to ``MAX_STRENGTH``), normalised like the image. The change map
+(``return_change``) is |output - input| / the measured (or given) noise SD per pixel: where the network
+departed from the measured image by more than its noise. A volume whose median slice reads below
+``LOW_SNR`` (object mean / noise SD) is mostly noise: reconstructed, with a warning in the log.
+
 Batch size (``default_batch_size``): on a GPU, 8 slices; on the CPU, as many slices as hold
 ``CPU_BATCH_PIXELS`` pixels (at least one): the activations of larger batches no longer fit the processor's
 caches, and each slice takes longer (256 x 256 slices, 2 cores: about 0.06 s each in batches of 1 or 2,
@@ -16,7 +24,9 @@ caches, and each slice takes longer (256 x 256 slices, 2 cores: about 0.06 s eac
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -27,9 +37,15 @@ from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, rais
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model
 
 from .network import NetworkConfig, ReconstructionNetwork
+from .noise_level import noise_maps
+from .simulate import check_magnitude
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
-DEFAULT_MODEL = "fastmrrecon_head_multicontrast.pt"
+log = logging.getLogger("fastmrrecon")
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "FastMRRecon"
+DEFAULT_MODEL = "fastmrrecon_head_noiseaware.pt"
+#: The model shipped before the noise-aware one (no noise input): kept for comparison and as its warm start.
+PREVIOUS_MODEL = "fastmrrecon_head_multicontrast.pt"
 ARCHITECTURE = "resunet-fidelity"
 #: Model files written before ``max_channels`` existed have no width limit.
 REGISTRY = {ARCHITECTURE: lambda **config: ReconstructionNetwork(NetworkConfig(**{"max_channels": None, **config}))}
@@ -39,6 +55,48 @@ MAX_PIXELS = 1024 * 1024 * 256
 CPU_BATCH_PIXELS = 2 * 256 * 256
 #: Slices per batch on a GPU.
 GPU_BATCH_SLICES = 8
+#: Named strengths (the module's low / medium / high): the factor on the noise level the network is told.
+STRENGTHS = {"low": 0.5, "medium": 1.0, "high": 1.5}
+#: Largest strength accepted.
+MAX_STRENGTH = 2.0
+#: Median slice SNR (object mean / noise SD) below which the log warns that the image is mostly noise.
+LOW_SNR = 3.0
+
+
+@dataclass(frozen=True)
+class SnrGate:
+    """How much of the network's change a pixel keeps, from the SNR the network is told (the slice's object
+    mean over strength x noise SD; ``per`` "slice": the slice's median noise SD, "pixel": the noise map
+    there): all of it at SNR <= ``full``, none at SNR >= ``none``, log-linear between (module docstring)."""
+
+    full: float
+    none: float
+    per: str = "slice"
+
+    def told_snr(self, levels: np.ndarray, sigma: np.ndarray, strength: float) -> np.ndarray:
+        """SNR per pixel of ``sigma [slices, H, W]`` for the slices' object ``levels`` (inf at strength 0)."""
+        noise = np.median(sigma, axis=(1, 2), keepdims=True) if self.per == "slice" else sigma
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.broadcast_to(levels[:, None, None] / (strength * noise), sigma.shape)
+
+    def weights(self, snr: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.log(self.none / snr) / np.log(self.none / self.full)
+        return np.clip(np.nan_to_num(weight, nan=0.0), 0.0, 1.0).astype(np.float32)
+
+
+#: The gate of noise-aware networks (chosen on training images: ``benchmarks/calibrate_snr_gate.py``).
+SNR_GATE = SnrGate(full=15.0, none=30.0, per="slice")
+
+
+def check_noise_settings(noise_sd: Optional[float], strength: float) -> None:
+    """One-line InputError for a noise SD that is not a positive finite number or a strength outside
+    [0, ``MAX_STRENGTH``]."""
+    if noise_sd is not None and not (np.isfinite(noise_sd) and noise_sd > 0):
+        raise InputError(f"the noise SD must be a positive number (the image's units), got {noise_sd}; "
+                         "to treat the image as noise-free use strength 0")
+    if not (np.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
+        raise InputError(f"the strength must be between 0 and {MAX_STRENGTH:g}, got {strength}")
 
 
 def default_batch_size(device: str, slice_shape: tuple[int, int]) -> int:
@@ -55,8 +113,19 @@ def slice_scales(images: np.ndarray) -> np.ndarray:
     return np.maximum(scales, 0.05 * volume_scale).astype(np.float32)
 
 
+def object_levels(volume: np.ndarray) -> np.ndarray:
+    """Mean of each slice's object (pixels above 10% of its 99th percentile); NaN for an empty slice."""
+    levels = []
+    for image in volume:
+        inside = image[image > 0.1 * np.percentile(image, 99)]
+        levels.append(float(inside.mean()) if inside.size and image.any() else np.nan)
+    return np.array(levels, dtype=np.float64)
+
+
 def check_image(image: np.ndarray, min_size: int) -> np.ndarray:
-    """The image as float32 ``[slices, H, W]``, or a one-line InputError for what cannot be reconstructed."""
+    """The image as float32 ``[slices, H, W]``, or a one-line InputError for what cannot be reconstructed:
+    among others a non-magnitude image or values float32 cannot carry (``simulate.check_magnitude``: minimum
+    below -10% of the 99th percentile, or beyond +-1e12)."""
     array = np.asarray(image)
     if np.iscomplexobj(array):
         raise InputError("complex input: give a magnitude image (the scanner's or |complex image|)")
@@ -70,6 +139,7 @@ def check_image(image: np.ndarray, min_size: int) -> np.ndarray:
         raise InputError(f"images must be at least {min_size} x {min_size} pixels in-plane, got shape {array.shape}")
     if array.size > MAX_PIXELS:
         raise InputError(f"{array.size} pixels is more than the {MAX_PIXELS} handled at once: split the volume")
+    check_magnitude(array)
     if np.ptp(array) == 0:
         raise InputError("the image is constant: there is nothing to reconstruct")
     return (array[None] if array.ndim == 2 else array).astype(np.float32)
@@ -78,10 +148,13 @@ def check_image(image: np.ndarray, min_size: int) -> np.ndarray:
 class Reconstructor:
     """A loaded reconstruction network on a device (see the module docstring)."""
 
-    def __init__(self, network: ReconstructionNetwork, device: str = "cpu", metadata: Optional[dict] = None) -> None:
+    def __init__(self, network: ReconstructionNetwork, device: str = "cpu", metadata: Optional[dict] = None,
+                 gate: Optional[SnrGate] = SNR_GATE) -> None:
         self.network = network.to(device).eval()
         self.device = device
         self.metadata = metadata or {}
+        #: Applied to noise-aware networks only; None keeps all of the network's change.
+        self.gate = gate
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "auto") -> "Reconstructor":
@@ -90,24 +163,59 @@ class Reconstructor:
         model: ModelFile = load_shipped_model(MODELS_DIR, DEFAULT_MODEL) if path is None else load_model_file(path)
         return cls(model.build(REGISTRY), select_device(device), model.metadata)
 
+    @property
+    def noise_aware(self) -> bool:
+        """Whether the network takes the noise map (module docstring)."""
+        return bool(getattr(self.network.config, "noise_input", False))
+
+    def noise_sd_maps(self, volume: np.ndarray, noise_sd: Optional[float] = None) -> np.ndarray:
+        """Noise SD per pixel of ``volume [slices, H, W]``: measured, or ``noise_sd`` everywhere."""
+        if noise_sd is not None:
+            return np.full(volume.shape, noise_sd, dtype=np.float32)
+        maps = noise_maps(volume)
+        levels = object_levels(volume) / np.median(maps, axis=(1, 2))
+        median_snr = float(np.nanmedian(levels)) if np.isfinite(levels).any() else float("inf")
+        if median_snr < LOW_SNR:
+            log.warning("the image is mostly noise (SNR about %.1f): the reconstruction cannot recover much", median_snr)
+        return maps
+
     def reconstruct(self, image: np.ndarray, batch_size: Optional[int] = None,
-                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> np.ndarray:
+                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
+                    noise_sd: Optional[float] = None, strength: float = 1.0,
+                    return_change: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The restored image, same shape and intensity scale as ``image`` (module docstring), float32;
-        ``batch_size`` slices at a time (None: ``default_batch_size``)."""
+        ``batch_size`` slices at a time (None: ``default_batch_size``). ``noise_sd`` (None: measured) and
+        ``strength`` set the noise level the network is told; with ``return_change`` also the change map
+        (same shape, in noise SDs)."""
         import torch
 
+        check_noise_settings(noise_sd, strength)
         volume = check_image(image, self.network.min_size)
         batch_size = batch_size or default_batch_size(self.device, volume.shape[1:])
+        if batch_size < 1:
+            raise InputError(f"the batch size must be at least 1, got {batch_size}")
         scales = slice_scales(volume)
+        sigma = self.noise_sd_maps(volume, noise_sd) if self.noise_aware or return_change else None
+        weights = None
+        if self.noise_aware and self.gate is not None:
+            weights = self.gate.weights(self.gate.told_snr(object_levels(volume), sigma, strength))
         result = np.empty_like(volume)
         with torch.inference_mode():
             for start in range(0, volume.shape[0], batch_size):
                 raise_if_cancelled(cancel)
                 stop = min(start + batch_size, volume.shape[0])
-                batch = torch.from_numpy(volume[start:stop] / scales[start:stop, None, None])[:, None].to(self.device)
-                final = self.network(batch)[1][:, 0].float().cpu().numpy()
-                result[start:stop] = final * scales[start:stop, None, None]
+                scale = scales[start:stop, None, None]
+                batch = torch.from_numpy(volume[start:stop] / scale)[:, None].to(self.device)
+                told = None
+                if self.noise_aware:
+                    told = torch.from_numpy(strength * sigma[start:stop] / scale)[:, None].to(self.device)
+                final = self.network(batch, told)[1][:, 0].float().cpu().numpy() * scale
+                if weights is not None:
+                    final = volume[start:stop] + weights[start:stop] * (final - volume[start:stop])
+                result[start:stop] = final
                 report(progress, stop / volume.shape[0], f"reconstructed slice {stop}/{volume.shape[0]}")
         if volume.min() >= 0:  # a magnitude image stays non-negative
             np.maximum(result, 0, out=result)
-        return result[0] if np.ndim(image) == 2 else result
+        if np.ndim(image) == 2:
+            return (result[0], (np.abs(result - volume) / sigma)[0]) if return_change else result[0]
+        return (result, np.abs(result - volume) / sigma) if return_change else result

@@ -10,6 +10,13 @@ scanners reconstruct on a finer grid than they acquire (interpolation to a large
 resolution): the image then shows truncation (Gibbs) ringing at edges and spatially correlated noise, as
 real scanner images do. Signal and noise outside the acquired region are zero; the noise SD per k-space
 sample is unchanged, so the image noise SD falls by the square root of the acquired fraction.
+
+Input (``check_magnitude``, also applied by the reconstruction): a magnitude image, >= 0. Small negative values
+are tolerated: zero-mean noise in the background, or overshoot from interpolation at edges; an image whose
+minimum is below -``NEGATIVE_TOLERANCE`` (10%) of its 99th percentile is refused as not a magnitude image (a
+real part, phase or difference image). Values beyond +-``MAX_MAGNITUDE`` (1e12, far beyond any scanner's
+range) are refused: k-space, images and results are float32 (largest 3.4e38), and squares and their sums
+over a volume (coil combination, CG-SENSE, noise estimates) must stay finite.
 """
 
 from __future__ import annotations
@@ -25,6 +32,26 @@ from .coils import coil_sensitivities
 from .fft import fft2c, ifft2c
 from .masks import central_lines, make_mask
 from .sense import sense_reconstruction
+
+
+#: Most negative value accepted in a magnitude image, as a fraction of its 99th percentile (module docstring).
+NEGATIVE_TOLERANCE = 0.10
+#: Largest absolute value accepted in an image (module docstring).
+MAX_MAGNITUDE = 1e12
+
+
+def check_magnitude(image: np.ndarray) -> None:
+    """One-line InputError for a real, finite ``image`` that is not a magnitude image or whose values float32
+    cannot carry (module docstring)."""
+    largest = float(np.max(np.abs(image)))
+    if largest > MAX_MAGNITUDE:
+        raise InputError(f"the image has values beyond ±{MAX_MAGNITUDE:.0e} (largest {largest:.3g}), where float32 "
+                         "arithmetic overflows: rescale the image")
+    minimum, high = float(np.min(image)), float(np.percentile(image, 99))
+    if minimum < -NEGATIVE_TOLERANCE * max(high, 0.0):
+        raise InputError(f"the image has negative values (minimum {minimum:.3g}, below -{NEGATIVE_TOLERANCE:.0%} "
+                         f"of its 99th percentile {high:.3g}): give a magnitude image (>= 0), not a real part, phase "
+                         "or difference image")
 
 
 @dataclass(frozen=True)
@@ -142,7 +169,8 @@ def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str 
                     progress: Optional[ProgressCallback] = None,
                     cancel: Optional[CancelCheck] = None) -> np.ndarray:
     """Simulate the accelerated scan of ``volume[k, j, i]`` slice by slice (2D k-space per ``k`` slice) and
-    return its conventional reconstruction, same shape, float32, on the input's intensity scale:
+    return its conventional reconstruction, same shape, float32, on the input's intensity scale (the volume must
+    be a magnitude image: ``check_magnitude``):
     ``combine`` "sense" (CG-SENSE with calibration coil maps, what a scanner delivers and the network's
     input) or "rss" (zero-filled root-sum-of-squares, aliasing left in)."""
     if combine not in COMBINATIONS:
@@ -152,6 +180,7 @@ def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str 
         raise InputError(f"expected a 3D volume [k, j, i], got shape {volume.shape}")
     if np.iscomplexobj(volume) or not np.all(np.isfinite(volume)):
         raise InputError("the volume must be real and finite (no NaN/Inf)")
+    check_magnitude(volume)
     if np.ptp(volume) == 0:
         raise InputError("the volume is constant: nothing to simulate")
     rng = np.random.default_rng(config.seed)

@@ -27,10 +27,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
-from FastMRICommon.model_files import ModelFile, save_model_file
+from FastMRICommon.model_files import ModelFile, load_model_file, save_model_file
 
 from .metrics import psnr, ssim, ssim_torch
-from .network import NetworkConfig, ReconstructionNetwork
+from .network import NetworkConfig, ReconstructionNetwork, widened_state
+from .noise_level import noise_maps
 from .reconstructor import ARCHITECTURE, Reconstructor, slice_scales
 from .training_data import SlicePair
 
@@ -48,6 +49,9 @@ class TrainingConfig:
     checkpoint_every: int = 200
     validate_every: int = 500
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    #: A model file whose weights start the network (``network.widened_state``: a network without noise
+    #: input may start a noise-aware one); None: random initialisation.
+    warm_start: Optional[str] = None
 
 
 @dataclass
@@ -60,11 +64,12 @@ class TrainingResult:
     seconds: float
 
 
-def _normalised(pairs: Sequence[SlicePair]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _normalised(pairs: Sequence[SlicePair]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(input, reference, the input's measured noise SD map), each divided by the input's scale."""
     out = []
     for pair in pairs:
         scale = slice_scales(pair.input[None])[0]
-        out.append((pair.input / scale, pair.reference / scale))
+        out.append((pair.input / scale, pair.reference / scale, noise_maps(pair.input[None])[0] / scale))
     return out
 
 
@@ -77,28 +82,29 @@ def distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def _batch(pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig, step: int,
-           rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _batch(pairs: list[tuple[np.ndarray, ...]], config: TrainingConfig, step: int,
+           rank: int = 0) -> tuple[np.ndarray, ...]:
+    """(inputs, references, noise maps), each ``[batch, 1, patch, patch]`` float32."""
     rng = np.random.default_rng([config.seed, step] + ([rank] if rank else []))
-    inputs, references = [], []
+    stacks: tuple[list, ...] = tuple([] for _ in pairs[0])
     for index in rng.integers(len(pairs), size=config.batch_size):
-        image, reference = pairs[index]
-        short = [(0, max(0, config.patch - n)) for n in image.shape]
+        images = pairs[index]
+        short = [(0, max(0, config.patch - n)) for n in images[0].shape]
         if any(pad for _, pad in short):  # a small image sits in a zero (air) canvas of the patch size
-            image, reference = np.pad(image, short), np.pad(reference, short)
-        rows = int(rng.integers(image.shape[0] - config.patch + 1))
-        columns = int(rng.integers(image.shape[1] - config.patch + 1))
+            images = tuple(np.pad(image, short) for image in images)
+        rows = int(rng.integers(images[0].shape[0] - config.patch + 1))
+        columns = int(rng.integers(images[0].shape[1] - config.patch + 1))
         crop = (slice(rows, rows + config.patch), slice(columns, columns + config.patch))
-        a, b = image[crop], reference[crop]
+        patches = [image[crop] for image in images]
         if rng.random() < 0.5:
-            a, b = a[::-1], b[::-1]
+            patches = [patch[::-1] for patch in patches]
         if rng.random() < 0.5:
-            a, b = a[:, ::-1], b[:, ::-1]
+            patches = [patch[:, ::-1] for patch in patches]
         if rng.random() < 0.5:
-            a, b = a.T, b.T
-        inputs.append(a)
-        references.append(b)
-    return np.stack(inputs)[:, None].astype(np.float32), np.stack(references)[:, None].astype(np.float32)
+            patches = [patch.T for patch in patches]
+        for stack, patch in zip(stacks, patches):
+            stack.append(patch)
+    return tuple(np.stack(stack)[:, None].astype(np.float32) for stack in stacks)
 
 
 def stage_loss(output, reference, l1_weight: float):
@@ -144,7 +150,10 @@ def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
         raise InputError("no training pairs")
     torch.manual_seed(config.seed)
     rank, world = distributed_rank()
-    network = ReconstructionNetwork(config.network).to(device)
+    network = ReconstructionNetwork(config.network)
+    if config.warm_start:
+        network.load_state_dict(widened_state(load_model_file(config.warm_start).state_dict, network))
+    network = network.to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     losses, history, start, seconds = [], [], 0, 0.0
     checkpoint = Path(checkpoint) if checkpoint else None
@@ -164,8 +173,8 @@ def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
     began = time.perf_counter() - seconds
     for step in range(start, config.steps):
         raise_if_cancelled(cancel)
-        inputs, references = (torch.from_numpy(array).to(device) for array in _batch(data, config, step, rank))
-        restored, final = model(inputs)
+        inputs, references, noise = (torch.from_numpy(array).to(device) for array in _batch(data, config, step, rank))
+        restored, final = model(inputs, noise if config.network.noise_input else None)
         loss = stage_loss(restored, references, config.l1_weight) + stage_loss(final, references, config.l1_weight)
         optimiser.zero_grad()
         loss.backward()
@@ -189,8 +198,10 @@ def _jsonable(config: TrainingConfig) -> dict:
 
 
 def _resumable(settings: dict) -> dict:
-    """The settings a resumed run must share with its checkpoint (all but the number of steps)."""
-    return {key: value for key, value in settings.items() if key not in ("steps", "checkpoint_every", "validate_every")}
+    """The settings a resumed run must share with its checkpoint (all but the number of steps, and where the
+    warm start's weights came from: they only matter at step 0)."""
+    return {key: value for key, value in settings.items()
+            if key not in ("steps", "checkpoint_every", "validate_every", "warm_start")}
 
 
 def _save_checkpoint(path: Path, network, optimiser, config: TrainingConfig, step: int, losses: list[float],

@@ -36,7 +36,9 @@ from .head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions, m
                              read_label_map, shared_synthseg_dir, synthesize)
 from .masks import MASKS
 from .sense import sense_reconstruction
-from .simulate import AcquisitionConfig, object_mean, simulate_slice
+from .fft import fft2c
+from .real_anatomy import RealImage, draw_slice
+from .simulate import AcquisitionConfig, acquired_region, object_mean, simulate_slice
 
 #: Slice orientations, in the order of the axis of the ``[k, j, i]`` (axial LPS) head volume they cut.
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -46,6 +48,10 @@ FIELDS_OF_VIEW_MM = (160, 176, 192, 208, 224, 240, 256)
 MIN_MATRIX = 48
 #: Samples per pixel side when warping tissue fractions (``_warp``).
 SUPERSAMPLING = 3
+#: Targets of a pair (``PairConfig.reference``).
+REFERENCES = ("AV2", "noise-free")
+#: The contrast name of pairs whose object is a real image (``real_anatomy``).
+REAL_CONTRAST = "real"
 #: The contrast name of domain-randomised pairs (``head_synthesis.random_contrast``: each tissue's signal
 #: drawn at random), besides the protocols of ``PROTOCOLS``.
 RANDOM_CONTRAST = "random"
@@ -67,6 +73,12 @@ class PairConfig:
     #: Acquired fraction of k-space per image axis (``AcquisitionConfig.resolution``: ringing, correlated
     #: noise), uniform and independent per axis; (1, 1) draws nothing, so earlier seeds keep their pairs.
     resolution_range: tuple[float, float] = (1.0, 1.0)
+    #: The target: "AV2" (the fully sampled two-average scan, noisy) or "noise-free" (SENSE of the same
+    #: scan's fully sampled k-space without noise: the network learns to remove all of the noise).
+    reference: str = "AV2"
+    #: Share of pairs scanned without noise (the network must return those unchanged at R = 1); 0 draws
+    #: nothing, so earlier seeds keep their pairs.
+    noise_free_fraction: float = 0.0
 
 
 @dataclass
@@ -167,17 +179,24 @@ def _jittered(protocol: Protocol, rng: np.random.Generator) -> Protocol:
 def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator,
               config: PairConfig = PairConfig()) -> tuple[np.ndarray, np.ndarray]:
     """(AV=1 accelerated SENSE input, AV=2 fully sampled SENSE reference) of one magnitude ``image``."""
+    if config.reference not in REFERENCES:
+        raise InputError(f"reference must be one of {', '.join(REFERENCES)}, not {config.reference!r}")
     accelerated = AcquisitionConfig(
         acceleration=acceleration, mask=str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
         coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)), averages=1,
-        snr=_log_uniform(rng, config.snr_range), phase_encode_axis=int(rng.integers(2)),
+        snr=(np.inf if config.noise_free_fraction and rng.random() < config.noise_free_fraction
+             else _log_uniform(rng, config.snr_range)), phase_encode_axis=int(rng.integers(2)),
         resolution=((1.0, 1.0) if tuple(config.resolution_range) == (1.0, 1.0) else
                     tuple(float(rng.uniform(*config.resolution_range)) for _ in range(2))))
     reference_config = replace(accelerated, acceleration=1.0, averages=2)
     level = object_mean(image)
     scan = simulate_slice(image, accelerated, rng, level)
-    full = simulate_slice(image, reference_config, rng, level)
     input_image = sense_reconstruction(scan.kspace, scan.mask, accelerated.phase_encode_axis)
+    if config.reference == "noise-free":
+        full_mask = acquired_region(image.shape, accelerated.resolution)
+        clean = (fft2c(scan.coil_maps * scan.image) * full_mask).astype(np.complex64)
+        return input_image, sense_reconstruction(clean, full_mask, accelerated.phase_encode_axis)
+    full = simulate_slice(image, reference_config, rng, level)
     return input_image, sense_reconstruction(full.kspace, full.mask, accelerated.phase_encode_axis)
 
 
@@ -218,6 +237,29 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
         acceleration = float(rng.choice(config.accelerations))
         input_image, reference = scan_pair(image, acceleration, rng, config)
         pairs.append(SlicePair(input_image, reference, contrast, acceleration, source.name, ORIENTATIONS[axis]))
+        report(progress, (number + 1) / count, f"training pair {number + 1}/{count}")
+    return pairs
+
+
+def make_image_pairs(images: Sequence[RealImage], count: int, seed: int, config: PairConfig = PairConfig(),
+                     progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[CancelCheck] = None) -> list[SlicePair]:
+    """``count`` pairs whose objects are slices of real ``images`` (``real_anatomy.draw_slice``: zoom,
+    rotation, flips, gamma), scanned as :func:`scan_pair`; contrast ``REAL_CONTRAST``, subject = image name.
+    The same seed gives the same pairs."""
+    images = [image for image in images if image.available()]
+    if not images:
+        raise InputError("no real images to make training pairs from (../shared/data/realmr is absent)")
+    rng = np.random.default_rng(seed)
+    volumes = [image.array() for image in images]
+    pairs = []
+    for number in range(count):
+        raise_if_cancelled(cancel)
+        which = int(rng.integers(len(images)))
+        image, _ = draw_slice(volumes[which], images[which].volumetric, rng)
+        acceleration = float(rng.choice(config.accelerations))
+        input_image, reference = scan_pair(image, acceleration, rng, config)
+        pairs.append(SlicePair(input_image, reference, REAL_CONTRAST, acceleration, images[which].name))
         report(progress, (number + 1) / count, f"training pair {number + 1}/{count}")
     return pairs
 

@@ -45,23 +45,70 @@ def simulate_volume_node(node: Any, config: AcquisitionConfig, name: Optional[st
     return _output_node(node, result, geometry, name)
 
 
+#: Node reference from a reconstruction's output volume to its change map.
+CHANGE_MAP_REFERENCE = "changeMap"
+#: Colour table of change maps (one of Slicer's default tables, vtkSlicerColorLogic::AddDefaultTableNodes).
+CHANGE_MAP_COLORS = "vtkMRMLColorTableNodeRainbow"
+#: Display range of change maps, in noise SDs; voxels below ``CHANGE_MAP_SHOWN_FROM`` are transparent.
+CHANGE_MAP_RANGE = (0.0, 4.0)
+CHANGE_MAP_SHOWN_FROM = 1.0
+#: The module's strength choices, mildest first: the names of ``reconstructor.STRENGTHS``, repeated here
+#: because Slicer imports the module (and this file) before torch, which reconstructor needs, may be installed.
+STRENGTH_NAMES = ("low", "medium", "high")
+
+
+def noise_arguments(strength: str, noise_sd: Optional[float] = None) -> tuple[Optional[float], float]:
+    """``(noise_sd, strength factor)`` for :func:`reconstruct_volume_node` from a strength name
+    (``STRENGTH_NAMES``) and a noise SD (None: measured), checked before anything runs: one-line InputError
+    for an unknown name or a noise SD that is not a positive number. Imports torch."""
+    from .reconstructor import STRENGTHS, check_noise_settings
+
+    if strength not in STRENGTHS:
+        raise InputError(f"the strength must be one of {', '.join(STRENGTHS)}, got {strength!r}")
+    noise_sd = None if noise_sd is None else float(noise_sd)
+    check_noise_settings(noise_sd, STRENGTHS[strength])
+    return noise_sd, STRENGTHS[strength]
+
+
 def reconstruct_volume_node(node: Any, reconstructor: "Reconstructor", name: Optional[str] = None,
                             output: Optional[Any] = None, batch_size: Optional[int] = None,
-                            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Any:
+                            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
+                            noise_sd: Optional[float] = None, strength: float = 1.0,
+                            change_map: bool = False) -> Any:
     """``reconstructor``'s output for ``node`` (slice by slice along ``k``, batches of ``batch_size`` slices,
     None: ``reconstructor.default_batch_size``, at most about 0.15 s of work on the CPU; progress and cancellation between batches) in ``output`` when given (its voxels and geometry are
     replaced; it must not be the input), else in a new volume named ``"<input> DNN"`` unless ``name`` is
-    given. Cancelling leaves the scene as it was."""
+    given. ``noise_sd`` (None: measured) and ``strength`` as in ``Reconstructor.reconstruct``. With
+    ``change_map``, a new volume ``"<output> change [noise SD]"`` holds |output - input| / noise SD, displayed
+    with a colour table over ``CHANGE_MAP_RANGE``; the output references it as ``CHANGE_MAP_REFERENCE``.
+    Cancelling leaves the scene as it was."""
     if output is not None and output is node:
         raise InputError("the output volume must differ from the input volume (the input is never overwritten)")
     if output is not None and (not output.IsA("vtkMRMLScalarVolumeNode") or output.IsA("vtkMRMLLabelMapVolumeNode")):
         raise InputError(f"the output {output.GetName()!r} must be a scalar volume")
     array, geometry = scalar_volume_array(node)
-    result = reconstructor.reconstruct(array, batch_size=batch_size, progress=progress, cancel=cancel)
+    result = reconstructor.reconstruct(array, batch_size=batch_size, progress=progress, cancel=cancel,
+                                       noise_sd=noise_sd, strength=strength, return_change=change_map)
+    result, change = result if change_map else (result, None)
     if output is None:
-        return _output_node(node, result, geometry, name or f"{node.GetName()} DNN")
-    update_volume_node(output, result, geometry)
-    _window(output, result)
+        output = _output_node(node, result, geometry, name or f"{node.GetName()} DNN")
+    else:
+        update_volume_node(output, result, geometry)
+        _window(output, result)
+    if change is not None:
+        change_node = new_volume_node(node.GetScene(), change.astype(np.float32), geometry,
+                                      f"{output.GetName()} change [noise SD]")
+        display = change_node.GetDisplayNode()
+        if display is not None:
+            display.SetAndObserveColorNodeID(CHANGE_MAP_COLORS)
+            display.AutoWindowLevelOff()
+            display.SetWindowLevelMinMax(*CHANGE_MAP_RANGE)
+            display.AutoThresholdOff()  # voxels changed by less than the noise are left transparent
+            display.SetThreshold(CHANGE_MAP_SHOWN_FROM, max(float(change.max()), CHANGE_MAP_SHOWN_FROM))
+            display.ApplyThresholdOn()
+        output.SetNodeReferenceID(CHANGE_MAP_REFERENCE, change_node.GetID())
+    else:  # an earlier run's change map no longer describes this output
+        output.RemoveNodeReferenceIDs(CHANGE_MAP_REFERENCE)
     return output
 
 

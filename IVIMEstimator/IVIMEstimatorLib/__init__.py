@@ -1,6 +1,20 @@
-"""IVIMEstimator's engine: the IVIM signal model, the placenta phantom, and (issues 3 and 4) the estimators
-and motion correction. Importing this package does not import torch."""
+"""IVIMEstimator's engine: the IVIM signal model, the placenta phantom, the estimators (``fit``) and motion
+correction.
+
+Importing this package does not import torch: ``fit`` is imported on first use (module ``__getattr__``), as
+Slicer loads the module before torch may be installed.
+"""
+
+from __future__ import annotations
+
+from FastMRICommon.lazy_exports import lazy_exports
 
 from .signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, add_rician_noise, ivim_signal
 
-__all__ = ["ACCELERATED_BVALUES", "ACQUIRED_BVALUES", "add_rician_noise", "ivim_signal"]
+#: Names exported from submodules that need torch, imported when first used.
+_LAZY = {"fit": "estimate"}
+
+__all__ = ["ACCELERATED_BVALUES", "ACQUIRED_BVALUES", "add_rician_noise", "fit", "ivim_signal"]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from FastMRICommon.cli import common_options, positive_float, positive_int, run
+from FastMRICommon.cli import check_outputs, common_options, positive_float, positive_int, run
 from FastMRICommon.device import DEVICE_CHOICES
-from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import (parse_bvalues, read_bvalues_file, read_series_array, read_volume_array,
-                                       write_series_array, write_volume_array)
+from FastMRICommon.errors import InputError, ProgressCallback
+from FastMRICommon.mrml_bridge import (VOLUME_SUFFIXES, parse_bvalues, read_bvalues_file, read_series_array,
+                                       read_volume_array, write_series_array, write_volume_array)
 
 log = logging.getLogger("ivimestimator")
 
@@ -47,6 +48,70 @@ def _progress(fraction: float, message: str) -> None:
     log.info("[%3d%%] %s", round(100 * fraction), message)
 
 
+def _progress_in_tenths() -> ProgressCallback:
+    """``_progress`` at most once per tenth of the job (a fit reports after every chunk of voxels)."""
+    logged = [-1]
+
+    def progress(fraction: float, message: str) -> None:
+        if int(10 * fraction) > logged[0]:
+            logged[0] = int(10 * fraction)
+            _progress(fraction, message)
+    return progress
+
+
+# -- output paths: checked before any work, so that bad ones fail in a second with one line (exit 2) -------
+
+
+def _same_path(first: Path, second: Path) -> bool:
+    """Both name the same file or folder (under any spelling or link)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet)
+        return first.resolve() == second.resolve()
+
+
+def _check_output_file(path: Path, inputs: Sequence[Optional[Path]] = ()) -> None:
+    """``path`` can be written as a file: not one of ``inputs`` nor a folder (``check_outputs``), and no parent
+    of it is a file."""
+    check_outputs([source for source in inputs if source is not None], [path])
+    _check_parents(path, "the output")
+
+
+def _check_parents(path: Path, what: str) -> None:
+    """The nearest existing parent of ``path`` is a folder (else ``path`` cannot be created)."""
+    parent = next((folder for folder in path.parents if folder.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{what} {path} cannot be created: {parent} is a file")
+
+
+#: Maps ``fit`` writes, as ``<key><format>``: estimate.fit's keys.
+FIT_MAP_KEYS = ("f", "D", "Dstar", "S0", "f_sd", "D_sd", "Dstar_sd")
+FIT_FORMATS = (".nrrd", ".nii.gz")
+
+
+def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]) -> list[Path]:
+    """The maps of an earlier fit in ``outdir``, which this fit replaces (only with ``--overwrite``; other files
+    stay). Refuses an output folder that is an input, a file, or (without ``--overwrite``) not empty."""
+    from .map_logic import STAGING_PREFIX
+
+    for source in inputs:
+        if source is not None and _same_path(outdir, source):
+            raise InputError(f"the output folder {outdir} is the input {source}: choose another folder")
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"the output folder {outdir} is a file")
+    _check_parents(outdir, "the output folder")
+    entries = sorted(outdir.iterdir()) if outdir.is_dir() else []
+    if entries and not overwrite:
+        names = ", ".join(entry.name for entry in entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise InputError(f"the output folder {outdir} is not empty ({names}): choose an empty folder, or pass "
+                         "--overwrite to replace the maps of an earlier fit")
+    ours = {key + suffix for key in FIT_MAP_KEYS for suffix in FIT_FORMATS}
+    earlier = [entry for entry in entries if entry.name in ours or entry.name.startswith(STAGING_PREFIX)]
+    check_outputs([source for source in inputs if source is not None],  # never replace an input
+                  [entry for entry in earlier if entry.is_file()])
+    return earlier
+
+
 def _motion_correct(series, mask: Optional[np.ndarray], rounds: tuple[int, int]):
     from .motion import MotionConfig, motion_correct
 
@@ -59,6 +124,11 @@ def _motion_correct(series, mask: Optional[np.ndarray], rounds: tuple[int, int])
 def cmd_register(args: argparse.Namespace) -> None:
     import SimpleITK as sitk
 
+    _check_output_file(args.out, [args.dwi, args.mask, args.bvals_file])
+    if not args.out.name.lower().endswith(VOLUME_SUFFIXES):
+        raise InputError(f"cannot write {args.out.name}: use one of {', '.join(VOLUME_SUFFIXES)}")
+    if args.transforms_dir is not None and args.transforms_dir.exists() and not args.transforms_dir.is_dir():
+        raise InputError(f"--transforms-dir {args.transforms_dir} is a file")
     series = read_series_array(args.dwi, _bvalues_argument(args))
     result = _motion_correct(series, _read_mask(args.mask, series, args.dwi), args.rounds)
     written = write_series_array(result.series, args.out)
@@ -73,7 +143,10 @@ def cmd_register(args: argparse.Namespace) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> None:
     from .estimate import fit
+    from .map_logic import staged_files
 
+    inputs = [args.dwi, args.mask, args.registration_mask, args.bvals_file, args.model]
+    earlier = _earlier_fit(args.outdir, args.overwrite, inputs)
     series = read_series_array(args.dwi, _bvalues_argument(args))
     if series.bvalues is None:
         raise InputError(f"{args.dwi} stores no b-values: give --bvals or --bvals-file")
@@ -83,10 +156,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
     log.info("fitting %d voxels x %d b-values with %s", int(np.prod(series.volumes.shape[1:])),
              series.volumes.shape[0], args.method)
     maps = fit(series.signals, series.bvalues, method=args.method, model=args.model, mask=mask, prior=args.prior,
-               device=args.device)
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    for name, values in maps.items():
-        write_volume_array(values, series.geometry, args.outdir / f"{name}{args.format}")
+               device=args.device, progress=_progress_in_tenths())
+    with staged_files(args.outdir, replace=earlier) as staging:  # all maps or none, never mixed with earlier ones
+        for name, values in maps.items():
+            write_volume_array(values, series.geometry, staging / f"{name}{args.format}")
+    if earlier:
+        log.info("replaced %d files of an earlier fit", len(earlier))
     log.info("wrote %s to %s (D, D* in mm²/s)", ", ".join(maps), args.outdir)
 
 
@@ -95,8 +170,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = TrainingConfig(method=args.method, bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")),
                             prior=args.prior, snr=args.snr, samples=args.samples, epochs=args.epochs, seed=args.seed)
-    _, history = train(config, out=args.out, device=args.device, progress=_progress)
+    config.validate()
     curve = args.out.with_suffix(".loss.png")
+    _check_output_file(args.out)
+    _check_output_file(curve)
+    _, history = train(config, out=args.out, device=args.device, progress=_progress)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -158,9 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit_parser = sub.add_parser("fit", parents=[common], help="IVIM maps of a 4D diffusion series",
                                 description="Fit f, D and D* (mm²/s) voxel by voxel and write f, D, Dstar, S0 (and SD "
-                                            "maps for bayes) with the input geometry.")
+                                            "maps for bayes) with the input geometry, all of them or (on an error or "
+                                            "Ctrl-C) none.")
     fit_parser.add_argument("dwi", type=Path, help="4D NIfTI/NRRD series, or a folder of 3D volumes")
-    fit_parser.add_argument("outdir", type=Path, help="output folder (created)")
+    fit_parser.add_argument("outdir", type=Path, help="output folder: new or empty (created)")
+    fit_parser.add_argument("--overwrite", action="store_true",
+                            help="OUTDIR may hold the maps of an earlier fit: they are replaced by the new ones (other "
+                                 "files stay)")
     _add_bvalue_options(fit_parser)
     fit_parser.add_argument("--method", choices=METHODS, default="scdnn", help="estimator (default scdnn)")
     fit_parser.add_argument("--model", type=Path, help="network model file (default: the shipped one for the b-values)")

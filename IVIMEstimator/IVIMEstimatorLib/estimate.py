@@ -6,18 +6,22 @@ Handling of imperfect input (documented and tested):
 - Errors (InputError): b-value count != signal count, negative or non-finite b-values, an empty mask, no
   valid voxel, no b = 0 for a method that normalises by it (the networks), a network whose protocol does not
   match the data's b-values (the message names ``ivimestimator train``).
+
+Long fits: voxels are fitted in chunks of ``CHUNK_VOXELS`` (0.2 s for NLLS, 0.7 s for Bayes at the speeds of
+docs/benchmarks/ivim.md); progress is reported and cancellation honoured between chunks, so a GUI that
+processes its events in the progress callback keeps a working *Cancel*.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from FastMRICommon.device import select_device
-from FastMRICommon.errors import InputError, ModelFileError
+from FastMRICommon.errors import CancelCheck, InputError, ModelFileError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model, read_manifest
 
 from .bayes import BayesConfig, fit_bayes, make_grid
@@ -27,7 +31,7 @@ from .nlls import NllsConfig, fit_nlls
 from .priors import get_prior
 from .training import normalised_inputs
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "IVIMEstimator"
 ModelSource = Union[None, str, os.PathLike, ModelFile]
 
 
@@ -87,29 +91,55 @@ def _resolve_model(method: str, model: ModelSource, bvalues: np.ndarray) -> Mode
     return loaded
 
 
-def _run_network(model: ModelFile, y: np.ndarray, device: str, batch: int = 65536) -> np.ndarray:
-    import torch
+#: Voxels fitted between two progress reports / cancel checks.
+CHUNK_VOXELS = 2048
+#: A chunk's fit: (signals ``[n, n_b]`` as measured, the same divided by S(b=0)) -> maps in fit units, with
+#: S0 relative to S(b=0).
+ChunkFit = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
-    target = select_device(device)
-    network = model.build(REGISTRY).to(target)
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(y), batch):
-            out.append(network(torch.from_numpy(y[start:start + batch].astype(np.float32)).to(target)).cpu().numpy())
-    return np.concatenate(out).astype(np.float64) if out else np.empty((0, 3))
+
+def _chunk_fit(method: str, model: ModelSource, prior: str, device: str, b: np.ndarray) -> ChunkFit:
+    """The fit of one chunk of voxels by ``method``; what every chunk shares (Bayes grid, network) is made
+    here, once."""
+    if method == "nlls":
+        def fit_chunk(signals: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+            estimate = fit_nlls(y, b, NllsConfig())
+            return {"S0": estimate[:, 0], "f": estimate[:, 1], "D": estimate[:, 2], "Dstar": estimate[:, 3]}
+    elif method == "bayes":
+        grid, target = make_grid(get_prior(prior), b, BayesConfig()), select_device(device)
+
+        def fit_chunk(signals: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+            return fit_bayes(y, grid, device=target)
+    else:
+        import torch
+
+        target = select_device(device)
+        network = _resolve_model(method, model, b).build(REGISTRY).to(target)
+
+        def fit_chunk(signals: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+            with torch.inference_mode():
+                estimate = network(torch.from_numpy(normalised_inputs(signals, b)).to(target)).cpu().numpy()
+            estimate = estimate.astype(np.float64)
+            return {"f": estimate[:, 0], "D": estimate[:, 1], "Dstar": estimate[:, 2], "S0": np.ones(len(y))}
+    return fit_chunk
 
 
 def fit(signals: Any, bvalues: Any, method: str = "scdnn", model: ModelSource = None, mask: Any = None,
-        prior: str = "generic", device: str = "auto") -> dict[str, np.ndarray]:
+        prior: str = "generic", device: str = "auto", progress: Optional[ProgressCallback] = None,
+        cancel: Optional[CancelCheck] = None, chunk_voxels: int = CHUNK_VOXELS) -> dict[str, np.ndarray]:
     """IVIM maps from ``signals`` (shape ``(..., n_b)``, any S0 scale) at ``bvalues`` (s/mm²).
 
     Returns float32 maps of shape ``signals.shape[:-1]``: ``f``, ``D`` and ``Dstar`` (mm²/s), ``S0`` (signal
     units), and for ``method="bayes"`` also ``f_sd``, ``D_sd``, ``Dstar_sd`` (posterior SDs). ``model``: for the
     networks, None (the shipped model matching the b-values), a model file path, or a loaded ModelFile.
     ``prior``: the Bayes method's prior (see ``priors.PRIORS``). ``mask``: boolean, shape ``signals.shape[:-1]``.
+    ``progress(fraction, message)`` is called after every ``chunk_voxels`` fitted voxels and ``cancel()``
+    polled before each chunk (True raises ``Cancelled``; nothing is returned).
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if chunk_voxels < 1:
+        raise InputError(f"chunk_voxels must be >= 1, got {chunk_voxels}")
     signals = np.asarray(signals)
     if np.iscomplexobj(signals) or signals.ndim < 1 or signals.dtype.kind not in "fiu":
         raise InputError("signals must be a real array of shape (..., n_b)")
@@ -130,20 +160,18 @@ def fit(signals: Any, bvalues: Any, method: str = "scdnn", model: ModelSource = 
     valid = selected & np.all(np.isfinite(flat), axis=1) & (reference > 0)
     if not valid.any():
         raise InputError("no valid voxel: every selected voxel has a non-finite signal or S(b=0) <= 0")
-    y = flat[valid] / reference[valid, None]
-
-    if method == "nlls":
-        estimate = fit_nlls(y, b, NllsConfig())
-        result = {"S0": estimate[:, 0], "f": estimate[:, 1], "D": estimate[:, 2], "Dstar": estimate[:, 3]}
-    elif method == "bayes":
-        result = fit_bayes(y, make_grid(get_prior(prior), b, BayesConfig()), device=select_device(device))
-    else:
-        network_model = _resolve_model(method, model, b)
-        estimate = _run_network(network_model, normalised_inputs(flat[valid], b), device)
-        result = {"f": estimate[:, 0], "D": estimate[:, 1], "Dstar": estimate[:, 2], "S0": np.ones(len(y))}
+    measured = flat[valid]
+    y = measured / reference[valid, None]
+    fit_chunk = _chunk_fit(method, model, prior, device, b)
+    parts, total = [], len(y)
+    for start in range(0, total, chunk_voxels):
+        raise_if_cancelled(cancel)
+        stop = min(start + chunk_voxels, total)
+        parts.append(fit_chunk(measured[start:stop], y[start:stop]))
+        report(progress, stop / total, f"fitted {stop:,} of {total:,} voxels ({method})")
     maps = {}
-    for key, values in result.items():
+    for key in parts[0]:
         full = np.full(flat.shape[0], np.nan, dtype=np.float32)
-        full[valid] = values * (reference[valid] if key == "S0" else 1.0)
+        full[valid] = np.concatenate([part[key] for part in parts]) * (reference[valid] if key == "S0" else 1.0)
         maps[key] = full.reshape(spatial)
     return maps

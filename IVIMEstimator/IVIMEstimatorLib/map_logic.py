@@ -13,14 +13,18 @@ the arrays and 0 in the volume nodes (shown transparent below the colour window)
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
+from FastMRICommon.gui_binding import placing_point_list
 from FastMRICommon.mrml_bridge import (DiffusionSeries, VolumeGeometry, geometry_of, new_table_node, new_volume_node,
                                        write_volume)
 
@@ -184,18 +188,21 @@ def estimate_maps(source: Any, config: EstimateConfig = EstimateConfig(), bvalue
     elif config.auto_mask:
         mask = automatic_mask(series)
     raise_if_cancelled(cancel)
+    fit_start = 0.05
     if config.motion_correction:
         # registered on the whole field of view, as benchmarked (docs/benchmarks/registration.md); the mask
         # only selects the voxels to fit
         series = motion_correct(series, None, config.motion, cancel=cancel,
                                 progress=None if progress is None else lambda f, m: progress(0.05 + 0.75 * f, m)).series
+        fit_start = 0.8
     raise_if_cancelled(cancel)
-    report(progress, 0.8, f"fitting ({config.method})")
+    report(progress, fit_start, f"fitting ({config.method})")
     from .estimate import fit  # imports torch
 
     signals = np.moveaxis(series.volumes, 0, -1)
     fitted = fit(signals, series.bvalues, config.method, model=config.model, mask=mask, prior=config.prior,
-                 device=config.device)
+                 device=config.device, cancel=cancel,
+                 progress=None if progress is None else lambda f, m: progress(fit_start + (0.95 - fit_start) * f, m))
     fitted["residual"] = fit_residual(series, fitted)
     maps = {key: (values * MAP_SPECS[key].factor).astype(np.float32) for key, values in fitted.items()}
     report(progress, 1.0, "maps ready")
@@ -312,22 +319,147 @@ def voxel_chart_node(scene: Any, voxel: VoxelFit, name: str = "IVIM voxel") -> A
     return chart
 
 
+class VoxelPoint:
+    """The voxel inspector's point: a one-point list (hidden from the Data module) that the module's place
+    widget places into, and that the inspector follows when Slicer places into another list.
+
+    Once the list holds its point, the next placement goes into a new list Slicer makes
+    (``FastMRICommon.gui_binding.placing_point_list``): the inspector takes that list as its own (one point,
+    hidden, named ``name``), tells ``on_list(node)`` (the place widget must show it), and removes the list it
+    replaced once the new point is placed, so the views show one voxel point, the inspected one.
+    ``on_placed(position)`` gets the point's world (RAS) position whenever it is placed or moved.
+
+    It follows only between :meth:`ensure` and :meth:`close` (the module calls them on entering and leaving),
+    so a point list the user starts elsewhere (Slicer's toolbar also makes a new list when the active one is
+    full) is not taken while the module is hidden.
+    """
+
+    def __init__(self, scene: Any, on_placed: Callable[[tuple[float, float, float]], None],
+                 on_list: Callable[[Any], None], name: str = "IVIM voxel") -> None:
+        self._scene, self._on_placed, self._on_list, self._name = scene, on_placed, on_list, name
+        self.node: Any = None  # the list the inspector reads
+        self._replaced: list[Any] = []  # lists it followed away from, removed once the new point is placed
+        self._observed: list[tuple[Any, int]] = []  # (node, observer tag) of the list in use
+        self._selection: Any = None
+        self._selection_tag: Optional[int] = None
+
+    def ensure(self) -> Any:
+        """Follow placements again and return the list in use (shown by the place widget); a new list when
+        there is none in the scene (at first, or after the scene was closed)."""
+        selection = self._scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+        if selection is not self._selection:
+            self._unobserve_selection()
+            if selection is not None:
+                self._selection = selection
+                self._selection_tag = selection.AddObserver(selection.ActivePlaceNodeIDChangedEvent, self._follow)
+        if self.node is None or not self._scene.IsNodePresent(self.node):
+            self._use(self._scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode"))
+        elif not self._observed:
+            self._use(self.node)
+        return self.node
+
+    def close(self) -> None:
+        """Stop following placements and reporting the point (the list stays, for :meth:`ensure`)."""
+        self._unobserve_node()
+        self._unobserve_selection()
+
+    def position(self) -> Optional[tuple[float, float, float]]:
+        """World (RAS) position of the placed point, or None before one is placed."""
+        if self.node is None or self.node.GetNumberOfDefinedControlPoints() == 0:
+            return None
+        position = [0.0, 0.0, 0.0]
+        self.node.GetNthControlPointPositionWorld(0, position)
+        return tuple(position)
+
+    def _use(self, node: Any) -> None:
+        self._unobserve_node()
+        node.SetName(self._name)
+        node.SetMaximumNumberOfControlPoints(1)
+        node.SetHideFromEditors(True)
+        self.node = node
+        self._observed = [(node, node.AddObserver(event, self._placed))
+                          for event in (node.PointPositionDefinedEvent, node.PointEndInteractionEvent)]
+        self._on_list(node)
+
+    def _follow(self, caller: Any = None, event: Any = None) -> None:
+        successor = placing_point_list(self._scene, self.node)
+        if successor is not None:
+            self._replaced.append(self.node)
+            self._use(successor)
+
+    def _placed(self, caller: Any = None, event: Any = None) -> None:
+        position = self.position()
+        if position is None:
+            return
+        for node in self._replaced:
+            if self._scene.IsNodePresent(node):
+                self._scene.RemoveNode(node)
+        self._replaced = []
+        self._on_placed(position)
+
+    def _unobserve_node(self) -> None:
+        for node, tag in self._observed:
+            node.RemoveObserver(tag)
+        self._observed = []
+
+    def _unobserve_selection(self) -> None:
+        if self._selection is not None and self._selection_tag is not None:
+            self._selection.RemoveObserver(self._selection_tag)
+        self._selection, self._selection_tag = None, None
+
+
 EXPORT_FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
 
 
 def export_maps(nodes: dict[str, Any], folder: str | os.PathLike, file_format: str = "nrrd") -> list[Path]:
-    """Write every map node to ``folder`` as ``<node name as a file name><suffix>``; refuses to overwrite
-    existing files (nothing is written then)."""
+    """Write every map node to ``folder`` as ``<node name as a file name><suffix>``, all or none of them
+    (``staged_files``); refuses to overwrite existing files (nothing is written then)."""
     if file_format not in EXPORT_FORMATS:
         raise InputError(f"unknown format {file_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if not nodes:
         raise InputError("there are no maps to export: estimate them first")
     folder = Path(folder)
-    targets = {key: folder / (_file_name(node.GetName()) + EXPORT_FORMATS[file_format]) for key, node in nodes.items()}
-    existing = [path.name for path in targets.values() if path.exists()]
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder")
+    names = {key: _file_name(node.GetName()) + EXPORT_FORMATS[file_format] for key, node in nodes.items()}
+    existing = [name for name in names.values() if (folder / name).exists()]
     if existing:
         raise InputError(f"{folder} already holds {', '.join(existing)}: choose an empty folder")
-    return [write_volume(nodes[key], path) for key, path in targets.items()]
+    with staged_files(folder) as staging:
+        for key, name in names.items():
+            write_volume(nodes[key], staging / name)
+    return [folder / name for name in names.values()]
+
+
+#: Prefix of the hidden folder in which ``staged_files`` writes.
+STAGING_PREFIX = ".partial-"
+
+
+@contextmanager
+def staged_files(folder: Path, replace: Sequence[Path] = ()) -> Iterator[Path]:
+    """Write a set of files all or nothing: yields a new hidden folder ``<folder>/.partial-*`` (``folder`` is
+    created) to write them into. When the block completes, the files in ``replace`` (an earlier set) are
+    deleted and the new ones renamed into ``folder`` (same file system: milliseconds); when it fails or is
+    interrupted (Ctrl-C), the new files are deleted, ``replace`` stays, and a ``folder`` created here is
+    removed. So ``folder`` holds the whole new set or none of it, never a mix with an earlier run's files."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    for old in replace:
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+    for new in sorted(staging.iterdir()):
+        os.replace(new, folder / new.name)
+    staging.rmdir()
 
 
 def _file_name(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The networks shipped in ``IVIMEstimator/Resources/Models``: how each is trained, evaluated and described.
+"""The networks shipped in ``IVIMEstimator/Resources/Models/IVIMEstimator``: how each is trained, evaluated and described.
 
 Every shipped model is retrained from this list with ``make ivim-models`` (``python -m
 IVIMEstimatorLib.shipped_models``): train on synthetic signals, evaluate on an independent held-out set
@@ -20,6 +20,7 @@ import numpy as np
 from FastMRICommon.model_files import (ManifestEntry, ModelFile, load_shipped_model, save_model_file, sha256_file,
                                        write_manifest_entry)
 
+from .estimate import MODELS_DIR
 from .signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
 
 log = logging.getLogger("ivimestimator")
@@ -134,7 +135,7 @@ def rewrite_card(spec: ShippedModel, models_dir: Path) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Retrain the shipped IVIM networks (all, or those named).")
     parser.add_argument("names", nargs="*", help="file names from the list (default: all)")
-    parser.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parents[1] / "Resources" / "Models")
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cards-only", action="store_true", help="rewrite the cards of the existing models")
     args = parser.parse_args(argv)

@@ -49,6 +49,15 @@ class TrainingConfig:
         if b.size < 3 or np.any(np.diff(b) <= 0) or b[0] != 0:
             raise InputError("training b-values must start at 0 and increase strictly, with at least 3 values")
         get_prior(self.prior)
+        if self.batch_size < 1 or self.epochs < 1:
+            raise InputError(f"batch size and epochs must be >= 1, got {self.batch_size} and {self.epochs}")
+        if self.samples < self.minimum_samples():
+            raise InputError(f"training needs at least {self.minimum_samples()} synthetic signals (10 batches of "
+                             f"{self.batch_size}: 90% to train on, 10% to validate), got {self.samples}")
+
+    def minimum_samples(self) -> int:
+        """Fewest signals ``train`` accepts: ten batches, so that the 10% validation split holds a batch."""
+        return 10 * self.batch_size
 
 
 def build_network(config: TrainingConfig):

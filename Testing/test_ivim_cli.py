@@ -1,0 +1,171 @@
+"""``ivimestimator`` output paths and bad input, with real files: outputs never replace an input, a fit's
+output folder holds one complete map set (never mixed with an earlier run's, never partial), and bad paths
+or values are refused with exit code 2 and one line before any work."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import script
+from FastMRICommon.errors import InputError
+from FastMRICommon.mrml_bridge import read_volume_array, write_series_array, write_volume_array
+from IVIMEstimatorLib.cli import main
+from IVIMEstimatorLib.phantom import placenta_phantom
+
+
+@pytest.fixture(scope="module")
+def series_file(tmp_path_factory) -> Path:
+    """A small placenta series as a 4D NRRD (b-values in its index)."""
+    phantom = placenta_phantom(shape=(2, 24, 24), snr=50.0, seed=8)
+    return write_series_array(phantom.series, tmp_path_factory.mktemp("series") / "dwi.seq.nrrd")
+
+
+@pytest.fixture(scope="module")
+def series_folder(tmp_path_factory) -> Path:
+    """The same kind of series as a folder of 3D volumes with a .bval file."""
+    phantom = placenta_phantom(shape=(2, 24, 24), snr=50.0, seed=8)
+    folder = tmp_path_factory.mktemp("folder_series")
+    for index, volume in enumerate(phantom.series.volumes):
+        write_volume_array(volume, phantom.series.geometry, folder / f"b{index:02d}.nrrd")
+    (folder / "dwi.bval").write_text(" ".join(f"{b:g}" for b in phantom.series.bvalues))
+    return folder
+
+
+def ivimestimator(capsys, *arguments: str) -> tuple[int, list[str]]:
+    """Run the command line in this process: (exit code, lines written to stderr, log lines included)."""
+    code = main([str(argument) for argument in arguments])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_register_refuses_to_write_over_its_input(capsys, series_file):
+    before = series_file.read_bytes()
+    code, lines = ivimestimator(capsys, "register", series_file, series_file)
+    assert (code, lines) == (2, [f"ivimestimator: error: the output {series_file} is the input {series_file}: write "
+                                 "the output to another file"])
+    assert series_file.read_bytes() == before
+    code, lines = ivimestimator(capsys, "register", series_file, series_file.parent)
+    assert (code, lines) == (2, [f"ivimestimator: error: the output {series_file.parent} is a folder: give a file "
+                                 "name"])
+    code, lines = ivimestimator(capsys, "register", series_file, series_file.parent / "registered.png")
+    assert code == 2 and len(lines) == 1 and "use one of .nrrd" in lines[0]
+
+
+def test_fit_refuses_to_write_into_its_input_folder_series(capsys, series_folder):
+    before = snapshot(series_folder)
+    for extra in ([], ["--overwrite"]):
+        code, lines = ivimestimator(capsys, "fit", series_folder, series_folder, "--method", "nlls", *extra)
+        assert (code, lines) == (2, [f"ivimestimator: error: the output folder {series_folder} is the input "
+                                     f"{series_folder}: choose another folder"])
+    assert snapshot(series_folder) == before
+
+
+def test_fit_refuses_an_output_folder_that_is_a_file(capsys, series_file, tmp_path):
+    (tmp_path / "maps").write_text("not a folder")
+    code, lines = ivimestimator(capsys, "fit", series_file, tmp_path / "maps", "--method", "nlls")
+    assert (code, lines) == (2, [f"ivimestimator: error: the output folder {tmp_path / 'maps'} is a file"])
+    code, lines = ivimestimator(capsys, "fit", series_file, tmp_path / "maps" / "inner", "--method", "nlls")
+    assert code == 2 and lines == [f"ivimestimator: error: the output folder {tmp_path / 'maps' / 'inner'} cannot be "
+                                   f"created: {tmp_path / 'maps'} is a file"]
+
+
+def test_a_second_fit_replaces_the_first_only_with_overwrite(capsys, series_file, tmp_path):
+    """Bayes writes SD maps; an NLLS fit into the same folder must not leave them beside its own maps."""
+    maps = tmp_path / "maps"
+    code, lines = ivimestimator(capsys, "fit", series_file, maps, "--method", "bayes", "--prior", "placenta")
+    assert code == 0, lines
+    first = snapshot(maps)
+    assert sorted(first) == sorted(f"{key}.nrrd" for key in ("f", "D", "Dstar", "S0", "f_sd", "D_sd", "Dstar_sd"))
+    (maps / "notes.txt").write_text("the user's own file")
+    code, lines = ivimestimator(capsys, "fit", series_file, maps, "--method", "nlls")
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith(f"ivimestimator: error: the output folder {maps} is not empty (D.nrrd, D_sd.nrrd, ")
+    assert lines[0].endswith("choose an empty folder, or pass --overwrite to replace the maps of an earlier fit")
+    assert snapshot(maps) == first | {"notes.txt": b"the user's own file"}
+    code, lines = ivimestimator(capsys, "fit", series_file, maps, "--method", "nlls", "--overwrite",
+                                "--format", ".nii.gz")
+    assert code == 0, lines
+    assert sorted(snapshot(maps)) == ["D.nii.gz", "Dstar.nii.gz", "S0.nii.gz", "f.nii.gz", "notes.txt"]
+    f, _ = read_volume_array(maps / "f.nii.gz")
+    assert np.isfinite(f).any()
+
+
+def test_a_failed_or_interrupted_map_set_leaves_nothing_behind(tmp_path):
+    """What ``fit`` and the module's *Export* write through: a KeyboardInterrupt (Ctrl-C) or an error after some
+    maps are written leaves neither those maps nor a half-replaced earlier set; a completed block publishes all."""
+    from IVIMEstimatorLib.map_logic import staged_files
+
+    geometry = placenta_phantom(shape=(2, 8, 8)).series.geometry
+    maps = tmp_path / "maps"
+    earlier = [write_volume_array(np.full((2, 8, 8), value, np.float32), geometry, maps / f"{key}.nrrd")
+               for value, key in enumerate(("f", "D", "f_sd"))]
+    before = snapshot(maps)
+    for failure in (KeyboardInterrupt(), InputError("cannot write")):
+        with pytest.raises(type(failure)):
+            with staged_files(maps, replace=earlier) as staging:
+                write_volume_array(np.zeros((2, 8, 8), np.float32), geometry, staging / "f.nrrd")
+                write_volume_array(np.zeros((2, 8, 8), np.float32), geometry, staging / "D.nrrd")
+                raise failure
+        assert snapshot(maps) == before
+        assert sorted(path.name for path in maps.iterdir()) == ["D.nrrd", "f.nrrd", "f_sd.nrrd"]
+    with pytest.raises(KeyboardInterrupt):
+        with staged_files(tmp_path / "new") as staging:
+            write_volume_array(np.zeros((2, 8, 8), np.float32), geometry, staging / "f.nrrd")
+            raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists()  # a folder the run created goes too
+    with staged_files(maps, replace=earlier) as staging:
+        write_volume_array(np.ones((2, 8, 8), np.float32), geometry, staging / "f.nrrd")
+    assert sorted(path.name for path in maps.iterdir()) == ["f.nrrd"]
+    np.testing.assert_array_equal(read_volume_array(maps / "f.nrrd")[0], 1.0)
+
+
+def test_ctrl_c_during_the_map_export_leaves_no_maps(tmp_path):
+    """A user's Ctrl-C (SIGINT) while ``fit`` writes its maps: exit code 130 and no output folder at all. The
+    signal is sent as soon as the first map file appears (in the staging folder, since maps are staged)."""
+    phantom = placenta_phantom(shape=(6, 96, 96), snr=50.0, seed=9)
+    dwi = write_series_array(phantom.series, tmp_path / "dwi.seq.nrrd")
+    maps = tmp_path / "maps"
+    process = subprocess.Popen([script("ivimestimator"), "fit", str(dwi), str(maps), "--method", "mlp", "--format",
+                                ".nii.gz"], stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    staged = []
+    while process.poll() is None and not staged:
+        staged = [path for path in maps.rglob("*.nii.gz") if path.is_file()] if maps.is_dir() else []
+        time.sleep(0.002)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=300)[1]
+    if not staged:
+        pytest.skip("the export finished before a map file was seen: no interrupt to test on this machine")
+    assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "ivimestimator: cancelled"
+    assert not maps.exists()
+
+
+def test_train_refuses_too_few_samples_and_a_folder_as_model_file(capsys, tmp_path):
+    code, lines = ivimestimator(capsys, "train", "--bvals", "0,20,50,150,300,500", "--samples", "1",
+                                "--out", tmp_path / "model.pt")
+    assert (code, lines) == (2, ["ivimestimator: error: training needs at least 1280 synthetic signals (10 batches of "
+                                 "128: 90% to train on, 10% to validate), got 1"])
+    (tmp_path / "models").mkdir()
+    code, lines = ivimestimator(capsys, "train", "--method", "mlp", "--bvals", "0,20,50,150,300,500", "--samples",
+                                "3000", "--epochs", "1", "--out", tmp_path / "models")
+    assert (code, lines) == (2, [f"ivimestimator: error: the output {tmp_path / 'models'} is a folder: give a "
+                                 "file name"])
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_fit_and_register_refuse_outputs_inside_a_file(capsys, series_file, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    code, lines = ivimestimator(capsys, "register", series_file, blocker / "registered.nrrd")
+    assert (code, lines) == (2, [f"ivimestimator: error: the output {blocker / 'registered.nrrd'} cannot be created: "
+                                 f"{blocker} is a file"])
