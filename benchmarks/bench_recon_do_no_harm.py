@@ -329,6 +329,11 @@ BART lambda per R / SNR: {', '.join(f'{k}: {v:g}' for k, v in results['bart'].it
 ## Speed and memory (new model, CPU, including the noise estimate)
 
 {speed_text(results.get('speed'))}
+
+Times on this shared machine vary by 20-30% between runs: the first run of this page measured 0.118 s
+(0.102-0.130) per slice; side by side in one process on 2026-11-29 evening (5 passes each) the previous model
+took 0.078 s and the new one 0.133 s per 256 x 256 slice (the noise estimate about 0.011 s of it; the rest is
+the FiLM-conditioned U-Net). The target of 0.1 s per slice including the noise estimate is not met.
 """
     (OUT / "recon_do_no_harm.md").write_text(text)
 
