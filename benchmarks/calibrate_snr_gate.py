@@ -51,9 +51,9 @@ def main() -> None:
         for index, (_, image) in enumerate(slices):
             _, sense, reference = scan(image, acceleration, snr, seed=70_000 + index)
             output = reconstructor.reconstruct(sense)
-            sigma = reconstructor.noise_sd_maps(sense[None])[0]
-            level = object_levels(sense[None])[0]
-            told_snr = {"pixel": level / sigma, "slice": np.full(sense.shape, level / np.median(sigma))}
+            levels = object_levels(sense[None])
+            sigma = reconstructor.noise_sd_maps(sense[None], levels=levels)
+            told_snr = {per: SnrGate(1.0, 2.0, per).told_snr(levels, sigma, 1.0)[0] for per in ("pixel", "slice")}
             cases.append({"cell": (acceleration, snr), "input": sense, "output": output, "reference": reference,
                           "told_snr": told_snr, "input_psnr": psnr(sense, reference)})
     gates = [(None, "slice")] + [(SnrGate(full, none), mode) for mode in ("slice", "pixel") for full in FULL for none in NONE if full < none]

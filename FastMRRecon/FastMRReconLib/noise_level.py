@@ -112,7 +112,11 @@ def _checked(image: np.ndarray) -> np.ndarray:
 def noise_sd(image: np.ndarray) -> float:
     """Noise SD (the image's units) of one 2D magnitude ``image`` (module docstring); at least the floor."""
     array = _checked(image)
-    estimate = _quiet_sd(_object_band(array))
+    return _slice_sd(array, _object_band(array))
+
+
+def _slice_sd(array: np.ndarray, band: np.ndarray) -> float:
+    estimate = _quiet_sd(band)
     return max(estimate if np.isfinite(estimate) else 0.0, _floor(array))
 
 
@@ -122,8 +126,12 @@ def noise_map(image: np.ndarray, slice_sd: float | None = None) -> np.ndarray:
     ``slice_sd`` is the slice's value (default: :func:`noise_sd`), used where a tile has too few object
     pixels and as the reference of ``LOCAL_RANGE``."""
     array = _checked(image)
-    overall = noise_sd(array) if slice_sd is None else float(slice_sd)
     band = _object_band(array)
+    return _tile_map(array, band, _slice_sd(array, band) if slice_sd is None else float(slice_sd))
+
+
+def _tile_map(array: np.ndarray, band: np.ndarray, overall: float) -> np.ndarray:
+    """:func:`noise_map` of ``array`` from its object band and the slice's value ``overall``."""
     tile = TILE // 2  # in HH1 coefficients
     rows, columns = -(-band.shape[0] // tile), -(-band.shape[1] // tile)
     padded = np.full((rows * tile, columns * tile), np.nan)
@@ -148,9 +156,11 @@ def noise_maps(volume: np.ndarray) -> np.ndarray:
     array = np.asarray(volume)
     if array.ndim != 3:
         raise InputError(f"expected a volume [slices, H, W], got shape {array.shape}")
-    estimates = np.array([_quiet_sd(_object_band(image)) for image in array])
+    images = [_checked(image) for image in array]
+    bands = [_object_band(image) for image in images]  # once per slice: the level and the map both use it
+    estimates = np.array([_quiet_sd(band) for band in bands])
     valid = estimates[np.isfinite(estimates) & (estimates > 0)]
     fallback = max(float(np.median(valid)) if valid.size else 0.0, _floor(array.reshape(-1, array.shape[-1])))
-    return np.stack([noise_map(image, max(estimate, _floor(image)) if np.isfinite(estimate) and estimate > 0
+    return np.stack([_tile_map(image, band, max(estimate, _floor(image)) if np.isfinite(estimate) and estimate > 0
                                else fallback)
-                     for image, estimate in zip(array, estimates)])
+                     for image, band, estimate in zip(images, bands, estimates)])

@@ -14,7 +14,10 @@ units, > 0); the network is told that map times ``strength`` (``STRENGTHS``: 0 t
 noise-free, 1 the measured level, up to ``MAX_STRENGTH``), normalised like the image. The change map
 (``return_change``) is |output - input| / the measured (or given) noise SD per pixel: where the network
 departed from the measured image by more than its noise. A volume whose median slice reads below
-``LOW_SNR`` (object mean / noise SD) is mostly noise: reconstructed, with a warning in the log.
+``LOW_SNR`` (object mean / noise SD) is mostly noise: reconstructed, with a warning in the log. The measured
+noise includes the image's own, which no estimator can tell from acquisition noise, so a noise-aware
+network's change is kept according to the SNR it is told (``SnrGate``, ``SNR_GATE``): fully at low SNR,
+not at all at high SNR, where a good image is returned unchanged.
 
 Batch size (``default_batch_size``): on a GPU, 8 slices; on the CPU, as many slices as hold
 ``CPU_BATCH_PIXELS`` pixels (at least one): the activations of larger batches no longer fit the processor's
@@ -38,7 +41,7 @@ from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_m
 
 from .network import NetworkConfig, ReconstructionNetwork
 from .noise_level import noise_maps
-from .simulate import check_magnitude
+from .simulate import check_magnitude, object_mean
 
 log = logging.getLogger("fastmrrecon")
 
@@ -114,12 +117,8 @@ def slice_scales(images: np.ndarray) -> np.ndarray:
 
 
 def object_levels(volume: np.ndarray) -> np.ndarray:
-    """Mean of each slice's object (pixels above 10% of its 99th percentile); NaN for an empty slice."""
-    levels = []
-    for image in volume:
-        inside = image[image > 0.1 * np.percentile(image, 99)]
-        levels.append(float(inside.mean()) if inside.size and image.any() else np.nan)
-    return np.array(levels, dtype=np.float64)
+    """``simulate.object_mean`` of each slice (the SNR reference); NaN for an empty slice."""
+    return np.array([object_mean(image) if image.any() else np.nan for image in volume], dtype=np.float64)
 
 
 def check_image(image: np.ndarray, min_size: int) -> np.ndarray:
@@ -168,12 +167,14 @@ class Reconstructor:
         """Whether the network takes the noise map (module docstring)."""
         return bool(getattr(self.network.config, "noise_input", False))
 
-    def noise_sd_maps(self, volume: np.ndarray, noise_sd: Optional[float] = None) -> np.ndarray:
-        """Noise SD per pixel of ``volume [slices, H, W]``: measured, or ``noise_sd`` everywhere."""
+    def noise_sd_maps(self, volume: np.ndarray, noise_sd: Optional[float] = None,
+                      levels: Optional[np.ndarray] = None) -> np.ndarray:
+        """Noise SD per pixel of ``volume [slices, H, W]``: measured, or ``noise_sd`` everywhere; ``levels``:
+        the slices' ``object_levels`` when the caller has them."""
         if noise_sd is not None:
             return np.full(volume.shape, noise_sd, dtype=np.float32)
         maps = noise_maps(volume)
-        levels = object_levels(volume) / np.median(maps, axis=(1, 2))
+        levels = (object_levels(volume) if levels is None else levels) / np.median(maps, axis=(1, 2))
         median_snr = float(np.nanmedian(levels)) if np.isfinite(levels).any() else float("inf")
         if median_snr < LOW_SNR:
             log.warning("the image is mostly noise (SNR about %.1f): the reconstruction cannot recover much", median_snr)
@@ -195,10 +196,11 @@ class Reconstructor:
         if batch_size < 1:
             raise InputError(f"the batch size must be at least 1, got {batch_size}")
         scales = slice_scales(volume)
-        sigma = self.noise_sd_maps(volume, noise_sd) if self.noise_aware or return_change else None
+        levels = object_levels(volume) if self.noise_aware or return_change else None
+        sigma = self.noise_sd_maps(volume, noise_sd, levels) if levels is not None else None
         weights = None
         if self.noise_aware and self.gate is not None:
-            weights = self.gate.weights(self.gate.told_snr(object_levels(volume), sigma, strength))
+            weights = self.gate.weights(self.gate.told_snr(levels, sigma, strength))
         result = np.empty_like(volume)
         with torch.inference_mode():
             for start in range(0, volume.shape[0], batch_size):
