@@ -153,3 +153,51 @@ def test_strength_scales_how_far_the_shipped_model_moves_the_image(shipped, mni_
     noisy = mni_scans[10.0] * 500.0
     changes = [float(np.abs(shipped.reconstruct(noisy, strength=strength) - noisy).mean()) for strength in (0.0, 0.5, 1.5)]
     assert changes[0] == 0.0 and changes[0] < changes[1] < changes[2]
+
+
+# -- precision: bfloat16 inference moves the output far less than the image's noise ------------------------------
+def test_bfloat16_inference_stays_within_a_fraction_of_the_noise(mni_pairs):
+    """bfloat16 autocast (the "auto" choice on CPUs with native support) against float32 on held-out inputs:
+    the two outputs differ by much less than the input's noise, and both improve on the input alike."""
+    import torch
+
+    exact = Reconstructor.load(device="cpu", precision="float32")
+    fast = Reconstructor.load(device="cpu", precision="bfloat16")
+    assert exact.autocast_dtype is None and fast.autocast_dtype == torch.bfloat16
+    for pair in mni_pairs[:3]:
+        image = pair.input * 900.0
+        reference = exact.reconstruct(image)
+        approx = fast.reconstruct(image)
+        noise_sd = float(np.std(pair.input - pair.reference)) * 900.0
+        assert np.sqrt(np.mean((approx - reference) ** 2)) < 0.1 * noise_sd
+        assert abs(psnr(approx / 900.0, pair.reference) - psnr(reference / 900.0, pair.reference)) < 0.05
+
+
+def test_precision_choices_and_their_errors():
+    import torch
+
+    from FastMRICommon.device import native_bfloat16_cpu, select_precision
+    from FastMRICommon.errors import InputError
+
+    assert select_precision(torch.device("cpu"), "float32") is None
+    assert select_precision(torch.device("cpu"), "BFloat16") == torch.bfloat16
+    assert select_precision(torch.device("cpu"), "auto") == (torch.bfloat16 if native_bfloat16_cpu() else None)
+    assert select_precision(torch.device("cuda"), "auto") is None  # a GPU keeps float32 unless asked
+    with pytest.raises(InputError, match="unknown precision 'half'"):
+        select_precision(torch.device("cpu"), "half")
+
+
+def test_reconstruct_command_takes_a_precision(tmp_path, run_cli, mni_pairs):
+    pair = mni_pairs[0]
+    noisy = pair.input + np.random.default_rng(1).normal(0, 0.1 * pair.input.mean(), pair.input.shape)
+    accelerated = write_volume_array(np.stack([noisy] * 2).astype(np.float32), VolumeGeometry(), tmp_path / "in.nrrd")
+    outputs = {}
+    for precision in ("float32", "bfloat16"):
+        outputs[precision] = tmp_path / f"{precision}.nrrd"
+        result = run_cli("fastmrrecon", "reconstruct", str(accelerated), str(outputs[precision]), "--device", "cpu",
+                         "--precision", precision)
+        assert result.returncode == 0, result.stderr
+    exact, approx = (read_volume_array(outputs[name])[0] for name in ("float32", "bfloat16"))
+    assert 0 < np.abs(approx - exact).max() < 0.05 * np.ptp(exact)
+    result = run_cli("fastmrrecon", "reconstruct", str(accelerated), str(tmp_path / "x.nrrd"), "--precision", "int8")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from .errors import InputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+#: Arithmetic of a network's inference: "auto" = bfloat16 on a CPU with native bfloat16 instructions
+#: (AVX512-BF16 or AMX), float32 elsewhere; "float32"; "bfloat16".
+PRECISION_CHOICES = ("auto", "float32", "bfloat16")
 
 
 def select_device(preference: str = "auto") -> "torch.device":  # noqa: F821 (torch imported lazily)
@@ -22,6 +25,30 @@ def select_device(preference: str = "auto") -> "torch.device":  # noqa: F821 (to
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(preference)
+
+
+def native_bfloat16_cpu() -> bool:
+    """True when this CPU computes bfloat16 convolutions natively (oneDNN's check); False when unknown."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def select_precision(device: "torch.device", preference: str = "auto") -> "Optional[torch.dtype]":  # noqa: F821
+    """The autocast dtype for inference on ``device``: None (float32) or ``torch.bfloat16``; ``"auto"``
+    (``PRECISION_CHOICES``) takes bfloat16 only on a CPU with native support, where it halves the time of a
+    convolutional network; on a GPU and other CPUs it stays float32."""
+    import torch
+
+    preference = preference.lower()
+    if preference not in PRECISION_CHOICES:
+        raise InputError(f"unknown precision {preference!r}; choose one of {', '.join(PRECISION_CHOICES)}")
+    if preference == "auto":
+        preference = "bfloat16" if torch.device(device).type == "cpu" and native_bfloat16_cpu() else "float32"
+    return torch.bfloat16 if preference == "bfloat16" else None
 
 
 def available_devices() -> list[str]:

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from FastMRICommon.cli import check_outputs, common_options, positive_float, positive_int, run
-from FastMRICommon.device import DEVICE_CHOICES
+from FastMRICommon.device import DEVICE_CHOICES, PRECISION_CHOICES
 from FastMRICommon.mrml_bridge import read_volume_array, write_volume_array
 
 from .masks import MASKS
@@ -77,7 +77,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     if args.change_map is not None and args.change_map.resolve() in (args.output.resolve(), args.input.resolve()):
         raise InputError("--change-map must name another file than the input and the output")
     array, geometry = _read_scalar_volume(args.input)
-    reconstructor = Reconstructor.load(args.model, device=args.device)
+    reconstructor = Reconstructor.load(args.model, device=args.device, precision=args.precision)
     result = reconstructor.reconstruct(array, batch_size=args.batch_size, progress=_progress, noise_sd=args.noise_sd,
                                        strength=args.strength, return_change=args.change_map is not None)
     result, change = result if args.change_map is not None else (result, None)
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("output", type=Path, help="output volume")
     reconstruct.add_argument("--model", type=Path, help="model file (default: the shipped model)")
     reconstruct.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
+    reconstruct.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                             help="auto (default) = bfloat16 on a CPU with native bfloat16, else float32")
     reconstruct.add_argument("--batch-size", type=positive_int,
                              help="slices per batch (default: 8 on a GPU; on the CPU, two 256 x 256 slices' worth)")
     reconstruct.add_argument("--noise-sd", type=float,

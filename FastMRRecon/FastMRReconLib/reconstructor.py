@@ -23,6 +23,10 @@ Batch size (``default_batch_size``): on a GPU, 8 slices; on the CPU, as many sli
 ``CPU_BATCH_PIXELS`` pixels (at least one): the activations of larger batches no longer fit the processor's
 caches, and each slice takes longer (256 x 256 slices, 2 cores: about 0.06 s each in batches of 1 or 2,
 0.11 s in batches of 8; ``docs/benchmarks/recon.md`` has the benchmark).
+
+Precision (``FastMRICommon.device.select_precision``): "auto" runs the network in bfloat16 on a CPU with
+native bfloat16 instructions (about half the time; the output moves by about 60 dB below the image's peak,
+far under any image's noise: ``docs/benchmarks/recon_do_no_harm.md``), float32 elsewhere.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Optional
 
 import numpy as np
 
-from FastMRICommon.device import select_device
+from FastMRICommon.device import select_device, select_precision
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model
 
@@ -148,19 +152,22 @@ class Reconstructor:
     """A loaded reconstruction network on a device (see the module docstring)."""
 
     def __init__(self, network: ReconstructionNetwork, device: str = "cpu", metadata: Optional[dict] = None,
-                 gate: Optional[SnrGate] = SNR_GATE) -> None:
+                 gate: Optional[SnrGate] = SNR_GATE, precision: str = "auto") -> None:
         self.network = network.to(device).eval()
         self.device = device
+        #: The autocast dtype of inference (None: float32), from ``precision`` (module docstring).
+        self.autocast_dtype = select_precision(device, precision)
         self.metadata = metadata or {}
         #: Applied to noise-aware networks only; None keeps all of the network's change.
         self.gate = gate
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, device: str = "auto") -> "Reconstructor":
+    def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
+             precision: str = "auto") -> "Reconstructor":
         """The model in ``path`` (None: the shipped default, checked against its SHA-256) on ``device``
-        ("auto" = CUDA when present, else CPU)."""
+        ("auto" = CUDA when present, else CPU) computing in ``precision`` (module docstring)."""
         model: ModelFile = load_shipped_model(MODELS_DIR, DEFAULT_MODEL) if path is None else load_model_file(path)
-        return cls(model.build(REGISTRY), select_device(device), model.metadata)
+        return cls(model.build(REGISTRY), select_device(device), model.metadata, precision=precision)
 
     @property
     def noise_aware(self) -> bool:
@@ -211,7 +218,10 @@ class Reconstructor:
                 told = None
                 if self.noise_aware:
                     told = torch.from_numpy(strength * sigma[start:stop] / scale)[:, None].to(self.device)
-                final = self.network(batch, told)[1][:, 0].float().cpu().numpy() * scale
+                with torch.autocast(torch.device(self.device).type, dtype=self.autocast_dtype or torch.float32,
+                                    enabled=self.autocast_dtype is not None):
+                    final = self.network(batch, told)[1]
+                final = final[:, 0].float().cpu().numpy() * scale
                 if weights is not None:
                     final = volume[start:stop] + weights[start:stop] * (final - volume[start:stop])
                 result[start:stop] = final
