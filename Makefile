@@ -32,11 +32,11 @@ demo: $(STAMP)
 
 # Retrain the shipped IVIM networks (IVIMEstimator/Resources/Models/IVIMEstimator: files, cards, manifest).
 ivim-models: $(STAMP)
-	$(BIN)/python -m IVIMEstimatorLib.shipped_models
+	$(BIN)/python -m IVIMEstimatorLib.training.shipped_models
 
 # Rebuild the shipped reconstruction network (FastMRRecon/Resources/Models/FastMRRecon); needs ../shared/data/synthseg.
 recon-model: $(STAMP)
-	$(BIN)/python -m FastMRReconLib.shipped_model --work-dir build/recon-model
+	$(BIN)/python -m FastMRReconLib.training.shipped_model --work-dir build/recon-model
 
 # Benchmarks (not tests): each writes docs/benchmarks/<name>.md with its plots.
 bench-ivim: $(STAMP)

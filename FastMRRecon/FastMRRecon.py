@@ -27,15 +27,15 @@ from FastMRICommon.device import DEVICE_CHOICES, ensure_torch
 from FastMRICommon.button_jobs import ButtonJobs
 from FastMRICommon.errors import InputError
 from FastMRICommon.gui_binding import ParameterGui, placing_point_list
-from FastMRReconLib.masks import MASKS
-from FastMRReconLib.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
+from FastMRReconLib.kspace.masks import MASKS
+from FastMRReconLib.study.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
                                            summary_table_node)
-from FastMRReconLib.reader_study import LIKERT, ReaderStudy
-from FastMRReconLib.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, SavedViews, apply_window, common_window,
+from FastMRReconLib.study.reader_study import LIKERT, ReaderStudy
+from FastMRReconLib.study.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, SavedViews, apply_window, common_window,
                                          install_reader_layout, show_blinded)
-from FastMRReconLib.roi_table import ROI_NAMES, compare_volumes, roi_table_node, write_table_csv
+from FastMRReconLib.study.roi_table import ROI_NAMES, compare_volumes, roi_table_node, write_table_csv
 from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_NAME, MODULE_SAMPLE_SHA256
-from FastMRReconLib.simulate import COMBINATIONS, AcquisitionConfig
+from FastMRReconLib.kspace.simulate import COMBINATIONS, AcquisitionConfig
 from FastMRReconLib.volume_logic import (CHANGE_MAP_REFERENCE, STRENGTH_NAMES, noise_arguments,
                                          reconstruct_volume_node, simulate_volume_node)
 
@@ -444,7 +444,7 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
 
     def reconstructor(self, modelPath: Optional[str] = None, device: str = "auto"):
         """The network in ``modelPath`` (None: the shipped model) on ``device``, loaded once."""
-        from FastMRReconLib.reconstructor import Reconstructor
+        from FastMRReconLib.model.reconstructor import Reconstructor
 
         key = (modelPath, device)
         if key not in self._reconstructors:
@@ -500,7 +500,7 @@ class FastMRReconTest(ScriptedLoadableModuleTest):
         import numpy as np
         import SampleData
 
-        from FastMRICommon.mrml_bridge import geometry_of
+        from FastMRICommon.mrml_nodes import geometry_of
 
         registerSampleData()
         full = SampleData.downloadSample(MODULE_SAMPLE_NAME)
@@ -539,7 +539,7 @@ class FastMRReconTest(ScriptedLoadableModuleTest):
 
         # ROI points: homogeneous tissue, then the background first far out in air (zero in SENSE images:
         # a clear error) and then in air next to the head, where the images have noise
-        from FastMRReconLib.roi_table import homogeneous_roi_points, noisy_air_point
+        from FastMRReconLib.study.roi_table import homogeneous_roi_points, noisy_air_point
 
         arrays = [slicer.util.arrayFromVolume(node) for node in (full, undersampled, dnn)]
         roi1, roi2 = homogeneous_roi_points(arrays[0], 4)

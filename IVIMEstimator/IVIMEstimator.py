@@ -27,9 +27,9 @@ from FastMRICommon.gui_binding import ParameterGui
 from IVIMEstimatorLib.map_logic import (BVALUE_SETS, EXPORT_FORMATS, EstimateConfig, VoxelPoint, estimate_maps,
                                         export_maps, map_nodes, map_statistics, mask_from_node,
                                         statistics_table_node, voxel_chart_node, voxel_fit)
-from IVIMEstimatorLib.methods import METHODS
-from IVIMEstimatorLib.priors import PRIORS
-from IVIMEstimatorLib.protocol_models import has_shipped_model, protocol_model_name, train_for_protocol
+from IVIMEstimatorLib.fits.methods import METHODS
+from IVIMEstimatorLib.fits.priors import PRIORS
+from IVIMEstimatorLib.fits.protocol_models import has_shipped_model, protocol_model_name, train_for_protocol
 from IVIMEstimatorLib.series_logic import SeriesSummary, SummaryCache
 
 
@@ -356,8 +356,8 @@ class IVIMEstimatorTest(ScriptedLoadableModuleTest):
         self.test_estimate_inspect_export()
 
     def _placenta(self):
-        from FastMRICommon.mrml_bridge import new_sequence_node
-        from IVIMEstimatorLib.phantom import placenta_phantom
+        from IVIMEstimatorLib.diffusion_series import new_sequence_node
+        from IVIMEstimatorLib.phantoms.phantom import placenta_phantom
 
         phantom = placenta_phantom(shape=(3, 32, 32))
         return phantom, new_sequence_node(slicer.mrmlScene, phantom.series, "placenta")

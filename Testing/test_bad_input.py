@@ -18,7 +18,8 @@ import torch
 from conftest import REPO, run_command as run
 from FastMRICommon.errors import InputError, ModelFileError
 from FastMRICommon.model_files import ModelFile, load_model_file, save_model_file
-from FastMRICommon.mrml_bridge import VolumeGeometry, read_volume_array, write_volume_array
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.volume_files import read_volume_array, write_volume_array
 
 PREVIOUS_MODEL = REPO / "FastMRRecon" / "Resources" / "Models" / "FastMRRecon" / "fastmrrecon_head_multicontrast.pt"
 GEOMETRY = VolumeGeometry((0.9, 0.9, 3.0), (1.0, 2.0, 3.0))
@@ -97,7 +98,8 @@ def test_every_format_is_written_under_its_own_name_only(tmp_path, suffix, files
 WRITER = """
 import sys
 import numpy as np
-from FastMRICommon.mrml_bridge import VolumeGeometry, write_volume_array
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.volume_files import write_volume_array
 volume = np.random.default_rng(0).random((160, 256, 256), dtype=np.float32)  # incompressible: a slow write
 print("ready", flush=True)
 write_volume_array(volume, VolumeGeometry(), sys.argv[1])
@@ -145,7 +147,7 @@ def test_negative_input_is_refused_and_a_small_noise_floor_is_not(tmp_path, comm
 
 @pytest.fixture(scope="module")
 def previous_reconstructor():
-    from FastMRReconLib.reconstructor import Reconstructor
+    from FastMRReconLib.model.reconstructor import Reconstructor
 
     return Reconstructor.load(PREVIOUS_MODEL, device="cpu")
 
@@ -191,7 +193,7 @@ def test_verbose_before_or_after_the_command_logs_debug_lines(tmp_path, command,
 
 
 def model_file(path: Path, **config_changes) -> Path:
-    from FastMRReconLib.reconstructor import ARCHITECTURE
+    from FastMRReconLib.model.reconstructor import ARCHITECTURE
 
     model = load_model_file(PREVIOUS_MODEL)
     save_model_file(path, ModelFile(ARCHITECTURE, {**model.config, **config_changes}, model.state_dict, model.metadata))
@@ -199,7 +201,7 @@ def model_file(path: Path, **config_changes) -> Path:
 
 
 def test_unknown_config_key_is_a_model_file_error(tmp_path):
-    from FastMRReconLib.reconstructor import Reconstructor
+    from FastMRReconLib.model.reconstructor import Reconstructor
 
     path = model_file(tmp_path / "future.pt", attention_heads=4)
     with pytest.raises(ModelFileError, match="config key 'attention_heads' is unknown"):

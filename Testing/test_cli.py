@@ -11,7 +11,8 @@ import pytest
 from conftest import run_command as run, script
 from FastMRICommon.cli import check_outputs
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import VolumeGeometry, read_volume_array, write_volume_array
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.volume_files import read_volume_array, write_volume_array
 
 
 @pytest.fixture(params=["fastmrrecon", "ivimestimator"])

@@ -92,10 +92,10 @@ def test_the_study_path_can_name_a_new_file():
 
 def test_removing_a_listed_file_is_noticed(tmp_path):
     copy = shutil.copytree(REPO / "FastMRRecon", tmp_path / "FastMRRecon")
-    (copy / "FastMRReconLib" / "masks.py").unlink()
+    (copy / "FastMRReconLib" / "kspace" / "masks.py").unlink()
     (copy / "FastMRReconLib" / "unlisted_helper.py").write_text("x = 1\n")
     problems = cmake_problems(copy)
-    assert any("lists FastMRReconLib/masks.py, which does not exist" in p for p in problems)
+    assert any("lists FastMRReconLib/kspace/masks.py, which does not exist" in p for p in problems)
     assert any("FastMRReconLib/unlisted_helper.py is not listed" in p for p in problems)
 
 

@@ -14,9 +14,10 @@ import pytest
 
 from conftest import script
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import read_volume_array, write_series_array, write_volume_array
+from FastMRICommon.volume_files import read_volume_array, write_volume_array
+from IVIMEstimatorLib.diffusion_series import write_series_array
 from IVIMEstimatorLib.cli import main
-from IVIMEstimatorLib.phantom import placenta_phantom
+from IVIMEstimatorLib.phantoms.phantom import placenta_phantom
 
 
 @pytest.fixture(scope="module")

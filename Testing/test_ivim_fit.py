@@ -8,10 +8,10 @@ import pytest
 import osipi
 from conftest import requires_shared
 from FastMRICommon.errors import Cancelled, InputError
-from IVIMEstimatorLib.estimate import fit
-from IVIMEstimatorLib.priors import PRIORS
+from IVIMEstimatorLib.fits.estimate import fit
+from IVIMEstimatorLib.fits.priors import PRIORS
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, ivim_signal
-from IVIMEstimatorLib.synthetic import nrmse, synthetic_set
+from IVIMEstimatorLib.training.synthetic import nrmse, synthetic_set
 
 TRUTH = {"f": np.array([0.1, 0.3, 0.45]), "D": np.array([1.0e-3, 1.8e-3, 2.4e-3]), "Dstar": np.array([20e-3, 60e-3, 120e-3])}
 
@@ -121,7 +121,7 @@ def exhaustive_least_squares_cost(y: np.ndarray, bvalues: np.ndarray) -> float:
 def test_nlls_reaches_the_global_least_squares_minimum_on_osipi_signals():
     """The bi-exponential stage of NLLS finds the global least-squares minimum; the returned fit is that one,
     or the mono-exponential fit where BIC prefers it."""
-    from IVIMEstimatorLib.nlls import fit_biexponential, fit_monoexponential, prefers_monoexponential
+    from IVIMEstimatorLib.fits.nlls import fit_biexponential, fit_monoexponential, prefers_monoexponential
 
     bvalues, regions = osipi.cases("generic_DL.json")
     y = osipi.signals(regions)

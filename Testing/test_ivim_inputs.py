@@ -12,12 +12,13 @@ import vtk
 from vtk.util.numpy_support import numpy_to_vtk
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import (DiffusionSeries, VolumeGeometry, geometry_of, new_sequence_node,
-                                       read_series_array, read_volume_array, series_from_nodes, write_series_array,
-                                       write_volume_array)
-from IVIMEstimatorLib.estimate import fit
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.mrml_nodes import geometry_of
+from FastMRICommon.volume_files import read_volume_array, write_volume_array
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node, read_series_array, series_from_nodes, write_series_array
+from IVIMEstimatorLib.fits.estimate import fit
 from IVIMEstimatorLib.map_logic import EstimateConfig, estimate_maps
-from IVIMEstimatorLib.phantom import LABELS, placenta_phantom
+from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.series_logic import summarize_series
 
 

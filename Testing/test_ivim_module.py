@@ -15,12 +15,14 @@ import vtk
 from slicer.util import arrayFromVolume
 
 from FastMRICommon.errors import Cancelled, InputError
-from FastMRICommon.mrml_bridge import (DiffusionSeries, VolumeGeometry, geometry_of, new_sequence_node, new_volume_node,
-                                       read_series_array, read_volume_array)
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.mrml_nodes import geometry_of, new_volume_node
+from FastMRICommon.volume_files import read_volume_array
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node, read_series_array
 from IVIMEstimatorLib.map_logic import (MAP_SPECS, STAT_COLUMNS, EstimateConfig, automatic_mask, estimate_maps,
                                         export_maps, fit_residual, map_nodes, map_statistics, select_bvalues,
                                         statistics_table_node, VoxelPoint, voxel_chart_node, voxel_fit)
-from IVIMEstimatorLib.phantom import LABELS, placenta_phantom
+from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
 from conftest import placing_scene
 

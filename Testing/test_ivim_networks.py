@@ -10,14 +10,14 @@ import osipi
 from conftest import requires_shared
 from FastMRICommon.errors import InputError
 from FastMRICommon.model_files import load_model_file, load_shipped_model, read_manifest, sha256_file
-from IVIMEstimatorLib.estimate import MODELS_DIR, find_shipped_model, fit
-from IVIMEstimatorLib.methods import METHOD_ARCHITECTURE
-from IVIMEstimatorLib.networks import ScdnnNet
-from IVIMEstimatorLib.priors import PRIORS
-from IVIMEstimatorLib.shipped_models import SHIPPED
+from IVIMEstimatorLib.fits.estimate import MODELS_DIR, find_shipped_model, fit
+from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
+from IVIMEstimatorLib.fits.networks import ScdnnNet
+from IVIMEstimatorLib.fits.priors import PRIORS
+from IVIMEstimatorLib.training.shipped_models import SHIPPED
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
-from IVIMEstimatorLib.synthetic import nrmse, synthetic_set
-from IVIMEstimatorLib.training import TrainingConfig, train
+from IVIMEstimatorLib.training.synthetic import nrmse, synthetic_set
+from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
 
 def test_scdnn_outputs_stay_in_the_prior_ranges_and_f_is_a_fraction():

@@ -7,10 +7,12 @@ import pytest
 from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import DiffusionSeries, VolumeGeometry, geometry_of, new_sequence_node, new_volume_node
-from FastMRReconLib.simulate import AcquisitionConfig
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.mrml_nodes import geometry_of, new_volume_node
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node
+from FastMRReconLib.kspace.simulate import AcquisitionConfig
 from FastMRReconLib.volume_logic import simulate_volume_node
-from IVIMEstimatorLib.phantom import placenta_phantom
+from IVIMEstimatorLib.phantoms.phantom import placenta_phantom
 from IVIMEstimatorLib.series_logic import SummaryCache, load_series, require_bvalues, summarize_series
 
 GEOMETRY = VolumeGeometry((0.8, 0.8, 3.0), (10.0, -20.0, 5.0), ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))

@@ -10,11 +10,12 @@ import pytest
 import SimpleITK as sitk
 
 from FastMRICommon.errors import Cancelled, InputError
-from FastMRICommon.mrml_bridge import (DiffusionSeries, array_to_sitk, read_series_array, write_series_array,
-                                       read_volume_array, write_volume_array)
+from FastMRICommon.geometry import array_to_sitk
+from FastMRICommon.volume_files import read_volume_array, write_volume_array
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries, read_series_array, write_series_array
 from IVIMEstimatorLib.motion import MotionConfig, motion_correct, scale_change
-from IVIMEstimatorLib.motion_phantom import MotionRange, moving_placenta_phantom, residual_displacements
-from IVIMEstimatorLib.phantom import LABELS
+from IVIMEstimatorLib.phantoms.motion_phantom import MotionRange, moving_placenta_phantom, residual_displacements
+from IVIMEstimatorLib.phantoms.phantom import LABELS
 
 BVALUES = np.array([0.0, 50.0, 200.0, 500.0])
 FAST = MotionConfig(rounds=(2, 3), rigid_iterations=60, affine_iterations=30)
@@ -101,7 +102,7 @@ def test_the_kept_transforms_average_to_the_identity(moved, corrected):
 
 def test_transform_points_matches_itk_for_affine_and_other_transforms():
     from IVIMEstimatorLib.motion import transform_points
-    from IVIMEstimatorLib.motion_phantom import random_affine
+    from IVIMEstimatorLib.phantoms.motion_phantom import random_affine
 
     points = np.random.default_rng(0).uniform(-80, 80, (50, 3))
     affine = random_affine(np.random.default_rng(1), MotionRange(), np.array([3.0, -2.0, 5.0]))

@@ -11,12 +11,10 @@ import vtk
 from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import (
-    DiffusionSeries, VolumeGeometry, array_to_sitk, crop, geometry_of, new_sequence_node, new_volume_node,
-    orient_axial, physical_points_lps,
-    parse_bvalues, read_series, read_series_array, read_volume, read_volume_array, series_from_nodes,
-    volume_to_array, write_series_array, write_volume, write_volume_array,
-)
+from FastMRICommon.geometry import VolumeGeometry, array_to_sitk, crop, orient_axial, physical_points_lps
+from FastMRICommon.mrml_nodes import geometry_of, new_volume_node, volume_to_array
+from FastMRICommon.volume_files import read_volume, read_volume_array, write_volume, write_volume_array
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node, parse_bvalues, read_series, read_series_array, series_from_nodes, write_series_array
 
 
 def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:

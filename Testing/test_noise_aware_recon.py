@@ -11,11 +11,12 @@ import torch
 
 from conftest import run_command as run
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import VolumeGeometry, read_volume_array, write_volume_array
-from FastMRReconLib.network import NetworkConfig, ReconstructionNetwork, widened_state
-from FastMRReconLib.real_anatomy import HELD_OUT_IMAGES, TRAINING_IMAGES, draw_slice
-from FastMRReconLib.reconstructor import Reconstructor, check_noise_settings
-from FastMRReconLib.training_data import REAL_CONTRAST, PairConfig, make_image_pairs, scan_pair
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.volume_files import read_volume_array, write_volume_array
+from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork, widened_state
+from FastMRReconLib.anatomy.real_anatomy import HELD_OUT_IMAGES, TRAINING_IMAGES, draw_slice
+from FastMRReconLib.model.reconstructor import Reconstructor, check_noise_settings
+from FastMRReconLib.training.pairs import REAL_CONTRAST, PairConfig, make_image_pairs, scan_pair
 
 SMALL = dict(channels=4, depth=2, fidelity_channels=4)
 
@@ -168,7 +169,7 @@ def test_drawn_slices_are_even_sized_and_non_negative():
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory, aware_reconstructor):
     from FastMRICommon.model_files import ModelFile, save_model_file
-    from FastMRReconLib.reconstructor import ARCHITECTURE
+    from FastMRReconLib.model.reconstructor import ARCHITECTURE
 
     path = tmp_path_factory.mktemp("model") / "aware.pt"
     network = aware_reconstructor.network
@@ -207,7 +208,7 @@ def test_cli_bad_noise_options_exit_2_with_one_line(tmp_path, model_file, option
 
 
 def test_snr_gate_keeps_all_below_full_none_above_and_log_linear_between():
-    from FastMRReconLib.reconstructor import SnrGate
+    from FastMRReconLib.model.reconstructor import SnrGate
 
     gate = SnrGate(full=10.0, none=40.0)
     np.testing.assert_allclose(gate.weights(np.array([5.0, 10.0, 20.0, 40.0, 80.0, np.inf])), [1, 1, 0.5, 0, 0, 0], atol=1e-6)

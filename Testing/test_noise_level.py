@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from FastMRICommon.errors import InputError
-from FastMRReconLib.noise_level import FLOOR, noise_map, noise_maps, noise_sd
-from FastMRReconLib.sense import sense_reconstruction
-from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice
+from FastMRReconLib.model.noise_level import FLOOR, noise_map, noise_maps, noise_sd
+from FastMRReconLib.kspace.sense import sense_reconstruction
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_slice
 
 
 def phantom(rows: int = 192, columns: int = 160) -> np.ndarray:

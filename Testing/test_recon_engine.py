@@ -15,12 +15,12 @@ from scipy import ndimage
 
 from FastMRICommon.errors import InputError
 from FastMRReconLib.metrics import object_mask, psnr, roi_statistics, ssim
-from FastMRReconLib.network import NetworkConfig, ReconstructionNetwork
-from FastMRReconLib.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, default_batch_size, slice_scales
-from FastMRReconLib.sense import cg_sense, estimate_coil_maps, sense_reconstruction
-from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
-from FastMRReconLib.training import TrainingConfig, distributed_rank, train
-from FastMRReconLib.training_data import (ORIENTATIONS, RANDOM_CONTRAST, HeadSource, PairConfig, load_pairs, make_pairs,
+from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork
+from FastMRReconLib.model.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, default_batch_size, slice_scales
+from FastMRReconLib.kspace.sense import cg_sense, estimate_coil_maps, sense_reconstruction
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
+from FastMRReconLib.training.trainer import TrainingConfig, distributed_rank, train
+from FastMRReconLib.training.pairs import (ORIENTATIONS, RANDOM_CONTRAST, HeadSource, PairConfig, load_pairs, make_pairs,
                                          save_pairs, scan_pair)
 
 SMALL = NetworkConfig(channels=4, depth=2, fidelity_channels=4)

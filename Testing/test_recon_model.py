@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from FastMRICommon.model_files import read_manifest, sha256_file
-from FastMRICommon.mrml_bridge import VolumeGeometry, read_volume_array, write_volume_array
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.volume_files import read_volume_array, write_volume_array
 from FastMRReconLib.metrics import psnr, ssim
-from FastMRReconLib.reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
-from FastMRReconLib.training_data import HeadSource, make_pairs
+from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
+from FastMRReconLib.training.pairs import HeadSource, make_pairs
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_roi_stats_command_and_its_errors(tmp_path, run_cli, mni_pairs):
 
 
 def test_reconstruct_refuses_a_4d_file_and_nan_input(tmp_path, run_cli):
-    from FastMRICommon.mrml_bridge import DiffusionSeries, write_series_array
+    from IVIMEstimatorLib.diffusion_series import DiffusionSeries, write_series_array
 
     geometry = VolumeGeometry(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
     series = write_series_array(DiffusionSeries(np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32),
@@ -105,8 +106,8 @@ def test_reconstruct_refuses_a_4d_file_and_nan_input(tmp_path, run_cli):
 
 
 def test_reconstruct_refuses_a_model_of_another_kind(tmp_path, run_cli, mni_pairs):
-    from IVIMEstimatorLib.estimate import MODELS_DIR as IVIM_MODELS_DIR
-    from IVIMEstimatorLib.shipped_models import SHIPPED
+    from IVIMEstimatorLib.fits.estimate import MODELS_DIR as IVIM_MODELS_DIR
+    from IVIMEstimatorLib.training.shipped_models import SHIPPED
 
     accelerated, _, _ = _volume_files(tmp_path, mni_pairs[0])
     ivim_model = IVIM_MODELS_DIR / SHIPPED[0].file
@@ -119,9 +120,9 @@ def test_reconstruct_refuses_a_model_of_another_kind(tmp_path, run_cli, mni_pair
 @pytest.fixture(scope="module")
 def mni_scans():
     """A held-out MNI152 T2w slice scanned fully sampled: (noise-free SENSE image, the same at SNR 10 and 300)."""
-    from FastMRReconLib.head_synthesis import PROTOCOLS, TissueMaps, brain_centre_slice, mni152_tissue_maps, synthesize
-    from FastMRReconLib.sense import sense_reconstruction
-    from FastMRReconLib.simulate import AcquisitionConfig, simulate_slice
+    from FastMRReconLib.anatomy.head_synthesis import PROTOCOLS, TissueMaps, brain_centre_slice, mni152_tissue_maps, synthesize
+    from FastMRReconLib.kspace.sense import sense_reconstruction
+    from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_slice
 
     fractions = mni152_tissue_maps().fractions
     centre = brain_centre_slice(fractions)

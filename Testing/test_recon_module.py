@@ -16,15 +16,17 @@ from slicer.util import arrayFromVolume
 from FastMRICommon.device import ensure_torch
 from FastMRICommon.errors import Cancelled, InputError
 from FastMRICommon.model_files import sha256_file
-from FastMRICommon.mrml_bridge import VolumeGeometry, geometry_of, new_volume_node, read_volume
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.mrml_nodes import geometry_of, new_volume_node
+from FastMRICommon.volume_files import read_volume
 from FastMRReconLib.metrics import roi_statistics
-from FastMRReconLib.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
+from FastMRReconLib.study.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
                                            summary_table_node)
-from FastMRReconLib.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
-from FastMRReconLib.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, SavedViews, apply_window, blinded_panel,
+from FastMRReconLib.study.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
+from FastMRReconLib.study.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, SavedViews, apply_window, blinded_panel,
                                          common_window, install_reader_layout, reader_layout_xml, show_blinded)
-from FastMRReconLib.reconstructor import Reconstructor
-from FastMRReconLib.roi_table import TABLE_COLUMNS, compare_volumes, roi_table_node, write_table_csv
+from FastMRReconLib.model.reconstructor import Reconstructor
+from FastMRReconLib.study.roi_table import TABLE_COLUMNS, compare_volumes, roi_table_node, write_table_csv
 from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_SHA256, module_sample_path
 from FastMRReconLib.volume_logic import (CHANGE_MAP_COLORS, CHANGE_MAP_RANGE, CHANGE_MAP_REFERENCE, STRENGTH_NAMES,
                                          noise_arguments, reconstruct_volume_node)
@@ -119,7 +121,7 @@ def noise_aware():
     SNR gate, which would keep this clean test image as it is."""
     import torch
 
-    from FastMRReconLib.network import NetworkConfig, ReconstructionNetwork
+    from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork
 
     torch.manual_seed(0)
     network = ReconstructionNetwork(NetworkConfig(channels=4, depth=2, fidelity_channels=4, noise_input=True))
@@ -180,7 +182,7 @@ def test_bad_noise_settings_are_refused_before_the_scene_changes(scene, noise_aw
 
 
 def test_the_modules_strength_names_and_noise_settings():
-    from FastMRReconLib.reconstructor import STRENGTHS
+    from FastMRReconLib.model.reconstructor import STRENGTHS
 
     assert STRENGTH_NAMES == tuple(STRENGTHS) == ("low", "medium", "high")  # the module's choices, mildest first
     assert STRENGTHS["low"] < STRENGTHS["medium"] == 1.0 < STRENGTHS["high"]
@@ -645,11 +647,11 @@ def test_what_the_modules_import_at_load_time_does_not_import_torch():
     import subprocess
     import sys
 
-    modules = ["FastMRICommon.device", "FastMRReconLib.volume_logic", "FastMRReconLib.roi_table",
-               "FastMRReconLib.reader_study", "FastMRReconLib.reader_session", "FastMRReconLib.reader_views",
-               "FastMRReconLib.sample_data", "FastMRReconLib.simulate", "FastMRReconLib.masks",
-               "IVIMEstimatorLib.map_logic", "IVIMEstimatorLib.methods", "IVIMEstimatorLib.priors",
-               "IVIMEstimatorLib.protocol_models", "IVIMEstimatorLib.series_logic"]
+    modules = ["FastMRICommon.device", "FastMRReconLib.volume_logic", "FastMRReconLib.study.roi_table",
+               "FastMRReconLib.study.reader_study", "FastMRReconLib.study.reader_session", "FastMRReconLib.study.reader_views",
+               "FastMRReconLib.sample_data", "FastMRReconLib.kspace.simulate", "FastMRReconLib.kspace.masks",
+               "IVIMEstimatorLib.map_logic", "IVIMEstimatorLib.fits.methods", "IVIMEstimatorLib.fits.priors",
+               "IVIMEstimatorLib.fits.protocol_models", "IVIMEstimatorLib.series_logic"]
     code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import requires_shared
-from FastMRICommon.mrml_bridge import read_series_array, read_volume_array
-from FastMRReconLib.head_synthesis import (PROTOCOLS, TISSUES, Tissue, TissueMaps, label_tissue_maps, random_contrast,
+from FastMRICommon.volume_files import read_volume_array
+from IVIMEstimatorLib.diffusion_series import read_series_array
+from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, TISSUES, Tissue, TissueMaps, label_tissue_maps, random_contrast,
                                            shared_synthseg_dir, synthesize)
 from FastMRReconLib.sample_data import head_slab_maps, write_head_sample
-from IVIMEstimatorLib.phantom import LABELS, placenta_phantom
+from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.sample_data import write_placenta_sample
 from IVIMEstimatorLib.signal_model import ACQUIRED_BVALUES, ivim_signal
 

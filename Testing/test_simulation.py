@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from FastMRICommon.errors import InputError
-from FastMRReconLib.coils import coil_sensitivities
-from FastMRReconLib.fft import fft2c, ifft2c
-from FastMRReconLib.masks import EquispacedMask, VariableDensityMask, make_mask
-from FastMRReconLib.sense import sense_reconstruction
-from FastMRReconLib.simulate import (AcquisitionConfig, acquired_region, simulate_slice, simulate_volume,
+from FastMRReconLib.kspace.coils import coil_sensitivities
+from FastMRReconLib.kspace.fft import fft2c, ifft2c
+from FastMRReconLib.kspace.masks import EquispacedMask, VariableDensityMask, make_mask
+from FastMRReconLib.kspace.sense import sense_reconstruction
+from FastMRReconLib.kspace.simulate import (AcquisitionConfig, acquired_region, simulate_slice, simulate_volume,
                                      zero_filled_rss)
 
 

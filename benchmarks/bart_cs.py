@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from FastMRReconLib.sense import calibration_lines
+from FastMRReconLib.kspace.sense import calibration_lines
 
 
 def bart_available() -> bool:

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from FastMRICommon.model_files import load_model_file, save_model_file
-from IVIMEstimatorLib.bayes import BayesConfig, make_grid
-from IVIMEstimatorLib.estimate import fit
-from IVIMEstimatorLib.priors import get_prior
-from IVIMEstimatorLib.shipped_models import HELD_OUT_SEED
+from IVIMEstimatorLib.fits.bayes import BayesConfig, make_grid
+from IVIMEstimatorLib.fits.estimate import fit
+from IVIMEstimatorLib.fits.priors import get_prior
+from IVIMEstimatorLib.training.shipped_models import HELD_OUT_SEED
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
-from IVIMEstimatorLib.synthetic import SyntheticSet, nrmse, synthetic_set
-from IVIMEstimatorLib.training import TrainingConfig, train
+from IVIMEstimatorLib.training.synthetic import SyntheticSet, nrmse, synthetic_set
+from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"

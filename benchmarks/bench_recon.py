@@ -8,7 +8,7 @@ the anchor study: AV=1 accelerated input (R = 1.5, 2, 3, 4; equispaced lines wit
 centre, at least 16 lines; 12 coils; SNR 30 at one average) and a fully sampled AV=2 reference, combined by SENSE at R = 1
 (the optimal complex coil combination with calibration maps, as a scanner combines it; a root-sum-of-squares
 reference would carry a noise floor in dark tissue that no SENSE image has). Methods: zero-filled
-root-sum-of-squares, CG-SENSE (``FastMRReconLib.sense``: Tikhonov-regularised, lambda 0.03, the
+root-sum-of-squares, CG-SENSE (``FastMRReconLib.kspace.sense``: Tikhonov-regularised, lambda 0.03, the
 regularised SENSE a scanner delivers), BART CS-SENSE (``ecalib`` ESPIRiT maps + ``pics``
 l1-wavelet, the regularisation tuned per R on separate slices of another subject), and the network
 (applied to the CG-SENSE image, as the anchor's network is applied to the scanner's SENSE image).
@@ -35,13 +35,13 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bart_cs import bart_available, bart_cs_sense  # noqa: E402
 
-from FastMRReconLib.head_synthesis import (PROTOCOLS, brain_centre_slice, label_fractions, mni152_tissue_maps, read_label_map,  # noqa: E402
+from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, brain_centre_slice, label_fractions, mni152_tissue_maps, read_label_map,  # noqa: E402
                                            shared_synthseg_dir, synthesize, TissueMaps)
 from FastMRReconLib.metrics import psnr, roi_pixels, ssim  # noqa: E402
 from FastMRICommon.model_files import sha256_file  # noqa: E402
-from FastMRReconLib.reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor  # noqa: E402
-from FastMRReconLib.sense import sense_reconstruction  # noqa: E402
-from FastMRReconLib.simulate import AcquisitionConfig, object_mean, simulate_slice, zero_filled_rss  # noqa: E402
+from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor  # noqa: E402
+from FastMRReconLib.kspace.sense import sense_reconstruction  # noqa: E402
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, object_mean, simulate_slice, zero_filled_rss  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
@@ -222,7 +222,7 @@ def dnn_speed_and_memory(model: Optional[str]) -> dict:
         reconstructor.reconstruct(volume)
         passes.append((time.perf_counter() - start) / volume.shape[0])
     code = ("import numpy as np, time\n"
-            "from FastMRReconLib.reconstructor import Reconstructor\n"
+            "from FastMRReconLib.model.reconstructor import Reconstructor\n"
             f"r = Reconstructor.load({model!r}, device='cpu')\n"
             "v = np.random.default_rng(0).random((100, 512, 512)).astype(np.float32)\n"
             "t = time.perf_counter(); out = r.reconstruct(v); t = time.perf_counter() - t\n"

@@ -1,7 +1,7 @@
 """Do-no-harm benchmark (part of ``make bench-recon``): writes ``docs/benchmarks/recon_do_no_harm.md`` and
 ``recon_do_no_harm/results.json``.
 
-Held-out real images (``FastMRReconLib.real_anatomy.HELD_OUT_IMAGES``: never used to train a shipped model)
+Held-out real images (``FastMRReconLib.anatomy.real_anatomy.HELD_OUT_IMAGES``: never used to train a shipped model)
 are the objects. Each slice is scanned in simulation at R = 1 (fully sampled), 1.5, 2, 3, 4 (equispaced
 lines, 8% fully sampled centre, at least 16 lines) with 12 coils, at SNR 10, 30, 100, 300 (object mean /
 noise SD, one average) and, at R = 1, without noise. Input: CG-SENSE (what a scanner delivers). Reference:
@@ -33,12 +33,12 @@ from bart_cs import bart_available, bart_cs_sense  # noqa: E402
 from bench_recon import dnn_speed_and_memory  # noqa: E402
 
 from FastMRICommon.model_files import sha256_file  # noqa: E402
-from FastMRReconLib.fft import fft2c  # noqa: E402
+from FastMRReconLib.kspace.fft import fft2c  # noqa: E402
 from FastMRReconLib.metrics import object_mask, psnr, ssim  # noqa: E402
-from FastMRReconLib.real_anatomy import HELD_OUT_IMAGES, TRAINING_IMAGES, object_slices  # noqa: E402
-from FastMRReconLib.reconstructor import DEFAULT_MODEL, MODELS_DIR, PREVIOUS_MODEL, Reconstructor  # noqa: E402
-from FastMRReconLib.sense import sense_reconstruction  # noqa: E402
-from FastMRReconLib.simulate import AcquisitionConfig, object_mean, simulate_slice  # noqa: E402
+from FastMRReconLib.anatomy.real_anatomy import HELD_OUT_IMAGES, TRAINING_IMAGES, object_slices  # noqa: E402
+from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, PREVIOUS_MODEL, Reconstructor  # noqa: E402
+from FastMRReconLib.kspace.sense import sense_reconstruction  # noqa: E402
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, object_mean, simulate_slice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
@@ -164,8 +164,8 @@ def evaluate(slices, previous: Reconstructor, new: Reconstructor, lambdas: dict)
 
 def synthetic_validation(previous: Reconstructor, new: Reconstructor, work_dir: Path) -> dict:
     """Mean PSNR / SSIM per R <= 2 of both models on the previous model's validation pairs."""
-    from FastMRReconLib.shipped_model import VALIDATION_SET, pairs_file
-    from FastMRReconLib.training_data import load_pairs
+    from FastMRReconLib.training.shipped_model import VALIDATION_SET, pairs_file
+    from FastMRReconLib.training.pairs import load_pairs
 
     try:
         pairs = load_pairs(pairs_file(work_dir, VALIDATION_SET, "validation"))

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from FastMRReconLib.reconstructor import Reconstructor
-from FastMRReconLib.shipped_model import CONFIG, TRAINING_SETS
-from FastMRReconLib.training import scores_by_contrast, train
-from FastMRReconLib.training_data import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
+from FastMRReconLib.model.reconstructor import Reconstructor
+from FastMRReconLib.training.shipped_model import CONFIG, TRAINING_SETS
+from FastMRReconLib.training.trainer import scores_by_contrast, train
+from FastMRReconLib.training.pairs import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
@@ -77,7 +77,7 @@ def run(work_dir: Path, split: str, targets: list[str], steps: int) -> dict:
     training = [pair for pair_set in TRAINING_SETS for pair in load_pairs(work_dir / pair_set.name)]
     if split == "orientation" and any(pair.orientation == "unknown" for pair in training):
         raise SystemExit(f"the training pairs in {work_dir} do not record their slice orientation (made before it was "
-                         "recorded); make them again in a new folder: python -m FastMRReconLib.shipped_model "
+                         "recorded); make them again in a new folder: python -m FastMRReconLib.training.shipped_model "
                          "--pairs-only --work-dir NEW_FOLDER (the same seeds give the same images)")
     config = replace(CONFIG, steps=steps)
     key = SPLITS[split][0]

@@ -26,11 +26,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk
-from IVIMEstimatorLib.estimate import fit
+from FastMRICommon.geometry import array_to_sitk
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries
+from IVIMEstimatorLib.fits.estimate import fit
 from IVIMEstimatorLib.motion import MotionConfig, motion_correct
-from IVIMEstimatorLib.motion_phantom import MotionRange, moving_placenta_phantom, residual_displacements
-from IVIMEstimatorLib.phantom import LABELS
+from IVIMEstimatorLib.phantoms.motion_phantom import MotionRange, moving_placenta_phantom, residual_displacements
+from IVIMEstimatorLib.phantoms.phantom import LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"

@@ -1,4 +1,4 @@
-"""Choose the SNR gate of noise-aware reconstruction (``FastMRReconLib.reconstructor.SnrGate``) on training
+"""Choose the SNR gate of noise-aware reconstruction (``FastMRReconLib.model.reconstructor.SnrGate``) on training
 images only; writes ``docs/benchmarks/recon_snr_gate.md`` and ``recon_snr_gate/results.json``.
 
 Why a gate: the noise the network measures in a real image includes the image's own noise (its scanner's),
@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_recon_do_no_harm import cells, held_out_slices, scan  # noqa: E402
 
 from FastMRReconLib.metrics import psnr  # noqa: E402
-from FastMRReconLib.real_anatomy import TRAINING_IMAGES  # noqa: E402
-from FastMRReconLib.reconstructor import Reconstructor, SnrGate, object_levels  # noqa: E402
+from FastMRReconLib.anatomy.real_anatomy import TRAINING_IMAGES  # noqa: E402
+from FastMRReconLib.model.reconstructor import Reconstructor, SnrGate, object_levels  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 FULL = (5.0, 10.0, 15.0, 20.0)
@@ -102,7 +102,7 @@ at 100 dB).
 {chr(10).join(lines)}
 
 Chosen: SNR per {chosen['mode']}, full at SNR {chosen['full']}, none at SNR {chosen['none']} (`SNR_GATE` in
-`FastMRReconLib.reconstructor`). Per cell:
+`FastMRReconLib.model.reconstructor`). Per cell:
 
 {chr(10).join(cell_lines)}
 """)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from FastMRICommon.lazy_exports import lazy_exports
 
-from .simulate import AcquisitionConfig, simulate_volume
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_volume
 
 #: Names exported from submodules that need torch, imported when first used.
-_LAZY = {"Reconstructor": "reconstructor"}
+_LAZY = {"Reconstructor": "model.reconstructor"}
 
 __all__ = ["AcquisitionConfig", "Reconstructor", "simulate_volume"]
 

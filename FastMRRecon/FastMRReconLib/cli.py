@@ -13,10 +13,10 @@ import numpy as np
 
 from FastMRICommon.cli import check_outputs, common_options, positive_float, positive_int, run
 from FastMRICommon.device import DEVICE_CHOICES, PRECISION_CHOICES
-from FastMRICommon.mrml_bridge import read_volume_array, write_volume_array
+from FastMRICommon.volume_files import read_volume_array, write_volume_array
 
-from .masks import MASKS
-from .simulate import COMBINATIONS, AcquisitionConfig
+from FastMRReconLib.kspace.masks import MASKS
+from FastMRReconLib.kspace.simulate import COMBINATIONS, AcquisitionConfig
 
 log = logging.getLogger("fastmrrecon")
 
@@ -26,7 +26,7 @@ def _progress(fraction: float, message: str) -> None:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> None:
-    from .sample_data import write_head_sample
+    from FastMRReconLib.sample_data import write_head_sample
 
     paths = write_head_sample(args.outdir, acceleration=args.acceleration, coils=args.coils, slices=args.slices,
                               source=args.source, seed=args.seed, progress=_progress)
@@ -43,7 +43,7 @@ def _read_scalar_volume(path: Path):
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from .simulate import simulate_volume
+    from FastMRReconLib.kspace.simulate import simulate_volume
 
     check_outputs([args.input], [args.output])
     array, geometry = _read_scalar_volume(args.input)
@@ -58,7 +58,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 def _strength(text: str) -> float:
     """A strength name of ``STRENGTHS`` or a number (checked by ``check_noise_settings``)."""
-    from .reconstructor import STRENGTHS
+    from FastMRReconLib.model.reconstructor import STRENGTHS
 
     if text in STRENGTHS:
         return STRENGTHS[text]
@@ -70,7 +70,7 @@ def _strength(text: str) -> float:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from FastMRICommon.errors import InputError
-    from .reconstructor import Reconstructor, check_noise_settings
+    from FastMRReconLib.model.reconstructor import Reconstructor, check_noise_settings
 
     check_noise_settings(args.noise_sd, args.strength)
     check_outputs([args.input], [args.output])
@@ -91,7 +91,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 def cmd_metrics(args: argparse.Namespace) -> None:
     from FastMRICommon.errors import InputError
-    from .metrics import psnr, ssim
+    from FastMRReconLib.metrics import psnr, ssim
 
     reference, geometry = _read_scalar_volume(args.reference)
     print("image\tPSNR_dB\tSSIM")
@@ -113,7 +113,7 @@ def _ijk(text: str) -> tuple[int, int, int]:
 
 
 def cmd_roi_stats(args: argparse.Namespace) -> None:
-    from .metrics import roi_statistics
+    from FastMRReconLib.metrics import roi_statistics
 
     results = []
     for path in args.volumes:
@@ -126,7 +126,7 @@ def cmd_roi_stats(args: argparse.Namespace) -> None:
 
 def cmd_make_pairs(args: argparse.Namespace) -> None:
     from FastMRICommon.errors import InputError
-    from .training_data import HeadSource, make_pairs, save_pairs, synthseg_sources
+    from FastMRReconLib.training.pairs import HeadSource, make_pairs, save_pairs, synthseg_sources
 
     sources = synthseg_sources(args.split) if args.source == "synthseg" else [HeadSource.mni152()]
     if not sources:
@@ -139,7 +139,7 @@ def cmd_make_pairs(args: argparse.Namespace) -> None:
 def _read_pairs(path: Path) -> list:
     """The pairs of a file written by ``make-pairs``, or a one-line InputError naming what is wrong with it."""
     from FastMRICommon.errors import InputError
-    from .training_data import load_pairs
+    from FastMRReconLib.training.pairs import load_pairs
 
     if not path.is_file():
         raise InputError(f"no such pairs file: {path}")
@@ -167,8 +167,8 @@ def _read_pairs(path: Path) -> list:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from FastMRICommon.device import select_device
-    from .network import NetworkConfig
-    from .training import TrainingConfig, distributed_rank, save_trained, train
+    from FastMRReconLib.model.network import NetworkConfig
+    from FastMRReconLib.training.trainer import TrainingConfig, distributed_rank, save_trained, train
 
     checkpoint = args.checkpoint or args.out.with_suffix(".checkpoint.pt")
     check_outputs([*args.data, *args.validation], [args.out, checkpoint])
@@ -198,7 +198,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from FastMRReconLib.demo import run_demo
 
     paths = run_demo(args.head_dir, args.outdir, model=args.model, progress=_progress)
     log.info("wrote %d files to %s", len(paths), args.outdir)
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pairs = sub.add_parser("make-pairs", parents=[common], help="synthesise training pairs",
                            description="Synthesise (AV=1 accelerated SENSE, AV=2 fully sampled) slice pairs from head "
-                                       "tissue maps (see FastMRReconLib.training_data) into one .npz file.")
+                                       "tissue maps (see FastMRReconLib.training.pairs) into one .npz file.")
     pairs.add_argument("output", type=Path, help="output .npz")
     pairs.add_argument("--count", type=positive_int, default=1000, help="pairs (default 1000)")
     pairs.add_argument("--source", choices=("synthseg", "mni152"), default="synthseg",

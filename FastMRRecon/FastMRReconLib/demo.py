@@ -23,13 +23,13 @@ from typing import Optional
 import numpy as np
 
 from FastMRICommon.errors import InputError, ProgressCallback, report
-from FastMRICommon.mrml_bridge import read_volume, write_volume
+from FastMRICommon.volume_files import read_volume, write_volume
 
-from .metrics import psnr, ssim
-from .reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
-from .reader_views import blinded_panel, common_window
-from .roi_table import compare_volumes, homogeneous_roi_points, noisy_air_point, roi_table_node, write_table_csv
-from .volume_logic import reconstruct_volume_node
+from FastMRReconLib.metrics import psnr, ssim
+from FastMRReconLib.study.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
+from FastMRReconLib.study.reader_views import blinded_panel, common_window
+from FastMRReconLib.study.roi_table import compare_volumes, homogeneous_roi_points, noisy_air_point, roi_table_node, write_table_csv
+from FastMRReconLib.volume_logic import reconstruct_volume_node
 
 METHODS = ("full", "undersampled", "DNN")
 SCRIPTED_READERS = ("scripted reader 1", "scripted reader 2")
@@ -76,7 +76,7 @@ def run_demo(head_dir: str | os.PathLike, outdir: str | os.PathLike, model: Opti
     import slicer
     from slicer.util import arrayFromVolume
 
-    from .reconstructor import Reconstructor
+    from FastMRReconLib.model.reconstructor import Reconstructor
 
     head_dir, outdir = Path(head_dir), Path(outdir)
     cases = find_cases(head_dir)

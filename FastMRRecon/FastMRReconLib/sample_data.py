@@ -14,13 +14,14 @@ from typing import Optional
 
 
 from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
-from FastMRICommon.mrml_bridge import crop, write_volume_array
+from FastMRICommon.geometry import crop
+from FastMRICommon.volume_files import write_volume_array
 
 from FastMRICommon.model_files import sha256_file
 
-from .head_synthesis import (PROTOCOLS, TissueMaps, brain_centre_slice, label_tissue_maps, mni152_tissue_maps,
+from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, TissueMaps, brain_centre_slice, label_tissue_maps, mni152_tissue_maps,
                              shared_synthseg_dir, synthesize)
-from .simulate import AcquisitionConfig, simulate_volume
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_volume
 
 
 def head_slab_maps(slices: int = 16, source: str = "auto") -> tuple[TissueMaps, str]:

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
-from FastMRICommon.mrml_bridge import new_volume_node, update_volume_node, volume_to_array
+from FastMRICommon.mrml_nodes import new_volume_node, update_volume_node, volume_to_array
 
-from .simulate import AcquisitionConfig, simulate_volume
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_volume
 
 if TYPE_CHECKING:  # torch is imported only when a network is used (Slicer installs it on request)
-    from .reconstructor import Reconstructor
+    from FastMRReconLib.model.reconstructor import Reconstructor
 
 
 def scalar_volume_array(node: Any) -> tuple[np.ndarray, Any]:
@@ -61,7 +61,7 @@ def noise_arguments(strength: str, noise_sd: Optional[float] = None) -> tuple[Op
     """``(noise_sd, strength factor)`` for :func:`reconstruct_volume_node` from a strength name
     (``STRENGTH_NAMES``) and a noise SD (None: measured), checked before anything runs: one-line InputError
     for an unknown name or a noise SD that is not a positive number. Imports torch."""
-    from .reconstructor import STRENGTHS, check_noise_settings
+    from FastMRReconLib.model.reconstructor import STRENGTHS, check_noise_settings
 
     if strength not in STRENGTHS:
         raise InputError(f"the strength must be one of {', '.join(STRENGTHS)}, got {strength!r}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from FastMRICommon.lazy_exports import lazy_exports
 
-from .signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, add_rician_noise, ivim_signal
+from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, add_rician_noise, ivim_signal
 
 #: Names exported from submodules that need torch, imported when first used.
-_LAZY = {"fit": "estimate"}
+_LAZY = {"fit": "fits.estimate"}
 
 __all__ = ["ACCELERATED_BVALUES", "ACQUIRED_BVALUES", "add_rician_noise", "fit", "ivim_signal"]
 

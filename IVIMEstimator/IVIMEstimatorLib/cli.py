@@ -13,14 +13,14 @@ import numpy as np
 from FastMRICommon.cli import check_outputs, common_options, positive_float, positive_int, run
 from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.errors import InputError, ProgressCallback
-from FastMRICommon.mrml_bridge import (VOLUME_SUFFIXES, parse_bvalues, read_bvalues_file, read_series_array,
-                                       read_volume_array, write_series_array, write_volume_array)
+from FastMRICommon.volume_files import VOLUME_SUFFIXES, read_volume_array, write_volume_array
+from IVIMEstimatorLib.diffusion_series import parse_bvalues, read_bvalues_file, read_series_array, write_series_array
 
 log = logging.getLogger("ivimestimator")
 
 
 def cmd_sample_data(args: argparse.Namespace) -> None:
-    from .sample_data import write_placenta_sample
+    from IVIMEstimatorLib.sample_data import write_placenta_sample
 
     paths = write_placenta_sample(args.outdir, snr=args.snr, seed=args.seed)
     log.info("wrote %d files to %s", len(paths), args.outdir)
@@ -92,7 +92,7 @@ FIT_FORMATS = (".nrrd", ".nii.gz")
 def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]) -> list[Path]:
     """The maps of an earlier fit in ``outdir``, which this fit replaces (only with ``--overwrite``; other files
     stay). Refuses an output folder that is an input, a file, or (without ``--overwrite``) not empty."""
-    from .map_logic import STAGING_PREFIX
+    from IVIMEstimatorLib.map_logic import STAGING_PREFIX
 
     for source in inputs:
         if source is not None and _same_path(outdir, source):
@@ -113,7 +113,7 @@ def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]
 
 
 def _motion_correct(series, mask: Optional[np.ndarray], rounds: tuple[int, int]):
-    from .motion import MotionConfig, motion_correct
+    from IVIMEstimatorLib.motion import MotionConfig, motion_correct
 
     result = motion_correct(series, mask=mask, config=MotionConfig(rounds=rounds), progress=_progress)
     log.info("motion correction: displacement per round %s mm; kept round %d",
@@ -142,8 +142,8 @@ def cmd_register(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from .estimate import fit
-    from .map_logic import staged_files
+    from IVIMEstimatorLib.fits.estimate import fit
+    from IVIMEstimatorLib.map_logic import staged_files
 
     inputs = [args.dwi, args.mask, args.registration_mask, args.bvals_file, args.model]
     earlier = _earlier_fit(args.outdir, args.overwrite, inputs)
@@ -166,7 +166,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .training import TrainingConfig, train
+    from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
     config = TrainingConfig(method=args.method, bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")),
                             prior=args.prior, snr=args.snr, samples=args.samples, epochs=args.epochs, seed=args.seed)
@@ -193,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from IVIMEstimatorLib.demo import run_demo
 
     paths = run_demo(args.sample_dir, args.outdir, progress=_progress)
     log.info("wrote %d files to %s", len(paths), args.outdir)
@@ -231,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.set_defaults(command=cmd_sample_data)
 
-    from .methods import METHODS
-    from .priors import PRIORS
+    from IVIMEstimatorLib.fits.methods import METHODS
+    from IVIMEstimatorLib.fits.priors import PRIORS
 
     fit_parser = sub.add_parser("fit", parents=[common], help="IVIM maps of a 4D diffusion series",
                                 description="Fit f, D and D* (mm²/s) voxel by voxel and write f, D, Dstar, S0 (and SD "

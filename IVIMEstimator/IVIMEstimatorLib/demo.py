@@ -24,12 +24,13 @@ from typing import Optional
 import numpy as np
 
 from FastMRICommon.errors import InputError, ProgressCallback, report
-from FastMRICommon.mrml_bridge import read_series, read_volume_array
+from FastMRICommon.volume_files import read_volume_array
+from IVIMEstimatorLib.diffusion_series import read_series
 
-from .methods import METHODS
-from .map_logic import EstimateConfig, estimate_maps, export_maps, map_nodes, voxel_fit
-from .phantom import LABELS
-from .synthetic import nrmse
+from IVIMEstimatorLib.fits.methods import METHODS
+from IVIMEstimatorLib.map_logic import EstimateConfig, estimate_maps, export_maps, map_nodes, voxel_fit
+from IVIMEstimatorLib.phantoms.phantom import LABELS
+from IVIMEstimatorLib.training.synthetic import nrmse
 
 PARAMETERS = (("f", 1.0), ("D", 1e3), ("Dstar", 1e3))  # truth files are in fit units; maps in display units
 

@@ -25,13 +25,15 @@ from scipy import ndimage
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.gui_binding import placing_point_list
-from FastMRICommon.mrml_bridge import (DiffusionSeries, VolumeGeometry, geometry_of, new_table_node, new_volume_node,
-                                       write_volume)
+from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.mrml_nodes import geometry_of, new_table_node, new_volume_node
+from FastMRICommon.volume_files import write_volume
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries
 
-from .methods import METHODS
-from .motion import MotionConfig, motion_correct
-from .series_logic import load_series, require_bvalues
-from .signal_model import ACCELERATED_BVALUES, ivim_signal
+from IVIMEstimatorLib.fits.methods import METHODS
+from IVIMEstimatorLib.motion import MotionConfig, motion_correct
+from IVIMEstimatorLib.series_logic import load_series, require_bvalues
+from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ivim_signal
 
 BVALUE_SETS = ("all", "accelerated")
 
@@ -197,7 +199,7 @@ def estimate_maps(source: Any, config: EstimateConfig = EstimateConfig(), bvalue
         fit_start = 0.8
     raise_if_cancelled(cancel)
     report(progress, fit_start, f"fitting ({config.method})")
-    from .estimate import fit  # imports torch
+    from IVIMEstimatorLib.fits.estimate import fit  # imports torch
 
     signals = np.moveaxis(series.volumes, 0, -1)
     fitted = fit(signals, series.bvalues, config.method, model=config.model, mask=mask, prior=config.prior,

@@ -37,7 +37,8 @@ from typing import Optional
 import numpy as np
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
-from FastMRICommon.mrml_bridge import DiffusionSeries, array_to_sitk, physical_points_lps
+from FastMRICommon.geometry import array_to_sitk, physical_points_lps
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import slicer
 
-from FastMRICommon.mrml_bridge import new_sequence_node, write_series, write_volume_array
+from FastMRICommon.volume_files import write_volume_array
+from IVIMEstimatorLib.diffusion_series import new_sequence_node, write_series
 
-from .phantom import LABELS, placenta_phantom
-from .signal_model import ACQUIRED_BVALUES
+from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
+from IVIMEstimatorLib.signal_model import ACQUIRED_BVALUES
 
 
 def write_placenta_sample(outdir: str | Path, snr: float = 30.0, seed: int = 0,

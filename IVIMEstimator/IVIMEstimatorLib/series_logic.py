@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import DiffusionSeries, parse_bvalues, series_from_nodes
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries, parse_bvalues, series_from_nodes
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The networks shipped in ``IVIMEstimator/Resources/Models/IVIMEstimator``: how each is trained, evaluated and described.
 
 Every shipped model is retrained from this list with ``make ivim-models`` (``python -m
-IVIMEstimatorLib.shipped_models``): train on synthetic signals, evaluate on an independent held-out set
+IVIMEstimatorLib.training.shipped_models``): train on synthetic signals, evaluate on an independent held-out set
 (other seed) against the Bayes posterior mean under the same prior, write the model file, its card (Markdown)
 and its manifest entry (SHA-256).
 """
@@ -20,8 +20,8 @@ import numpy as np
 from FastMRICommon.model_files import (ManifestEntry, ModelFile, load_shipped_model, save_model_file, sha256_file,
                                        write_manifest_entry)
 
-from .estimate import MODELS_DIR
-from .signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
+from IVIMEstimatorLib.fits.estimate import MODELS_DIR
+from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
 
 log = logging.getLogger("ivimestimator")
 
@@ -56,9 +56,9 @@ def held_out_evaluation(model: ModelFile, spec: ShippedModel) -> dict:
     """NRMSE (rmse / mean of truth) of f, D, D* on an independent synthetic set, for the network and for the
     ``bayes`` method with the training prior (posterior mean; Gaussian likelihood with S0 and sigma
     marginalised, so close to but not exactly the Bayes-optimal limit, which the benchmark computes)."""
-    from .estimate import fit
-    from .priors import get_prior
-    from .synthetic import nrmse, synthetic_set
+    from IVIMEstimatorLib.fits.estimate import fit
+    from IVIMEstimatorLib.fits.priors import get_prior
+    from IVIMEstimatorLib.training.synthetic import nrmse, synthetic_set
 
     bvalues = np.asarray(spec.bvalues)
     data = synthetic_set(get_prior(spec.prior), bvalues, HELD_OUT_SIGNALS, spec.snr, HELD_OUT_SEED)
@@ -108,7 +108,7 @@ S(b)/S(0).
 
 def build(spec: ShippedModel, models_dir: Path, device: str = "cpu") -> dict:
     """Train, evaluate and write one shipped model with its card and manifest entry; return its evaluation."""
-    from .training import TrainingConfig, train
+    from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
     config = TrainingConfig(method=spec.method, bvalues=spec.bvalues, prior=spec.prior, snr=spec.snr)
     model, _ = train(config, device=device,

@@ -15,12 +15,12 @@ import numpy as np
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
 
-from .methods import METHOD_ARCHITECTURE
+from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 
 
 def has_shipped_model(method: str, bvalues: np.ndarray) -> bool:
     """True when ``method`` is a classic fit, or a shipped network exists for exactly these b-values (s/mm²)."""
-    from .estimate import find_shipped_model  # imports torch
+    from IVIMEstimatorLib.fits.estimate import find_shipped_model  # imports torch
 
     if method not in METHOD_ARCHITECTURE:
         return True
@@ -44,7 +44,7 @@ def train_for_protocol(bvalues: np.ndarray, out: str | os.PathLike, method: str 
     signals from ``prior`` at ``snr``; write it to ``out`` (refused if it exists) and return the path.
     Cancelling writes nothing. ``samples`` and ``epochs`` (None) default to ``TrainingConfig``'s, those of
     the shipped models."""
-    from .training import TrainingConfig, train  # imports torch
+    from IVIMEstimatorLib.training.trainer import TrainingConfig, train  # imports torch
 
     out = Path(out)
     if out.exists():

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from FastMRICommon.mrml_bridge import DiffusionSeries, VolumeGeometry
+from FastMRICommon.geometry import VolumeGeometry
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries
 
-from .signal_model import ACQUIRED_BVALUES, add_rician_noise, ivim_signal
+from IVIMEstimatorLib.signal_model import ACQUIRED_BVALUES, add_rician_noise, ivim_signal
 
 LABELS = {"placenta": 1, "amniotic fluid": 2, "fetus": 3, "maternal tissue": 4}
 # (S0, f, D mm²/s, D* mm²/s) of the uniform compartments

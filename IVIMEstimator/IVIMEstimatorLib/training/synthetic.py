@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .priors import Prior
-from .signal_model import add_rician_noise, ivim_signal
+from IVIMEstimatorLib.fits.priors import Prior
+from IVIMEstimatorLib.signal_model import add_rician_noise, ivim_signal
 
 
 @dataclass

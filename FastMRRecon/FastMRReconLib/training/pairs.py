@@ -32,13 +32,13 @@ from scipy import ndimage
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 
-from .head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions, mni152_tissue_maps, random_contrast,
+from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions, mni152_tissue_maps, random_contrast,
                              read_label_map, shared_synthseg_dir, synthesize)
-from .masks import MASKS
-from .sense import sense_reconstruction
-from .fft import fft2c
-from .real_anatomy import RealImage, draw_slice
-from .simulate import AcquisitionConfig, acquired_region, object_mean, simulate_slice
+from FastMRReconLib.kspace.masks import MASKS
+from FastMRReconLib.kspace.sense import sense_reconstruction
+from FastMRReconLib.kspace.fft import fft2c
+from FastMRReconLib.anatomy.real_anatomy import RealImage, draw_slice
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, acquired_region, object_mean, simulate_slice
 
 #: Slice orientations, in the order of the axis of the ``[k, j, i]`` (axial LPS) head volume they cut.
 ORIENTATIONS = ("axial", "coronal", "sagittal")

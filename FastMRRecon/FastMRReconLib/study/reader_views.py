@@ -179,7 +179,7 @@ def blinded_panel(images: Sequence[np.ndarray], labels: Sequence[str], path: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .reader_study import LIKERT
+    from FastMRReconLib.study.reader_study import LIKERT
 
     if len(images) != len(labels) or not images:
         raise InputError("give one label per image")

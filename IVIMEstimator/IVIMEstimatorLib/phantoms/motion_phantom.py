@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from FastMRICommon.mrml_bridge import DiffusionSeries, VolumeGeometry, array_to_sitk, physical_points_lps
+from FastMRICommon.geometry import VolumeGeometry, array_to_sitk, physical_points_lps
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries
 
-from .motion import transform_points
-from .phantom import PlacentaPhantom, placenta_phantom
-from .signal_model import ACQUIRED_BVALUES, add_rician_noise, ivim_signal
+from IVIMEstimatorLib.motion import transform_points
+from IVIMEstimatorLib.phantoms.phantom import PlacentaPhantom, placenta_phantom
+from IVIMEstimatorLib.signal_model import ACQUIRED_BVALUES, add_rician_noise, ivim_signal
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,13 @@ from FastMRICommon.device import select_device, select_precision
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model
 
-from .network import NetworkConfig, ReconstructionNetwork
-from .noise_level import noise_maps
-from .simulate import check_magnitude, object_mean
+from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork
+from FastMRReconLib.model.noise_level import noise_maps
+from FastMRReconLib.kspace.simulate import check_magnitude, object_mean
 
 log = logging.getLogger("fastmrrecon")
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "FastMRRecon"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "FastMRRecon"
 DEFAULT_MODEL = "fastmrrecon_head_noiseaware.pt"
 #: The model shipped before the noise-aware one (no noise input): kept for comparison and as its warm start.
 PREVIOUS_MODEL = "fastmrrecon_head_multicontrast.pt"

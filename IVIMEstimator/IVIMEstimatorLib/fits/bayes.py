@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .priors import Prior
-from .signal_model import ivim_signal
+from IVIMEstimatorLib.fits.priors import Prior
+from IVIMEstimatorLib.signal_model import ivim_signal
 
 
 @dataclass(frozen=True)

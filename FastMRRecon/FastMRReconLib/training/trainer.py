@@ -29,11 +29,11 @@ import numpy as np
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, save_model_file
 
-from .metrics import psnr, ssim, ssim_torch
-from .network import NetworkConfig, ReconstructionNetwork, widened_state
-from .noise_level import noise_maps
-from .reconstructor import ARCHITECTURE, Reconstructor, slice_scales
-from .training_data import SlicePair
+from FastMRReconLib.metrics import psnr, ssim, ssim_torch
+from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork, widened_state
+from FastMRReconLib.model.noise_level import noise_maps
+from FastMRReconLib.model.reconstructor import ARCHITECTURE, Reconstructor, slice_scales
+from FastMRReconLib.training.pairs import SlicePair
 
 
 @dataclass(frozen=True)

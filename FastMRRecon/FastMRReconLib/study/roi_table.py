@@ -20,10 +20,10 @@ import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import new_table_node
+from FastMRICommon.mrml_nodes import new_table_node
 
-from .metrics import RoiStats, roi_statistics
-from .volume_logic import scalar_volume_array
+from FastMRReconLib.metrics import RoiStats, roi_statistics
+from FastMRReconLib.volume_logic import scalar_volume_array
 
 ROI_NAMES = ("ROI 1", "ROI 2", "background")
 TABLE_COLUMNS = ("volume", "ROI 1 mean", "ROI 1 SD", "ROI 2 mean", "ROI 2 SD", "background mean", "background SD",

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from FastMRICommon.errors import InputError
 
-from .fft import ifft2c
+from FastMRReconLib.kspace.fft import ifft2c
 
 #: Tikhonov lambda of the conventional SENSE reconstruction (module docstring).
 DEFAULT_REGULARIZATION = 0.03

@@ -18,12 +18,12 @@ import numpy as np
 
 from FastMRICommon.model_files import ManifestEntry, load_model_file, sha256_file, write_manifest_entry
 
-from .network import NetworkConfig
-from .reconstructor import DEFAULT_MODEL, MODELS_DIR, PREVIOUS_MODEL, REGISTRY, SNR_GATE, Reconstructor
-from .training import TrainingConfig, save_trained, scores_by_contrast, train
-from .sense import DEFAULT_REGULARIZATION
-from .real_anatomy import HELD_OUT_IMAGES, TRAINING_IMAGES
-from .training_data import (FIELDS_OF_VIEW_MM, MIN_MATRIX, PairConfig, load_pairs, make_image_pairs, make_pairs,
+from FastMRReconLib.model.network import NetworkConfig
+from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, PREVIOUS_MODEL, REGISTRY, SNR_GATE, Reconstructor
+from FastMRReconLib.training.trainer import TrainingConfig, save_trained, scores_by_contrast, train
+from FastMRReconLib.kspace.sense import DEFAULT_REGULARIZATION
+from FastMRReconLib.anatomy.real_anatomy import HELD_OUT_IMAGES, TRAINING_IMAGES
+from FastMRReconLib.training.pairs import (FIELDS_OF_VIEW_MM, MIN_MATRIX, PairConfig, load_pairs, make_image_pairs, make_pairs,
                             save_pairs, synthseg_sources)
 
 log = logging.getLogger("fastmrrecon")
@@ -83,7 +83,7 @@ def model_card(path: Path, sha256: str) -> str:
 
 - **Task**: restore a 2D multi-coil MR magnitude image, combined conventionally (CG-SENSE), accelerated
   (R = 1-4) or not, towards the noise-free fully sampled image, told the image's noise SD map (measured by
-  `FastMRReconLib.noise_level`, or given by the user and scaled by the strength). Applied slice by slice.
+  `FastMRReconLib.model.noise_level`, or given by the user and scaled by the strength). Applied slice by slice.
 - **Architecture**: residual U-Net (depth {model.config['depth']}, {'/'.join(map(str, widths))} channels per level,
   instance norm followed by FiLM maps from an embedding of the noise level, LeakyReLU; input channels image and
   noise map) + gated fidelity network ({model.config['fidelity_layers']} conv layers, {model.config['fidelity_channels']}
@@ -93,12 +93,12 @@ def model_card(path: Path, sha256: str) -> str:
 - **SHA-256**: `{sha256}`
 - **Training data**: {meta['pairs']} slice pairs:
 {sets}
-  - Synthesised heads (`FastMRReconLib.training_data.make_pairs`): the 16 SynthSeg training subjects (first
+  - Synthesised heads (`FastMRReconLib.training.pairs.make_pairs`): the 16 SynthSeg training subjects (first
     80% of `../shared/data/synthseg`, Apache-2.0), random orientation, rotation, elastic deformation, pixel
     size {pairs['pixel_range'][0]:g}-{pairs['pixel_range'][1]:g} mm, field of view {min(FIELDS_OF_VIEW_MM)}-{max(FIELDS_OF_VIEW_MM)} mm,
     matrix at least {MIN_MATRIX}; contrasts {', '.join(pairs['contrasts'])} with jittered TR/TE/TI and tissue
     properties, bias field, texture SD {pairs['texture_range'][0]:g}-{pairs['texture_range'][1]:g}.
-  - Real anatomy (`FastMRReconLib.real_anatomy.TRAINING_IMAGES`, `make_image_pairs`): slices of
+  - Real anatomy (`FastMRReconLib.anatomy.real_anatomy.TRAINING_IMAGES`, `make_image_pairs`): slices of
     {', '.join(f"`{name}`" for name in meta['subjects'] if name in REAL_NAMES)}, zoomed 0.6-1.4,
     rotated, flipped, gamma 0.7-1.4. Never used for training: {', '.join(image.name for image in HELD_OUT_IMAGES)}.
   - Every object is scanned: accelerations {', '.join(f'{r:g}' for r in pairs['accelerations'])} (1 = fully
@@ -141,7 +141,7 @@ step's weights are shipped, no selection or tuning on them):
   `docs/benchmarks/recon.md`.
 - **Limits**: trained on head images only (no body, knee or spine data exist here); 2D Cartesian k-space;
   magnitude images in, magnitude out; spatially correlated noise is partly invisible to the noise estimate.
-- **Rebuild**: `make recon-model` (= `python -m FastMRReconLib.shipped_model`).
+- **Rebuild**: `make recon-model` (= `python -m FastMRReconLib.training.shipped_model`).
 """
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import new_table_node, read_volume, write_volume
+from FastMRICommon.mrml_nodes import new_table_node
+from FastMRICommon.volume_files import read_volume, write_volume
 
-from .reader_study import SUMMARY_COLUMNS, MethodSummary, ReaderStudy, StudyCase, claim_new_study
-from .volume_logic import scalar_volume_array
+from FastMRReconLib.study.reader_study import SUMMARY_COLUMNS, MethodSummary, ReaderStudy, StudyCase, claim_new_study
+from FastMRReconLib.volume_logic import scalar_volume_array
 
 
 def create_study_from_nodes(path: str | os.PathLike, name: str, methods: Sequence[str],

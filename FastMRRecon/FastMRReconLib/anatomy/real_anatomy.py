@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 from scipy import ndimage
 
-from .head_synthesis import shared_synthseg_dir
+from FastMRReconLib.anatomy.head_synthesis import shared_synthseg_dir
 
 
 def _realmr_dir() -> Optional[Path]:

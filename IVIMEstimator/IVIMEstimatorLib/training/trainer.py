@@ -16,11 +16,11 @@ import numpy as np
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, save_model_file
 
-from .methods import METHOD_ARCHITECTURE
-from .networks import REGISTRY
-from .priors import get_prior
-from .signal_model import ACCELERATED_BVALUES
-from .synthetic import synthetic_set
+from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
+from IVIMEstimatorLib.fits.networks import REGISTRY
+from IVIMEstimatorLib.fits.priors import get_prior
+from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
+from IVIMEstimatorLib.training.synthetic import synthetic_set
 
 
 @dataclass

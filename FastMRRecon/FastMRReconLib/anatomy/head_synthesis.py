@@ -28,7 +28,8 @@ import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.mrml_bridge import VolumeGeometry, orient_axial, read_volume_array
+from FastMRICommon.geometry import VolumeGeometry, orient_axial
+from FastMRICommon.volume_files import read_volume_array
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def label_tissue_maps(path: str | os.PathLike, partial_volume_mm: float = 0.5) -
 
 def shared_synthseg_dir() -> Optional[Path]:
     """``../shared/data/synthseg`` beside this repository (or ``$FASTMRI_SHARED/data/synthseg``) if present."""
-    root = Path(os.environ.get("FASTMRI_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+    root = Path(os.environ.get("FASTMRI_SHARED", Path(__file__).resolve().parents[4] / "shared"))
     folder = root / "data" / "synthseg"
     return folder if folder.is_dir() and any(folder.glob("*.nii.gz")) else None
 

@@ -28,10 +28,10 @@ import numpy as np
 
 from FastMRICommon.errors import InputError, ProgressCallback, CancelCheck, raise_if_cancelled, report
 
-from .coils import coil_sensitivities
-from .fft import fft2c, ifft2c
-from .masks import central_lines, make_mask
-from .sense import sense_reconstruction
+from FastMRReconLib.kspace.coils import coil_sensitivities
+from FastMRReconLib.kspace.fft import fft2c, ifft2c
+from FastMRReconLib.kspace.masks import central_lines, make_mask
+from FastMRReconLib.kspace.sense import sense_reconstruction
 
 
 #: Most negative value accepted in a magnitude image, as a fraction of its 99th percentile (module docstring).

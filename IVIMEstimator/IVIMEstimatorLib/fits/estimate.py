@@ -24,14 +24,14 @@ from FastMRICommon.device import select_device
 from FastMRICommon.errors import CancelCheck, InputError, ModelFileError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model, read_manifest
 
-from .bayes import BayesConfig, fit_bayes, make_grid
-from .methods import METHOD_ARCHITECTURE, METHODS
-from .networks import REGISTRY
-from .nlls import NllsConfig, fit_nlls
-from .priors import get_prior
-from .training import normalised_inputs
+from IVIMEstimatorLib.fits.bayes import BayesConfig, fit_bayes, make_grid
+from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE, METHODS
+from IVIMEstimatorLib.fits.networks import REGISTRY
+from IVIMEstimatorLib.fits.nlls import NllsConfig, fit_nlls
+from IVIMEstimatorLib.fits.priors import get_prior
+from IVIMEstimatorLib.training.trainer import normalised_inputs
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "IVIMEstimator"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "IVIMEstimator"
 ModelSource = Union[None, str, os.PathLike, ModelFile]
 
 

@@ -1,0 +1,1 @@
+"""Objects to scan: synthesised heads (SynthSeg label maps) and real anatomy images."""

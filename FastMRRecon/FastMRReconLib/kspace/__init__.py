@@ -1,0 +1,1 @@
+"""Acquisition physics: FFT, coil maps, sampling masks, SENSE, scan simulation."""

@@ -1,0 +1,1 @@
+"""Training pairs, the training loop and the build of the shipped model."""

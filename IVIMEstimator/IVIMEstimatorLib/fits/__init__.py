@@ -1,0 +1,1 @@
+"""IVIM estimators: least squares, Bayes, the networks and their protocol models."""

@@ -1,0 +1,1 @@
+"""Digital placenta phantoms, static and moving."""
