@@ -52,7 +52,7 @@ def multivolume_node(scene, phantom, class_name: str = "vtkMRMLScalarVolumeNode"
     image.GetPointData().SetScalars(scalars)
     node = scene.AddNewNodeByClass(class_name, "DWI multivolume")
     node.SetAndObserveImageData(image)
-    node.SetIJKToRASMatrix(_matrix(phantom.series.geometry.ijk_to_ras()))
+    node.SetIJKToRASMatrix(_matrix(phantom.series.geometry.ijk_to_ras_matrix()))
     dicom_attributes(node, phantom.series.bvalues)
     return node
 

@@ -248,7 +248,7 @@ def test_a_4d_nifti_from_another_tool_is_read_with_its_geometry_scaling_and_bval
     (tmp_path / "dwi.bval").write_text(" ".join(f"{b:g}" for b in ACQUIRED_BVALUES) + "\n")
     series = read_series_array(tmp_path / "dwi.nii.gz")
     np.testing.assert_allclose(series.volumes, np.transpose(raw, (3, 2, 1, 0)) * 0.5 + 2.0)
-    np.testing.assert_allclose(series.geometry.ijk_to_ras(), affine, atol=1e-5)
+    np.testing.assert_allclose(series.geometry.ijk_to_ras_matrix(), affine, atol=1e-5)
     np.testing.assert_array_equal(series.bvalues, ACQUIRED_BVALUES)
     nibabel.save(nibabel.Nifti1Image(raw[..., 0], affine), tmp_path / "b0.nii.gz")
     with pytest.raises(InputError, match="b0.nii.gz as a 4D series: it holds a 3D image"):

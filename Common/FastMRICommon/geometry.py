@@ -8,6 +8,7 @@ in mm.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class VolumeGeometry:
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     directions: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
-    def ijk_to_ras(self) -> np.ndarray:
+    def ijk_to_ras_matrix(self) -> np.ndarray:
         """The 4x4 homogeneous IJK-to-RAS matrix."""
         matrix = np.eye(4)
         matrix[:3, :3] = np.asarray(self.directions, float) * np.asarray(self.spacing, float)[None, :]
@@ -50,7 +51,7 @@ class VolumeGeometry:
 
     def matches(self, other: "VolumeGeometry", tolerance_mm: float = GEOMETRY_TOLERANCE_MM) -> bool:
         """True when both map every voxel to the same place (within ``tolerance_mm`` per unit index)."""
-        return bool(np.allclose(self.ijk_to_ras(), other.ijk_to_ras(), atol=tolerance_mm))
+        return bool(np.allclose(self.ijk_to_ras_matrix(), other.ijk_to_ras_matrix(), atol=tolerance_mm))
 
 
 
@@ -70,13 +71,26 @@ def array_to_sitk(array: np.ndarray, geometry: VolumeGeometry) -> "SimpleITK.Ima
 
 
 
+def ijk_to_ras(geometry: VolumeGeometry, points: np.ndarray | Sequence[float]) -> np.ndarray:
+    """RAS positions (mm) of continuous voxel indices ``points``, shape ``(3,)`` or ``(n, 3)`` with columns
+    (i, j, k) = (column, row, slice): not the (k, j, i) order of array indexing and ``np.argwhere`` (reverse
+    those with ``[..., ::-1]``). Returns float64 of the same shape."""
+    matrix = geometry.ijk_to_ras_matrix()
+    return np.asarray(points, float) @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def ras_to_ijk(geometry: VolumeGeometry, points: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Continuous (i, j, k) indices of RAS points (mm) on ``geometry``'s grid, shape ``(3,)`` or ``(n, 3)`` ->
+    the same shape, float64, not rounded (the voxel is ``np.rint(...).astype(int)``). Points are in the
+    volume's own frame: a world point of a transformed volume is first mapped through the inverse transform."""
+    matrix = geometry.ijk_to_ras_matrix()
+    return np.linalg.solve(matrix[:3, :3], (np.asarray(points, float) - matrix[:3, 3]).T).T
+
+
 def physical_points_lps(geometry: VolumeGeometry, index: np.ndarray) -> np.ndarray:
     """ITK physical points (LPS, mm) ``[n, 3]`` of voxel indices ``index [n, 3]`` given as (k, j, i) rows,
     e.g. from ``np.argwhere`` on an ``array[k, j, i]``."""
-    ijk = np.asarray(index, float)[:, ::-1]
-    ras = ijk @ (np.asarray(geometry.directions, float) * np.asarray(geometry.spacing, float)[None, :]).T \
-        + np.asarray(geometry.origin, float)
-    return ras @ RAS_TO_LPS.T
+    return ijk_to_ras(geometry, np.asarray(index, float)[:, ::-1]) @ RAS_TO_LPS.T
 
 
 
@@ -106,5 +120,5 @@ def crop(array: np.ndarray, geometry: VolumeGeometry, k: slice, j: slice = slice
     """The sub-volume ``array[k, j, i]`` (unit-step slices) with its origin moved so voxels stay in place."""
     cropped = array[k, j, i]
     starts = [s.indices(n)[0] for s, n in zip((i, j, k), array.shape[2::-1])]
-    origin = geometry.ijk_to_ras() @ np.array(starts + [1], float)
-    return cropped.copy(), VolumeGeometry(geometry.spacing, tuple(origin[:3].tolist()), geometry.directions)
+    origin = ijk_to_ras(geometry, starts)
+    return cropped.copy(), VolumeGeometry(geometry.spacing, tuple(origin.tolist()), geometry.directions)

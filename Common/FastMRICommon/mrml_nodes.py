@@ -26,7 +26,7 @@ def set_geometry(node: Any, geometry: VolumeGeometry) -> None:
     import vtk
 
     matrix = vtk.vtkMatrix4x4()
-    ijk_to_ras = geometry.ijk_to_ras()
+    ijk_to_ras = geometry.ijk_to_ras_matrix()
     for row in range(4):
         for column in range(4):
             matrix.SetElement(row, column, ijk_to_ras[row, column])

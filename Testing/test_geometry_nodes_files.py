@@ -1,4 +1,5 @@
-"""The MRML bridge on a real vtkMRMLScene: geometry, diffusion series, files, and untouched inputs."""
+"""Geometry, MRML nodes and files on a real vtkMRMLScene (FastMRICommon.geometry, mrml_nodes, volume_files;
+IVIMEstimatorLib.diffusion_series): oblique grids, diffusion series, files, and untouched inputs."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import vtk
 from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.geometry import VolumeGeometry, array_to_sitk, crop, orient_axial, physical_points_lps
+from FastMRICommon.geometry import (VolumeGeometry, array_to_sitk, crop, ijk_to_ras, orient_axial, physical_points_lps,
+                                    ras_to_ijk)
 from FastMRICommon.mrml_nodes import geometry_of, new_volume_node, volume_to_array
 from FastMRICommon.volume_files import read_volume, read_volume_array, write_volume, write_volume_array
-from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node, parse_bvalues, read_series, read_series_array, series_from_nodes, write_series_array
+from IVIMEstimatorLib.diffusion_series import (DiffusionSeries, new_sequence_node, parse_bvalues, read_series,
+                                               read_series_array, series_from_nodes, write_series_array)
 
 
 def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
@@ -33,7 +36,26 @@ BVALUES = [0, 10, 20, 50, 80, 100, 150, 200, 300, 500]
 
 def ras_of(geometry: VolumeGeometry, kji) -> np.ndarray:
     k, j, i = kji
-    return (geometry.ijk_to_ras() @ np.array([i, j, k, 1.0]))[:3]
+    return (geometry.ijk_to_ras_matrix() @ np.array([i, j, k, 1.0]))[:3]
+
+
+def test_ijk_and_ras_conversions_agree_with_the_node_matrices(scene):
+    """ijk_to_ras / ras_to_ijk against vtk's own IJK-to-RAS and RAS-to-IJK matrices of a node on an oblique grid,
+    for one point and for many, and as inverses of each other."""
+    node = new_volume_node(scene, np.zeros((4, 5, 6), np.float32), OBLIQUE, "oblique")
+    ijk = np.random.default_rng(3).uniform(-2, 8, (7, 3))
+    to_ras, to_ijk = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(to_ras)
+    node.GetRASToIJKMatrix(to_ijk)
+    expected = np.array([to_ras.MultiplyPoint([*point, 1.0])[:3] for point in ijk])
+    np.testing.assert_allclose(ijk_to_ras(OBLIQUE, ijk), expected, atol=1e-9)
+    np.testing.assert_allclose(ijk_to_ras(OBLIQUE, ijk[0]), expected[0], atol=1e-9)  # one point: shape (3,)
+    assert ijk_to_ras(OBLIQUE, ijk[0]).shape == (3,)
+    back = np.array([to_ijk.MultiplyPoint([*point, 1.0])[:3] for point in expected])
+    np.testing.assert_allclose(ras_to_ijk(OBLIQUE, expected), back, atol=1e-9)
+    np.testing.assert_allclose(ras_to_ijk(OBLIQUE, ijk_to_ras(OBLIQUE, ijk)), ijk, atol=1e-9)
+    # physical_points_lps takes (k, j, i) rows and gives LPS
+    np.testing.assert_allclose(physical_points_lps(OBLIQUE, ijk[:, ::-1]), expected * [-1, -1, 1], atol=1e-9)
 
 
 def test_numpy_to_node_and_back_keeps_oblique_geometry(scene):
@@ -44,7 +66,7 @@ def test_numpy_to_node_and_back_keeps_oblique_geometry(scene):
     assert geometry.matches(OBLIQUE, 1e-9)
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
-    np.testing.assert_allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], OBLIQUE.ijk_to_ras(),
+    np.testing.assert_allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], OBLIQUE.ijk_to_ras_matrix(),
                                atol=1e-12)
 
 
