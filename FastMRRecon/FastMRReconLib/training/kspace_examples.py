@@ -1,0 +1,149 @@
+"""Multi-coil k-space training examples for the unrolled network, simulated on the fly from magnitude objects.
+
+Each example: a magnitude object (``KspaceExampleConfig.patch`` square: a random crop of a larger image, zero
+padding of a smaller one) gets a smooth random phase (``kspace.simulate.smooth_phase``), 8-16 coils
+(``kspace.coils``), complex Gaussian noise at an SNR drawn log-uniformly over ``snr_range`` (object mean /
+noise SD; a share ``noise_free_fraction`` without noise), and a mask: 1D equispaced or variable-density lines
+(``kspace.masks``, R 2-6) or a 2D variable-density Poisson disc (``kspace.poisson_disc``, R 2-8). Then, as at
+inference (``model.kspace_reconstructor``), coil maps come from the calibration block of the undersampled data
+and the noise SD is measured from the k-space edges. The target is the noise-free, fully sampled k-space
+combined with the same maps (at R = 1 the SENSE solution is the exact coil combination ``S^H F^H y / sum |S|²``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from FastMRReconLib.kspace.coils import coil_sensitivities
+from FastMRReconLib.kspace.fft import fft2c, ifft2c
+from FastMRReconLib.kspace.masks import make_mask
+from FastMRReconLib.kspace.poisson_disc import poisson_disc_mask
+from FastMRReconLib.kspace.raw_kspace import box_coil_maps, calibration_box, kspace_noise_sd
+from FastMRReconLib.kspace.simulate import object_mean, smooth_phase
+
+MASK_KINDS = ("equispaced", "variable-density", "poisson-2d")
+
+
+@dataclass(frozen=True)
+class KspaceExampleConfig:
+    """What varies between examples (module docstring)."""
+
+    patch: int = 128
+    coil_range: tuple[int, int] = (8, 16)
+    snr_range: tuple[float, float] = (5.0, 1000.0)
+    noise_free_fraction: float = 0.05
+    line_accelerations: tuple[float, ...] = (2.0, 3.0, 4.0, 5.0, 6.0)
+    poisson_accelerations: tuple[float, ...] = (2.0, 3.0, 4.0, 6.0, 8.0)
+    #: Fully sampled central lines of 1D masks (at least this many, or 8% of the lines).
+    calibration_lines: int = 16
+    #: Side of the fully sampled centre of 2D masks.
+    calibration_block: int = 20
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class KspaceExample:
+    """One simulated acquisition: ``kspace`` and ``maps`` complex64 ``[coils, rows, columns]`` (maps from its
+    calibration block), ``mask`` bool ``[rows, columns]``, the measured ``noise_sd``, the ``target`` complex64
+    ``[rows, columns]`` (module docstring), ``acceleration`` and ``mask_kind``. Not normalised
+    (``model.unrolled.normalised_batch`` does that, as at inference)."""
+
+    kspace: np.ndarray
+    maps: np.ndarray
+    mask: np.ndarray
+    noise_sd: float
+    target: np.ndarray
+    acceleration: float
+    mask_kind: str
+
+
+def fit_patch(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``image`` cropped (at a random position) or zero-padded (centred) to ``size`` x ``size``."""
+    out = np.zeros((size, size), np.float64)
+    pieces = []
+    for length in image.shape:
+        if length >= size:
+            start = int(rng.integers(0, length - size + 1))
+            pieces.append((slice(start, start + size), slice(0, size)))
+        else:
+            offset = (size - length) // 2
+            pieces.append((slice(0, length), slice(offset, offset + length)))
+    (source_r, target_r), (source_c, target_c) = pieces
+    out[target_r, target_c] = image[source_r, source_c]
+    return out
+
+
+class MaskSampler:
+    """Draws masks (``MASK_KINDS``) for one matrix size. 2D Poisson-disc masks take a fraction of a second to
+    draw, so ``pool`` of them per acceleration are drawn once and reused, flipped at random."""
+
+    def __init__(self, shape: tuple[int, int], config: KspaceExampleConfig, rng: np.random.Generator,
+                 pool: int = 6) -> None:
+        self.shape, self.config = shape, config
+        self.poisson = {acceleration: [poisson_disc_mask(shape, acceleration, config.calibration_block,
+                                                         seed=int(rng.integers(2**31))) for _ in range(pool)]
+                        for acceleration in config.poisson_accelerations}
+
+    def __call__(self, kind: str, acceleration: float, rng: np.random.Generator) -> np.ndarray:
+        """A ``bool[rows, columns]`` mask of ``kind``; 1D masks select rows (ky lines)."""
+        if kind == "poisson-2d":
+            mask = self.poisson[acceleration][int(rng.integers(len(self.poisson[acceleration])))]
+            if rng.random() < 0.5:
+                mask = mask[::-1]
+            if rng.random() < 0.5:
+                mask = mask[:, ::-1]
+            return mask.copy()
+        centre = max(0.08, self.config.calibration_lines / self.shape[0])
+        lines = make_mask(kind, acceleration, centre)(self.shape[0], seed=int(rng.integers(2**31)))
+        return np.broadcast_to(lines[:, None], self.shape).copy()
+
+
+def calibration_maps(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Coil maps from the calibration block of one acquisition, as at inference."""
+    return box_coil_maps(kspace, calibration_box(mask))
+
+
+def simulate_example(image: np.ndarray, rng: np.random.Generator, masks: MaskSampler,
+                     config: KspaceExampleConfig = KspaceExampleConfig()) -> KspaceExample:
+    """One training example from a magnitude ``image`` (module docstring)."""
+    obj = fit_patch(np.asarray(image, np.float64), config.patch, rng)
+    if rng.random() < 0.5:
+        obj = obj.T.copy()
+    shape = obj.shape
+    complex_image = obj * np.exp(1j * smooth_phase(shape, rng))
+    coils = int(rng.integers(config.coil_range[0], config.coil_range[1] + 1))
+    maps_true = coil_sensitivities(shape, coils, seed=int(rng.integers(2**31)))
+    kind = str(rng.choice(MASK_KINDS))
+    accelerations = config.poisson_accelerations if kind == "poisson-2d" else config.line_accelerations
+    acceleration = float(rng.choice(accelerations))
+    mask = masks(kind, acceleration, rng)
+    clean = fft2c(maps_true * complex_image)
+    level = object_mean(obj)
+    snr = float(np.exp(rng.uniform(*np.log(config.snr_range))))
+    sigma = 0.0 if rng.random() < config.noise_free_fraction else level / snr
+    noise = sigma * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape))
+    kspace = ((clean + noise) * mask).astype(np.complex64)
+    maps = calibration_maps(kspace, mask)
+    combined = np.sum(np.conj(maps) * ifft2c(clean), axis=0) / np.maximum(np.sum(np.abs(maps) ** 2, axis=0), 1e-6)
+    target = np.where(np.any(maps != 0, axis=0), combined, 0).astype(np.complex64)
+    return KspaceExample(kspace, maps, mask, kspace_noise_sd(kspace, mask), target, acceleration, kind)
+
+
+def stack_examples(examples: Sequence[KspaceExample]) -> dict:
+    """Batch arrays (numpy) of equally sized examples: kspace, maps (coils padded with zeros: no data, no
+    sensitivity), mask, noise_sd, target."""
+    coils = max(example.kspace.shape[0] for example in examples)
+
+    def padded(array: np.ndarray) -> np.ndarray:
+        return np.concatenate([array, np.zeros((coils - array.shape[0],) + array.shape[1:], array.dtype)])
+
+    return {"kspace": np.stack([padded(e.kspace) for e in examples]),
+            "maps": np.stack([padded(e.maps) for e in examples]),
+            "mask": np.stack([e.mask for e in examples]).astype(np.float32),
+            "noise_sd": np.array([e.noise_sd for e in examples], np.float32),
+            "target": np.stack([e.target for e in examples])}

@@ -1,0 +1,163 @@
+"""Training of the unrolled k-space network (``model.unrolled``) on examples simulated on the fly
+(``training.kspace_examples``).
+
+Each step draws ``batch_size`` objects and simulates one acquisition of each (a new one every time: the network
+never sees the same scan twice). Loss: ``l1_weight`` x the mean |complex error| + (1 - SSIM) of the magnitudes
+(``metrics.ssim_torch``, data range 1 after normalisation). Adam with a cosine decay of the learning rate to
+``lr / 20``. A checkpoint (weights, optimiser, step, history) is written every ``checkpoint_every`` steps and at
+the end; an interrupted run resumes from it. Validation (PSNR / SSIM of the magnitude against the target, on a
+fixed set of examples from held-out objects) every ``validate_every`` steps. Threads: torch's default (one per
+core).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from FastMRICommon.errors import InputError
+from FastMRReconLib.metrics import psnr, ssim
+from FastMRReconLib.kspace.sense import DEFAULT_REGULARIZATION
+from FastMRReconLib.model.unrolled import UnrolledConfig, UnrolledNetwork, normalised_batch
+from FastMRReconLib.training.kspace_examples import (KspaceExample, KspaceExampleConfig, MaskSampler,
+                                                     simulate_example, stack_examples)
+
+log = logging.getLogger("fastmrrecon")
+
+
+@dataclass(frozen=True)
+class KspaceTrainingConfig:
+    """Settings of one training run (module docstring)."""
+
+    steps: int = 3000
+    batch_size: int = 4
+    lr: float = 1e-3
+    l1_weight: float = 10.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    validate_every: int = 500
+    network: UnrolledConfig = field(default_factory=UnrolledConfig)
+    examples: KspaceExampleConfig = field(default_factory=KspaceExampleConfig)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class KspaceTrainingResult:
+    network: UnrolledNetwork
+    losses: list[float]
+    validation: list[dict]
+    seconds: float
+
+
+def network_batch(examples: Sequence[KspaceExample], device) -> dict:
+    """Torch tensors of a batch, normalised as at inference (``model.unrolled.normalised_batch``); the target
+    is divided by the same scale."""
+    import torch
+
+    arrays = {key: torch.from_numpy(np.ascontiguousarray(value)).to(device)
+              for key, value in stack_examples(examples).items()}
+    batch = normalised_batch(arrays["kspace"], arrays["maps"], arrays["mask"], arrays["noise_sd"],
+                             DEFAULT_REGULARIZATION)
+    return {**batch, "maps": arrays["maps"], "mask": arrays["mask"],
+            "target": arrays["target"] / batch["scale"][:, None, None]}
+
+
+def validation_examples(objects: Sequence[np.ndarray], count: int, seed: int,
+                        config: KspaceExampleConfig = KspaceExampleConfig()) -> list[KspaceExample]:
+    """``count`` fixed examples (seeded) from ``objects``."""
+    rng = np.random.default_rng(seed)
+    masks = MaskSampler((config.patch, config.patch), config, rng)
+    return [simulate_example(objects[int(rng.integers(len(objects)))], rng, masks, config) for _ in range(count)]
+
+
+def evaluate(network: UnrolledNetwork, examples: Sequence[KspaceExample], device="cpu") -> dict:
+    """Mean PSNR / SSIM (magnitude, over the target's object) of the CG-SENSE start and of the network."""
+    import torch
+
+    scores: dict[str, list[float]] = {"start_psnr": [], "start_ssim": [], "psnr": [], "ssim": []}
+    network.eval()
+    with torch.no_grad():
+        for example in examples:
+            batch = network_batch([example], device)
+            output = network(batch["start"], batch["kspace"], batch["maps"], batch["mask"], batch["noise"])
+            reference = batch["target"][0].abs().cpu().numpy()
+            for prefix, image in (("start_", batch["start"][0]), ("", output[0])):
+                scores[prefix + "psnr"].append(psnr(image.abs().cpu().numpy(), reference))
+                scores[prefix + "ssim"].append(ssim(image.abs().cpu().numpy(), reference))
+    return {key: float(np.mean(values)) for key, values in scores.items()}
+
+
+def _settings(config: KspaceTrainingConfig) -> dict:
+    settings = config.as_dict()
+    for key in ("steps", "checkpoint_every", "validate_every"):
+        settings.pop(key)
+    return settings
+
+
+def train(objects: Sequence[np.ndarray], config: KspaceTrainingConfig, validation: Sequence[KspaceExample],
+          device="cpu", checkpoint: Optional[str | os.PathLike] = None,
+          progress: Optional[Callable[[float, str], None]] = None) -> KspaceTrainingResult:
+    """Train on examples simulated from ``objects`` (magnitude images); resume from ``checkpoint`` when it exists."""
+    import torch
+
+    from FastMRReconLib.metrics import ssim_torch
+
+    if not objects:
+        raise InputError("no objects to simulate k-space from")
+    torch.manual_seed(config.seed)
+    network = UnrolledNetwork(config.network).to(device)
+    optimiser = torch.optim.Adam(network.parameters(), lr=config.lr)
+    losses: list[float] = []
+    history: list[dict] = []
+    done, seconds = 0, 0.0
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state["settings"] != _settings(config):
+            raise InputError(f"checkpoint {checkpoint} was written with other settings; remove it or match them")
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+        done, losses, history, seconds = state["step"], state["losses"], state["history"], state["seconds"]
+        log.info("resumed from %s at step %d", checkpoint, done)
+    rng = np.random.default_rng([config.seed, done])
+    masks = MaskSampler((config.examples.patch, config.examples.patch), config.examples, rng)
+    began = time.perf_counter() - seconds
+    while done < config.steps:
+        network.train()
+        for group in optimiser.param_groups:
+            group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done / config.steps)))
+        examples = [simulate_example(objects[int(rng.integers(len(objects)))], rng, masks, config.examples)
+                    for _ in range(config.batch_size)]
+        batch = network_batch(examples, device)
+        output = network(batch["start"], batch["kspace"], batch["maps"], batch["mask"], batch["noise"])
+        target = batch["target"]
+        loss = config.l1_weight * (output - target).abs().mean() \
+            + (1 - ssim_torch(output.abs()[:, None], target.abs()[:, None], 1.0)).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        done += 1
+        if progress is not None and done % 10 == 0:
+            progress(done / config.steps, f"step {done}/{config.steps} loss {np.mean(losses[-10:]):.4f} "
+                     f"mu {float(network.mu):.3f} ({(time.perf_counter() - began) / max(done, 1):.2f} s/step)")
+        if validation and (done % config.validate_every == 0 or done == config.steps):
+            history.append({"step": done, **evaluate(network, validation, device)})
+            log.info("validation at step %d: %s", done, history[-1])
+        if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+            temporary = checkpoint.with_name(checkpoint.name + ".part")
+            torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(), "step": done,
+                        "losses": losses, "history": history, "seconds": time.perf_counter() - began,
+                        "settings": _settings(config)}, temporary)
+            temporary.replace(checkpoint)
+    network.eval()
+    return KspaceTrainingResult(network, losses, history, time.perf_counter() - began)
