@@ -1,5 +1,6 @@
 """IVIMEstimator: IVIM maps (f, D, D*) from multi-b diffusion series, with motion correction, a voxel inspector,
-statistics, export and retraining for any protocol (thin Slicer module; the engine is IVIMEstimatorLib)."""
+statistics, export and retraining for any protocol. Thin Slicer module: the widget wires the .ui to the
+parameter node and to the logic, whose state and computation are IVIMEstimatorLib's (``session.IvimSession``)."""
 
 import os
 from typing import Annotated, Optional, Union
@@ -21,16 +22,15 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer import (vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode,
                     vtkMRMLSequenceNode, vtkMRMLVectorVolumeNode)
 
-from FastMRICommon.device import DEVICE_CHOICES, ensure_torch, torch_installed
 from FastMRICommon.button_jobs import ButtonJobs
+from FastMRICommon.device import DEVICE_CHOICES, ensure_torch
 from FastMRICommon.gui_binding import ParameterGui
-from IVIMEstimatorLib.map_logic import (BVALUE_SETS, EXPORT_FORMATS, EstimateConfig, VoxelPoint, estimate_maps,
-                                        export_maps, map_nodes, map_statistics, mask_from_node,
-                                        statistics_table_node, voxel_chart_node, voxel_fit)
+from FastMRICommon.reload import forget_packages
 from IVIMEstimatorLib.fits.methods import METHODS
 from IVIMEstimatorLib.fits.priors import PRIORS
-from IVIMEstimatorLib.fits.protocol_models import has_shipped_model, protocol_model_name, train_for_protocol
-from IVIMEstimatorLib.series_logic import SeriesSummary, SummaryCache
+from IVIMEstimatorLib.fits.protocol_models import protocol_model_name, train_for_protocol
+from IVIMEstimatorLib.map_logic import BVALUE_SETS, EXPORT_FORMATS, VoxelPoint, export_maps
+from IVIMEstimatorLib.session import IvimSession, estimate_config, series_source
 
 
 class IVIMEstimator(ScriptedLoadableModule):
@@ -134,6 +134,12 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         self.initializeParameterNode()
 
+    def onReload(self) -> None:
+        """Slicer's Reload re-runs this file only (``slicer.util.reloadScriptedModule``): the Lib packages are
+        forgotten first, so that it imports their edited code too."""
+        forget_packages(("IVIMEstimatorLib", "FastMRICommon"))
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def exit(self) -> None:
         # The GUI stays bound to the parameter node while hidden: binding it again on each entry would pile up
         # observers (FastMRICommon.gui_binding). The voxel inspector stops following placements (VoxelPoint).
@@ -150,10 +156,8 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputSeries:
-            firstSeries = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
-            if firstSeries:
-                self._parameterNode.inputSeries = firstSeries
+        if not self._parameterNode.inputSeries and slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode"):
+            self._parameterNode.inputSeries = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
         self._voxelPoint.ensure()
 
     def setParameterNode(self, inputParameterNode: Optional[IVIMEstimatorParameterNode]) -> None:
@@ -168,26 +172,16 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateState(self, caller=None, event=None) -> None:
         """Series summary, and which buttons can be used (the retrain offer appears when no network fits)."""
         parameters, jobs = self._parameterNode, self._jobs
-        summary = None
-        source = self._source()
-        if not parameters or not source:
-            self.ui.seriesSummaryLabel.text = _("Select a diffusion series, or check its volumes")
-        else:
-            try:
-                summary = self.logic.summarize(parameters, source)
-                self.ui.seriesSummaryLabel.text = summary.text()
-            except ValueError as error:
-                self.ui.seriesSummaryLabel.text = str(error)
-        ready = summary is not None and summary.bvalues is not None
-        needsModel = ready and not parameters.modelPath and self.logic.needsTraining(parameters.method, summary.bvalues)
-        self.ui.estimateButton.enabled = jobs.enabled(self.ui.estimateButton, ready)
-        self.ui.retrainButton.enabled = jobs.enabled(self.ui.retrainButton, needsModel)
-        if needsModel and jobs.idle:
+        state = self.logic.readiness(self._source(), parameters)
+        self.ui.seriesSummaryLabel.text = state.summary or _("Select a diffusion series, or check its volumes")
+        self.ui.estimateButton.enabled = jobs.enabled(self.ui.estimateButton, state.ready)
+        self.ui.retrainButton.enabled = jobs.enabled(self.ui.retrainButton, state.needs_model)
+        if state.needs_model and jobs.idle:
             self.ui.statusLabel.text = _("No shipped {method} network for these b-values: train one for this protocol, "
                                          "or choose NLLS / Bayes.").format(method=parameters.method)
-        hasMaps = bool(self.logic.mapNodes)
-        self.ui.statisticsButton.enabled = hasMaps and jobs.idle
-        self.ui.exportButton.enabled = hasMaps and jobs.idle
+        hasMaps = bool(self.logic.map_nodes) and jobs.idle
+        self.ui.statisticsButton.enabled = hasMaps
+        self.ui.exportButton.enabled = hasMaps
 
     # -- long jobs ------------------------------------------------------------------------------------------
     def _run(self, button, job):
@@ -204,10 +198,8 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _source(self):
         """The series node, or else the checked scalar volumes (a list), or None."""
-        if self._parameterNode and self._parameterNode.inputSeries:
-            return self._parameterNode.inputSeries
-        volumes = list(self.ui.volumesSelector.checkedNodes())
-        return volumes or None
+        series = self._parameterNode.inputSeries if self._parameterNode else None
+        return series_source(series, self.ui.volumesSelector.checkedNodes())
 
     def _torchReady(self) -> bool:
         if self._parameterNode.method == "nlls":  # the only method without torch
@@ -220,9 +212,9 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._torchReady():
             self.ui.statusLabel.text = _("PyTorch is needed for this method; it was not installed.")
             return
-        source = self._source()
+        source, parameters = self._source(), self._parameterNode
         nodes = self._run(self.ui.estimateButton, lambda progress, cancel: self.logic.estimate(
-            self._parameterNode, source, progress=progress, cancel=cancel))
+            source, estimate_config(parameters), parameters.bvalues, parameters.maskNode, progress, cancel))
         if nodes:
             slicer.util.setSliceViewerLayers(background=nodes["f"], fit=True)
             self.ui.statusLabel.text = _("Created {count} maps").format(count=len(nodes))
@@ -232,9 +224,9 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._jobs.request_cancel(self.ui.retrainButton):
             return
         parameters = self._parameterNode
-        bvalues = self.logic.summarize(parameters, self._source()).bvalues
-        folder = os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "IVIMEstimatorModels")
-        path = os.path.join(folder, protocol_model_name(parameters.method, bvalues, parameters.prior, parameters.trainingSnr))
+        bvalues = self.logic.summarize(self._source(), parameters.bvalues).bvalues
+        name = protocol_model_name(parameters.method, bvalues, parameters.prior, parameters.trainingSnr)
+        path = os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "IVIMEstimatorModels", name)
         if os.path.exists(path):
             parameters.modelPath = path
             return
@@ -256,12 +248,12 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- results --------------------------------------------------------------------------------------------
     def onStatisticsButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Statistics failed.")):
-            table = self.logic.statistics(self._parameterNode)
+            table = self.logic.statistics(self._parameterNode.statsRegion)
             self.ui.statisticsTableView.setMRMLTableNode(table)
 
     def onExportButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-            written = export_maps(self.logic.mapNodes, self.ui.exportDirectoryButton.directory,
+            written = export_maps(self.logic.map_nodes, self.ui.exportDirectoryButton.directory,
                                   self._parameterNode.exportFormat)
             self.ui.statusLabel.text = _("Exported {count} maps to {folder}").format(
                 count=len(written), folder=self.ui.exportDirectoryButton.directory)
@@ -273,76 +265,16 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Voxel inspection failed.")):
             chart, voxel = self.logic.inspect(position)
             slicer.modules.plots.logic().ShowChartInLayout(chart)
-            values = voxel.values
-            self.ui.voxelLabel.text = _("voxel {ijk}: f {f:.3f}, D {D:.3f}, D* {Ds:.1f} (10⁻³ mm²/s), residual {r:.3f}").format(
-                ijk=voxel.ijk, f=values["f"], D=values["D"], Ds=values["Dstar"], r=values["residual"])
+            text = _("voxel {ijk}: f {f:.3f}, D {D:.3f}, D* {Dstar:.1f} (10⁻³ mm²/s), residual {residual:.3f}")
+            self.ui.voxelLabel.text = text.format(ijk=voxel.ijk, **voxel.values)
 
 
-class IVIMEstimatorLogic(ScriptedLoadableModuleLogic):
-    """Can be used without the GUI; all computation is in IVIMEstimatorLib. Keeps the last result (for the
-    voxel inspector, statistics and export)."""
-
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._summaries = SummaryCache()
-        self.forget()
-
-    def forget(self) -> None:
-        self.result = None
-        self.mapNodes = {}
-        self._chart = None
-        self._shipped = {}
-
-    def needsTraining(self, method: str, bvalues) -> bool:
-        """True when ``method`` is a network and no shipped one fits these b-values (checked once per protocol;
-        False while torch is not installed, as the check reads the model files)."""
-        if not torch_installed():
-            return False
-        key = (method, tuple(float(b) for b in bvalues))
-        if key not in self._shipped:
-            self._shipped[key] = has_shipped_model(method, bvalues)
-        return not self._shipped[key]
+class IVIMEstimatorLogic(ScriptedLoadableModuleLogic, IvimSession):
+    """Can be used without the GUI. The state (last result and its map nodes, the estimators built so far) and
+    all computation are IvimSession's (IVIMEstimatorLib.session); this class adds the parameter node."""
 
     def getParameterNode(self):
         return IVIMEstimatorParameterNode(super().getParameterNode())
-
-    def summarize(self, parameters: IVIMEstimatorParameterNode, source=None) -> SeriesSummary:
-        """What ``source`` (default ``parameters.inputSeries``; or a list of scalar volumes) holds."""
-        return self._summaries.get(source or parameters.inputSeries, parameters.bvalues)
-
-    def estimate(self, parameters: IVIMEstimatorParameterNode, source=None, progress=None, cancel=None) -> dict:
-        """New map volumes of ``source`` (default ``parameters.inputSeries``; or a list of scalar volumes, one
-        per b-value), see IVIMEstimatorLib.map_logic."""
-        source = source or parameters.inputSeries
-        config = EstimateConfig(method=parameters.method, bvalue_set=parameters.bvalueSet,
-                                motion_correction=parameters.motionCorrection, auto_mask=parameters.autoMask,
-                                prior=parameters.prior, device=parameters.device, model=parameters.modelPath or None)
-        result = estimate_maps(source, config, parameters.bvalues, parameters.maskNode, progress=progress, cancel=cancel)
-        first = source[0] if isinstance(source, list) else source
-        name = f"{first.GetName()} {parameters.method}"
-        self.result, self.mapNodes = result, map_nodes(first.GetScene(), result, name)
-        return self.mapNodes
-
-    def statistics(self, parameters: IVIMEstimatorParameterNode):
-        """A new table: mean and SD of every map inside ``parameters.statsRegion`` (or every fitted voxel)."""
-        region = None
-        if parameters.statsRegion is not None:
-            region = mask_from_node(parameters.statsRegion, self.mapNodes["f"], self.result.maps["f"].shape)
-        return statistics_table_node(self.mapNodes["f"].GetScene(), map_statistics(self.result.maps, region))
-
-    def inspect(self, position_ras):
-        """(chart node, VoxelFit) of the voxel at the world position ``position_ras`` (replaces the last chart)."""
-        import numpy as np
-
-        matrix = vtk.vtkMatrix4x4()
-        self.mapNodes["f"].GetRASToIJKMatrix(matrix)
-        ijk = np.rint(matrix.MultiplyPoint(list(position_ras) + [1.0])[:3]).astype(int)
-        voxel = voxel_fit(self.result, ijk)
-        scene = self.mapNodes["f"].GetScene()
-        if self._chart is not None and scene.IsNodePresent(self._chart):
-            scene.RemoveNode(self._chart)
-        self._chart = voxel_chart_node(scene, voxel)
-        return self._chart, voxel
 
 
 class IVIMEstimatorTest(ScriptedLoadableModuleTest):
@@ -351,52 +283,32 @@ class IVIMEstimatorTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
-        self.test_series_bvalues_from_data()
-        self.setUp()
         self.test_estimate_inspect_export()
 
-    def _placenta(self):
+    def test_estimate_inspect_export(self):
+        """The placenta phantom as a sequence node (b-values read from its index): SCDNN maps with units, a
+        voxel's fitted curve, statistics and export of all maps."""
+        import tempfile
+
+        import numpy as np
+        from FastMRICommon.geometry import ijk_to_ras
         from IVIMEstimatorLib.diffusion_series import new_sequence_node
         from IVIMEstimatorLib.phantoms.phantom import placenta_phantom
 
         phantom = placenta_phantom(shape=(3, 32, 32))
-        return phantom, new_sequence_node(slicer.mrmlScene, phantom.series, "placenta")
-
-    def test_series_bvalues_from_data(self):
-        """The placenta phantom as a sequence node: 10 volumes, b-values read from the sequence index."""
-        _, sequence = self._placenta()
+        sequence = new_sequence_node(slicer.mrmlScene, phantom.series, "placenta")
         logic = IVIMEstimatorLogic()
         parameters = logic.getParameterNode()
-        parameters.inputSeries = sequence
-        summary = logic.summarize(parameters)
-        self.assertEqual(summary.volumes, 10)
-        self.assertEqual(summary.bvalues_source, "data")
-        self.assertEqual(summary.bvalues[-1], 500.0)
-
-    def test_estimate_inspect_export(self):
-        """SCDNN maps with units, a voxel's fitted curve, statistics and export of all maps."""
-        import tempfile
-
-        import numpy as np
-
-        phantom, sequence = self._placenta()
-        logic = IVIMEstimatorLogic()
-        parameters = logic.getParameterNode()
-        parameters.inputSeries = sequence
-        parameters.method = "scdnn"
-        nodes = logic.estimate(parameters)
+        parameters.inputSeries, parameters.method = sequence, "scdnn"
+        summary = logic.summarize(sequence, parameters.bvalues)
+        self.assertEqual((summary.volumes, summary.bvalues_source, summary.bvalues[-1]), (10, "data", 500.0))
+        nodes = logic.estimate(sequence, estimate_config(parameters))
         self.assertEqual(nodes["D"].GetName(), "placenta scdnn D [10^-3 mm2/s]")
-        D = slicer.util.arrayFromVolume(nodes["D"])
-        placenta = phantom.labels == 1
+        D, placenta = slicer.util.arrayFromVolume(nodes["D"]), phantom.labels == 1
         self.assertAlmostEqual(float(np.median(D[placenta])), float(np.median(phantom.D[placenta]) * 1e3), delta=0.5)
         k, j, i = np.argwhere(placenta)[0]
-        matrix = vtk.vtkMatrix4x4()
-        nodes["f"].GetIJKToRASMatrix(matrix)
-        chart, voxel = logic.inspect(matrix.MultiplyPoint([float(i), float(j), float(k), 1.0])[:3])
-        self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), 2)
-        self.assertEqual(voxel.ijk, (i, j, k))
-        table = logic.statistics(parameters)
-        self.assertEqual(table.GetNumberOfRows(), len(nodes))
-        written = export_maps(logic.mapNodes, tempfile.mkdtemp(), "nifti")
-        self.assertEqual(len(written), len(nodes))
+        chart, voxel = logic.inspect(ijk_to_ras(logic.result.geometry, (i, j, k)))
+        self.assertEqual((chart.GetNumberOfPlotSeriesNodes(), voxel.ijk), (2, (i, j, k)))
+        self.assertEqual(logic.statistics().GetNumberOfRows(), len(nodes))
+        self.assertEqual(len(export_maps(logic.map_nodes, tempfile.mkdtemp(), "nifti")), len(nodes))
         self.delayDisplay("Test passed")

@@ -19,6 +19,7 @@ from FastMRICommon.geometry import VolumeGeometry
 from FastMRICommon.mrml_nodes import geometry_of, new_volume_node
 from FastMRICommon.volume_files import read_volume_array
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node, read_series_array
+from IVIMEstimatorLib.fits.model import IvimFit
 from IVIMEstimatorLib.map_logic import (MAP_SPECS, STAT_COLUMNS, EstimateConfig, automatic_mask, estimate_maps,
                                         export_maps, fit_residual, map_nodes, map_statistics, select_bvalues,
                                         statistics_table_node, VoxelPoint, voxel_chart_node, voxel_fit)
@@ -117,8 +118,7 @@ def test_wrong_inputs_are_refused(scene, phantom, sequence):
 
 def test_fit_residual_is_zero_for_the_true_maps():
     truth = placenta_phantom(shape=(2, 24, 24), snr=1e9, seed=1)
-    maps = {"f": truth.f, "D": truth.D, "Dstar": truth.Dstar, "S0": truth.S0}
-    residual = fit_residual(truth.series, maps)
+    residual = fit_residual(truth.series, IvimFit(truth.f, truth.D, truth.Dstar, truth.S0))
     tissue = truth.labels > 0
     assert np.nanmax(residual[tissue]) < 1e-6
 
@@ -126,7 +126,8 @@ def test_fit_residual_is_zero_for_the_true_maps():
 def test_map_nodes_statistics_voxel_and_export(scene, phantom, sequence, tmp_path):
     result = estimate_maps(sequence, EstimateConfig(method="mlp", auto_mask=True))
     nodes = map_nodes(scene, result, "placenta")
-    assert nodes["D"].GetName() == "placenta D [10^-3 mm2/s]" and nodes["Dstar"].GetName() == "placenta D* [10^-3 mm2/s]"
+    assert nodes["D"].GetName() == "placenta D [10^-3 mm2/s]"
+    assert nodes["Dstar"].GetName() == "placenta D* [10^-3 mm2/s]"
     assert nodes["f"].GetAttribute("IVIM.unit") == "fraction"
     for key, node in nodes.items():
         assert geometry_of(node).matches(phantom.series.geometry)
@@ -359,3 +360,13 @@ def test_the_module_binds_its_gui_through_parameter_gui_and_its_place_widget_sho
     assert "voxelPlaceWidget.setCurrentNode" in ast.unparse(voxel.args[2])
     for name, function in functions.items():
         assert not calls(function, "SetMaximumNumberOfControlPoints"), f"{name}: the voxel list is VoxelPoint's"
+
+
+def test_reload_forgets_the_lib_packages_before_slicer_re_runs_the_module_file():
+    """Slicer's Reload (``ScriptedLoadableModuleWidget.onReload`` at v5.10.0) executes only the module file again:
+    the widget's ``onReload`` first forgets IVIMEstimatorLib and FastMRICommon, then calls Slicer's."""
+    body = module_functions()["onReload"].body
+    statements = [ast.unparse(node) for node in body if not isinstance(node, ast.Expr) or
+                  not isinstance(node.value, ast.Constant)]
+    assert statements == ["forget_packages(('IVIMEstimatorLib', 'FastMRICommon'))",
+                          "ScriptedLoadableModuleWidget.onReload(self)"]

@@ -10,7 +10,8 @@ import osipi
 from conftest import requires_shared
 from FastMRICommon.errors import InputError
 from FastMRICommon.model_files import load_model_file, load_shipped_model, read_manifest, sha256_file
-from IVIMEstimatorLib.fits.estimate import MODELS_DIR, find_shipped_model, fit
+from IVIMEstimatorLib.fits.estimate import fit
+from IVIMEstimatorLib.fits.network_models import MODELS_DIR, find_shipped_model
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 from IVIMEstimatorLib.fits.networks import ScdnnNet
 from IVIMEstimatorLib.fits.priors import PRIORS

@@ -84,14 +84,14 @@ def _check_parents(path: Path, what: str) -> None:
         raise InputError(f"{what} {path} cannot be created: {parent} is a file")
 
 
-#: Maps ``fit`` writes, as ``<key><format>``: estimate.fit's keys.
-FIT_MAP_KEYS = ("f", "D", "Dstar", "S0", "f_sd", "D_sd", "Dstar_sd")
+#: Formats of the maps ``fit`` writes, as ``<key><format>`` (keys: ``fits.model.MAP_KEYS``).
 FIT_FORMATS = (".nrrd", ".nii.gz")
 
 
 def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]) -> list[Path]:
     """The maps of an earlier fit in ``outdir``, which this fit replaces (only with ``--overwrite``; other files
     stay). Refuses an output folder that is an input, a file, or (without ``--overwrite``) not empty."""
+    from IVIMEstimatorLib.fits.model import MAP_KEYS
     from IVIMEstimatorLib.map_logic import STAGING_PREFIX
 
     for source in inputs:
@@ -105,7 +105,7 @@ def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]
         names = ", ".join(entry.name for entry in entries[:4]) + (", ..." if len(entries) > 4 else "")
         raise InputError(f"the output folder {outdir} is not empty ({names}): choose an empty folder, or pass "
                          "--overwrite to replace the maps of an earlier fit")
-    ours = {key + suffix for key in FIT_MAP_KEYS for suffix in FIT_FORMATS}
+    ours = {key + suffix for key in MAP_KEYS for suffix in FIT_FORMATS}
     earlier = [entry for entry in entries if entry.name in ours or entry.name.startswith(STAGING_PREFIX)]
     check_outputs([source for source in inputs if source is not None],  # never replace an input
                   [entry for entry in earlier if entry.is_file()])
@@ -142,7 +142,7 @@ def cmd_register(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from IVIMEstimatorLib.fits.estimate import fit
+    from IVIMEstimatorLib.fits.model import IvimModel
     from IVIMEstimatorLib.map_logic import staged_files
 
     inputs = [args.dwi, args.mask, args.registration_mask, args.bvals_file, args.model]
@@ -151,12 +151,13 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if series.bvalues is None:
         raise InputError(f"{args.dwi} stores no b-values: give --bvals or --bvals-file")
     mask = _read_mask(args.mask, series, args.dwi)
+    # the estimator (network read and checked against the b-values) before the registration, which takes minutes
+    estimator = IvimModel(series.bvalues, args.method, args.model, args.prior, args.device)
     if args.motion_correct:
         series = _motion_correct(series, _read_mask(args.registration_mask, series, args.dwi), args.rounds).series
     log.info("fitting %d voxels x %d b-values with %s", int(np.prod(series.volumes.shape[1:])),
              series.volumes.shape[0], args.method)
-    maps = fit(series.signals, series.bvalues, method=args.method, model=args.model, mask=mask, prior=args.prior,
-               device=args.device, progress=_progress_in_tenths())
+    maps = estimator.fit(series.signals, mask, progress=_progress_in_tenths()).maps()
     with staged_files(args.outdir, replace=earlier) as staging:  # all maps or none, never mixed with earlier ones
         for name, values in maps.items():
             write_volume_array(values, series.geometry, staging / f"{name}{args.format}")
@@ -272,13 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     register_parser.set_defaults(command=cmd_register)
 
     train_parser = sub.add_parser("train", parents=[common], help="train a network on synthetic signals",
-                                  description="Train SCDNN, MLP or IVIM-NET for a b-value protocol on synthetic signals "
-                                              "(prior, Rician SNR) and write the model file and its loss curve (PNG).")
+                                  description="Train SCDNN, MLP or IVIM-NET for a b-value protocol on synthetic "
+                                              "signals (prior, Rician SNR) and write the model file and its loss "
+                                              "curve (PNG).")
     train_parser.add_argument("--method", choices=("scdnn", "mlp", "ivimnet"), default="scdnn")
     train_parser.add_argument("--bvals", required=True, help="protocol b-values in s/mm², starting at 0")
     train_parser.add_argument("--prior", choices=sorted(PRIORS), default="placenta")
     train_parser.add_argument("--snr", type=positive_float, default=30.0, help="SNR at b = 0 (default 30)")
-    train_parser.add_argument("--samples", type=positive_int, default=200_000, help="synthetic signals (default 200000)")
+    train_parser.add_argument("--samples", type=positive_int, default=200_000,
+                              help="synthetic signals (default 200000)")
     train_parser.add_argument("--epochs", type=positive_int, default=10)
     train_parser.add_argument("--seed", type=int, default=0)
     train_parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")

@@ -3,11 +3,12 @@
 ``estimate_maps`` takes the series as Slicer holds it (sequence, multi-volume, DWI node or a list of scalar
 volumes; ``series_logic.load_series``), optionally a mask (label map volume, or segmentation node whose
 segments are merged; both resampled to the series grid by Slicer's segmentation logic) or an automatic mask,
-optionally motion correction (``motion.motion_correct``), and one of the five methods (``estimate.fit``) on
-all b-values or the accelerated subset (b = 0, 20, 50, 150, 300, 500 s/mm²). Result maps, in display units:
-f (fraction), D and D* (10⁻³ mm²/s), S0 (signal units), the Bayes method's posterior SDs, and the fit residual
-(RMS over b of S/S0 - model, as a fraction of S0). Voxels outside the mask or without a valid fit are NaN in
-the arrays and 0 in the volume nodes (shown transparent below the colour window).
+optionally motion correction (``motion.motion_correct``), and one of the five methods (``fits.model.IvimModel``,
+built once per protocol and method and kept in an ``IvimModels``) on all b-values or the accelerated subset
+(b = 0, 20, 50, 150, 300, 500 s/mm²). Result maps, in display units: f (fraction), D and D* (10⁻³ mm²/s), S0
+(signal units), the Bayes method's posterior SDs, and the fit residual (RMS over b of (S - fitted S) / S0, a
+fraction of S0). Voxels outside the mask or without a valid fit are NaN in the arrays and 0 in the volume
+nodes (shown transparent below the colour window). Errors are ``InputError`` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from FastMRICommon.volume_files import write_volume
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries
 
 from IVIMEstimatorLib.fits.methods import METHODS
+from IVIMEstimatorLib.fits.model import IvimFit, IvimModel
 from IVIMEstimatorLib.motion import MotionConfig, motion_correct
 from IVIMEstimatorLib.series_logic import load_series, require_bvalues
-from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ivim_signal
+from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
 
 BVALUE_SETS = ("all", "accelerated")
 
@@ -64,7 +66,7 @@ MAP_SPECS = {
 
 @dataclass(frozen=True)
 class EstimateConfig:
-    """What *Estimate* does: ``method`` (``estimate.METHODS``), ``bvalue_set`` ("all" or "accelerated"),
+    """What *Estimate* does: ``method`` (``methods.METHODS``), ``bvalue_set`` ("all" or "accelerated"),
     ``motion_correction``, ``auto_mask`` (used when no mask node is given), the Bayes ``prior``, the torch
     ``device``, and a network ``model`` file (None: the shipped model for the protocol)."""
 
@@ -81,11 +83,13 @@ class EstimateConfig:
 @dataclass
 class MapResult:
     """Maps in display units (``MAP_SPECS``; NaN outside the mask), the series actually fitted (after b-value
-    selection and motion correction), the mask used (None: all voxels), and the grid."""
+    selection and motion correction), the mask used (None: all voxels), the fit itself (fit units: D and D*
+    in mm²/s; its ``predict`` gives the fitted curves), and the grid."""
 
     maps: dict[str, np.ndarray]
     series: DiffusionSeries
     mask: Optional[np.ndarray]
+    fit: IvimFit
 
     @property
     def geometry(self) -> VolumeGeometry:
@@ -164,25 +168,55 @@ def automatic_mask(series: DiffusionSeries, fraction: float = 0.1) -> np.ndarray
     return mask
 
 
-def fit_residual(series: DiffusionSeries, maps: dict[str, np.ndarray]) -> np.ndarray:
-    """RMS over b of (S / S0 - model) per voxel, from maps in fit units (f, D, D* in mm²/s, S0)."""
+def fit_residual(series: DiffusionSeries, fitted: IvimFit) -> np.ndarray:
+    """RMS over the series' b-values of (S - fitted S) / S0 per voxel, float32 of the voxel shape (NaN where
+    there is no fit); ``fitted`` holds maps of the series' grid."""
     b = require_bvalues(series)
     signals = np.moveaxis(series.volumes.astype(np.float64), 0, -1)
-    S0 = maps["S0"].astype(np.float64)
+    S0 = np.asarray(fitted.S0, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        model = ivim_signal(b, maps["f"], maps["D"], maps["Dstar"])
-        residual = np.sqrt(np.mean((signals / S0[..., None] - model) ** 2, axis=-1))
+        residual = np.sqrt(np.mean(((signals - fitted.predict(b)) / S0[..., None]) ** 2, axis=-1))
     return np.where(np.isfinite(residual), residual, np.nan).astype(np.float32)
+
+
+class IvimModels:
+    """The estimators built so far (``IvimModel``), one per acquired b-values, method, network file, prior and
+    device, so that estimating again on the same protocol neither reads nor checks the network again. A model
+    file is known by its path, size and modification time (a file replaced on disk is read again). At most
+    ``capacity`` are kept; the oldest goes first."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._models: dict[tuple, IvimModel] = {}
+
+    def get(self, bvalues: np.ndarray, config: EstimateConfig) -> IvimModel:
+        """The ``IvimModel`` of ``config``'s method, model, prior and device for ``bvalues`` (s/mm², as
+        acquired); built on first use (raises what ``IvimModel`` raises; nothing is kept then)."""
+        model_file = None
+        if config.model is not None:
+            path = Path(config.model)
+            stat = path.stat() if path.is_file() else None
+            model_file = (str(path.resolve()), stat and stat.st_size, stat and stat.st_mtime_ns)
+        key = (tuple(float(b) for b in bvalues), config.method, model_file, config.prior, config.device)
+        if key not in self._models:
+            model = IvimModel(bvalues, config.method, config.model, config.prior, config.device)
+            while len(self._models) >= self.capacity:
+                self._models.pop(next(iter(self._models)))
+            self._models[key] = model
+        return self._models[key]
 
 
 def estimate_maps(source: Any, config: EstimateConfig = EstimateConfig(), bvalues_text: str = "",
                   mask_node: Any = None, progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelCheck] = None) -> MapResult:
-    """IVIM maps of the series held by ``source`` (module docstring); inputs are only read."""
+                  cancel: Optional[CancelCheck] = None, models: Optional[IvimModels] = None) -> MapResult:
+    """IVIM maps of the series held by ``source`` (module docstring); inputs are only read. ``models``: the
+    estimators built by earlier calls, reused and added to (None: one is built for this call). The estimator
+    is built before motion correction, so that a protocol without a network fails at once."""
     if config.method not in METHODS:
         raise InputError(f"unknown method {config.method!r}; choose one of {', '.join(METHODS)}")
     report(progress, 0.0, "reading the series")
     series = select_bvalues(load_series(source, bvalues_text), config.bvalue_set)
+    estimator = (models if models is not None else IvimModels()).get(series.bvalues, config)
     shape = series.volumes.shape[1:]
     mask = None
     if mask_node is not None:
@@ -199,16 +233,12 @@ def estimate_maps(source: Any, config: EstimateConfig = EstimateConfig(), bvalue
         fit_start = 0.8
     raise_if_cancelled(cancel)
     report(progress, fit_start, f"fitting ({config.method})")
-    from IVIMEstimatorLib.fits.estimate import fit  # imports torch
-
-    signals = np.moveaxis(series.volumes, 0, -1)
-    fitted = fit(signals, series.bvalues, config.method, model=config.model, mask=mask, prior=config.prior,
-                 device=config.device, cancel=cancel,
-                 progress=None if progress is None else lambda f, m: progress(fit_start + (0.95 - fit_start) * f, m))
-    fitted["residual"] = fit_residual(series, fitted)
-    maps = {key: (values * MAP_SPECS[key].factor).astype(np.float32) for key, values in fitted.items()}
+    fit_progress = None if progress is None else lambda f, m: progress(fit_start + (0.95 - fit_start) * f, m)
+    fitted = estimator.fit(np.moveaxis(series.volumes, 0, -1), mask, progress=fit_progress, cancel=cancel)
+    maps = fitted.maps() | {"residual": fit_residual(series, fitted)}
+    maps = {key: (values * MAP_SPECS[key].factor).astype(np.float32) for key, values in maps.items()}
     report(progress, 1.0, "maps ready")
-    return MapResult(maps, series, mask)
+    return MapResult(maps, series, mask, fitted)
 
 
 def _reference_volume(source: Any) -> Any:
@@ -292,11 +322,10 @@ def voxel_fit(result: MapResult, ijk: Sequence[int]) -> VoxelFit:
     if not np.isfinite(values["f"]):
         raise InputError(f"voxel (i={i}, j={j}, k={k}) has no fit (outside the mask or invalid signal)")
     b = require_bvalues(result.series)
-    S0 = values["S0"] / MAP_SPECS["S0"].factor
+    fitted = result.fit[k, j, i]
+    S0 = float(fitted.S0)
     curve_b = np.linspace(0.0, float(b.max()), 200)
-    curve = ivim_signal(curve_b, values["f"] / MAP_SPECS["f"].factor, values["D"] / MAP_SPECS["D"].factor,
-                        values["Dstar"] / MAP_SPECS["Dstar"].factor)
-    return VoxelFit((i, j, k), b, result.series.volumes[:, k, j, i] / S0, curve_b, curve, values)
+    return VoxelFit((i, j, k), b, result.series.volumes[:, k, j, i] / S0, curve_b, fitted.predict(curve_b) / S0, values)
 
 
 def voxel_chart_node(scene: Any, voxel: VoxelFit, name: str = "IVIM voxel") -> Any:
@@ -304,7 +333,8 @@ def voxel_chart_node(scene: Any, voxel: VoxelFit, name: str = "IVIM voxel") -> A
     reuses nothing, so every inspection is a new chart unless the caller removes the old one."""
     chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
     values = voxel.values
-    chart.SetTitle(f"voxel {voxel.ijk}: f {values['f']:.3f}, D {values['D']:.3f}, D* {values['Dstar']:.1f} (10^-3 mm2/s)")
+    chart.SetTitle(f"voxel {voxel.ijk}: f {values['f']:.3f}, D {values['D']:.3f}, D* {values['Dstar']:.1f} "
+                   "(10^-3 mm2/s)")
     chart.SetXAxisTitle("b (s/mm2)")
     chart.SetYAxisTitle("S / S0")
     for title, x, y, style in (("measured", voxel.bvalues, voxel.signal, "scatter"),

@@ -1,14 +1,17 @@
 """The three IVIM networks. Input: signals normalised by S0 (y = S_b / S_0), one row per voxel.
 Output: (f, D, D*) with D, D* in mm²/s, inside the training prior's ranges.
 
-- ``ScdnnNet``: sparse-coding deep network, an unrolled ISTA. Signal extraction (linear), dictionary layer A
-  (learns phi^H), N iteration units x_{n+1} = H_lambda[A y + B x_n] (B learns I - phi^H phi; H_lambda a hard
-  threshold with learnable lambda), a normalisation layer to [0, 1] summing to 1, then the coefficient vector
-  splits into halves tied to discretised D (weight 1 - f) and D* (weight f): f = sum of the D* half, and each
-  half, re-normalised, gives D or D* through its own linear-combination layer (initialised at the grid values).
+- ``ScdnnNet``: sparse-coding deep network (after the SC-DNN of Zheng T. et al., "A Model-driven Deep Learning
+  Method Based on Sparse Coding to Accelerate IVIM Imaging in Fetal Brain", Proc. ISMRM 2021, abstract 1333), an
+  unrolled ISTA. Signal extraction (linear), dictionary layer A (learns phi^H), N iteration units
+  x_{n+1} = H_lambda[A y + B x_n] (B learns I - phi^H phi; H_lambda a hard threshold with learnable lambda), a
+  normalisation layer to [0, 1] summing to 1, then the coefficient vector splits into halves tied to
+  discretised D (weight 1 - f) and D* (weight f): f = sum of the D* half, and each half, re-normalised, gives D
+  or D* through its own linear-combination layer (initialised at the grid values).
 - ``MlpNet``: a supervised q-space MLP (Golkov et al. style) with sigmoid-bounded outputs.
-- ``IvimNet``: the same MLP trained without labels, physics-informed (IVIM-NET style): its loss compares
-  the input signal with the IVIM curve of its own estimates (see ``training``).
+- ``IvimNet``: the same MLP trained without labels, physics-informed (IVIM-NET style: Barbieri S. et al.,
+  Magn. Reson. Med. 83:312-321, 2020; Kaandorp M.P.T. et al., Magn. Reson. Med. 86:2250-2265, 2021): its loss
+  compares the input signal with the IVIM curve of its own estimates (see ``training``).
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class ScdnnNet(nn.Module):
             for layer in self.B:
                 layer.weight.mul_(0.1)
         self.D_values = nn.Parameter(torch.linspace(*D_range, half) * 1e3)  # in 10⁻³ mm²/s
-        self.Dstar_values = nn.Parameter(torch.exp(torch.linspace(math.log(Dstar_range[0]), math.log(Dstar_range[1]), half)) * 1e3)
+        log_Dstar = torch.linspace(math.log(Dstar_range[0]), math.log(Dstar_range[1]), half)
+        self.Dstar_values = nn.Parameter(torch.exp(log_Dstar) * 1e3)
         self.half = half
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

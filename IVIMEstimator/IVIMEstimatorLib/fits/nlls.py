@@ -1,13 +1,17 @@
 """Segmented, then bounded full non-linear least-squares IVIM fit, vectorised over voxels.
 
+Input: signals ``y [n, n_b]`` normalised so that S(lowest b) is about 1, at b-values ``b`` (s/mm²). Output:
+(S0, f, D, D*) per voxel, S0 relative to the normalisation, D and D* in mm²/s, within ``NllsConfig``'s bounds.
+
 1. Segmented start: D from a mono-exponential (log-linear) fit of the b >= 200 s/mm² signals; f from its
    intercept relative to S0; D* starts at 10 D.
 2. Grid start: for a grid of (D, D*) pairs the model is linear in the two compartment amplitudes, so their
    least-squares values are closed-form (variable projection); the best grid pair is a second start.
 3. Full fit of (S0, f, D, D*) by a batched, bounds-projected Levenberg-Marquardt: every voxel takes its own
-   damped Gauss-Newton steps, all voxels in one set of numpy operations (no per-voxel scipy loop), from both starts; each voxel keeps the
-   result with the smaller residual. Two starts keep the fit out of the local minima that one start can lead
-   into when D* is only a few times D (e.g. kidney cortex in OSIPI's test signals).
+   damped Gauss-Newton steps, all voxels in one set of numpy operations (no per-voxel scipy loop), from both
+   starts; each voxel keeps the result with the smaller residual. Two starts keep the fit out of the local
+   minima that one start can lead into when D* is only a few times D (e.g. kidney cortex in OSIPI's test
+   signals).
 4. Model selection: a mono-exponential fit S0 exp(-b D) (log-linear start weighted by S², then the same
    Levenberg-Marquardt on (S0, D)) competes with the bi-exponential one by the Bayesian information
    criterion for least squares with Gaussian noise, BIC = n ln(RSS / n) + k ln n with k = 2 or 4 parameters
@@ -16,12 +20,8 @@
    BIC is lower, n ln(RSS_mono / RSS_bi) > (4 - 2) ln n; otherwise f = 0, S0 and D are the mono-exponential
    fit's and D* = 0 (no pseudo-diffusion compartment; the value OSIPI's phantom gives stomach contents).
    Why: on free water (f = 0, D = 3e-3 mm²/s) the bi-exponential fit ends at D* ~ D, where f does not change
-   the curve, and returned f = 0.26 and 0.46 on OSIPI's stomach-contents signals (20 b-values, noise SD
-   0.0005). How the criterion was chosen: on 1000 such free-water signals the bi-exponential model is still
-   kept (noise fitted by its two extra parameters) for 11% of them by AIC (n ln(RSS_mono / RSS_bi) > 4), 5%
-   by BIC, 2% by an F-test at 5%; on 20000 synthetic placenta signals at SNR 30 with b = 0,20,50,150,300,500,
-   BIC lowers the NRMSE of f from 0.514 to 0.461 (AIC 0.456), while the F-test keeps the mono-exponential
-   model for 56% of the voxels and raises it to 0.714.
+   the curve, and returns an arbitrary f (``test_nlls_fits_free_water_mono_exponentially``). The effect on
+   accuracy: docs/benchmarks/ivim.md (Table 1, ``nlls``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def grid_start(y: np.ndarray, b: np.ndarray, config: NllsConfig,
     """Best (S0, f, D, D*) per voxel over a (D, D*) grid (D linear, D* log-spaced inside the bounds) with the
     two compartment amplitudes solved by linear least squares (pairs needing a negative amplitude excluded)."""
     D_values = np.linspace(max(config.D_bounds[0], 1e-5), config.D_bounds[1], config.grid_D)
-    Dstar_values = np.exp(np.linspace(np.log(config.Dstar_bounds[0]), np.log(config.Dstar_bounds[1]), config.grid_Dstar))
+    Dstar_values = np.exp(np.linspace(np.log(config.Dstar_bounds[0]), np.log(config.Dstar_bounds[1]),
+                                      config.grid_Dstar))
     D, Dstar = (axis.ravel() for axis in np.meshgrid(D_values, Dstar_values, indexing="ij"))
     keep = Dstar > D
     D, Dstar = D[keep], Dstar[keep]

@@ -20,7 +20,7 @@ from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 
 def has_shipped_model(method: str, bvalues: np.ndarray) -> bool:
     """True when ``method`` is a classic fit, or a shipped network exists for exactly these b-values (s/mm²)."""
-    from IVIMEstimatorLib.fits.estimate import find_shipped_model  # imports torch
+    from IVIMEstimatorLib.fits.network_models import find_shipped_model  # imports torch
 
     if method not in METHOD_ARCHITECTURE:
         return True
@@ -38,7 +38,8 @@ def protocol_model_name(method: str, bvalues: np.ndarray, prior: str, snr: float
 
 
 def train_for_protocol(bvalues: np.ndarray, out: str | os.PathLike, method: str = "scdnn", prior: str = "placenta",
-                       snr: float = 30.0, samples: Optional[int] = None, epochs: Optional[int] = None, device: str = "cpu",
+                       snr: float = 30.0, samples: Optional[int] = None, epochs: Optional[int] = None,
+                       device: str = "cpu",
                        progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Path:
     """Train ``method`` for the b-values (s/mm², the data's unique values; b = 0 required) on synthetic
     signals from ``prior`` at ``snr``; write it to ``out`` (refused if it exists) and return the path.

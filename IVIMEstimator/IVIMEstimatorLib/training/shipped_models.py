@@ -1,4 +1,5 @@
-"""The networks shipped in ``IVIMEstimator/Resources/Models/IVIMEstimator``: how each is trained, evaluated and described.
+"""The networks shipped in ``IVIMEstimator/Resources/Models/IVIMEstimator``: how each is trained, evaluated and
+described.
 
 Every shipped model is retrained from this list with ``make ivim-models`` (``python -m
 IVIMEstimatorLib.training.shipped_models``): train on synthetic signals, evaluate on an independent held-out set
@@ -20,7 +21,7 @@ import numpy as np
 from FastMRICommon.model_files import (ManifestEntry, ModelFile, load_shipped_model, save_model_file, sha256_file,
                                        write_manifest_entry)
 
-from IVIMEstimatorLib.fits.estimate import MODELS_DIR
+from IVIMEstimatorLib.fits.network_models import MODELS_DIR
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
 
 log = logging.getLogger("ivimestimator")
@@ -89,7 +90,8 @@ S(b)/S(0).
 - **Training protocol**: Adam, learning rate {training["learning_rate"]:g}, batch {training["batch_size"]},
   {training["epochs"]} epochs, cosine warm-up over {training["warmup_epochs"]} epochs then cosine decay,
   gradient norm clipped at {training["gradient_clip"]:g}, seed {training["seed"]}, device {training["device"]}
-  (2 cores, shared with other work while it trained: {training["seconds"]:.0f} s). Architecture `{model.architecture}` with {json.dumps(model.config)}.
+  (2 cores, shared with other work while it trained: {training["seconds"]:.0f} s). \
+Architecture `{model.architecture}` with {json.dumps(model.config)}.
 - **Validation** (the 10% split): final loss {history["val_loss"][-1]:.4g}.
 - **Held-out test** ({HELD_OUT_SIGNALS} independent signals, seed {HELD_OUT_SEED}, same prior and SNR),
   NRMSE = rmse / mean of truth:
@@ -112,7 +114,8 @@ def build(spec: ShippedModel, models_dir: Path, device: str = "cpu") -> dict:
 
     config = TrainingConfig(method=spec.method, bvalues=spec.bvalues, prior=spec.prior, snr=spec.snr)
     model, _ = train(config, device=device,
-                     progress=lambda fraction, message: log.info("%s [%3d%%] %s", spec.file, round(100 * fraction), message))
+                     progress=lambda fraction, message: log.info("%s [%3d%%] %s", spec.file, round(100 * fraction),
+                                                                 message))
     evaluation = held_out_evaluation(model, spec)
     model.metadata["metrics"]["held_out_nrmse"] = evaluation
     path = models_dir / spec.file

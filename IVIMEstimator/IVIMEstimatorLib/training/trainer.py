@@ -17,6 +17,7 @@ from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, rais
 from FastMRICommon.model_files import ModelFile, save_model_file
 
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
+from IVIMEstimatorLib.fits.network_models import normalised_inputs
 from IVIMEstimatorLib.fits.networks import REGISTRY
 from IVIMEstimatorLib.fits.priors import get_prior
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
@@ -44,7 +45,8 @@ class TrainingConfig:
 
     def validate(self) -> None:
         if self.method not in METHOD_ARCHITECTURE:
-            raise InputError(f"unknown trainable method {self.method!r}; choose one of {', '.join(METHOD_ARCHITECTURE)}")
+            raise InputError(f"unknown trainable method {self.method!r}; "
+                             f"choose one of {', '.join(METHOD_ARCHITECTURE)}")
         b = np.asarray(self.bvalues, float)
         if b.size < 3 or np.any(np.diff(b) <= 0) or b[0] != 0:
             raise InputError("training b-values must start at 0 and increase strictly, with at least 3 values")
@@ -72,13 +74,6 @@ def build_network(config: TrainingConfig):
     kwargs.update(config.architecture_options)
     architecture = METHOD_ARCHITECTURE[config.method]
     return REGISTRY[architecture](**kwargs), architecture, kwargs
-
-
-def normalised_inputs(signals: np.ndarray, bvalues: np.ndarray) -> np.ndarray:
-    """y = S_b / S_0 for b > 0 (S_0 = mean of the b = 0 signals), the networks' input."""
-    zero = bvalues == 0
-    s0 = signals[:, zero].mean(axis=1, keepdims=True)
-    return (signals[:, ~zero] / s0).astype(np.float32)
 
 
 def _learning_rate(config: TrainingConfig, step: int, steps_per_epoch: int) -> float:
@@ -151,13 +146,15 @@ def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu
         history["val_nrmse"].append(nrmse)
         history["seconds"].append(time.time() - start)
         report(progress, (epoch + 1) / config.epochs,
-               f"epoch {epoch + 1}/{config.epochs}: val loss {val_loss:.4g}, NRMSE f {nrmse[0]:.3f} D {nrmse[1]:.3f} D* {nrmse[2]:.3f}")
+               f"epoch {epoch + 1}/{config.epochs}: val loss {val_loss:.4g}, "
+               f"NRMSE f {nrmse[0]:.3f} D {nrmse[1]:.3f} D* {nrmse[2]:.3f}")
     network.cpu()
     model = ModelFile(architecture, kwargs, network.state_dict(), {
         "method": config.method, "protocol": {"bvalues": bvalues.tolist(), "units": "s/mm2"},
         "training": {**asdict(config), "bvalues": bvalues.tolist(), "device": device,
                      "seconds": round(time.time() - start, 1)},
-        "data": f"synthetic: prior {config.prior}, Rician noise SNR {config.snr}, {config.samples} signals (90/10 split)",
+        "data": f"synthetic: prior {config.prior}, Rician noise SNR {config.snr}, {config.samples} signals "
+                "(90/10 split)",
         "metrics": {"validation_nrmse": dict(zip(("f", "D", "Dstar"), history["val_nrmse"][-1]))},
         "history": history,
     })
