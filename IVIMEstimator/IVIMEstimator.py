@@ -135,9 +135,11 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def onReload(self) -> None:
-        """Slicer's Reload re-runs this file only (``slicer.util.reloadScriptedModule``): the Lib packages are
-        forgotten first, so that it imports their edited code too."""
-        forget_packages(("IVIMEstimatorLib", "FastMRICommon"))
+        """Slicer's Reload re-runs this file only (``slicer.util.reloadScriptedModule``): IVIMEstimatorLib is
+        forgotten first, so that it imports its edited code too (FastMRICommon is shared with FastMRRecon and
+        stays: its classes, e.g. InputError, must stay one class for both modules; restart Slicer after changing
+        it)."""
+        forget_packages(("IVIMEstimatorLib",))
         ScriptedLoadableModuleWidget.onReload(self)
 
     def exit(self) -> None:

@@ -364,9 +364,10 @@ def test_the_module_binds_its_gui_through_parameter_gui_and_its_place_widget_sho
 
 def test_reload_forgets_the_lib_packages_before_slicer_re_runs_the_module_file():
     """Slicer's Reload (``ScriptedLoadableModuleWidget.onReload`` at v5.10.0) executes only the module file again:
-    the widget's ``onReload`` first forgets IVIMEstimatorLib and FastMRICommon, then calls Slicer's."""
+    the widget's ``onReload`` first forgets IVIMEstimatorLib, then calls Slicer's. FastMRICommon stays: it is
+    shared with FastMRRecon, whose imported classes (InputError) must stay the ones FastMRICommon raises."""
     body = module_functions()["onReload"].body
     statements = [ast.unparse(node) for node in body if not isinstance(node, ast.Expr) or
                   not isinstance(node.value, ast.Constant)]
-    assert statements == ["forget_packages(('IVIMEstimatorLib', 'FastMRICommon'))",
+    assert statements == ["forget_packages(('IVIMEstimatorLib',))",
                           "ScriptedLoadableModuleWidget.onReload(self)"]
