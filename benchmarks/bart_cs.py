@@ -35,14 +35,17 @@ def read_cfl(stem: Path) -> np.ndarray:
 
 
 def bart_cs_sense(kspace: np.ndarray, mask: np.ndarray, regularization: float, phase_encode_axis: int = 0,
-                  iterations: int = 50) -> np.ndarray:
+                  iterations: int = 50, calibration: tuple[int, int] | None = None) -> np.ndarray:
     """Magnitude image of one slice's ``kspace [coils, rows, columns]`` (zeros where not acquired):
-    ESPIRiT maps (one set, calibration = the fully sampled central block) + pics l1-wavelet."""
-    calibration = calibration_lines(mask, phase_encode_axis).size
+    ESPIRiT maps (one set; calibration region ``calibration`` (rows, columns), default a square of the fully
+    sampled central lines) + pics l1-wavelet."""
+    if calibration is None:
+        lines = calibration_lines(mask, phase_encode_axis).size
+        calibration = (lines, lines)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         write_cfl(folder / "k", np.transpose(kspace, (1, 2, 0))[:, :, None, :])
-        subprocess.run(["bart", "ecalib", "-m1", "-r", f"{calibration}:{calibration}:1", str(folder / "k"),
+        subprocess.run(["bart", "ecalib", "-m1", "-r", f"{calibration[0]}:{calibration[1]}:1", str(folder / "k"),
                         str(folder / "s")], check=True, capture_output=True)
         subprocess.run(["bart", "pics", "-S", "-l1", "-r", f"{regularization:g}", "-i", str(iterations),
                         str(folder / "k"), str(folder / "s"), str(folder / "x")], check=True, capture_output=True)

@@ -4,8 +4,9 @@
 plus a fully sampled central calibration block.
 
 Drawn by dart throwing: candidate positions in random order, each accepted when no accepted sample lies within
-its radius; the radius scale is set by bisection so that ``round(rows * columns / acceleration)`` samples are
-acquired (within 2%).
+its radius; the radius scale is set by bisection so that about ``round(rows * columns / acceleration)`` samples
+are acquired, and the count is then made exact by adding (or removing) samples at random, weighted by the
+density (the count jumps with the radius where discs are a pixel or two wide).
 """
 
 from __future__ import annotations
@@ -67,15 +68,25 @@ def poisson_disc_mask(shape: tuple[int, int], acceleration: float, calibration: 
     distance = np.minimum(np.sqrt(x**2 + y**2) / np.sqrt(2), 1.0)
     order = rng.permutation(rows * columns)
     low, high = 0.0, 4.0 * np.sqrt(acceleration)
-    best = _throw(shape, high, order, distance, calibration_mask)
+    mask = _throw(shape, high, order, distance, calibration_mask)
     for _ in range(20):
         middle = (low + high) / 2
         mask = _throw(shape, middle, order, distance, calibration_mask)
         count = int(mask.sum())
         if abs(count - target) <= 0.02 * target:
-            return mask
+            break
         if count > target:
             low = middle
         else:
-            high, best = middle, mask
-    return best
+            high = middle
+    weight = 1.0 / (1.0 + DENSITY_GROWTH * distance) ** 2  # the density the radii give
+    count = int(mask.sum())
+    if count < target:
+        free = np.flatnonzero(~mask)
+        chosen = rng.choice(free, target - count, replace=False, p=weight.ravel()[free] / weight.ravel()[free].sum())
+        mask.ravel()[chosen] = True
+    elif count > target:
+        taken = np.flatnonzero(mask & ~calibration_mask)
+        inverse = 1.0 / weight.ravel()[taken]
+        mask.ravel()[rng.choice(taken, count - target, replace=False, p=inverse / inverse.sum())] = False
+    return mask

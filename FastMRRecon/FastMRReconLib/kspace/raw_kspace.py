@@ -10,7 +10,9 @@ Files (:func:`read_raw_kspace`):
 - ISMRMRD HDF5 (``dataset/data`` acquisitions and the ``dataset/xml`` header; read with h5py: Cartesian 2D,
   one line per acquisition placed by ``kspace_encode_step_1`` and ``slice``; noise scans and navigators are
   skipped; data with a trajectory (non-Cartesian) are refused);
-- BART ``.cfl``/``.hdr`` (dimensions ``[x, y, z, coils]``: ky = x, kx = y, slices = z);
+- BART ``.cfl``/``.hdr`` (dimensions ``[x, y, z, coils]``: ky = x, kx = y, slices = z; a file with one coil and
+  several z is read as ``[x, y, coils]``, as some of BART's example data are written: single-coil data are
+  refused anyway);
 - NumPy ``.npy`` (``[coils, ky, kx]`` or ``[slices, coils, ky, kx]``).
 
 The acquired samples are the mask's, or where any coil's sample is non-zero; the calibration region is the
@@ -40,8 +42,8 @@ MAX_CALIBRATION = 24
 #: Largest in-plane matrix and largest total number of samples accepted (then split the data).
 MAX_MATRIX = 1024
 MAX_SAMPLES = 2**31
-#: Outer fraction of k-space along each axis in which the noise is measured.
-NOISE_BAND = 0.1
+#: The noise is measured where both |ky| and |kx| exceed this fraction of their Nyquist frequency (the corners).
+NOISE_CORNER = 0.7
 #: Median of a Rayleigh variable over its parameter: |complex Gaussian noise of SD sigma per channel|.
 RAYLEIGH_MEDIAN = float(np.sqrt(2 * np.log(2)))
 SUFFIXES = (".h5", ".hdf5", ".cfl", ".hdr", ".npy")
@@ -154,13 +156,13 @@ def box_coil_maps(kspace: np.ndarray, box: tuple[slice, slice], threshold: float
 
 def kspace_noise_sd(kspace: np.ndarray, mask: np.ndarray) -> float:
     """Noise SD per real channel of one slice's ``kspace [coils, ky, kx]`` (module docstring): the median of
-    ``|sample|`` over the acquired samples in the outer ``NOISE_BAND`` of k-space along either axis, over the
-    Rayleigh median factor; the median over coils. Positive (a floor of 1e-6 of the largest sample)."""
+    ``|sample|`` over the acquired samples in the corners of k-space (both frequencies beyond ``NOISE_CORNER``
+    of Nyquist: an image's edges put signal along the axes, little in the corners), over the Rayleigh median
+    factor; the median over coils. Positive (a floor of 1e-6 of the largest sample)."""
     rows, columns = mask.shape
-    band_r, band_c = max(1, int(NOISE_BAND * rows)), max(1, int(NOISE_BAND * columns))
-    outer = np.zeros(mask.shape, bool)
-    outer[:band_r], outer[-band_r:], outer[:, :band_c], outer[:, -band_c:] = True, True, True, True
-    chosen = outer & mask
+    ky = np.abs(np.arange(rows) - rows // 2) / (rows / 2)
+    kx = np.abs(np.arange(columns) - columns // 2) / (columns / 2)
+    chosen = np.logical_and.outer(ky > NOISE_CORNER, kx > NOISE_CORNER) & mask
     if chosen.sum() < 32:  # a mask without outer samples: the least energetic tenth of what was acquired
         energy = np.sum(np.abs(kspace) ** 2, axis=0)
         chosen = mask & (energy <= np.percentile(energy[mask], 10))
@@ -249,6 +251,8 @@ def _read_cfl(path: Path) -> RawKspace:
     if array.ndim > 4 and any(size > 1 for size in array.shape[4:]):
         raise InputError(f"{header.name}: dimensions beyond [x, y, z, coils] are not read ({dims})")
     array = array.reshape(array.shape[:4], order="F")  # [ky, kx, slices, coils]
+    if array.shape[3] == 1 and array.shape[2] > 1:  # written as [x, y, coils] (module docstring)
+        array = array.transpose(0, 1, 3, 2)
     return RawKspace(np.ascontiguousarray(array.transpose(2, 3, 0, 1)))
 
 

@@ -1,0 +1,240 @@
+"""Raw k-space benchmark (``make bench-recon-kspace``): writes ``docs/benchmarks/recon_kspace.md`` and
+``recon_kspace/results.json``.
+
+Methods on each undersampled multi-coil k-space: zero-filled root-sum-of-squares, CG-SENSE (coil maps from the
+calibration block, ``kspace.raw_kspace.box_coil_maps``), BART CS-SENSE (``ecalib`` on the same calibration block
++ ``pics`` l1-wavelet, lambda tuned per mask and R on simulated slices of real *training* images), the
+image-domain network on the CG-SENSE magnitude (``Reconstructor``), and the unrolled k-space network
+(``KspaceReconstructor``). PSNR / SSIM of magnitudes over the reference's object mask (``FastMRReconLib.metrics``)
+and seconds per slice.
+
+Data:
+
+1. Real k-space (``../shared/data/realmr``): the fully sampled 8-coil brain slice ``autoespirit_brain_clean``
+   (230 x 180), retrospectively undersampled at R = 2, 3, 4, 6 with 1D equispaced lines (16 central lines) and
+   2D variable-density Poisson discs (20 x 20 centre); reference: root-sum-of-squares of the fully sampled data
+   (method-neutral). Its file notes that the data were projected onto one ESPIRiT map, which favours
+   SENSE-type methods (all methods here are). And the really undersampled scan of the same subject
+   (``sigpy_tutorial_cartesian_ksp``, Poisson disc, 12% sampled), against the same reference (its k-space is
+   reflected: the image is flipped on both axes and aligned to the reference by the shift that best matches
+   CG-SENSE).
+2. Simulated held-out slices: SynthSeg validation subjects (the references of the shipped model's
+   ``VALIDATION_WIDE`` pairs) and the held-out real images, 12 coils, SNR 30, the same masks and R; reference:
+   the object's magnitude.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bart_cs import bart_available, bart_cs_sense  # noqa: E402
+from bench_recon_do_no_harm import held_out_slices  # noqa: E402
+
+from FastMRReconLib.anatomy.real_anatomy import TRAINING_IMAGES  # noqa: E402
+from FastMRReconLib.kspace.coils import coil_sensitivities  # noqa: E402
+from FastMRReconLib.kspace.fft import fft2c, ifft2c  # noqa: E402
+from FastMRReconLib.kspace.raw_kspace import box_coil_maps, calibration_box, read_raw_kspace  # noqa: E402
+from FastMRReconLib.kspace.sense import cg_sense  # noqa: E402
+from FastMRReconLib.kspace.simulate import object_mean, smooth_phase  # noqa: E402
+from FastMRReconLib.metrics import object_mask, psnr, ssim  # noqa: E402
+from FastMRReconLib.model.kspace_reconstructor import KspaceReconstructor  # noqa: E402
+from FastMRReconLib.model.reconstructor import Reconstructor  # noqa: E402
+from FastMRReconLib.training.kspace_examples import KspaceExampleConfig, MaskSampler  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "benchmarks"
+REALMR = REPO.parent / "shared" / "data" / "realmr"
+ACCELERATIONS = (2.0, 3.0, 4.0, 6.0)
+MASK_KINDS = ("equispaced", "poisson-2d")
+LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1)
+SNR = 30.0
+COILS = 12
+METHODS = ("zero-filled RSS", "CG-SENSE", "BART CS-SENSE", "image-domain network", "k-space network")
+
+
+def rss(kspace: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.sum(np.abs(ifft2c(kspace)) ** 2, axis=0)).astype(np.float32)
+
+
+def undersample(full: np.ndarray, kind: str, acceleration: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(undersampled k-space, mask) of fully sampled ``full [coils, ky, kx]``."""
+    rng = np.random.default_rng(seed)
+    config = KspaceExampleConfig(poisson_accelerations=(acceleration,) if kind == "poisson-2d" else ())
+    mask = MaskSampler(full.shape[-2:], config, rng, pool=1)(kind, acceleration, rng)
+    return (full * mask).astype(np.complex64), mask
+
+
+def cg_sense_magnitude(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.abs(cg_sense(kspace, mask, box_coil_maps(kspace, calibration_box(mask)))).astype(np.float32)
+
+
+def bart(kspace: np.ndarray, mask: np.ndarray, lam: float) -> np.ndarray:
+    rows, columns = calibration_box(mask)
+    return bart_cs_sense(kspace, mask, lam, calibration=(rows.stop - rows.start, columns.stop - columns.start))
+
+
+def simulated_scan(image: np.ndarray, seed: int) -> np.ndarray:
+    """Fully sampled noisy ``[coils, ky, kx]`` k-space of a magnitude ``image`` at ``SNR``."""
+    rng = np.random.default_rng(seed)
+    complex_image = image * np.exp(1j * smooth_phase(image.shape, rng))
+    maps = coil_sensitivities(image.shape, COILS, seed=int(rng.integers(2**31)))
+    sigma = object_mean(image) / SNR
+    clean = fft2c(maps * complex_image)
+    return (clean + sigma * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape))).astype(
+        np.complex64)
+
+
+def tune_bart(images: list[np.ndarray]) -> dict:
+    chosen = {}
+    for kind in MASK_KINDS:
+        for acceleration in ACCELERATIONS:
+            scores = {}
+            for lam in LAMBDAS:
+                values = []
+                for index, image in enumerate(images):
+                    kspace, mask = undersample(simulated_scan(image, 900 + index), kind, acceleration, 900 + index)
+                    values.append(psnr(bart(kspace, mask, lam), image))
+                scores[lam] = float(np.mean(values))
+            chosen[f"{kind}/{acceleration:g}"] = max(scores, key=scores.get)
+            print("BART tuning", kind, acceleration, scores, flush=True)
+    return chosen
+
+
+def run_methods(kspace: np.ndarray, mask: np.ndarray, lam: float | None, image_net: Reconstructor,
+                kspace_net: KspaceReconstructor) -> dict:
+    outputs, seconds = {}, {}
+    for name, method in (("zero-filled RSS", lambda: rss(kspace)),
+                         ("CG-SENSE", lambda: cg_sense_magnitude(kspace, mask)),
+                         ("BART CS-SENSE", (lambda: bart(kspace, mask, lam)) if lam is not None else None),
+                         ("k-space network", lambda: kspace_net.reconstruct(kspace, mask))):
+        if method is None:
+            continue
+        started = time.perf_counter()
+        outputs[name] = method()
+        seconds[name] = time.perf_counter() - started
+    started = time.perf_counter()
+    outputs["image-domain network"] = image_net.reconstruct(outputs["CG-SENSE"])
+    seconds["image-domain network"] = time.perf_counter() - started + seconds["CG-SENSE"]
+    return {"outputs": outputs, "seconds": seconds}
+
+
+def scores(outputs: dict, reference: np.ndarray) -> dict:
+    return {name: {"psnr": psnr(image, reference), "ssim": ssim(image, reference)} for name, image in outputs.items()}
+
+
+def aligned(image: np.ndarray, reference: np.ndarray) -> tuple[bool, tuple[int, int]]:
+    """(flip both axes?, shift) that best matches ``image`` to ``reference`` (PSNR)."""
+    best, choice = -np.inf, (False, (0, 0))
+    for flip in (False, True):
+        candidate = image[::-1, ::-1] if flip else image
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                value = psnr(np.roll(candidate, (dr, dc), axis=(0, 1)), reference)
+                if value > best:
+                    best, choice = value, (flip, (dr, dc))
+    return choice
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="the k-space model (default: the shipped one)")
+    parser.add_argument("--slices", type=int, default=8, help="simulated held-out slices")
+    args = parser.parse_args()
+    if not bart_available():
+        raise SystemExit("BART is needed: apt-get install bart")
+    folder = OUT / "recon_kspace"
+    folder.mkdir(parents=True, exist_ok=True)
+    kspace_net = KspaceReconstructor.load(args.model, device="cpu")
+    image_net = Reconstructor.load(device="cpu")
+    tuning = [image for image_info in TRAINING_IMAGES if image_info.name in ("pyradiomics brain1 T1w", "MNI152 T1")
+              for _, image in held_out_slices([image_info])[1:2]]
+    lambdas = tune_bart(tuning)
+    rows = []
+    full = read_raw_kspace(REALMR / "autoespirit_brain_clean.cfl").kspace[0]
+    reference = rss(full)
+    for kind in MASK_KINDS:
+        for acceleration in ACCELERATIONS:
+            kspace, mask = undersample(full, kind, acceleration, seed=1)
+            run = run_methods(kspace, mask, lambdas[f"{kind}/{acceleration:g}"], image_net, kspace_net)
+            rows.append({"data": "real", "mask": kind, "R": acceleration, "scores": scores(run["outputs"], reference),
+                         "seconds": run["seconds"]})
+            print(rows[-1], flush=True)
+    sigpy = read_raw_kspace(REALMR / "sigpy_tutorial_cartesian_ksp.npy").kspace[0]
+    sigpy_mask = np.any(sigpy != 0, axis=0)
+    run = run_methods(sigpy, sigpy_mask, lambdas["poisson-2d/6"], image_net, kspace_net)
+    flip, shift = aligned(run["outputs"]["CG-SENSE"], reference)
+    moved = {name: np.roll(image[::-1, ::-1] if flip else image, shift, axis=(0, 1))
+             for name, image in run["outputs"].items()}
+    rows.append({"data": "real, really undersampled", "mask": "poisson-2d",
+                 "R": float(sigpy_mask.size / sigpy_mask.sum()), "scores": scores(moved, reference),
+                 "seconds": run["seconds"]})
+    print(rows[-1], flush=True)
+    objects = held_out_slices()[: args.slices]
+    for index, (name, image) in enumerate(objects):
+        scan = simulated_scan(image, index)
+        for kind in MASK_KINDS:
+            for acceleration in ACCELERATIONS:
+                kspace, mask = undersample(scan, kind, acceleration, seed=index)
+                run = run_methods(kspace, mask, lambdas[f"{kind}/{acceleration:g}"], image_net, kspace_net)
+                rows.append({"data": "simulated", "slice": name, "mask": kind, "R": acceleration,
+                             "scores": scores(run["outputs"], image.astype(np.float32)), "seconds": run["seconds"]})
+        print("simulated", name, flush=True)
+    results = {"rows": rows, "bart": lambdas, "model": args.model or "shipped"}
+    (folder / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    render(results)
+
+
+def _cell(rows: list[dict], method: str) -> str:
+    values = [row["scores"][method] for row in rows if method in row["scores"]]
+    if not values:
+        return "-"
+    return f"{np.mean([v['psnr'] for v in values]):.2f} / {np.mean([v['ssim'] for v in values]):.4f}"
+
+
+def render(results: dict) -> None:
+    rows = results["rows"]
+    lines = ["| data | mask | R | " + " | ".join(METHODS) + " | network - BART (dB) |",
+             "|---" * (len(METHODS) + 4) + "|"]
+    groups = []
+    for data in ("real", "real, really undersampled", "simulated"):
+        for kind in MASK_KINDS:
+            for acceleration in sorted({row["R"] for row in rows if row["data"] == data and row["mask"] == kind}):
+                selected = [row for row in rows if row["data"] == data and row["mask"] == kind
+                            and row["R"] == acceleration]
+                if selected:
+                    groups.append((data, kind, acceleration, selected))
+    for data, kind, acceleration, selected in groups:
+        gap = "-"
+        if all("BART CS-SENSE" in row["scores"] for row in selected):
+            gap = f"{np.mean([r['scores']['k-space network']['psnr'] - r['scores']['BART CS-SENSE']['psnr'] for r in selected]):+.2f}"
+        lines.append(f"| {data} | {kind} | {acceleration:.3g} | " + " | ".join(_cell(selected, m) for m in METHODS)
+                     + f" | {gap} |")
+    seconds = {method: np.median([row["seconds"][method] for row in rows if method in row["seconds"]])
+               for method in METHODS}
+    speed = ", ".join(f"{method} {value:.2f} s" for method, value in seconds.items())
+    text = f"""# Raw k-space benchmark: the unrolled network against CG-SENSE and BART CS-SENSE
+
+Command: `python benchmarks/bench_recon_kspace.py` (`make bench-recon-kspace`; BART from `apt-get install bart`).
+Raw numbers: `recon_kspace/results.json`. Model: {results['model']}.
+
+{__doc__.split(chr(10), 2)[2]}
+PSNR dB / SSIM (mean over slices):
+
+{chr(10).join(lines)}
+
+Median seconds per slice (CPU, 2 cores): {speed}.
+
+BART lambda per mask / R: {', '.join(f'{key}: {value:g}' for key, value in results['bart'].items())}.
+"""
+    (OUT / "recon_kspace.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
