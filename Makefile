@@ -8,19 +8,29 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: all install test demo clean ivim-models recon-model bench-ivim bench-registration bench-recon bench-recon-generalisation
+.PHONY: all install lint test test-all demo clean kspace-model bench-recon-kspace ivim-models recon-model bench-ivim bench-registration bench-recon bench-recon-generalisation
 
 all: test
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,lint]"
 	@touch $@
 
 install: $(STAMP)
 
+# The lint and type gate: ruff (lint and format) and mypy over the whole tree (settings in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The tests without the slow ones (marked `slow`); `make test-all` (and CI) run every test.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" Testing
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q Testing
 
 demo: $(STAMP)
@@ -38,6 +48,10 @@ ivim-models: $(STAMP)
 recon-model: $(STAMP)
 	$(BIN)/python -m FastMRReconLib.training.shipped_model --work-dir build/recon-model
 
+# Train the shipped raw k-space network (unrolled, data-consistent); needs ../shared/data/synthseg and realmr.
+kspace-model: $(STAMP)
+	$(BIN)/python -m FastMRReconLib.training.shipped_kspace_model --work-dir build/recon-model
+
 # Benchmarks (not tests): each writes docs/benchmarks/<name>.md with its plots.
 bench-ivim: $(STAMP)
 	$(BIN)/python benchmarks/bench_ivim.py
@@ -50,6 +64,11 @@ bench-recon: $(STAMP)
 	@command -v bart >/dev/null || (apt-get install -y bart || sudo apt-get install -y bart)
 	$(BIN)/python benchmarks/bench_recon.py
 	$(BIN)/python benchmarks/bench_recon_do_no_harm.py
+
+# The raw k-space network against CG-SENSE and BART CS-SENSE, on real k-space (../shared/data/realmr).
+bench-recon-kspace: $(STAMP)
+	@command -v bart >/dev/null || (apt-get install -y bart || sudo apt-get install -y bart)
+	$(BIN)/python benchmarks/bench_recon_kspace.py
 
 # Leave-one-contrast-out and leave-one-orientation-out networks (needs the pairs of `make recon-model`).
 bench-recon-generalisation: $(STAMP)
