@@ -1,10 +1,11 @@
 """FastMRRecon: deep-learning reconstruction of accelerated MR images, ROI SNR/CNR and blinded reader studies
-(thin Slicer module; everything real is in FastMRReconLib)."""
+(thin Slicer module: it wires the GUI to FastMRReconLib, where everything real is)."""
+
+from __future__ import annotations
 
 import logging
 import os
-import secrets
-from typing import Annotated, Optional
+from typing import Optional
 
 import qt
 import vtk
@@ -23,26 +24,19 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
 
-from FastMRICommon.device import DEVICE_CHOICES, ensure_torch
 from FastMRICommon.button_jobs import ButtonJobs
-from FastMRICommon.errors import InputError
+from FastMRICommon.device import ensure_torch_with_pytorch_utils
 from FastMRICommon.gui_binding import ParameterGui, placing_point_list
-from FastMRReconLib.kspace.masks import MASKS
-from FastMRReconLib.study.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
-                                           summary_table_node)
-from FastMRReconLib.study.reader_study import LIKERT, ReaderStudy
-from FastMRReconLib.study.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, SavedViews, apply_window, common_window,
-                                         install_reader_layout, show_blinded)
+from FastMRICommon.reload import forget_packages
+from FastMRICommon.settings import from_parameters, settings_parameters
+from FastMRReconLib.kspace.simulate import SimulationSettings
+from FastMRReconLib.metrics import RoiSettings
+from FastMRReconLib.model.settings import ReconstructionSettings
+from FastMRReconLib.sample_data import MODULE_SAMPLE_NAME, module_sample_source
+from FastMRReconLib.study.reader_panel import ReaderStudyPanel
 from FastMRReconLib.study.roi_table import ROI_NAMES, compare_volumes, roi_table_node, write_table_csv
-from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_NAME, MODULE_SAMPLE_SHA256
-from FastMRReconLib.kspace.simulate import COMBINATIONS, AcquisitionConfig
-from FastMRReconLib.volume_logic import (CHANGE_MAP_REFERENCE, STRENGTH_NAMES, noise_arguments,
+from FastMRReconLib.volume_logic import (CHANGE_MAP_OPACITY, CHANGE_MAP_REFERENCE, ReconstructorCache, noise_arguments,
                                          reconstruct_volume_node, simulate_volume_node)
-
-#: The versions compared in a reader study, in the order of the case selectors.
-STUDY_METHODS = ("full", "undersampled", "DNN")
-#: Opacity of a change map shown over its reconstruction in the slice views.
-CHANGE_MAP_OPACITY = 0.4
 
 
 class FastMRRecon(ScriptedLoadableModule):
@@ -69,65 +63,29 @@ def registerSampleData():
     """Register the module's sample volume (shipped with the extension, SHA-256 checked) with SampleData."""
     import SampleData
 
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="Fast MRI",
-        sampleName=MODULE_SAMPLE_NAME,
-        thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "FastMRRecon.png"),
-        uris=(MODULE_SAMPLE_DIR / MODULE_SAMPLE_FILE).as_uri(),
-        fileNames=MODULE_SAMPLE_FILE,
-        nodeNames=MODULE_SAMPLE_NAME,
-        checksums=f"SHA256:{MODULE_SAMPLE_SHA256}",
-    )
-
-
-def _installTorch():
-    import PyTorchUtils
-
-    PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+    thumbnail = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "FastMRRecon.png")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**module_sample_source(thumbnail))
 
 
 def torchReady() -> bool:
     """True when torch is importable, after asking the user before installing it (PyTorch extension)."""
-    return ensure_torch(lambda message: slicer.util.confirmOkCancelDisplay(message), _installTorch)
+    return ensure_torch_with_pytorch_utils(slicer.util.confirmOkCancelDisplay)
 
 
 @parameterNodeWrapper
+@settings_parameters((ReconstructionSettings, SimulationSettings, RoiSettings), WithinRange, Choice,
+                     skip=("precision",))
 class FastMRReconParameterNode:
-    """The module's state, saved with the scene.
-
-    reconInputVolume - accelerated volume to reconstruct; reconOutputVolume - where the result goes (None:
-    a new volume); device - auto / cpu / cuda; strength - low / medium / high (the noise level the network
-    is told, relative to the measured one); setNoiseSD, noiseSD - when set, the image's noise SD (its units,
-    > 0) instead of the measured one; changeMap - also make the change-map volume and show it over the output.
-    inputVolume - fully sampled volume to simulate from; acceleration, averages, coils, snr, mask,
-    centerFraction, resolutionRows / resolutionColumns (AcquisitionConfig.resolution), seed, combine - see
-    AcquisitionConfig and simulate_volume.
-    roiPoints - point list (ROI 1, ROI 2, background); roiReference - volume the % changes refer to;
-    roiSize - ROI side in pixels; roiTable - the last ROI table.
-    readerName - the reader scoring the study.
-    """
+    """The module's state, saved with the scene: the settings classes' fields in camelCase (device, strength,
+    setNoiseSD, noiseSD, changeMap; acceleration ... seed; roiSize, with their defaults, ranges and choices),
+    and the nodes and the reader's name below (reconOutputVolume None: a new volume; roiPoints: ROI 1, ROI 2,
+    background; roiReference: the volume the % changes refer to; roiTable: the last ROI table)."""
 
     reconInputVolume: vtkMRMLScalarVolumeNode
     reconOutputVolume: vtkMRMLScalarVolumeNode
-    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
-    strength: Annotated[str, Choice(list(STRENGTH_NAMES))] = "medium"
-    setNoiseSD: bool = False
-    noiseSD: Annotated[float, WithinRange(0.0, 1.0e6)] = 0.0
-    changeMap: bool = False
     inputVolume: vtkMRMLScalarVolumeNode
-    acceleration: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
-    averages: Annotated[int, WithinRange(1, 8)] = 1
-    coils: Annotated[int, WithinRange(1, 32)] = 8
-    snr: Annotated[float, WithinRange(1.0, 1000.0)] = 30.0
-    mask: Annotated[str, Choice(sorted(MASKS))] = "equispaced"
-    centerFraction: Annotated[float, WithinRange(0.01, 0.5)] = 0.08
-    resolutionRows: Annotated[float, WithinRange(0.1, 1.0)] = 1.0
-    resolutionColumns: Annotated[float, WithinRange(0.1, 1.0)] = 1.0
-    combine: Annotated[str, Choice(list(COMBINATIONS))] = "sense"
-    seed: Annotated[int, WithinRange(0, 1000000)] = 0
     roiPoints: vtkMRMLMarkupsFiducialNode
     roiReference: vtkMRMLScalarVolumeNode
-    roiSize: Annotated[int, WithinRange(2, 32)] = 4
     roiTable: vtkMRMLTableNode
     readerName: str = ""
 
@@ -136,17 +94,8 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterGui = None  # the GUI's binding to the parameter node (set up with the GUI)
+        self.logic, self._parameterNode, self._parameterGui, self._reader = None, None, None, None  # in setup
         self._jobs = ButtonJobs(self._checkCanApply)  # the job in progress (its button reads Cancel)
-        self._pendingCases = []
-        self._study = None
-        self._case = None
-        self._caseNodes = {}
-        self._savedViewArrangement = None
-        self._savedViews = None
-        self._savedAnnotations = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -154,48 +103,42 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = FastMRReconLogic()
-        self._parameterGui = ParameterGui(self.ui)
-        self._scoreBoxes = {"A": self.ui.scoreAComboBox, "B": self.ui.scoreBComboBox, "C": self.ui.scoreCComboBox}
-        for box in self._scoreBoxes.values():
-            box.addItem(_("not scored"))
-            for score in sorted(LIKERT, reverse=True):
-                box.addItem(f"{score} {LIKERT[score]}")
+        self.logic, self._parameterGui = FastMRReconLogic(), ParameterGui(self.ui)
+        self._reader = ReaderStudyPanel(self.ui, slicer.mrmlScene,  # the reader-study section
+                                        lambda: self._parameterNode.readerName if self._parameterNode else "")
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.app.applicationLogic().GetSelectionNode(),
                          slicer.vtkMRMLSelectionNode.ActivePlaceNodeIDChangedEvent, self.onActivePlaceNodeChanged)
-        self.ui.reconstructButton.connect("clicked(bool)", self.onReconstructButton)
-        self.ui.simulateButton.connect("clicked(bool)", self.onSimulateButton)
         self.ui.roiPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.roiPlaceWidget.setCurrentNode)
         self.ui.roiPointsSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onRoiPointsAdded)
+        self.ui.reconstructButton.connect("clicked(bool)", self.onReconstructButton)
+        self.ui.simulateButton.connect("clicked(bool)", self.onSimulateButton)
         self.ui.roiComputeButton.connect("clicked(bool)", self.onRoiCompute)
         self.ui.roiExportButton.connect("clicked(bool)", self.onRoiExport)
-        self.ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
-        self.ui.createStudyButton.connect("clicked(bool)", self.onCreateStudy)
-        self.ui.startReadingButton.connect("clicked(bool)", self.onStartReading)
-        self.ui.nextCaseButton.connect("clicked(bool)", self.onNextCase)
-        self.ui.finishReadingButton.connect("clicked(bool)", self.onFinishReading)
-        for label, box in self._scoreBoxes.items():
-            box.connect("activated(int)", lambda index, label=label: self.onScore(label, index))
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.removeObservers()
-        self._closeStudy()
+        if self._reader:
+            self._reader.close()
         if self._parameterGui:
             self._parameterGui.unbind()
+
+    def onReload(self) -> None:
+        """Slicer's Reload re-executes only this file: forget FastMRReconLib first, so that this file imports it
+        afresh (FastMRICommon is shared with IVIMEstimator and stays: restart Slicer after changing it)."""
+        forget_packages(["FastMRReconLib"])
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        # The GUI stays bound to the parameter node while hidden: binding it again on each entry would pile up
-        # observers (FastMRICommon.gui_binding).
-        pass
+        pass  # the GUI stays bound while hidden: binding on each entry piles up observers (gui_binding)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._closeStudy()
+        self._reader.close()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -236,14 +179,14 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                               _("Cancel"), lambda: self._status(_("Cancelled: nothing was added to the scene.")))
 
     def _showProgress(self, fraction: float, message: str) -> None:
-        bar = self.ui.reconProgressBar if self._jobs.running is self.ui.reconstructButton else self.ui.simulateProgressBar
-        bar.value = int(round(100 * fraction))
+        recon = self._jobs.running is self.ui.reconstructButton
+        (self.ui.reconProgressBar if recon else self.ui.simulateProgressBar).value = int(round(100 * fraction))
         self._status(message)
         slicer.app.processEvents()
 
     def _status(self, message: str) -> None:
-        label = self.ui.reconStatusLabel if self._jobs.running is self.ui.reconstructButton else self.ui.simulateStatusLabel
-        label.text = message
+        recon = self._jobs.running is self.ui.reconstructButton
+        (self.ui.reconStatusLabel if recon else self.ui.simulateStatusLabel).text = message
 
     def onReconstructButton(self) -> None:
         if self._jobs.request_cancel(self.ui.reconstructButton):
@@ -255,12 +198,10 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         withChangeMap = self._parameterNode.changeMap  # as the job reads it (the box may change while it runs)
         output = self._run(self.ui.reconstructButton, lambda progress, cancel: self.logic.reconstruct(
             self._parameterNode, modelPath, progress=progress, cancel=cancel))
-        if output is not None:
-            # the change map over the output; without one, no (earlier) change map stays on top
+        if output is not None:  # the change map over the output; without one, no earlier change map stays on top
             changeMap = output.GetNodeReference(CHANGE_MAP_REFERENCE) if withChangeMap else None
-            slicer.util.setSliceViewerLayers(background=output, foreground=changeMap,
-                                             foregroundOpacity=CHANGE_MAP_OPACITY if changeMap is not None else None,
-                                             fit=True)
+            slicer.util.setSliceViewerLayers(background=output, foreground=changeMap, fit=True,
+                                             foregroundOpacity=CHANGE_MAP_OPACITY if changeMap is not None else None)
             self.ui.reconStatusLabel.text = _("Created {name}").format(name=output.GetName()) if changeMap is None \
                 else _("Created {name} and {changeMap}, shown over it").format(name=output.GetName(),
                                                                               changeMap=changeMap.GetName())
@@ -299,157 +240,16 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 write_table_csv(self._parameterNode.roiTable, path if path.lower().endswith(".csv") else path + ".csv")
                 self.ui.roiStatusLabel.text = _("Wrote {path}").format(path=path)
 
-    # -- reader study ---------------------------------------------------------------------------------------
-    def onAddCase(self) -> None:
-        nodes = [self.ui.studyFullSelector.currentNode(), self.ui.studyUndersampledSelector.currentNode(),
-                 self.ui.studyDnnSelector.currentNode()]
-        if None in nodes or len({node.GetID() for node in nodes}) != len(nodes):
-            slicer.util.errorDisplay(_("Select three different volumes: full, undersampled and DNN."))
-            return
-        self._pendingCases.append(nodes)
-        self.ui.pendingCasesLabel.text = _("{count} case(s) ready").format(count=len(self._pendingCases))
-        self.ui.createStudyButton.enabled = True
-
-    def onCreateStudy(self) -> None:
-        path = self.ui.studyPathLineEdit.currentPath
-        if not path:
-            slicer.util.errorDisplay(_("Choose a study file name (.sqlite) first."))
-            return
-        with slicer.util.tryWithErrorDisplay(_("Creating the study failed."), waitCursor=True):
-            create_study_from_nodes(path, os.path.splitext(os.path.basename(path))[0], STUDY_METHODS,
-                                    self._pendingCases, seed=secrets.randbelow(2**31)).close()
-            self._pendingCases = []
-            self.ui.createStudyButton.enabled = False
-            self.ui.pendingCasesLabel.text = _("Created {path}").format(path=path)
-
-    def onStartReading(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Opening the study failed.")):
-            self._closeStudy()
-            layoutManager = slicer.app.layoutManager()
-            if layoutManager is None:  # e.g. --no-main-window
-                raise InputError(_("The reader study needs Slicer's main window (its slice views)."))
-            self._study = ReaderStudy.open(self.ui.studyPathLineEdit.currentPath)
-            self._enterReaderLayout(layoutManager)
-            self._showNextCase()
-
-    def onScore(self, label: str, index: int) -> None:
-        if self._study is None or self._case is None or index == 0:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Saving the score failed.")):
-            score = sorted(LIKERT, reverse=True)[index - 1]
-            self._study.record(self._parameterNode.readerName, self._case, label, score)
-            self._updateScoreState()
-
-    def onNextCase(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Loading the next case failed.")):
-            self._showNextCase()
-
-    def onFinishReading(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Summarising the study failed.")):
-            summary = self._study.summary()
-            self._closeStudy()
-            summary_table_node(slicer.mrmlScene, summary)
-            slicer.modules.plots.logic().ShowChartInLayout(summary_chart_node(slicer.mrmlScene, summary))
-
-    def _showNextCase(self) -> None:
-        reader = self._parameterNode.readerName
-        self._removeCaseNodes()
-        self._case = self._study.next_case(reader)
-        if self._case is None:
-            self.ui.caseLabel.text = _("All {count} cases scored. Finish to see the summary.").format(
-                count=len(self._study.cases))
-        else:
-            self._caseNodes = load_blinded_case(slicer.mrmlScene, self._study, self._case, reader)
-            apply_window(self._caseNodes.values(),
-                         common_window([slicer.util.arrayFromVolume(node) for node in self._caseNodes.values()]))
-            show_blinded(slicer.mrmlScene, [node.GetID() for node in self._caseNodes.values()])
-            slicer.util.resetSliceViews()
-            self.ui.caseLabel.text = _("{case}: {remaining} of {count} cases left to score").format(
-                case=self._case, remaining=self._study.remaining(reader), count=len(self._study.cases))
-        for box in self._scoreBoxes.values():
-            box.currentIndex = 0
-        self._updateScoreState()
-
-    def _updateScoreState(self) -> None:
-        reading = self._study is not None and self._case is not None
-        given = self._study.reader_scores(self._parameterNode.readerName, self._case) if reading else {}
-        for label, box in self._scoreBoxes.items():
-            box.enabled = reading
-            if label in given:
-                box.currentIndex = sorted(LIKERT, reverse=True).index(given[label]) + 1
-        self.ui.nextCaseButton.enabled = reading and len(given) == len(STUDY_METHODS)
-        self.ui.finishReadingButton.enabled = self._study is not None
-        self.ui.readerStatusLabel.text = _("Scores saved: {count} of {total}").format(
-            count=len(given), total=len(STUDY_METHODS)) if reading else ""
-
-    def _enterReaderLayout(self, layoutManager) -> None:
-        """The reader layout: Red, Yellow, Green relabelled A, B, C, all axial; their state is restored after."""
-        install_reader_layout(layoutManager.layoutLogic().GetLayoutNode())
-        self._savedViews = SavedViews.save(slicer.mrmlScene)
-        self._savedViewArrangement = layoutManager.layout
-        layoutManager.setLayout(READER_LAYOUT_ID)
-        annotations = self._sliceAnnotations()
-        if annotations is not None:
-            self._savedAnnotations = annotations.sliceViewAnnotationsEnabled
-            annotations.sliceViewAnnotationsEnabled = False
-            annotations.updateSliceViewFromGUI()
-        for name in VIEW_NAMES:
-            sliceWidget = layoutManager.sliceWidget(name)
-            sliceWidget.sliceController().setVisible(False)
-            sliceWidget.sliceView().cornerAnnotation().ClearAllTexts()
-            sliceWidget.sliceView().forceRender()
-
-    def _closeStudy(self) -> None:
-        self._removeCaseNodes()
-        if self._study is not None:
-            self._study.close()
-            self._study, self._case = None, None
-        layoutManager = slicer.app.layoutManager()
-        if self._savedViewArrangement is not None and layoutManager is not None:
-            for name in VIEW_NAMES:
-                if layoutManager.sliceWidget(name):
-                    layoutManager.sliceWidget(name).sliceController().setVisible(True)
-            annotations = self._sliceAnnotations()
-            if annotations is not None and self._savedAnnotations is not None:
-                annotations.sliceViewAnnotationsEnabled = self._savedAnnotations
-                annotations.updateSliceViewFromGUI()
-            layoutManager.setLayout(self._savedViewArrangement)
-            self._savedViews.restore(slicer.mrmlScene)  # after the layout: it leaves the views relabelled
-            self._savedViewArrangement, self._savedViews, self._savedAnnotations = None, None, None
-        if hasattr(self, "_scoreBoxes"):
-            self._updateScoreState()
-
-    @staticmethod
-    def _sliceAnnotations():
-        """The DataProbe module's slice-view annotations (it makes them only with the main window), or None."""
-        infoWidget = getattr(getattr(slicer.modules, "DataProbeInstance", None), "infoWidget", None)
-        return infoWidget.sliceAnnotations if infoWidget is not None else None
-
-    def _removeCaseNodes(self) -> None:
-        for node in self._caseNodes.values():
-            if slicer.mrmlScene.IsNodePresent(node):
-                slicer.mrmlScene.RemoveNode(node)
-        self._caseNodes = {}
-
 
 class FastMRReconLogic(ScriptedLoadableModuleLogic):
     """Can be used without the GUI; all computation is in FastMRReconLib."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._reconstructors = {}
+        self.reconstructors = ReconstructorCache()  # each model file's network, loaded once per device
 
     def getParameterNode(self):
         return FastMRReconParameterNode(super().getParameterNode())
-
-    def reconstructor(self, modelPath: Optional[str] = None, device: str = "auto"):
-        """The network in ``modelPath`` (None: the shipped model) on ``device``, loaded once."""
-        from FastMRReconLib.model.reconstructor import Reconstructor
-
-        key = (modelPath, device)
-        if key not in self._reconstructors:
-            self._reconstructors[key] = Reconstructor.load(modelPath, device=device)
-        return self._reconstructors[key]
 
     def reconstruct(self, parameters: FastMRReconParameterNode, modelPath: Optional[str] = None, progress=None,
                     cancel=None):
@@ -459,120 +259,38 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
         volume as ``CHANGE_MAP_REFERENCE``. Bad settings raise InputError before the model is loaded."""
         noiseSD, strength = noise_arguments(parameters.strength,
                                             parameters.noiseSD if parameters.setNoiseSD else None)
-        output = reconstruct_volume_node(parameters.reconInputVolume, self.reconstructor(modelPath, parameters.device),
-                                         output=parameters.reconOutputVolume, progress=progress, cancel=cancel,
-                                         noise_sd=noiseSD, strength=strength, change_map=parameters.changeMap)
+        network = self.reconstructors.get(modelPath, parameters.device)
+        output = reconstruct_volume_node(parameters.reconInputVolume, network, output=parameters.reconOutputVolume,
+                                         progress=progress, cancel=cancel, noise_sd=noiseSD, strength=strength,
+                                         change_map=parameters.changeMap)
         parameters.reconOutputVolume = output
         return output
 
     def simulate(self, parameters: FastMRReconParameterNode, progress=None, cancel=None):
-        """A new volume: the simulated accelerated scan of ``parameters.inputVolume``."""
-        config = AcquisitionConfig(acceleration=parameters.acceleration, mask=parameters.mask,
-                                   center_fraction=parameters.centerFraction, coils=parameters.coils,
-                                   averages=parameters.averages, snr=parameters.snr,
-                                   resolution=(parameters.resolutionRows, parameters.resolutionColumns),
-                                   seed=parameters.seed)
-        logging.info("FastMRRecon: simulating %s", config)
-        return simulate_volume_node(parameters.inputVolume, config, combine=parameters.combine, progress=progress,
-                                    cancel=cancel)
+        """A new volume: the simulated accelerated scan of ``parameters.inputVolume`` (SimulationSettings)."""
+        settings = from_parameters(SimulationSettings, parameters)
+        logging.info("FastMRRecon: simulating %s", settings)
+        return simulate_volume_node(parameters.inputVolume, settings.acquisition(), combine=settings.combine,
+                                    progress=progress, cancel=cancel)
 
     def roiTable(self, parameters: FastMRReconParameterNode, volumes):
         """A new table of ROI statistics of ``volumes`` (reference: ``parameters.roiReference``, or the first)."""
-        rows = compare_volumes(volumes, parameters.roiPoints, reference=parameters.roiReference, size=parameters.roiSize)
-        table = roi_table_node(parameters.roiPoints.GetScene(), rows)
-        parameters.roiTable = table
-        return table
+        rows = compare_volumes(volumes, parameters.roiPoints, reference=parameters.roiReference,
+                               size=parameters.roiSize)
+        parameters.roiTable = roi_table_node(parameters.roiPoints.GetScene(), rows)
+        return parameters.roiTable
 
 
 class FastMRReconTest(ScriptedLoadableModuleTest):
-    """Runs in Slicer on the module's sample data (registered with SampleData)."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
+    """Runs in Slicer on the module's sample data (the scenario: FastMRReconLib.self_test)."""
 
     def runTest(self):
-        self.setUp()
-        self.test_sample_simulate_reconstruct_roi_study()
-
-    def test_sample_simulate_reconstruct_roi_study(self):
-        import tempfile
-
-        import numpy as np
         import SampleData
 
-        from FastMRICommon.mrml_nodes import geometry_of
+        from FastMRReconLib.self_test import run_module_scenario
 
+        slicer.mrmlScene.Clear()
         registerSampleData()
-        full = SampleData.downloadSample(MODULE_SAMPLE_NAME)
-        self.assertIsNotNone(full)
-        logic = FastMRReconLogic()
-        parameters = logic.getParameterNode()
-        parameters.inputVolume = full
-        parameters.acceleration = 2.0
-        undersampled = logic.simulate(parameters)
-        self.assertTrue(geometry_of(undersampled).matches(geometry_of(full)))
-        if not torchReady():
-            self.fail("PyTorch is needed for this test")
-        parameters.reconInputVolume = undersampled
-        dnn = logic.reconstruct(parameters)
-        self.assertEqual(dnn.GetName(), f"{undersampled.GetName()} DNN")
-        result = slicer.util.arrayFromVolume(dnn)
-        self.assertEqual(result.shape, slicer.util.arrayFromVolume(full).shape)
-        self.assertTrue(np.all(np.isfinite(result)) and result.min() >= 0)
-
-        # strength high with a change map (referenced from its output); a bad noise SD is refused with a
-        # message before anything is added to the scene
-        from FastMRICommon.errors import InputError
-
-        parameters.reconOutputVolume = None
-        parameters.strength, parameters.changeMap = "high", True
-        strong = logic.reconstruct(parameters)
-        changeMap = strong.GetNodeReference(CHANGE_MAP_REFERENCE)
-        self.assertIsNotNone(changeMap)
-        self.assertTrue(slicer.util.arrayFromVolume(changeMap).min() >= 0)
-        parameters.setNoiseSD, parameters.noiseSD = True, 0.0
-        count = slicer.mrmlScene.GetNumberOfNodes()
-        with self.assertRaises(InputError):
-            logic.reconstruct(parameters)
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
-        parameters.strength, parameters.setNoiseSD, parameters.changeMap = "medium", False, False
-
-        # ROI points: homogeneous tissue, then the background first far out in air (zero in SENSE images:
-        # a clear error) and then in air next to the head, where the images have noise
-        from FastMRReconLib.study.roi_table import homogeneous_roi_points, noisy_air_point
-
-        arrays = [slicer.util.arrayFromVolume(node) for node in (full, undersampled, dnn)]
-        roi1, roi2 = homogeneous_roi_points(arrays[0], 4)
-        matrix = vtk.vtkMatrix4x4()
-        full.GetIJKToRASMatrix(matrix)
-        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "ROI points")
-        for ijk in (roi1, roi2, (4, 4, roi1[2])):
-            points.AddControlPoint(vtk.vtkVector3d(*matrix.MultiplyPoint([float(v) for v in ijk] + [1.0])[:3]))
-        parameters.roiPoints = points
-        parameters.roiReference = full
-        with self.assertRaises(InputError):
-            logic.roiTable(parameters, [full, undersampled, dnn])
-        background = noisy_air_point(np.where(arrays[0] > 0.02 * arrays[0].max(), arrays[0], 0), arrays, 4)
-        points.SetNthControlPointPosition(2, *matrix.MultiplyPoint([float(v) for v in background] + [1.0])[:3])
-        table = logic.roiTable(parameters, [full, undersampled, dnn])
-        self.assertEqual(table.GetNumberOfRows(), 3)
-
-        # the reader layout needs the main window; without one (--no-main-window) it is refused, not a crash
-        layoutManager = slicer.app.layoutManager()
-        layoutNode = layoutManager.layoutLogic().GetLayoutNode() if layoutManager is not None else None
-        self.assertEqual(install_reader_layout(layoutNode), layoutManager is not None)
-
-        # a blinded reader study of this case, scored and summarised
-        folder = tempfile.mkdtemp()
-        study = create_study_from_nodes(os.path.join(folder, "study.sqlite"), "test", STUDY_METHODS,
-                                        [[full, undersampled, dnn]], seed=1)
-        case = study.next_case("tester")
-        nodes = load_blinded_case(slicer.mrmlScene, study, case, "tester")
-        self.assertEqual(sorted(nodes), ["A", "B", "C"])
-        for label in nodes:
-            study.record("tester", case, label, 4)
-        self.assertIsNone(study.next_case("tester"))
-        summary = study.summary()
-        self.assertEqual({row.method for row in summary}, set(STUDY_METHODS))
-        study.close()
+        self.assertTrue(torchReady(), "PyTorch is needed for this test")
+        run_module_scenario(self, FastMRReconLogic(), SampleData.downloadSample(MODULE_SAMPLE_NAME), slicer.app)
         self.delayDisplay("Test passed")

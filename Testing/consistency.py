@@ -7,7 +7,9 @@ deliberately broken copy of the tree.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+import typing
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Optional
@@ -111,13 +113,47 @@ def ui_attributes_used(module_file: Path) -> set[str]:
 
 
 def parameter_node_fields(module_file: Path) -> set[str]:
-    """Annotated fields of the ``@parameterNodeWrapper`` class in a module file."""
-    for node in ast.walk(ast.parse(module_file.read_text())):
-        if isinstance(node, ast.ClassDef) and any(
-                getattr(d, "id", getattr(d, "attr", None)) == "parameterNodeWrapper" for d in node.decorator_list):
-            return {statement.target.id for statement in node.body
-                    if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)}
-    return set()
+    """Fields of the ``@parameterNodeWrapper`` class in a module file: annotated in its body, or added by a
+    ``@settings_parameters(...)`` decorator (:func:`generated_parameter_types`)."""
+    return set(parameter_node_types(module_file))
+
+
+class _WithinRange:
+    """Stand-in for parameterNodeWrapper's ``WithinRange``."""
+
+    def __init__(self, minimum, maximum) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+
+class _Choice:
+    """Stand-in for parameterNodeWrapper's ``Choice``."""
+
+    def __init__(self, choices) -> None:
+        self.choices = choices
+
+
+def generated_parameter_types(module_file: Path, class_node: ast.ClassDef) -> dict[str, tuple[str, set[str]]]:
+    """Field name -> (base type, validator names) of the fields a ``@settings_parameters(classes, ..., skip=...)``
+    decorator (``FastMRICommon.settings``) adds to ``class_node``: the settings classes are imported from where
+    the module file imports them, and ``parameter_annotations`` is run with stand-in validators."""
+    from FastMRICommon.settings import parameter_annotations
+
+    imported = {alias.asname or alias.name: statement.module for statement in ast.parse(module_file.read_text()).body
+                if isinstance(statement, ast.ImportFrom) for alias in statement.names}
+    fields: dict[str, tuple[str, set[str]]] = {}
+    for decorator in class_node.decorator_list:
+        if not (isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "settings_parameters"):
+            continue
+        listed = decorator.args[0]
+        names = [element.id for element in (listed.elts if isinstance(listed, (ast.Tuple, ast.List)) else [listed])]
+        classes = [getattr(importlib.import_module(imported[name]), name) for name in names]
+        skip = next((ast.literal_eval(keyword.value) for keyword in decorator.keywords if keyword.arg == "skip"), ())
+        annotations, _ = parameter_annotations(classes, _WithinRange, _Choice, skip)
+        for name, annotation in annotations.items():
+            base, *extras = typing.get_args(annotation) or (annotation,)
+            validators = {"WithinRange" if isinstance(extra, _WithinRange) else "Choice" for extra in extras}
+            fields[name] = (base.__name__, validators)
+    return fields
 
 
 def ui_problems(module_folder: Path) -> list[str]:
@@ -187,11 +223,12 @@ def _union_members(annotation: ast.expr) -> Optional[list[ast.expr]]:
 
 def parameter_node_types(module_file: Path) -> dict[str, tuple[str, set[str]]]:
     """Field name -> (base type: bool / int / float / str / node / the annotation's text, names of the
-    ``Annotated`` validators) of the ``@parameterNodeWrapper`` class in a module file."""
+    ``Annotated`` validators) of the ``@parameterNodeWrapper`` class in a module file (with the fields a
+    ``@settings_parameters`` decorator adds: :func:`generated_parameter_types`)."""
     for node in ast.walk(ast.parse(module_file.read_text())):
         if isinstance(node, ast.ClassDef) and any(
                 getattr(d, "id", getattr(d, "attr", None)) == "parameterNodeWrapper" for d in node.decorator_list):
-            fields = {}
+            fields = generated_parameter_types(module_file, node)
             for statement in node.body:
                 if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
                     continue

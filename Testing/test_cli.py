@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import run_command as run, script
+from conftest import run_command as run
 from FastMRICommon.cli import check_outputs
 from FastMRICommon.errors import InputError
 from FastMRICommon.geometry import VolumeGeometry
@@ -61,15 +60,48 @@ def test_outputs_may_replace_files_but_never_an_input(tmp_path):
 
 
 def test_missing_input_is_one_clear_line(tmp_path):
-    result = run("fastmrrecon", "simulate", str(tmp_path / "absent.nrrd"), str(tmp_path / "out.nrrd"), "--acceleration", "2")
+    result = run("fastmrrecon", "simulate", str(tmp_path / "absent.nrrd"), str(tmp_path / "out.nrrd"),
+                 "--acceleration", "2")
     assert result.returncode == 2
     assert result.stderr.strip() == f"fastmrrecon: error: no such image file: {tmp_path / 'absent.nrrd'}"
     assert not (tmp_path / "out.nrrd").exists()
 
 
-def test_bad_option_value_exits_2(tmp_path):
-    result = run("fastmrrecon", "simulate", "in.nrrd", "out.nrrd", "--acceleration", "0")
-    assert result.returncode == 2 and "must be > 0" in result.stderr
+@pytest.mark.parametrize("arguments, message", [
+    (["simulate", "in.nrrd", "out.nrrd", "--acceleration", "0"], "acceleration must be between 1 and 16; got 0"),
+    (["simulate", "in.nrrd", "out.nrrd", "--acceleration", "2", "--seed", "-1"], "seed must be between 0 and"),
+    (["simulate", "in.nrrd", "out.nrrd", "--acceleration", "2", "--center-fraction", "0.9"],
+     "center fraction must be between 0.01 and 0.5"),
+    (["simulate", "in.nrrd", "out.nrrd", "--acceleration", "2", "--coils", "64"], "coils must be between 1 and 32"),
+    (["simulate", "in.nrrd", "out.nrrd", "--acceleration", "2", "--resolution", "1", "0.05"],
+     "resolution columns must be between 0.1 and 1"),
+    (["sample-data", "out", "--seed", "-3"], "seed must be between 0 and"),
+    (["roi-stats", "in.nrrd", "--roi1", "1,1,0", "--roi2", "2,2,0", "--background", "3,3,0", "--size", "1"],
+     "roi size must be between 2 and 32; got 1"),
+    (["reconstruct", "in.nrrd", "out.nrrd", "--noise-sd", "1e13"], "noise sd must be between 0 and 1e+12"),
+])
+def test_bad_option_value_exits_2_before_any_file_is_read(tmp_path, arguments, message):
+    """Settings out of their range (FastMRICommon.settings, one home each) are bad input: exit 2 with one line
+    naming the setting, checked before the (here missing) input is read."""
+    result = run("fastmrrecon", *[str(tmp_path / a) if a.endswith(".nrrd") or a == "out" else a for a in arguments])
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_simulate_help_shows_each_settings_range_and_default():
+    from FastMRReconLib.cli import build_parser
+
+    text = " ".join(run("fastmrrecon", "simulate", "--help").stdout.split())
+    for expected in ("(1-16)", "(0.01-0.5); default 0.08", "(1-32); default 8", "(1-8); default 1",
+                     "(1-1e+06); default 30", "(0.1-1)", "(0-2147483647); default 0", "{equispaced,variable-density}",
+                     "{sense,rss}"):
+        assert expected in text, expected
+    assert "(2-32); default 4" in " ".join(run("fastmrrecon", "roi-stats", "--help").stdout.split())
+    arguments = build_parser().parse_args(["simulate", "in", "out", "--acceleration", "3"])
+    assert (arguments.acceleration, arguments.center_fraction, arguments.seed, arguments.resolution) == (3.0, 0.08, 0,
+                                                                                                     (1.0, 1.0))
+    recon = build_parser().parse_args(["reconstruct", "in", "out"])
+    assert (recon.device, recon.precision, recon.strength, recon.noise_sd) == ("auto", "auto", 1.0, None)
 
 
 def test_simulate_writes_with_input_geometry(tmp_path):
@@ -98,19 +130,21 @@ def test_simulate_writes_with_input_geometry(tmp_path):
     assert read_volume_array(tmp_path / "low.nrrd")[0].max() > 1.05 * 300
     result = run("fastmrrecon", "simulate", str(tmp_path / "full.nii.gz"), str(tmp_path / "bad.nrrd"),
                  "--acceleration", "2", "--resolution", "0", "1")
-    assert result.returncode == 2 and "resolution must be two fractions" in result.stderr
+    assert result.returncode == 2 and "resolution rows must be between 0.1 and 1; got 0" in result.stderr
 
 
 def test_constant_input_is_refused(tmp_path):
     write_volume_array(np.ones((2, 16, 16), np.float32), VolumeGeometry(), tmp_path / "flat.nrrd")
-    result = run("fastmrrecon", "simulate", str(tmp_path / "flat.nrrd"), str(tmp_path / "o.nrrd"), "--acceleration", "2")
+    result = run("fastmrrecon", "simulate", str(tmp_path / "flat.nrrd"), str(tmp_path / "o.nrrd"),
+                 "--acceleration", "2")
     assert result.returncode == 2 and "constant" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_ivim_sample_data(tmp_path):
     result = run("ivimestimator", "sample-data", str(tmp_path / "ivim"), "--snr", "50")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "ivim" / "placenta_dwi.seq.nrrd").is_file() and (tmp_path / "ivim" / "placenta_dwi.bval").is_file()
+    assert (tmp_path / "ivim" / "placenta_dwi.seq.nrrd").is_file()
+    assert (tmp_path / "ivim" / "placenta_dwi.bval").is_file()
 
 
 def test_ivim_fit_writes_maps_with_the_series_geometry(tmp_path):
@@ -124,7 +158,8 @@ def test_ivim_fit_writes_maps_with_the_series_geometry(tmp_path):
     assert geometry.matches(truth_geometry) and np.isnan(f[labels == 0]).all()
     placenta = labels == 1
     assert abs(np.nanmedian(f[placenta]) - np.median(truth[placenta])) < 0.05
-    bad = run("ivimestimator", "fit", str(tmp_path / "s" / "placenta_dwi.nii.gz"), str(tmp_path / "m2"), "--bvals", "0,10,20")
+    bad = run("ivimestimator", "fit", str(tmp_path / "s" / "placenta_dwi.nii.gz"), str(tmp_path / "m2"),
+              "--bvals", "0,10,20")
     assert bad.returncode == 2 and "3 b-values given for 10 volumes" in bad.stderr
 
 

@@ -7,6 +7,7 @@ import csv
 import json
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,8 +29,9 @@ from FastMRReconLib.study.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, Sav
 from FastMRReconLib.model.reconstructor import Reconstructor
 from FastMRReconLib.study.roi_table import TABLE_COLUMNS, compare_volumes, roi_table_node, write_table_csv
 from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_SHA256, module_sample_path
-from FastMRReconLib.volume_logic import (CHANGE_MAP_COLORS, CHANGE_MAP_RANGE, CHANGE_MAP_REFERENCE, STRENGTH_NAMES,
-                                         noise_arguments, reconstruct_volume_node)
+from FastMRReconLib.model.settings import STRENGTHS
+from FastMRReconLib.volume_logic import (CHANGE_MAP_COLORS, CHANGE_MAP_RANGE, CHANGE_MAP_REFERENCE, noise_arguments,
+                                         reconstruct_volume_node)
 
 GEOMETRY = VolumeGeometry((0.9, 0.9, 3.0), (12.0, -30.0, 4.0), ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
 METHODS = ("full", "undersampled", "DNN")
@@ -182,11 +184,15 @@ def test_bad_noise_settings_are_refused_before_the_scene_changes(scene, noise_aw
 
 
 def test_the_modules_strength_names_and_noise_settings():
-    from FastMRReconLib.model.reconstructor import STRENGTHS
+    from FastMRICommon.settings import settings_field
+    from FastMRReconLib.model import reconstructor
+    from FastMRReconLib.model.settings import ReconstructionSettings
 
-    assert STRENGTH_NAMES == tuple(STRENGTHS) == ("low", "medium", "high")  # the module's choices, mildest first
+    choices = settings_field(ReconstructionSettings, "strength").setting.choices
+    assert choices == tuple(STRENGTHS) == ("low", "medium", "high")  # the module's choices, mildest first
+    assert reconstructor.STRENGTHS is STRENGTHS  # one definition, torch-free (model.settings)
     assert STRENGTHS["low"] < STRENGTHS["medium"] == 1.0 < STRENGTHS["high"]
-    for name in STRENGTH_NAMES:
+    for name in STRENGTHS:
         assert noise_arguments(name) == (None, STRENGTHS[name])  # None: the noise SD is measured
     assert noise_arguments("high", 12) == (12.0, STRENGTHS["high"])
     with pytest.raises(InputError, match="one of low, medium, high, got 'extreme'"):
@@ -647,9 +653,12 @@ def test_what_the_modules_import_at_load_time_does_not_import_torch():
     import subprocess
     import sys
 
-    modules = ["FastMRICommon.device", "FastMRReconLib.volume_logic", "FastMRReconLib.study.roi_table",
-               "FastMRReconLib.study.reader_study", "FastMRReconLib.study.reader_session", "FastMRReconLib.study.reader_views",
-               "FastMRReconLib.sample_data", "FastMRReconLib.kspace.simulate", "FastMRReconLib.kspace.masks",
+    modules = ["FastMRICommon.device", "FastMRICommon.settings", "FastMRICommon.reload", "FastMRReconLib.volume_logic",
+               "FastMRReconLib.study.roi_table", "FastMRReconLib.study.reader_study",
+               "FastMRReconLib.study.reader_session", "FastMRReconLib.study.reader_views",
+               "FastMRReconLib.study.reader_panel", "FastMRReconLib.self_test", "FastMRReconLib.model.settings",
+               "FastMRReconLib.metrics", "FastMRReconLib.sample_data", "FastMRReconLib.kspace.simulate",
+               "FastMRReconLib.kspace.masks",
                "IVIMEstimatorLib.map_logic", "IVIMEstimatorLib.fits.methods", "IVIMEstimatorLib.fits.priors",
                "IVIMEstimatorLib.fits.protocol_models", "IVIMEstimatorLib.series_logic"]
     code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('torch' in sys.modules)"
@@ -672,8 +681,393 @@ def test_the_module_widget_works_without_a_main_window():
 
     for name in ("setup", "initializeParameterNode", "setParameterNode", "_checkCanApply"):
         assert not calls(functions[name], "layoutManager"), name
+    # the reader-study section (made in setup) and the self-test scenario, in the Lib
+    lib = Path(__file__).resolve().parents[1] / "FastMRRecon" / "FastMRReconLib"
+    for path in (lib / "study" / "reader_panel.py", lib / "self_test.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name != "layout_manager":  # SlicerGui's accessor
+                functions[f"{path.stem}.{node.name}"] = node
+    for name in ("reader_panel.__init__", "reader_panel.update", "reader_panel.close"):
+        assert not calls(functions[name], "layout_manager"), name
     for name, function in functions.items():
-        if calls(function, "layoutManager"):
+        if calls(function, "layoutManager") or calls(function, "layout_manager"):
             checked = [node for node in ast.walk(function) if isinstance(node, ast.Compare)
                        and any(isinstance(c, ast.Constant) and c.value is None for c in node.comparators)]
             assert checked, f"{name} uses slicer.app.layoutManager() without checking it for None"
+
+
+# -- Reload: the module file re-imports its Lib afresh -------------------------------------------------------
+def test_forget_packages_removes_a_package_and_its_submodules_only(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from FastMRICommon.reload import forget_packages
+
+    for package in ("demo_lib", "demo_lib_extra"):
+        (tmp_path / package / "inner").mkdir(parents=True)
+        (tmp_path / package / "__init__.py").write_text("VERSION = 1\n")
+        (tmp_path / package / "inner" / "__init__.py").write_text("")
+        (tmp_path / package / "inner" / "part.py").write_text("from demo_lib import VERSION as SEEN\n"
+                                                              if package == "demo_lib" else "SEEN = 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    part = importlib.import_module("demo_lib.inner.part")
+    importlib.import_module("demo_lib_extra.inner.part")
+    assert part.SEEN == 1
+    try:
+        (tmp_path / "demo_lib" / "__init__.py").write_text("VERSION = 2\n")
+        assert importlib.import_module("demo_lib.inner.part").SEEN == 1  # answered from sys.modules
+        assert forget_packages(["demo_lib"]) == ["demo_lib", "demo_lib.inner", "demo_lib.inner.part"]
+        assert "demo_lib_extra.inner.part" in sys.modules  # a name sharing the prefix is another package
+        importlib.invalidate_caches()
+        assert importlib.import_module("demo_lib.inner.part").SEEN == 2  # read again, in dependency order
+        assert part.SEEN == 1  # what was imported before keeps working
+        assert forget_packages(["no_such_package"]) == []
+    finally:
+        forget_packages(["demo_lib", "demo_lib_extra"])
+
+
+def test_the_module_widget_reload_forgets_its_lib_and_not_the_shared_package():
+    """onReload (Slicer v5.10.0 re-executes only the module file, audit 5): FastMRReconLib is forgotten, then
+    the base class reloads; FastMRICommon, shared with IVIMEstimator, is kept."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "FastMRRecon" / "FastMRRecon.py").read_text())
+    widget = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "FastMRReconWidget")
+    method = next(node for node in widget.body if isinstance(node, ast.FunctionDef) and node.name == "onReload")
+    calls = [ast.unparse(statement.value) for statement in method.body if isinstance(statement, ast.Expr)
+             and isinstance(statement.value, ast.Call)]
+    assert calls == ["forget_packages(['FastMRReconLib'])", "ScriptedLoadableModuleWidget.onReload(self)"]
+
+
+# -- the module file stays thin ------------------------------------------------------------------------------------
+MODULE_FILE = Path(__file__).resolve().parents[1] / "FastMRRecon" / "FastMRRecon.py"
+
+
+def test_the_module_file_is_at_most_300_lines():
+    """Slicer's scripted-module template shape: everything real is in FastMRReconLib."""
+    assert len(MODULE_FILE.read_text().splitlines()) <= 300
+
+
+def test_the_reader_panel_uses_widgets_the_ui_defines():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from consistency import ui_names
+    from FastMRReconLib.study import reader_panel
+
+    source = Path(reader_panel.__file__).read_text()
+    import re
+
+    assert set(re.findall(r"\bui\.(\w+)", source)) <= set(reader_panel.WIDGETS)
+    ui_file = MODULE_FILE.parent / "Resources" / "UI" / "FastMRRecon.ui"
+    assert set(reader_panel.WIDGETS) <= ui_names(ui_file)
+
+
+# -- the reader study's state and views on real MRML ---------------------------------------------------------------
+def reader_scene(scene):
+    """``scene`` as Slicer sets it up for the reader views: the layout logic (layout node, slice nodes) and a
+    slice-composite node per view (Slicer's slice logic makes them)."""
+    logic = slicer_layout(scene)
+    for name in ("Red", "Yellow", "Green"):
+        scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(name)
+    return logic
+
+
+class Recorder:
+    """A stand-in for the Qt objects a ReaderLayout touches (slice controllers, corner annotations, views)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args)) or self
+
+
+class LayoutManagerStandIn:
+    """Slicer's layout manager as ReaderLayout and the reader panel use it: its layout logic, its slice
+    widgets (each a Recorder)."""
+
+    def __init__(self, logic):
+        self.logic, self.widgets = logic, {name: Recorder() for name in VIEW_NAMES}
+
+    def layoutLogic(self):
+        return self.logic
+
+    def sliceWidget(self, name):
+        return self.widgets.get(name)
+
+
+def test_reader_session_creates_reads_scores_and_summarises_a_study(scene, tmp_path):
+    from FastMRReconLib.study.reader_session import STUDY_METHODS, ReaderSession
+
+    reader_scene(scene)
+    volumes = [new_volume_node(scene, phantom(seed=s) * (1 + s), GEOMETRY, m) for s, m in enumerate(STUDY_METHODS)]
+    session = ReaderSession(scene)
+    for bad in ([volumes[0], volumes[0], volumes[1]], [volumes[0], None, volumes[1]], volumes[:2]):
+        with pytest.raises(InputError, match="select 3 different volumes: full, undersampled, DNN"):
+            session.add_case(bad)
+    with pytest.raises(InputError, match="add at least one case"):
+        session.create(tmp_path / "study.sqlite")
+    assert session.add_case(volumes) == 1 and session.add_case(volumes[::-1]) == 2
+    with pytest.raises(InputError, match="choose a study file name"):
+        session.create("")
+    path = session.create(tmp_path / "knee study.sqlite", seed=3)
+    assert path.is_file() and session.pending == []
+    assert session.state("ann") == session.state("") and not session.state("ann").can_finish  # nothing open
+    with pytest.raises(InputError, match="no study is open"):
+        session.show_next_case("ann")
+
+    study = session.open(path)
+    assert study.name == "knee study" and len(study.cases) == 2
+    with pytest.raises(InputError, match="reader's name"):
+        session.show_next_case("  ")
+    case = session.show_next_case("ann")
+    shown = dict(session.case_nodes)
+    assert case is not None and sorted(shown) == ["A", "B", "C"]
+    assert all(scene.IsNodePresent(node) for node in shown.values())
+    assert all(node.GetName() == f"{case} {label}" for label, node in shown.items())
+    windows = {(node.GetDisplayNode().GetWindowLevelMin(), node.GetDisplayNode().GetWindowLevelMax())
+               for node in shown.values()}
+    assert len(windows) == 1  # one grey window: no version stands out
+    composite = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    assert [composite.GetItemAsObject(i).GetBackgroundVolumeID() for i in range(3)] == [
+        shown[label].GetID() for label in "ABC"]
+    state = session.state("ann")
+    assert (state.case, state.reading, state.can_advance, state.remaining, state.total) == (case, True, False, 2, 2)
+    for label, score in zip("ABC", (5, 3, 4)):
+        session.score("ann", label, score)
+    assert session.state("ann").given == {"A": 5, "B": 3, "C": 4} and session.state("ann").can_advance
+    second = session.show_next_case("ann")
+    assert second not in (None, case) and not any(scene.IsNodePresent(node) for node in shown.values())
+    for label in "ABC":
+        session.score("ann", label, 2)
+    assert session.show_next_case("ann") is None and session.case_nodes == {}
+    state = session.state("ann")
+    assert (state.reading, state.can_finish, state.total) == (False, True, 2)
+    with pytest.raises(InputError, match="no case is shown"):
+        session.score("ann", "A", 3)
+    table, chart = session.finish()
+    assert table.GetNumberOfRows() == 2 * len(STUDY_METHODS) and chart.GetNumberOfPlotSeriesNodes() == 2
+    assert session.study is None and session.state("ann") == session.state("")
+
+    empty = ReaderSession(scene)  # a study without scores stays open when Finish cannot summarise it
+    empty.add_case(volumes)
+    empty.open(empty.create(tmp_path / "empty.sqlite"))
+    with pytest.raises(InputError, match="no scores yet"):
+        empty.finish()
+    assert empty.study is not None
+    empty.close()
+
+
+def test_reader_layout_enters_and_restores_the_views_and_what_only_the_gui_has(scene):
+    from FastMRReconLib.study.reader_views import ReaderLayout, set_view_arrangement
+
+    logic = reader_scene(scene)
+    layout_node = logic.GetLayoutNode()
+    layout_node.SetViewArrangement(layout_node.SlicerLayoutFourUpView)
+    conventional = views(scene)
+    annotations = SimpleNamespace(sliceViewAnnotationsEnabled=True, updates=0)
+    annotations.updateSliceViewFromGUI = lambda: setattr(annotations, "updates", annotations.updates + 1)
+    manager = LayoutManagerStandIn(logic)
+    with pytest.raises(InputError, match="main window"):
+        ReaderLayout(scene, None).enter()
+    layout = ReaderLayout(scene, layout_node, manager, annotations)
+    layout.exit()  # not entered: nothing to restore
+    layout.enter()
+    layout.enter()  # entered already: nothing changes
+    assert layout.entered and layout_node.GetViewArrangement() == READER_LAYOUT_ID
+    assert views(scene) == {"Red": ("Axial", "A"), "Yellow": ("Axial", "B"), "Green": ("Axial", "C")}
+    assert annotations.sliceViewAnnotationsEnabled is False and annotations.updates == 1
+    for widget in manager.widgets.values():
+        assert ("setVisible", False) in widget.calls and ("ClearAllTexts",) in widget.calls
+    layout.exit()
+    assert not layout.entered and layout_node.GetViewArrangement() == layout_node.SlicerLayoutFourUpView
+    assert views(scene) == conventional
+    assert annotations.sliceViewAnnotationsEnabled is True and annotations.updates == 2
+    assert all(widget.calls[-1] == ("setVisible", True) for widget in manager.widgets.values())
+    set_view_arrangement(layout_node, 987654)  # no such layout: the conventional one, as Slicer's manager does
+    assert layout_node.GetViewArrangement() == layout_node.SlicerLayoutConventionalView
+
+
+class WidgetStandIn(SimpleNamespace):
+    """A Qt widget as the reader panel uses it: properties are attributes, ``connect`` records the slot."""
+
+    def __init__(self, **properties):
+        super().__init__(**{"text": "", "enabled": True, "currentIndex": 0, "items": [], "slots": {}, **properties})
+
+    def connect(self, signal, slot):
+        self.slots[signal] = slot
+
+    def addItems(self, items):
+        self.items.extend(items)
+
+    @staticmethod
+    def emit(slot, *arguments):
+        """Call ``slot`` with as many of the signal's arguments as it takes, as PythonQt does."""
+        import inspect
+
+        return slot(*arguments[:len(inspect.signature(slot).parameters)])
+
+    def click(self):
+        self.emit(self.slots["clicked(bool)"], True)
+
+    def choose(self, index):
+        self.currentIndex = index
+        self.emit(self.slots["activated(int)"], index)
+
+
+class GuiStandIn:
+    """What ReaderStudyPanel takes from Slicer (SlicerGui): errors propagate to the test."""
+
+    def __init__(self, manager=None):
+        self.manager, self.charts, self.resets = manager, [], 0
+
+    def layout_manager(self):
+        return self.manager
+
+    def annotations(self):
+        return None
+
+    def error_display(self, message):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def reset_views(self):
+        self.resets += 1
+
+    def show_chart(self, chart):
+        self.charts.append(chart)
+
+
+def test_the_reader_study_section_of_the_gui_on_real_mrml(scene, tmp_path):
+    """ReaderStudyPanel with stand-in widgets: the clicks a reader makes, and what the section then shows."""
+    from FastMRReconLib.study.reader_panel import WIDGETS, ReaderStudyPanel
+
+    logic = reader_scene(scene)
+    volumes = [new_volume_node(scene, phantom(seed=s), GEOMETRY, m) for s, m in enumerate(METHODS)]
+    ui = SimpleNamespace(**{name: WidgetStandIn() for name in WIDGETS})
+    for name, node in zip(("studyFullSelector", "studyUndersampledSelector", "studyDnnSelector"), volumes):
+        getattr(ui, name).currentNode = lambda node=node: node
+    ui.studyPathLineEdit.currentPath = str(tmp_path / "study.sqlite")
+    reader = SimpleNamespace(name="ann")
+    gui = GuiStandIn()
+    panel = ReaderStudyPanel(ui, scene, lambda: reader.name, gui)
+    assert ui.scoreAComboBox.items[0] == "not scored" and len(ui.scoreAComboBox.items) == 6
+    assert ui.scoreAComboBox.items[1].startswith("5 ") and ui.scoreAComboBox.items[5].startswith("1 ")
+    assert not ui.scoreBComboBox.enabled and not ui.nextCaseButton.enabled and not ui.finishReadingButton.enabled
+
+    ui.studyDnnSelector.currentNode = lambda: volumes[0]
+    with pytest.raises(InputError, match="different volumes"):
+        ui.addCaseButton.click()
+    ui.studyDnnSelector.currentNode = lambda: volumes[2]
+    ui.addCaseButton.click()
+    assert ui.pendingCasesLabel.text == "1 case(s) ready" and ui.createStudyButton.enabled
+    ui.createStudyButton.click()
+    assert (tmp_path / "study.sqlite").is_file() and not ui.createStudyButton.enabled
+    assert ui.pendingCasesLabel.text == f"Created {tmp_path / 'study.sqlite'}"
+
+    with pytest.raises(InputError, match="needs Slicer's main window"):  # --no-main-window
+        ui.startReadingButton.click()
+    gui.manager = LayoutManagerStandIn(logic)
+    arrangement = logic.GetLayoutNode().GetViewArrangement()
+    ui.startReadingButton.click()
+    assert logic.GetLayoutNode().GetViewArrangement() == READER_LAYOUT_ID and gui.resets == 1
+    assert ui.caseLabel.text == "case 001: 1 of 1 cases left to score" and ui.scoreAComboBox.enabled
+    assert sorted(panel.session.case_nodes) == ["A", "B", "C"]
+    ui.scoreAComboBox.choose(1)  # 5 excellent
+    ui.scoreBComboBox.choose(0)  # "not scored": nothing recorded
+    assert ui.readerStatusLabel.text == "Scores saved: 1 of 3" and not ui.nextCaseButton.enabled
+    ui.scoreBComboBox.choose(3)
+    ui.scoreCComboBox.choose(5)
+    assert ui.readerStatusLabel.text == "Scores saved: 3 of 3" and ui.nextCaseButton.enabled
+    assert panel.session.study.reader_scores("ann", "case 001") == {"A": 5, "B": 3, "C": 1}
+    shown = list(panel.session.case_nodes.values())
+    ui.nextCaseButton.click()
+    assert ui.caseLabel.text == "All 1 cases scored. Finish to see the summary."
+    assert not ui.scoreAComboBox.enabled and ui.scoreAComboBox.currentIndex == 0 and ui.finishReadingButton.enabled
+    assert not any(scene.IsNodePresent(node) for node in shown)
+    ui.finishReadingButton.click()
+    assert len(gui.charts) == 1 and gui.charts[0].IsA("vtkMRMLPlotChartNode")
+    assert logic.GetLayoutNode().GetViewArrangement() == arrangement
+    assert views(scene)["Yellow"] == ("Sagittal", "Y") and not ui.finishReadingButton.enabled
+
+    reader.name = "bob"  # a second reader, then the scene closes while reading
+    ui.startReadingButton.click()
+    assert ui.caseLabel.text == "case 001: 1 of 1 cases left to score"
+    panel.close()
+    assert panel.session.study is None and panel.layout is None and views(scene)["Green"] == ("Coronal", "G")
+
+
+def test_suggested_roi_points_follow_the_reference_and_its_transform(scene):
+    from FastMRReconLib.study.roi_table import homogeneous_roi_points, noisy_air_point, suggested_roi_points
+
+    image = phantom(seed=4)
+    truth = phantom(seed=4, noise=0.0)
+    node = new_volume_node(scene, image, GEOMETRY, "moved")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(1, 3, -7.0)
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    markups = suggested_roi_points(scene, node, [node], 4, truth=truth)
+    expected = [*homogeneous_roi_points(truth, 4), noisy_air_point(truth, [image], 4)]
+    assert markups.GetNumberOfControlPoints() == 3 and markups.GetNthControlPointLabel(2) == "background"
+    assert compare_volumes([node], markups)[0].stats == roi_statistics(image, *expected)
+
+
+# -- the module's self-test scenario, outside Slicer -----------------------------------------------------------------
+class ModuleLogicStandIn:
+    """FastMRReconLogic's methods as the module file writes them (the module needs Slicer's GUI), on a
+    parameter object holding the same fields and defaults as the module's parameter node."""
+
+    def __init__(self):
+        from FastMRICommon.settings import parameter_annotations
+        from FastMRReconLib.kspace.simulate import SimulationSettings
+        from FastMRReconLib.metrics import RoiSettings
+        from FastMRReconLib.model.settings import ReconstructionSettings
+        from FastMRReconLib.volume_logic import ReconstructorCache
+
+        _, defaults = parameter_annotations((ReconstructionSettings, SimulationSettings, RoiSettings),
+                                            lambda *range_: None, lambda choices: None, skip=("precision",))
+        self.parameters = SimpleNamespace(**defaults, reconInputVolume=None, reconOutputVolume=None, inputVolume=None,
+                                          roiPoints=None, roiReference=None, roiTable=None, readerName="")
+        self.reconstructors = ReconstructorCache()
+
+    def getParameterNode(self):
+        return self.parameters
+
+    def reconstruct(self, parameters, modelPath=None, progress=None, cancel=None):
+        noiseSD, strength = noise_arguments(parameters.strength, parameters.noiseSD if parameters.setNoiseSD else None)
+        output = reconstruct_volume_node(parameters.reconInputVolume, self.reconstructors.get(modelPath, "cpu"),
+                                         output=parameters.reconOutputVolume, noise_sd=noiseSD, strength=strength,
+                                         change_map=parameters.changeMap)
+        parameters.reconOutputVolume = output
+        return output
+
+    def simulate(self, parameters, progress=None, cancel=None):
+        from FastMRICommon.settings import from_parameters
+        from FastMRReconLib.kspace.simulate import SimulationSettings
+        from FastMRReconLib.volume_logic import simulate_volume_node
+
+        settings = from_parameters(SimulationSettings, parameters)
+        return simulate_volume_node(parameters.inputVolume, settings.acquisition(), combine=settings.combine)
+
+    def roiTable(self, parameters, volumes):
+        rows = compare_volumes(volumes, parameters.roiPoints, reference=parameters.roiReference,
+                               size=parameters.roiSize)
+        parameters.roiTable = roi_table_node(parameters.roiPoints.GetScene(), rows)
+        return parameters.roiTable
+
+
+@pytest.mark.parametrize("main_window", [True, False])
+def test_the_self_test_scenario_runs_on_the_sample(scene, main_window):
+    import unittest
+
+    from FastMRReconLib.self_test import run_module_scenario
+
+    logic = reader_scene(scene)
+    full = read_volume(scene, module_sample_path(), "FastMRReconHeadT2w")
+    app = SimpleNamespace(layoutManager=lambda: LayoutManagerStandIn(logic) if main_window else None)
+    run_module_scenario(unittest.TestCase(), ModuleLogicStandIn(), full, app)
+    assert logic.GetLayoutNode().GetViewArrangement() != READER_LAYOUT_ID

@@ -34,23 +34,66 @@ def test_masks_acquire_n_over_r_lines_with_a_full_centre(mask_class, acceleratio
     mask = mask_class(acceleration=acceleration, center_fraction=0.08)(256, seed=7)
     assert mask.sum() == round(256 / acceleration)
     assert mask[128 - 10:128 + 10].all()
-    np.testing.assert_array_equal(mask, mask_class(acceleration=acceleration)(256, seed=7))
-    assert not np.array_equal(mask_class(acceleration=3.0)(256, seed=1), mask_class(acceleration=3.0)(256, seed=2))
+    np.testing.assert_array_equal(mask, mask_class(acceleration, 0.08)(256, seed=7))
+    assert not np.array_equal(mask_class(3.0, 0.08)(256, seed=1), mask_class(3.0, 0.08)(256, seed=2))
 
 
 def test_variable_density_is_denser_near_the_centre():
-    masks = np.array([VariableDensityMask(acceleration=4.0)(256, seed=s) for s in range(50)])
+    masks = np.array([VariableDensityMask(4.0, 0.08)(256, seed=s) for s in range(50)])
     inner, outer = masks[:, 64:96].mean(), np.r_[masks[:, :32].ravel(), masks[:, -32:].ravel()].mean()
     assert inner > 2 * outer
 
 
-@pytest.mark.parametrize("kwargs, message", [({"acceleration": 0.5}, "between 1 and 16"),
-                                             ({"acceleration": 2, "center_fraction": 1.5}, r"in \(0, 1\)")])
+@pytest.mark.parametrize("kwargs, message", [({"acceleration": 0.5}, "at least 1"),
+                                             ({"acceleration": float("nan")}, "at least 1"),
+                                             ({"acceleration": 2, "center_fraction": 1.5}, r"in \(0, 1\)"),
+                                             ({"acceleration": 2, "center_fraction": 0.0}, r"in \(0, 1\)")])
 def test_bad_mask_parameters(kwargs, message):
+    """A mask's own domain: R >= 1 and a centre fraction in (0, 1); the ranges a user may choose are
+    SimulationSettings' (below)."""
     with pytest.raises(InputError, match=message):
-        EquispacedMask(**kwargs)
+        EquispacedMask(**{"center_fraction": 0.08, **kwargs})
     with pytest.raises(InputError, match="unknown mask"):
-        make_mask("spiral", 2.0)
+        make_mask("spiral", 2.0, 0.08)
+    assert make_mask("equispaced", 20.0, 0.01)(256, seed=0).sum() == round(256 / 20)  # beyond the settings' 16
+
+
+def test_simulation_settings_are_the_acquisition_defaults_and_check_their_ranges():
+    """One home per setting: SimulationSettings' fields hold the defaults AcquisitionConfig uses, and making
+    settings outside their ranges is one InputError naming the setting (the CLI's exit 2)."""
+    from FastMRICommon.settings import settings_field
+    from FastMRReconLib.kspace.masks import MASKS
+    from FastMRReconLib.kspace.simulate import COMBINATIONS, SimulationSettings
+
+    settings = SimulationSettings()
+    assert settings.acquisition() == AcquisitionConfig()
+    assert (AcquisitionConfig().center_fraction, AcquisitionConfig().acceleration) == (0.08, 2.0)
+    assert settings_field(SimulationSettings, "mask").setting.choices == tuple(MASKS)
+    assert settings_field(SimulationSettings, "combine").setting.choices == COMBINATIONS
+    custom = SimulationSettings(acceleration=3.0, resolution_rows=0.5, resolution_columns=0.25, seed=7, averages=2)
+    assert custom.acquisition() == AcquisitionConfig(acceleration=3.0, resolution=(0.5, 0.25), seed=7, averages=2)
+    for field, value, message in (("acceleration", 17.0, "acceleration must be between 1 and 16; got 17"),
+                                  ("acceleration", 0.5, "acceleration must be between 1 and 16"),
+                                  ("center_fraction", 0.6, "center fraction must be between 0.01 and 0.5"),
+                                  ("coils", 33, "coils must be between 1 and 32; got 33"),
+                                  ("seed", -1, "seed must be between 0 and 2147483647; got -1"),
+                                  ("snr", float("nan"), "snr must be a number"),
+                                  ("resolution_rows", 0.0, "resolution rows must be between 0.1 and 1"),
+                                  ("mask", "spiral", "mask must be one of equispaced, variable-density"),
+                                  ("combine", "adaptive", "combine must be one of sense, rss")):
+        with pytest.raises(InputError, match=message):
+            SimulationSettings(**{field: value})
+
+
+def test_acquisition_config_domains():
+    """What the simulation itself accepts, beyond the settings' ranges (training, benchmarks): any R >= 1, an
+    infinite SNR (noise-free); a negative or non-integer seed is an InputError, not numpy's ValueError."""
+    assert AcquisitionConfig(acceleration=20.0, snr=np.inf).snr == np.inf
+    for kwargs, message in (({"seed": -1}, "seed must be an integer >= 0"), ({"seed": 1.5}, "seed"),
+                            ({"coils": 0}, "coils must be >= 1"), ({"snr": 0.0}, "SNR must be > 0"),
+                            ({"acceleration": 0.9}, "at least 1")):
+        with pytest.raises(InputError, match=message):
+            AcquisitionConfig(**kwargs)
 
 
 def test_coil_maps_vary_in_space_and_combine_to_one():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .errors import InputError
 
@@ -78,3 +78,23 @@ def ensure_torch(confirm: Callable[[str], bool], install: Callable[[], object], 
     if not torch_installed(module):
         raise InputError("PyTorch could not be installed: install it from the PyTorch Utils module, then retry")
     return True
+
+
+def ensure_torch_with_pytorch_utils(confirm: Callable[[str], bool],
+                                    pytorch_utils_logic: Optional[Callable[[], Any]] = None,
+                                    module: str = "torch") -> bool:
+    """:func:`ensure_torch` in Slicer, installing through the PyTorch extension: ``pytorch_utils_logic()`` (default:
+    ``PyTorchUtils.PyTorchUtilsLogic``, imported only then) is made only when torch is missing and ``confirm``
+    returned True, and its ``installTorch(askConfirmation=False)`` picks the CUDA or the CPU build (the user was
+    asked already). The modules' ``torchReady`` is this with ``slicer.util.confirmOkCancelDisplay``. ``module``
+    as in :func:`ensure_torch`."""
+    def install() -> None:
+        if pytorch_utils_logic is None:
+            import PyTorchUtils  # Slicer's PyTorch extension (the extension depends on it)
+
+            logic = PyTorchUtils.PyTorchUtilsLogic()
+        else:
+            logic = pytorch_utils_logic()
+        logic.installTorch(askConfirmation=False)
+
+    return ensure_torch(confirm, install, module)

@@ -12,11 +12,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from FastMRICommon.cli import check_outputs, common_options, positive_float, positive_int, run
-from FastMRICommon.device import DEVICE_CHOICES, PRECISION_CHOICES
+from FastMRICommon.settings import add_arguments, argument_keywords, check_value, from_arguments, settings_field
 from FastMRICommon.volume_files import read_volume_array, write_volume_array
 
-from FastMRReconLib.kspace.masks import MASKS
-from FastMRReconLib.kspace.simulate import COMBINATIONS, AcquisitionConfig
+from FastMRReconLib.kspace.simulate import SimulationSettings
+from FastMRReconLib.metrics import RoiSettings
+from FastMRReconLib.model.settings import MAX_STRENGTH, STRENGTHS, ReconstructionSettings, check_noise_settings
 
 log = logging.getLogger("fastmrrecon")
 
@@ -28,6 +29,7 @@ def _progress(fraction: float, message: str) -> None:
 def cmd_sample_data(args: argparse.Namespace) -> None:
     from FastMRReconLib.sample_data import write_head_sample
 
+    SimulationSettings(acceleration=args.acceleration, coils=args.coils, seed=args.seed)  # range checks
     paths = write_head_sample(args.outdir, acceleration=args.acceleration, coils=args.coils, slices=args.slices,
                               source=args.source, seed=args.seed, progress=_progress)
     log.info("wrote %d files to %s", len(paths), args.outdir)
@@ -45,12 +47,12 @@ def _read_scalar_volume(path: Path):
 def cmd_simulate(args: argparse.Namespace) -> None:
     from FastMRReconLib.kspace.simulate import simulate_volume
 
+    rows, columns = args.resolution
+    settings = from_arguments(SimulationSettings, args, resolution_rows=rows, resolution_columns=columns)
     check_outputs([args.input], [args.output])
     array, geometry = _read_scalar_volume(args.input)
-    config = AcquisitionConfig(acceleration=args.acceleration, mask=args.mask, center_fraction=args.center_fraction,
-                               coils=args.coils, averages=args.averages, snr=args.snr,
-                               resolution=tuple(args.resolution), seed=args.seed)
-    result = simulate_volume(array.astype(float), config, combine=args.combine, progress=_progress)
+    result = simulate_volume(array.astype(float), settings.acquisition(), combine=settings.combine,
+                             progress=_progress)
     write_volume_array(result, geometry, args.output)
     log.info("wrote %s (R=%g, %d coils, AV=%d, SNR %g)", args.output, args.acceleration, args.coils, args.averages,
              args.snr)
@@ -58,8 +60,6 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 def _strength(text: str) -> float:
     """A strength name of ``STRENGTHS`` or a number (checked by ``check_noise_settings``)."""
-    from FastMRReconLib.model.reconstructor import STRENGTHS
-
     if text in STRENGTHS:
         return STRENGTHS[text]
     try:
@@ -70,9 +70,11 @@ def _strength(text: str) -> float:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from FastMRICommon.errors import InputError
-    from FastMRReconLib.model.reconstructor import Reconstructor, check_noise_settings
+    from FastMRReconLib.model.reconstructor import Reconstructor
 
     check_noise_settings(args.noise_sd, args.strength)
+    if args.noise_sd is not None:
+        check_value(settings_field(ReconstructionSettings, "noise_sd"), args.noise_sd)
     check_outputs([args.input], [args.output])
     if args.change_map is not None and args.change_map.resolve() in (args.output.resolve(), args.input.resolve()):
         raise InputError("--change-map must name another file than the input and the output")
@@ -115,10 +117,11 @@ def _ijk(text: str) -> tuple[int, int, int]:
 def cmd_roi_stats(args: argparse.Namespace) -> None:
     from FastMRReconLib.metrics import roi_statistics
 
+    size = RoiSettings(roi_size=args.roi_size).roi_size  # range-checked before any file is read
     results = []
     for path in args.volumes:
         array, _ = _read_scalar_volume(path)
-        results.append((path, roi_statistics(array, args.roi1, args.roi2, args.background, args.size)))
+        results.append((path, roi_statistics(array, args.roi1, args.roi2, args.background, size)))
     print("volume\tmean1\tsd1\tmean2\tsd2\tmean_background\tsd_background\tSNR1\tSNR2\tCNR")
     for path, stats in results:
         print("\t".join([str(path)] + [f"{value:.4g}" for value in vars(stats).values()]))
@@ -130,7 +133,8 @@ def cmd_make_pairs(args: argparse.Namespace) -> None:
 
     sources = synthseg_sources(args.split) if args.source == "synthseg" else [HeadSource.mni152()]
     if not sources:
-        raise InputError("no SynthSeg label maps in ../shared/data/synthseg (set FASTMRI_SHARED, or use --source mni152)")
+        raise InputError("no SynthSeg label maps in ../shared/data/synthseg (set FASTMRI_SHARED, or use --source "
+                         "mni152)")
     pairs = make_pairs(sources, args.count, args.seed, progress=_progress)
     save_pairs(pairs, args.output)
     log.info("wrote %d pairs from %d subjects to %s", len(pairs), len(sources), args.output)
@@ -214,12 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Synthesise a multi-contrast (T1w, T2w, PD, FLAIR) head slab and simulate its "
                                         "fully sampled (AV=2) and accelerated (AV=1) scans, as NRRD files.")
     sample.add_argument("outdir", type=Path, help="output folder (created)")
-    sample.add_argument("--acceleration", type=positive_float, default=2.0, help="undersampling factor R (default 2)")
-    sample.add_argument("--coils", type=positive_int, default=8, help="receive coils (default 8)")
+    add_arguments(sample, SimulationSettings, only=("acceleration", "coils"))
     sample.add_argument("--slices", type=positive_int, default=16, help="1 mm axial slices in the slab (default 16)")
     sample.add_argument("--source", choices=("auto", "synthseg", "mni152"), default="auto",
                         help="tissue maps: SynthSeg labels from ../shared when present (auto), or nilearn's MNI152")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_arguments(sample, SimulationSettings, only=("seed",))
     sample.set_defaults(command=cmd_sample_data)
 
     simulate = sub.add_parser("simulate", parents=[common], help="simulate an accelerated scan of a volume",
@@ -228,20 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
                                           "conventional reconstruction with the input geometry.")
     simulate.add_argument("input", type=Path, help="fully sampled volume (NRRD, NIfTI, MHA)")
     simulate.add_argument("output", type=Path, help="output volume (.nrrd, .nii.gz, .mha)")
-    simulate.add_argument("--acceleration", type=positive_float, required=True, help="undersampling factor R, 1-16")
-    simulate.add_argument("--mask", choices=sorted(MASKS), default="equispaced", help="line pattern (default equispaced)")
-    simulate.add_argument("--center-fraction", type=positive_float, default=0.08,
-                          help="fraction of central lines always acquired (default 0.08)")
-    simulate.add_argument("--coils", type=positive_int, default=8, help="receive coils (default 8)")
-    simulate.add_argument("--averages", type=positive_int, default=1, help="signal averages (default 1)")
-    simulate.add_argument("--snr", type=positive_float, default=30.0,
-                          help="object mean / noise SD of a fully sampled single-average image (default 30)")
-    simulate.add_argument("--resolution", type=float, nargs=2, default=(1.0, 1.0), metavar=("ROWS", "COLUMNS"),
-                          help="acquired fraction of k-space along each slice's rows and columns, zero-filled to the "
-                               "matrix as scanners interpolate: ringing and correlated noise (default 1 1: all)")
-    simulate.add_argument("--combine", choices=COMBINATIONS, default="sense",
-                          help="coil combination: CG-SENSE (default; what `reconstruct` expects) or zero-filled RSS")
-    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_arguments(simulate, SimulationSettings, skip=("resolution_rows", "resolution_columns", "seed"),
+                  required=("acceleration",))
+    rows, columns = (settings_field(SimulationSettings, name) for name in ("resolution_rows", "resolution_columns"))
+    simulate.add_argument("--resolution", type=float, nargs=2, default=(rows.default, columns.default),
+                          metavar=("ROWS", "COLUMNS"),
+                          help=f"acquired fraction of k-space along each slice's rows and columns "
+                               f"({rows.setting.minimum:g}-{rows.setting.maximum:g}), zero-filled to the matrix "
+                               f"as scanners interpolate: ringing and correlated noise; default "
+                               f"{rows.default:g} {columns.default:g} (all)")
+    add_arguments(simulate, SimulationSettings, only=("seed",))
     simulate.set_defaults(command=cmd_simulate)
 
     reconstruct = sub.add_parser("reconstruct", parents=[common], help="restore an accelerated scan with the network",
@@ -250,17 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("input", type=Path, help="accelerated magnitude volume (NRRD, NIfTI, MHA)")
     reconstruct.add_argument("output", type=Path, help="output volume")
     reconstruct.add_argument("--model", type=Path, help="model file (default: the shipped model)")
-    reconstruct.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
-    reconstruct.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                             help="auto (default) = bfloat16 on a CPU with native bfloat16, else float32")
+    add_arguments(reconstruct, ReconstructionSettings, only=("device", "precision"))
     reconstruct.add_argument("--batch-size", type=positive_int,
-                             help="slices per batch (default: 8 on a GPU; on the CPU, two 256 x 256 slices' worth)")
-    reconstruct.add_argument("--noise-sd", type=float,
-                             help="noise SD of the input in its intensity units (> 0; default: measured per slice "
-                                  "from the image)")
-    reconstruct.add_argument("--strength", type=_strength, default=1.0,
-                             help="low, medium (default), high, or a factor 0-2 on the noise level the network "
-                                  "is told (0: treat the image as noise-free)")
+                             help="slices per batch (default: reconstructor.default_batch_size, which fits the "
+                                  "device)")
+    noise_sd = settings_field(ReconstructionSettings, "noise_sd")
+    reconstruct.add_argument("--noise-sd", type=float, help=f"{noise_sd.setting.help}, at most "
+                                                            f"{noise_sd.setting.maximum:g}; default: measured per "
+                                                            "slice from the image")
+    strength = settings_field(ReconstructionSettings, "strength")
+    reconstruct.add_argument("--strength", type=_strength, default=strength.default,
+                             help=f"{strength.setting.describe()}, or a factor 0-{MAX_STRENGTH:g} (0: treat the "
+                                  f"image as noise-free); default {strength.default}")
     reconstruct.add_argument("--change-map", type=Path, metavar="OUT",
                              help="also write |output - input| / noise SD per voxel (where the network departed "
                                   "from the measured image by more than its noise)")
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     roi.add_argument("--roi1", type=_ijk, required=True, help="I,J,K of ROI 1")
     roi.add_argument("--roi2", type=_ijk, required=True, help="I,J,K of ROI 2")
     roi.add_argument("--background", type=_ijk, required=True, help="I,J,K of the background (noise) ROI")
-    roi.add_argument("--size", type=positive_int, default=4, help="ROI side in pixels (default 4)")
+    add_arguments(roi, RoiSettings)
     roi.set_defaults(command=cmd_roi_stats)
 
     pairs = sub.add_parser("make-pairs", parents=[common], help="synthesise training pairs",
@@ -307,10 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--steps", type=positive_int, default=4000, help="optimiser steps (default 4000)")
     training.add_argument("--batch-size", type=positive_int, default=12, help="patches per step (default 12)")
     training.add_argument("--patch", type=positive_int, default=128, help="patch side in pixels (default 128)")
-    training.add_argument("--learning-rate", type=positive_float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    training.add_argument("--learning-rate", type=positive_float, default=1e-4,
+                          help="Adam learning rate (default 1e-4)")
     training.add_argument("--l1-weight", type=positive_float, default=1.0, help="lambda of the loss (default 1)")
     training.add_argument("--channels", type=positive_int, default=16, help="U-Net channels of level 1 (default 16)")
-    training.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when present")
+    training.add_argument("--device", **argument_keywords(settings_field(ReconstructionSettings, "device")))
     training.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     training.set_defaults(command=cmd_train)
 

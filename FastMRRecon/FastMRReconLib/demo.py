@@ -25,13 +25,14 @@ import numpy as np
 from FastMRICommon.errors import InputError, ProgressCallback, report
 from FastMRICommon.volume_files import read_volume, write_volume
 
-from FastMRReconLib.metrics import psnr, ssim
+from FastMRReconLib.metrics import RoiSettings, psnr, ssim
+from FastMRReconLib.study.reader_session import STUDY_METHODS
 from FastMRReconLib.study.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
 from FastMRReconLib.study.reader_views import blinded_panel, common_window
-from FastMRReconLib.study.roi_table import compare_volumes, homogeneous_roi_points, noisy_air_point, roi_table_node, write_table_csv
+from FastMRReconLib.study.roi_table import compare_volumes, roi_table_node, suggested_roi_points, write_table_csv
 from FastMRReconLib.volume_logic import reconstruct_volume_node
 
-METHODS = ("full", "undersampled", "DNN")
+METHODS = STUDY_METHODS
 SCRIPTED_READERS = ("scripted reader 1", "scripted reader 2")
 #: SSIM against the full volume at or above which the scripted readers give 5, 4, 3, 2 (else 1).
 SCRIPTED_THRESHOLDS = (0.97, 0.90, 0.80, 0.70)
@@ -51,14 +52,6 @@ def find_cases(head_dir: Path) -> dict[str, dict[str, Path]]:
     return cases
 
 
-def _ras(node, ijk: tuple[int, int, int]) -> list[float]:
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    return list(matrix.MultiplyPoint([float(v) for v in ijk] + [1.0])[:3])
-
-
 def scripted_score(similarity: float, reader_index: int, rng: np.random.Generator) -> int:
     """The scripted readers' rule: 5, 4, 3, 2 at SSIM >= ``SCRIPTED_THRESHOLDS``, else 1; the second reader
     is one point stricter or milder at random (seeded)."""
@@ -69,10 +62,9 @@ def scripted_score(similarity: float, reader_index: int, rng: np.random.Generato
 
 
 def run_demo(head_dir: str | os.PathLike, outdir: str | os.PathLike, model: Optional[str] = None,
-             roi_size: int = 4, progress: Optional[ProgressCallback] = None) -> list[Path]:
-    """Write the files listed in the module docstring to ``outdir``; return their paths."""
-    import vtk
-
+             roi_size: int = RoiSettings.roi_size, progress: Optional[ProgressCallback] = None) -> list[Path]:
+    """Write the files listed in the module docstring to ``outdir``; return their paths. ``model``: a model
+    file (None: the shipped model); ``roi_size`` in pixels (``RoiSettings``)."""
     import slicer
     from slicer.util import arrayFromVolume
 
@@ -88,24 +80,23 @@ def run_demo(head_dir: str | os.PathLike, outdir: str | os.PathLike, model: Opti
     reconstructor = Reconstructor.load(model)
     metrics, study_cases, written, arrays = {}, [], [], {}
     for index, (contrast, files) in enumerate(cases.items()):
-        nodes = {method: read_volume(scene, files[method], f"{contrast} {method}") for method in ("full", "undersampled")}
+        nodes = {method: read_volume(scene, files[method], f"{contrast} {method}")
+                 for method in ("full", "undersampled")}
         nodes["DNN"] = reconstruct_volume_node(nodes["undersampled"], reconstructor, name=f"{contrast} DNN")
         written.append(write_volume(nodes["DNN"], outdir / f"head_{contrast}_DNN.nrrd"))
         arrays[contrast] = {method: np.array(arrayFromVolume(node), float) for method, node in nodes.items()}
         full = arrays[contrast]["full"]
         metrics[contrast] = {method: {"psnr_db": psnr(arrays[contrast][method], full),
-                                      "ssim": ssim(arrays[contrast][method], full)} for method in ("undersampled", "DNN")}
+                                      "ssim": ssim(arrays[contrast][method], full)}
+                             for method in ("undersampled", "DNN")}
         study_cases.append(StudyCase(f"head {contrast}", {
-            "full": os.path.relpath(files["full"], outdir), "undersampled": os.path.relpath(files["undersampled"], outdir),
+            "full": os.path.relpath(files["full"], outdir),
+            "undersampled": os.path.relpath(files["undersampled"], outdir),
             "DNN": f"head_{contrast}_DNN.nrrd"}))
         if index == 0:
             truth = read_volume(scene, files["truth"], f"{contrast} truth")
             truth_array = np.array(arrayFromVolume(truth), float)
-            roi1, roi2 = homogeneous_roi_points(truth_array, roi_size)
-            background = noisy_air_point(truth_array, list(arrays[contrast].values()), roi_size)
-            markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "ROI points")
-            for label, point in zip(("ROI 1", "ROI 2", "background"), (roi1, roi2, background)):
-                markups.AddControlPoint(vtk.vtkVector3d(*_ras(nodes["full"], point)), label)
+            markups = suggested_roi_points(scene, nodes["full"], list(nodes.values()), roi_size, truth_array)
             rows = compare_volumes([nodes[m] for m in METHODS], markups, reference=nodes["full"], size=roi_size)
             written.append(write_table_csv(roi_table_node(scene, rows), outdir / "roi_table.csv"))
         report(progress, (index + 1) / (len(cases) + 1), f"reconstructed {contrast}")

@@ -16,7 +16,8 @@ metric and the loss agree.
 
 ROI statistics: a point (i, j, k) (column, row, slice) defines an in-plane ``size`` x ``size`` ROI on slice k
 whose pixels are columns i - size//2 ... i - size//2 + size - 1 (same for rows). SNR = mean(ROI) / SD(background
-ROI); CNR = (mean(ROI 1) - mean(ROI 2)) / SD(background ROI); SD is the sample SD (ddof 1).
+ROI); CNR = (mean(ROI 1) - mean(ROI 2)) / SD(background ROI); SD is the sample SD (ddof 1). The size is a
+setting (:class:`RoiSettings`: its default and range, for the module, the command line and this file).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
+from FastMRICommon.settings import check_settings, check_value, setting, settings_field
 
 if TYPE_CHECKING:  # torch is imported where SSIM is computed: ROI statistics work without it
     import torch
@@ -101,6 +103,17 @@ def ssim(image: np.ndarray, reference: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
+class RoiSettings:
+    """The ROI size a user sets (the module's ``roiSize``, ``fastmrrecon roi-stats --size``), in pixels."""
+
+    roi_size: int = setting(4, "ROI side in pixels (a square in the point's slice, centred on it)", minimum=2,
+                            maximum=32, option="--size")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
 class RoiStats:
     """Mean and SD (ddof 1) of the three ROIs, SNR of ROI 1 and ROI 2, and CNR (module docstring)."""
 
@@ -115,10 +128,11 @@ class RoiStats:
     cnr: float
 
 
-def roi_pixels(volume: np.ndarray, point_ijk: tuple[int, int, int], size: int = 4) -> np.ndarray:
-    """The ``size`` x ``size`` in-plane ROI of ``volume [k, j, i]`` at ``point_ijk`` (module docstring)."""
-    if size < 2:
-        raise InputError(f"ROI size must be at least 2 pixels, got {size}")
+def roi_pixels(volume: np.ndarray, point_ijk: tuple[int, int, int],
+               size: int = RoiSettings.roi_size) -> np.ndarray:
+    """The ``size`` x ``size`` in-plane ROI of ``volume [k, j, i]`` at ``point_ijk`` (module docstring), float64;
+    InputError for a size outside ``RoiSettings`` or an ROI that does not fit inside the image."""
+    check_value(settings_field(RoiSettings, "roi_size"), size)
     volume = np.asarray(volume)
     if volume.ndim == 2:
         volume = volume[None]
@@ -128,12 +142,13 @@ def roi_pixels(volume: np.ndarray, point_ijk: tuple[int, int, int], size: int = 
     if not (0 <= k < slices) or not (0 <= i < columns and 0 <= j < rows):
         raise InputError(f"ROI point (i={i}, j={j}, k={k}) lies outside the image ({columns} x {rows} x {slices})")
     if low_i < 0 or low_j < 0 or low_i + size > columns or low_j + size > rows:
-        raise InputError(f"a {size}x{size} ROI at (i={i}, j={j}) does not fit inside the image: move it away from the edge")
+        raise InputError(f"a {size}x{size} ROI at (i={i}, j={j}) does not fit inside the image: move it away from "
+                         "the edge")
     return volume[k, low_j:low_j + size, low_i:low_i + size].astype(np.float64)
 
 
 def roi_statistics(volume: np.ndarray, roi1: tuple[int, int, int], roi2: tuple[int, int, int],
-                   background: tuple[int, int, int], size: int = 4) -> RoiStats:
+                   background: tuple[int, int, int], size: int = RoiSettings.roi_size) -> RoiStats:
     """SNR and CNR of ``volume`` from three ROI points (i, j, k) (module docstring)."""
     first, second, noise = (roi_pixels(volume, point, size) for point in (roi1, roi2, background))
     sd_background = float(noise.std(ddof=1))

@@ -1,8 +1,8 @@
 """Sample data for the FastMRRecon module: a multi-contrast head slab and its accelerated counterpart.
 
-As in the anchor study, the reference is fully sampled with two averages (AV=2) and the accelerated scan
-is undersampled (R=2 by default) with one average (AV=1), both combined by CG-SENSE with calibration coil
-maps, as the scanner delivers them (``simulate.simulate_volume``).
+The reference follows the reference protocol, fully sampled with two averages (AV=2); the accelerated scan
+is undersampled (R = ``SimulationSettings.acceleration`` by default) with one average (AV=1); both are
+combined by CG-SENSE with calibration coil maps, as the scanner delivers them (``simulate.simulate_volume``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from FastMRICommon.volume_files import write_volume_array
 
 from FastMRICommon.model_files import sha256_file
 
-from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, TissueMaps, brain_centre_slice, label_tissue_maps, mni152_tissue_maps,
-                             shared_synthseg_dir, synthesize)
-from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_volume
+from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, TissueMaps, brain_centre_slice, label_tissue_maps,
+                                                   mni152_tissue_maps, shared_synthseg_dir, synthesize)
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, SimulationSettings, simulate_volume
 
 
 def head_slab_maps(slices: int = 16, source: str = "auto") -> tuple[TissueMaps, str]:
@@ -46,12 +46,15 @@ def head_slab_maps(slices: int = 16, source: str = "auto") -> tuple[TissueMaps, 
     return TissueMaps(fractions, geometry), origin
 
 
-def write_head_sample(outdir: str | Path, acceleration: float = 2.0, coils: int = 8, snr: float = 30.0,
-                      slices: int = 16, source: str = "auto", seed: int = 0,
+def write_head_sample(outdir: str | Path, acceleration: float = SimulationSettings.acceleration,
+                      coils: int = SimulationSettings.coils, snr: float = SimulationSettings.snr,
+                      slices: int = 16, source: str = "auto", seed: int = SimulationSettings.seed,
                       progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> list[Path]:
     """Write, for each contrast (T1w, T2w, PD, FLAIR), ``head_<C>_full.nrrd`` (R=1, AV=2) and
     ``head_<C>_R<acceleration>.nrrd`` (AV=1) plus ``head_<C>_truth.nrrd`` (noise-free), and a JSON
-    description; return the written paths."""
+    description to ``outdir``; return the written paths. ``acceleration``, ``coils``, ``snr`` (object mean /
+    noise SD at one average) and ``seed`` as in ``SimulationSettings``; ``slices`` 1 mm axial slices; tissue
+    maps from ``source`` (:func:`head_slab_maps`)."""
     outdir = Path(outdir)
     maps, origin = head_slab_maps(slices, source)
     accelerated = AcquisitionConfig(acceleration=acceleration, coils=coils, averages=1, snr=snr, seed=seed)
@@ -84,6 +87,15 @@ MODULE_SAMPLE_SHA256 = "fc10f84202b1b3b5188fdf65a4daa69222c2b5814493b368f78cc5ea
 MODULE_SAMPLE_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 
 
+def module_sample_source(thumbnail: str | Path) -> dict:
+    """The keyword arguments of ``SampleData.SampleDataLogic.registerCustomSampleDataSource`` (Slicer's
+    SampleData module) that register the module's sample under *Fast MRI*, loaded from the shipped file and
+    checked against ``MODULE_SAMPLE_SHA256``; ``thumbnail``: the picture shown for it."""
+    return {"category": "Fast MRI", "sampleName": MODULE_SAMPLE_NAME, "thumbnailFileName": str(thumbnail),
+            "uris": (MODULE_SAMPLE_DIR / MODULE_SAMPLE_FILE).as_uri(), "fileNames": MODULE_SAMPLE_FILE,
+            "nodeNames": MODULE_SAMPLE_NAME, "checksums": f"SHA256:{MODULE_SAMPLE_SHA256}"}
+
+
 def module_sample_path() -> Path:
     """The shipped sample file, checked against ``MODULE_SAMPLE_SHA256``."""
     from FastMRICommon.errors import InputError
@@ -96,7 +108,9 @@ def module_sample_path() -> Path:
 
 def write_module_sample(path: str | Path, slices: int = 8, seed: int = 0) -> Path:
     """The module's sample: a fully sampled, two-average T2w head slab (nilearn MNI152 maps, ``slices`` 1 mm
-    axial slices, 8 coils, SNR 30 at one average, CG-SENSE), stored as 16-bit integers (0-4000)."""
+    axial slices, 8 coils, SNR 30 at one average, CG-SENSE), stored as 16-bit integers (0-4000). The recipe is
+    written out (not taken from the settings' defaults): it is the shipped file's, whose SHA-256 is
+    ``MODULE_SAMPLE_SHA256``."""
     import numpy as np
 
     maps, _ = head_slab_maps(slices, source="mni152")

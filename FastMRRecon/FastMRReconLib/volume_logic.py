@@ -13,7 +13,8 @@ import numpy as np
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
 from FastMRICommon.mrml_nodes import new_volume_node, update_volume_node, volume_to_array
 
-from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_volume
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, SimulationSettings, simulate_volume
+from FastMRReconLib.model.settings import STRENGTHS, check_noise_settings
 
 if TYPE_CHECKING:  # torch is imported only when a network is used (Slicer installs it on request)
     from FastMRReconLib.model.reconstructor import Reconstructor
@@ -31,7 +32,8 @@ def scalar_volume_array(node: Any) -> tuple[np.ndarray, Any]:
     return array.astype(np.float64), geometry
 
 
-def simulate_volume_node(node: Any, config: AcquisitionConfig, name: Optional[str] = None, combine: str = "sense",
+def simulate_volume_node(node: Any, config: AcquisitionConfig, name: Optional[str] = None,
+                         combine: str = SimulationSettings.combine,
                          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Any:
     """A new volume holding the simulated accelerated scan of ``node`` combined by ``combine`` (see
     :func:`simulate_volume`), named ``"<input> R<R> AV<averages>"`` (plus ``" k<rows>x<columns>"``, the
@@ -52,22 +54,36 @@ CHANGE_MAP_COLORS = "vtkMRMLColorTableNodeRainbow"
 #: Display range of change maps, in noise SDs; voxels below ``CHANGE_MAP_SHOWN_FROM`` are transparent.
 CHANGE_MAP_RANGE = (0.0, 4.0)
 CHANGE_MAP_SHOWN_FROM = 1.0
-#: The module's strength choices, mildest first: the names of ``reconstructor.STRENGTHS``, repeated here
-#: because Slicer imports the module (and this file) before torch, which reconstructor needs, may be installed.
-STRENGTH_NAMES = ("low", "medium", "high")
+#: Opacity of a change map shown over its reconstruction in the slice views.
+CHANGE_MAP_OPACITY = 0.4
 
 
 def noise_arguments(strength: str, noise_sd: Optional[float] = None) -> tuple[Optional[float], float]:
-    """``(noise_sd, strength factor)`` for :func:`reconstruct_volume_node` from a strength name
-    (``STRENGTH_NAMES``) and a noise SD (None: measured), checked before anything runs: one-line InputError
-    for an unknown name or a noise SD that is not a positive number. Imports torch."""
-    from FastMRReconLib.model.reconstructor import STRENGTHS, check_noise_settings
-
+    """``(noise_sd, strength factor)`` for :func:`reconstruct_volume_node` from a strength name (of
+    ``model.settings.STRENGTHS``) and a noise SD (image units; None: measured), checked before anything runs:
+    one-line InputError for an unknown name or a noise SD that is not a positive number. Does not import
+    torch."""
     if strength not in STRENGTHS:
         raise InputError(f"the strength must be one of {', '.join(STRENGTHS)}, got {strength!r}")
     noise_sd = None if noise_sd is None else float(noise_sd)
     check_noise_settings(noise_sd, STRENGTHS[strength])
     return noise_sd, STRENGTHS[strength]
+
+
+class ReconstructorCache:
+    """Networks loaded once each: :meth:`get` returns the ``Reconstructor`` of a model file (None: the shipped
+    model) on a device ("auto", "cpu", "cuda"), loading it the first time (torch is imported then)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[Optional[str], str], "Reconstructor"] = {}
+
+    def get(self, path: Optional[str] = None, device: str = "auto") -> "Reconstructor":
+        from FastMRReconLib.model.reconstructor import Reconstructor
+
+        key = (None if path is None else str(path), device)
+        if key not in self._loaded:
+            self._loaded[key] = Reconstructor.load(path, device=device)
+        return self._loaded[key]
 
 
 def reconstruct_volume_node(node: Any, reconstructor: "Reconstructor", name: Optional[str] = None,
@@ -76,7 +92,8 @@ def reconstruct_volume_node(node: Any, reconstructor: "Reconstructor", name: Opt
                             noise_sd: Optional[float] = None, strength: float = 1.0,
                             change_map: bool = False) -> Any:
     """``reconstructor``'s output for ``node`` (slice by slice along ``k``, batches of ``batch_size`` slices,
-    None: ``reconstructor.default_batch_size``, at most about 0.15 s of work on the CPU; progress and cancellation between batches) in ``output`` when given (its voxels and geometry are
+    None: ``reconstructor.default_batch_size``; progress and cancellation between batches, so the GUI stays
+    responsive) in ``output`` when given (its voxels and geometry are
     replaced; it must not be the input), else in a new volume named ``"<input> DNN"`` unless ``name`` is
     given. ``noise_sd`` (None: measured) and ``strength`` as in ``Reconstructor.reconstruct``. With
     ``change_map``, a new volume ``"<output> change [noise SD]"`` holds |output - input| / noise SD, displayed

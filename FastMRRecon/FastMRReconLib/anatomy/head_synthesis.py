@@ -193,12 +193,9 @@ def random_contrast(maps: TissueMaps, rng: np.random.Generator, bias_strength: f
     """An image of ``maps`` in a random contrast: each tissue's signal drawn independently from U(0, 1)
     (domain randomisation, as SynthSeg trains: the network sees tissue boundaries and noise in contrasts no
     sequence produces, so that it restores any contrast rather than learning the four protocols'); air stays
-    0. Bias field and texture as in :func:`synthesize`.
-
-    Tried and not adopted (2026-11-22): a leave-T2w-out network (the generalisation benchmark's settings, 3000
-    steps) trained on the other three protocols' 2392 pairs plus 800 random-contrast pairs scored 27.51 dB /
-    0.858 on the 24 held-out T2w pairs, against 27.69 / 0.868 without them (in-contrast 28.25 / 0.883, input
-    28.18 / 0.861): random contrasts did not narrow the gap, so the shipped model is trained without them."""
+    0. Bias field and texture as in :func:`synthesize`. Returns float32 of ``maps.shape``, the brightest
+    tissue 1. (Whether it helps generalisation to unseen contrasts: ``docs/benchmarks/recon_generalisation.md``,
+    "History".)"""
     signals = {name: float(rng.uniform(0.0, 1.0)) for name in maps.fractions}
     return render_tissue_signals(maps, signals, rng, bias_strength, texture)
 

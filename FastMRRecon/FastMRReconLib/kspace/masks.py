@@ -1,9 +1,11 @@
 """Cartesian undersampling masks: which phase-encoding lines are acquired.
 
 A mask is a small callable object, ``mask(n_lines, seed) -> bool[n_lines]``, parameterised by the
-acceleration R (1 = fully sampled; fractional values such as 1.5 allowed) and the fraction of central lines
-that are always acquired (the calibration region used for coil maps). The number of acquired lines is
-``round(n_lines / R)``; the same seed gives the same mask.
+acceleration R (>= 1, 1 = fully sampled; fractional values such as 1.5 allowed) and the fraction of central
+lines that are always acquired (in (0, 1): the calibration region used for coil maps); both are required, as
+in fastMRI's mask functions. The number of acquired lines is ``round(n_lines / R)``; the same seed gives the
+same mask. Outside those domains an InputError is raised; the ranges and defaults a user chooses from are
+``simulate.SimulationSettings``'.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ def central_lines(n_lines: int, count: int) -> np.ndarray:
 @dataclass(frozen=True)
 class _LineMask:
     acceleration: float
-    center_fraction: float = 0.08
+    center_fraction: float
 
     def __post_init__(self) -> None:
-        if not 1.0 <= self.acceleration <= 16.0:
-            raise InputError(f"acceleration must be between 1 and 16, got {self.acceleration}")
+        if not self.acceleration >= 1.0:
+            raise InputError(f"acceleration must be at least 1 (1 = fully sampled), got {self.acceleration}")
         if not 0.0 < self.center_fraction < 1.0:
             raise InputError(f"centre fraction must be in (0, 1), got {self.center_fraction}")
 
@@ -80,8 +82,9 @@ class VariableDensityMask(_LineMask):
 MASKS = {"equispaced": EquispacedMask, "variable-density": VariableDensityMask}
 
 
-def make_mask(kind: str, acceleration: float, center_fraction: float = 0.08) -> _LineMask:
-    """The mask called ``kind`` ("equispaced" or "variable-density")."""
+def make_mask(kind: str, acceleration: float, center_fraction: float) -> _LineMask:
+    """The mask called ``kind`` (a name of ``MASKS``) for ``acceleration`` and ``center_fraction`` (module
+    docstring); InputError for an unknown name or values outside their domains."""
     if kind not in MASKS:
         raise InputError(f"unknown mask {kind!r}; choose one of {', '.join(MASKS)}")
     return MASKS[kind](acceleration=acceleration, center_fraction=center_fraction)

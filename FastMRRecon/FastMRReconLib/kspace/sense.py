@@ -11,11 +11,9 @@ CG-SENSE solves ``min_x ||M F S x - y||² + lam ||x||²`` (``S`` coil maps, ``F`
 returns ``(1 + lam) x``: with RSS-normalised maps the normal operator is the identity where the coils fully
 determine the image (R = 1), so Tikhonov alone would scale such images by 1 / (1 + lam); the factor removes
 that bias, and leaves the damping of the noise that unfolding amplifies (high g-factor) where the
-undersampled problem is ill-conditioned. ``DEFAULT_REGULARIZATION`` (0.03) is the regularised SENSE a
-scanner delivers, chosen on 36 axial slices (T1w, T2w, PD, FLAIR) of 3 SynthSeg *training* subjects, 12
-coils, SNR 30, against the AV=2 reference; PSNR dB / SSIM for lambda = 0.001 / 0.01 / 0.03 / 0.05:
-R = 2: 29.39 / 0.787, 29.98 / 0.803, 30.32 / 0.819, 30.11 / 0.824; R = 3: 22.80 / 0.600, 25.26 / 0.675,
-25.88 / 0.722, 25.53 / 0.733 (R = 1.5: +0.26 dB over 0.001; R = 4: +2.6 dB).
+undersampled problem is ill-conditioned. ``DEFAULT_REGULARIZATION`` is the regularised SENSE a scanner
+delivers (how it was chosen: ``docs/benchmarks/recon.md``, "History"). Shapes are stated per function; a
+mask whose k-space centre line is not acquired has no calibration region and raises InputError.
 """
 
 from __future__ import annotations

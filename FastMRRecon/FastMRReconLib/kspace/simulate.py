@@ -2,8 +2,8 @@
 
 For each 2D slice: give the image a smooth background phase, multiply by coil sensitivities, Fourier
 transform, keep the lines of an undersampling mask, add complex Gaussian noise whose SD shrinks with the
-number of averages, and reconstruct conventionally (CG-SENSE, or zero-filled root-sum-of-squares). The noise level is set
-by ``snr``: mean signal inside the object over the noise SD of a fully sampled single-average image.
+number of averages, and reconstruct conventionally (CG-SENSE, or zero-filled root-sum-of-squares). The noise level
+is set by ``snr``: mean signal inside the object over the noise SD of a fully sampled single-average image.
 
 ``resolution`` < 1 acquires only that central fraction of k-space along an axis and zero-fills the rest, as
 scanners reconstruct on a finer grid than they acquire (interpolation to a larger matrix, lower phase
@@ -27,10 +27,11 @@ from typing import Optional
 import numpy as np
 
 from FastMRICommon.errors import InputError, ProgressCallback, CancelCheck, raise_if_cancelled, report
+from FastMRICommon.settings import check_settings, setting
 
 from FastMRReconLib.kspace.coils import coil_sensitivities
 from FastMRReconLib.kspace.fft import fft2c, ifft2c
-from FastMRReconLib.kspace.masks import central_lines, make_mask
+from FastMRReconLib.kspace.masks import MASKS, central_lines, make_mask
 from FastMRReconLib.kspace.sense import sense_reconstruction
 
 
@@ -54,37 +55,86 @@ def check_magnitude(image: np.ndarray) -> None:
                          "or difference image")
 
 
+#: Coil combinations of :func:`simulate_volume`: CG-SENSE with calibration coil maps, or zero-filled
+#: root-sum-of-squares.
+COMBINATIONS = ("sense", "rss")
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """What a user sets for a simulated accelerated scan: the module's *Simulate* section (its parameter node
+    fields are these, in camelCase) and ``fastmrrecon simulate`` (its options). Each field holds its default,
+    its range or choices and its help (``FastMRICommon.settings``); making an instance checks every value
+    (InputError naming the setting). :meth:`acquisition` gives the :class:`AcquisitionConfig` to simulate with.
+    The ranges are what the module and the command line offer; the simulation itself accepts more (any
+    R >= 1, an infinite SNR: :class:`AcquisitionConfig`), which training and benchmarks use."""
+
+    acceleration: float = setting(2.0, "undersampling factor R (1 = fully sampled): acquired phase-encoding "
+                                  "lines = all lines / R", minimum=1.0, maximum=16.0)
+    mask: str = setting("equispaced", "line pattern: equally spaced lines, or random ones denser near the "
+                        "k-space centre", choices=tuple(MASKS))
+    center_fraction: float = setting(0.08, "fraction of the central phase-encoding lines always acquired: the "
+                                     "calibration region of the coil maps", minimum=0.01, maximum=0.5)
+    coils: int = setting(8, "receive coils", minimum=1, maximum=32)
+    averages: int = setting(1, "signal averages: the noise SD falls with their square root", minimum=1, maximum=8)
+    snr: float = setting(30.0, "object mean / noise SD of a fully sampled single-average image", minimum=1.0,
+                         maximum=1e6)
+    resolution_rows: float = setting(1.0, "acquired fraction of k-space along each slice's rows (1 = all), "
+                                     "zero-filled to the matrix as scanners interpolate", minimum=0.1, maximum=1.0)
+    resolution_columns: float = setting(1.0, "acquired fraction of k-space along each slice's columns (1 = all), "
+                                        "zero-filled like the rows", minimum=0.1, maximum=1.0)
+    combine: str = setting("sense", "coil combination: CG-SENSE with calibration coil maps (what the network "
+                           "expects), or zero-filled root-sum-of-squares", choices=COMBINATIONS)
+    seed: int = setting(0, "random seed: the same seed gives the same mask, coils, phase and noise", minimum=0,
+                        maximum=2**31 - 1)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def acquisition(self) -> "AcquisitionConfig":
+        """The simulation these settings describe (``combine`` is :func:`simulate_volume`'s argument)."""
+        return AcquisitionConfig(acceleration=self.acceleration, mask=self.mask, center_fraction=self.center_fraction,
+                                 coils=self.coils, averages=self.averages, snr=self.snr,
+                                 resolution=(self.resolution_rows, self.resolution_columns), seed=self.seed)
+
+
 @dataclass(frozen=True)
 class AcquisitionConfig:
-    """How the accelerated scan is simulated.
+    """How the accelerated scan is simulated; defaults are :class:`SimulationSettings`' (one home).
 
-    acceleration: undersampling factor R (1 = fully sampled); mask: "equispaced" or "variable-density";
-    center_fraction: fraction of central lines always acquired; coils: receive channels; averages: signal
-    averages (noise SD / sqrt(averages)); snr: object mean / noise SD at one average, fully sampled;
-    phase_encode_axis: array axis of the 2D slice that is phase encoded (0 = rows, 1 = columns);
-    resolution: acquired fraction of k-space along (rows, columns), (0, 1] (module docstring; 1 = all);
-    seed: makes masks, coils, phase and noise reproducible.
+    acceleration: undersampling factor R (>= 1; 1 = fully sampled); mask: a name of ``masks.MASKS``;
+    center_fraction: fraction of central lines always acquired, in (0, 1); coils: receive channels (>= 1);
+    averages: signal averages (>= 1; noise SD / sqrt(averages)); snr: object mean / noise SD at one average,
+    fully sampled (> 0; ``inf`` = noise-free); phase_encode_axis: array axis of the 2D slice that is phase
+    encoded (0 = rows, 1 = columns); resolution: acquired fraction of k-space along (rows, columns), each in
+    (0, 1] (module docstring; 1 = all); seed: an integer >= 0 that makes masks, coils, phase and noise
+    reproducible. Values outside these domains raise InputError; the narrower ranges a user may choose are
+    :class:`SimulationSettings`'.
     """
 
-    acceleration: float = 2.0
-    mask: str = "equispaced"
-    center_fraction: float = 0.08
-    coils: int = 8
-    averages: int = 1
-    snr: float = 30.0
+    acceleration: float = SimulationSettings.acceleration
+    mask: str = SimulationSettings.mask
+    center_fraction: float = SimulationSettings.center_fraction
+    coils: int = SimulationSettings.coils
+    averages: int = SimulationSettings.averages
+    snr: float = SimulationSettings.snr
     phase_encode_axis: int = 0
-    resolution: tuple[float, float] = (1.0, 1.0)
-    seed: int = 0
+    resolution: tuple[float, float] = (SimulationSettings.resolution_rows, SimulationSettings.resolution_columns)
+    seed: int = SimulationSettings.seed
 
     def __post_init__(self) -> None:
         if self.averages < 1:
             raise InputError(f"averages must be >= 1, got {self.averages}")
+        if self.coils < 1:
+            raise InputError(f"coils must be >= 1, got {self.coils}")
         if not self.snr > 0:
             raise InputError(f"SNR must be > 0, got {self.snr}")
         if self.phase_encode_axis not in (0, 1):
             raise InputError(f"phase_encode_axis must be 0 or 1, got {self.phase_encode_axis}")
         if len(self.resolution) != 2 or not all(0 < fraction <= 1 for fraction in self.resolution):
             raise InputError(f"resolution must be two fractions in (0, 1], got {self.resolution}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise InputError(f"seed must be an integer >= 0, got {self.seed!r}")
         make_mask(self.mask, self.acceleration, self.center_fraction)  # validates the mask parameters
 
     def as_dict(self) -> dict:
@@ -162,10 +212,7 @@ def zero_filled_rss(kspace: np.ndarray) -> np.ndarray:
     return rss_combine(ifft2c(kspace))
 
 
-COMBINATIONS = ("sense", "rss")
-
-
-def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str = "sense",
+def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str = SimulationSettings.combine,
                     progress: Optional[ProgressCallback] = None,
                     cancel: Optional[CancelCheck] = None) -> np.ndarray:
     """Simulate the accelerated scan of ``volume[k, j, i]`` slice by slice (2D k-space per ``k`` slice) and

@@ -6,7 +6,8 @@ float array ``(H, W)`` or ``(slices, H, W)``; the result has the same shape and 
 Intensity normalisation (also used in training): each slice is divided by its *scale*, the 99th
 percentile of its pixels, and multiplied back afterwards; slices whose scale is below 5% of the volume's
 (nearly empty slices at the edge of a volume) use 5% of the volume's scale instead, so their noise is not
-blown up. A non-negative input gives a non-negative output. Slices are processed in batches; progress is reported and cancellation honoured between batches.
+blown up. A non-negative input gives a non-negative output. Slices are processed in batches; progress is reported
+and cancellation honoured between batches.
 
 Noise (networks with ``NetworkConfig.noise_input``): each slice's noise SD map is measured from the image
 (``noise_level.noise_maps``) unless the user gives one SD for the whole volume (``noise_sd``, the image's
@@ -21,12 +22,17 @@ not at all at high SNR, where a good image is returned unchanged.
 
 Batch size (``default_batch_size``): on a GPU, 8 slices; on the CPU, as many slices as hold
 ``CPU_BATCH_PIXELS`` pixels (at least one): the activations of larger batches no longer fit the processor's
-caches, and each slice takes longer (256 x 256 slices, 2 cores: about 0.06 s each in batches of 1 or 2,
-0.11 s in batches of 8; ``docs/benchmarks/recon.md`` has the benchmark).
+caches, and each slice takes longer (timings: ``docs/benchmarks/recon.md``, "Speed and memory" and
+"History").
 
 Precision (``FastMRICommon.device.select_precision``): "auto" runs the network in bfloat16 on a CPU with
-native bfloat16 instructions (about half the time; the output moves by about 60 dB below the image's peak,
-far under any image's noise: ``docs/benchmarks/recon_do_no_harm.md``), float32 elsewhere.
+native bfloat16 instructions, float32 elsewhere (time and the change of the output:
+``docs/benchmarks/recon_do_no_harm.md``).
+
+Shapes and units: images ``(H, W)`` or ``(slices, H, W)``, real and finite, magnitude (``check_magnitude``),
+at least the network's minimum size in-plane (32 pixels for the shipped models); outputs float32 of the same
+shape on the input's intensity scale; noise SDs in the image's units; change maps in noise SDs. Bad input
+raises InputError; a bad model file ModelFileError.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_m
 from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork
 from FastMRReconLib.model.noise_level import noise_maps
 from FastMRReconLib.kspace.simulate import check_magnitude, object_mean
+from FastMRReconLib.model.settings import MAX_STRENGTH, STRENGTHS, check_noise_settings  # noqa: F401 (re-exported)
 
 log = logging.getLogger("fastmrrecon")
 
@@ -62,10 +69,6 @@ MAX_PIXELS = 1024 * 1024 * 256
 CPU_BATCH_PIXELS = 2 * 256 * 256
 #: Slices per batch on a GPU.
 GPU_BATCH_SLICES = 8
-#: Named strengths (the module's low / medium / high): the factor on the noise level the network is told.
-STRENGTHS = {"low": 0.5, "medium": 1.0, "high": 1.5}
-#: Largest strength accepted.
-MAX_STRENGTH = 2.0
 #: Median slice SNR (object mean / noise SD) below which the log warns that the image is mostly noise.
 LOW_SNR = 3.0
 
@@ -96,16 +99,6 @@ class SnrGate:
 SNR_GATE = SnrGate(full=15.0, none=30.0, per="slice")
 
 
-def check_noise_settings(noise_sd: Optional[float], strength: float) -> None:
-    """One-line InputError for a noise SD that is not a positive finite number or a strength outside
-    [0, ``MAX_STRENGTH``]."""
-    if noise_sd is not None and not (np.isfinite(noise_sd) and noise_sd > 0):
-        raise InputError(f"the noise SD must be a positive number (the image's units), got {noise_sd}; "
-                         "to treat the image as noise-free use strength 0")
-    if not (np.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
-        raise InputError(f"the strength must be between 0 and {MAX_STRENGTH:g}, got {strength}")
-
-
 def default_batch_size(device: str, slice_shape: tuple[int, int]) -> int:
     """Slices per batch for ``device`` and in-plane ``slice_shape`` (module docstring)."""
     if str(device).startswith("cuda"):
@@ -133,7 +126,8 @@ def check_image(image: np.ndarray, min_size: int) -> np.ndarray:
     if np.iscomplexobj(array):
         raise InputError("complex input: give a magnitude image (the scanner's or |complex image|)")
     if array.ndim not in (2, 3):
-        raise InputError(f"expected a 2D image (H, W) or a volume (slices, H, W), got {array.ndim}D shape {array.shape}")
+        raise InputError(f"expected a 2D image (H, W) or a volume (slices, H, W), got {array.ndim}D shape "
+                         f"{array.shape}")
     if not np.issubdtype(array.dtype, np.number) or array.dtype == bool:
         raise InputError(f"expected a numeric image, got dtype {array.dtype}")
     if not np.all(np.isfinite(array)):
@@ -184,7 +178,8 @@ class Reconstructor:
         levels = (object_levels(volume) if levels is None else levels) / np.median(maps, axis=(1, 2))
         median_snr = float(np.nanmedian(levels)) if np.isfinite(levels).any() else float("inf")
         if median_snr < LOW_SNR:
-            log.warning("the image is mostly noise (SNR about %.1f): the reconstruction cannot recover much", median_snr)
+            log.warning("the image is mostly noise (SNR about %.1f): the reconstruction cannot recover much",
+                        median_snr)
         return maps
 
     def reconstruct(self, image: np.ndarray, batch_size: Optional[int] = None,

@@ -9,8 +9,10 @@ So the reader layout's orientation and labels carry no ``action``, and since the
 the layout is left (the conventional layout sets its R/Y/G labels and orientations as defaults only),
 :class:`SavedViews` keeps the views' state before the study and restores it afterwards.
 
-The layout description, the slice-composite setup and the saved views are plain MRML (tested without the
-application); the Slicer module adds what only the GUI has (hiding view controllers and corner annotations).
+The layout description, the slice-composite setup, the saved views and the view arrangement are plain MRML
+(tested without the application). :class:`ReaderLayout` enters and leaves the reader layout; given Slicer's
+layout manager and DataProbe's slice annotations (GUI objects, used through their Python API only), it also
+hides and restores what only the GUI has: view controllers, corner annotations.
 """
 
 from __future__ import annotations
@@ -124,6 +126,85 @@ class SavedViews:
                 composite.SetForegroundVolumeID(foreground if foreground and scene.GetNodeByID(foreground) else None)
                 composite.SetLabelVolumeID(label if label and scene.GetNodeByID(label) else None)
                 composite.SetLinkedControl(linked)
+
+
+def set_view_arrangement(layout_node: Any, layout_id: int) -> None:
+    """Show layout ``layout_id`` (the conventional layout when ``layout_node`` has no such description), as
+    Slicer's layout manager does (``qMRMLLayoutManager::setLayout``, ``Libs/MRML/Widgets/qMRMLLayoutManager.cxx``
+    at v5.10.0: it only sets the layout node, whose change the manager observes to rebuild the views)."""
+    if layout_node.GetViewArrangement() == layout_id:
+        return
+    if not layout_node.IsLayoutDescription(layout_id):
+        layout_id = layout_node.SlicerLayoutConventionalView
+    layout_node.RemoveAllMaximizedViewNodes()
+    layout_node.SetViewArrangement(layout_id)
+
+
+def data_probe_annotations(modules: Any) -> Optional[Any]:
+    """The DataProbe module's slice-view annotations from ``slicer.modules`` (DataProbe makes them only with
+    the main window), or None."""
+    info = getattr(getattr(modules, "DataProbeInstance", None), "infoWidget", None)
+    return info.sliceAnnotations if info is not None else None
+
+
+class ReaderLayout:
+    """The reader layout on screen while a study is read, and everything it changes put back afterwards.
+
+    :meth:`enter` registers the layout in ``layout_node`` (``install_reader_layout``), saves the reader views
+    (:class:`SavedViews`) and the view arrangement, and shows the layout (:func:`set_view_arrangement`); with
+    ``layout_manager`` (Slicer's, for ``sliceWidget(name)``) it hides the views' controllers and clears their
+    corner annotations, with ``annotations`` (:func:`data_probe_annotations`) it turns DataProbe's slice
+    annotations off. :meth:`exit` restores all of it (the views' state after the arrangement, which leaves
+    them relabelled: module docstring); it does nothing when the layout is not entered.
+    """
+
+    def __init__(self, scene: Any, layout_node: Optional[Any], layout_manager: Optional[Any] = None,
+                 annotations: Optional[Any] = None) -> None:
+        self.scene, self.layout_node = scene, layout_node
+        self.layout_manager, self.annotations = layout_manager, annotations
+        self._saved: Optional[tuple[SavedViews, int, Optional[bool]]] = None  # views, arrangement, annotations
+
+    @property
+    def entered(self) -> bool:
+        return self._saved is not None
+
+    def enter(self) -> None:
+        """Show the reader layout (InputError without a layout node: Slicer without its main window)."""
+        if self.entered:
+            return
+        if not install_reader_layout(self.layout_node):
+            raise InputError("the reader study needs Slicer's main window (its slice views)")
+        views, arrangement = SavedViews.save(self.scene), self.layout_node.GetViewArrangement()
+        set_view_arrangement(self.layout_node, READER_LAYOUT_ID)
+        enabled = None
+        if self.annotations is not None:
+            enabled = bool(self.annotations.sliceViewAnnotationsEnabled)
+            self.annotations.sliceViewAnnotationsEnabled = False
+            self.annotations.updateSliceViewFromGUI()
+        self._saved = (views, arrangement, enabled)
+        for widget in self._slice_widgets():
+            widget.sliceController().setVisible(False)
+            widget.sliceView().cornerAnnotation().ClearAllTexts()
+            widget.sliceView().forceRender()
+
+    def exit(self) -> None:
+        """Put back the view arrangement, the views' state and what :meth:`enter` hid."""
+        if self._saved is None:
+            return
+        views, arrangement, enabled = self._saved
+        self._saved = None
+        for widget in self._slice_widgets():
+            widget.sliceController().setVisible(True)
+        if self.annotations is not None and enabled is not None:
+            self.annotations.sliceViewAnnotationsEnabled = enabled
+            self.annotations.updateSliceViewFromGUI()
+        set_view_arrangement(self.layout_node, arrangement)
+        views.restore(self.scene)
+
+    def _slice_widgets(self) -> list[Any]:
+        if self.layout_manager is None:
+            return []
+        return [widget for widget in (self.layout_manager.sliceWidget(name) for name in VIEW_NAMES) if widget]
 
 
 def show_blinded(scene: Any, volume_ids: Sequence[str]) -> list[Any]:

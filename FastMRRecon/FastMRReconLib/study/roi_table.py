@@ -20,9 +20,10 @@ import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
+from FastMRICommon.geometry import ijk_to_ras
 from FastMRICommon.mrml_nodes import new_table_node
 
-from FastMRReconLib.metrics import RoiStats, roi_statistics
+from FastMRReconLib.metrics import RoiSettings, RoiStats, roi_statistics
 from FastMRReconLib.volume_logic import scalar_volume_array
 
 ROI_NAMES = ("ROI 1", "ROI 2", "background")
@@ -84,7 +85,7 @@ def _change(value: float, reference: float) -> float:
 
 
 def compare_volumes(volumes: Sequence[Any], markups: Any, reference: Optional[Any] = None,
-                    size: int = 4) -> list[RoiRow]:
+                    size: int = RoiSettings.roi_size) -> list[RoiRow]:
     """ROI statistics of each volume node (module docstring); ``reference`` (default: the first volume) must
     be one of ``volumes``. Any volume whose ROIs cannot be measured stops the whole comparison with a
     one-line error naming it (nothing is half-written)."""
@@ -141,6 +142,26 @@ def noisy_air_point(truth: np.ndarray, volumes: list[np.ndarray], size: int) -> 
     distance = ndimage.distance_transform_edt(truth[k] == 0)
     j, i = np.unravel_index(np.argmin(np.where(candidates, distance, np.inf)), air.shape)
     return int(i), int(j), k
+
+
+def suggested_roi_points(scene: Any, reference: Any, volumes: Sequence[Any], size: int = RoiSettings.roi_size,
+                         truth: Optional[np.ndarray] = None, name: str = "ROI points") -> Any:
+    """A new point list in ``scene`` with ROI 1, ROI 2 and the background (labelled ``ROI_NAMES``) on the
+    middle slice of ``reference`` (a volume node): :func:`homogeneous_roi_points` of ``truth`` and
+    :func:`noisy_air_point` of ``truth`` and ``volumes`` (volume nodes on the reference's grid), at their RAS
+    positions (mm; the list is put under the reference's parent transform, so the points follow it). ``truth``
+    (``[k, j, i]`` on that grid) defaults to the reference's voxels with everything below 2% of its maximum set
+    to 0 (air)."""
+    reference_array, geometry = scalar_volume_array(reference)
+    if truth is None:
+        truth = np.where(reference_array > 0.02 * reference_array.max(), reference_array, 0.0)
+    arrays = [scalar_volume_array(node)[0] for node in volumes]
+    points = [*homogeneous_roi_points(truth, size), noisy_air_point(truth, arrays, size)]
+    markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    markups.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+    for label, position in zip(ROI_NAMES, ijk_to_ras(geometry, points)):
+        markups.AddControlPoint(*position, label)
+    return markups
 
 
 def roi_table_node(scene: Any, rows: Sequence[RoiRow], name: str = "ROI SNR CNR") -> Any:

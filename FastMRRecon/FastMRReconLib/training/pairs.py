@@ -2,15 +2,17 @@
 references, synthesised from head tissue maps with MR physics.
 
 Each pair is one 2D slice: a random subject, orientation (axial, coronal, sagittal, from ``orientations``;
-recorded with the pair) and slice through the head; the 1 mm tissue fractions are resampled to a pixel size drawn log-uniformly from ``pixel_range``
+recorded with the pair) and slice through the head; the 1 mm tissue fractions are resampled to a pixel size drawn
+log-uniformly from ``pixel_range``
 (0.8-3 mm: from 3D T1w to 2D EPI resolutions, so that low-resolution scans, where every structure is a few
 pixels wide, are seen too), rotated (+-10 degrees) and elastically deformed, over a field of view of
 160-256 mm per axis (matrix = field of view / pixel size, at least 48); a contrast (T1w, T2w, PD,
 FLAIR) with TR, TE and TI jittered by +-20% and per-tissue PD/T1/T2 by +-10%, or a random one (each tissue's
 signal drawn from U(0, 1), ``RANDOM_CONTRAST``: domain randomisation), a bias field (+-30%) and
-texture (relative SD drawn from ``texture_range``) give the magnitude image. That image is scanned twice, as
-in the anchor study: fully sampled with two averages (the reference) and accelerated (R from ``accelerations``, equispaced or
-variable-density lines, either phase-encoding direction) with one average, reconstructed by CG-SENSE with
+texture (relative SD drawn from ``texture_range``) give the magnitude image. That image is scanned twice: by
+the reference protocol, fully sampled with two averages (the reference), and accelerated (R from
+``accelerations``, equispaced or variable-density lines, either phase-encoding direction) with one average,
+reconstructed by CG-SENSE with
 coil maps from its own calibration lines (the network's input). Both are combined the same way
 (SENSE; at R = 1 this is the optimal complex coil combination a scanner applies): a root-sum-of-squares
 reference would carry a noise floor in dark tissue and air that no SENSE image has. SNR (object mean / noise SD at one
@@ -32,13 +34,15 @@ from scipy import ndimage
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 
-from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions, mni152_tissue_maps, random_contrast,
-                             read_label_map, shared_synthseg_dir, synthesize)
+from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions,
+                                                   mni152_tissue_maps, random_contrast, read_label_map,
+                                                   shared_synthseg_dir, synthesize)
 from FastMRReconLib.kspace.masks import MASKS
 from FastMRReconLib.kspace.sense import sense_reconstruction
 from FastMRReconLib.kspace.fft import fft2c
 from FastMRReconLib.anatomy.real_anatomy import RealImage, draw_slice
-from FastMRReconLib.kspace.simulate import AcquisitionConfig, acquired_region, object_mean, simulate_slice
+from FastMRReconLib.kspace.simulate import (AcquisitionConfig, SimulationSettings, acquired_region, object_mean,
+                                            simulate_slice)
 
 #: Slice orientations, in the order of the axis of the ``[k, j, i]`` (axial LPS) head volume they cut.
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -68,7 +72,7 @@ class PairConfig:
     snr_range: tuple[float, float] = (15.0, 90.0)
     coil_range: tuple[int, int] = (8, 16)
     texture_range: tuple[float, float] = (0.0, 0.06)
-    center_fraction: float = 0.08
+    center_fraction: float = SimulationSettings.center_fraction
     pixel_range: tuple[float, float] = (0.8, 3.0)
     #: Acquired fraction of k-space per image axis (``AcquisitionConfig.resolution``: ringing, correlated
     #: noise), uniform and independent per axis; (1, 1) draws nothing, so earlier seeds keep their pairs.

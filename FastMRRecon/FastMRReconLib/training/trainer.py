@@ -1,6 +1,6 @@
-"""Training the reconstruction network on synthesised pairs (see ``training_data``).
+"""Training the reconstruction network on synthesised pairs (``FastMRReconLib.training.pairs``).
 
-Per the anchor study: Adam (lr 1e-4), 2D slices, the loss L = lambda ||x - x_hat||_1 - SSIM(x, x_hat) at
+Adam (lr 1e-4), 2D slices, the loss L = lambda ||x - x_hat||_1 - SSIM(x, x_hat) at
 each stage's output (deep supervision: stage-1 U-Net image and final image), x the AV=2 reference. Both
 images of a pair are divided by the input's normalisation scale (``reconstructor.slice_scales``), exactly
 as at inference. Each step takes ``batch_size`` random ``patch`` x ``patch`` crops with random flips and
@@ -163,7 +163,8 @@ def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
             raise InputError(f"checkpoint {checkpoint} was written with other settings; remove it or match them")
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
-        start, losses, history, seconds = state["step"], list(state["losses"]), list(state["validation"]), state["seconds"]
+        start, losses, history = state["step"], list(state["losses"]), list(state["validation"])
+        seconds = state["seconds"]
     model = network
     if world > 1:  # every process starts from rank 0's weights; gradients are averaged
         on_gpu = torch.device(device).type == "cuda"
