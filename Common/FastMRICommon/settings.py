@@ -197,7 +197,8 @@ def parameter_annotations(classes: Iterable[type], within_range: Callable[[float
         for field in settings_fields(cls):
             if field.name in skip:
                 continue
-            meta, kind = field.setting, field.kind
+            meta = field.setting
+            kind: Any = field.kind
             if meta.choices is not None:
                 kind = typing.Annotated[kind, choice(list(meta.choices))]
             elif meta.minimum is not None and meta.maximum is not None:

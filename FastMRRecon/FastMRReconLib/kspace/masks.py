@@ -37,6 +37,10 @@ class _LineMask:
         if not 0.0 < self.center_fraction < 1.0:
             raise InputError(f"centre fraction must be in (0, 1), got {self.center_fraction}")
 
+    def __call__(self, n_lines: int, seed: int | None = None) -> np.ndarray:
+        """``bool[n_lines]``, True on the acquired lines; the same ``seed`` gives the same mask."""
+        raise NotImplementedError
+
     def _centre_and_outer(self, n_lines: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Boolean mask with the central block set, the outer candidate indices, and how many to add."""
         if n_lines < 4:

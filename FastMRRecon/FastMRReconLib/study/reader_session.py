@@ -175,7 +175,7 @@ class ReaderSession:
         self.case = study.next_case(reader)
         if self.case is not None:
             self.case_nodes = load_blinded_case(self.scene, study, self.case, reader)
-            apply_window(self.case_nodes.values(),
+            apply_window(list(self.case_nodes.values()),
                          common_window([volume_to_array(node)[0] for node in self.case_nodes.values()]))
             show_blinded(self.scene, [node.GetID() for node in self.case_nodes.values()])
         return self.case

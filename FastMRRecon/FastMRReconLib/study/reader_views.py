@@ -172,7 +172,7 @@ class ReaderLayout:
         """Show the reader layout (InputError without a layout node: Slicer without its main window)."""
         if self.entered:
             return
-        if not install_reader_layout(self.layout_node):
+        if self.layout_node is None or not install_reader_layout(self.layout_node):
             raise InputError("the reader study needs Slicer's main window (its slice views)")
         views, arrangement = SavedViews.save(self.scene), self.layout_node.GetViewArrangement()
         set_view_arrangement(self.layout_node, READER_LAYOUT_ID)

@@ -159,7 +159,7 @@ def suggested_roi_points(scene: Any, reference: Any, volumes: Sequence[Any], siz
     points = [*homogeneous_roi_points(truth, size), noisy_air_point(truth, arrays, size)]
     markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
     markups.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
-    for label, position in zip(ROI_NAMES, ijk_to_ras(geometry, points)):
+    for label, position in zip(ROI_NAMES, ijk_to_ras(geometry, np.array(points, float))):
         markups.AddControlPoint(*position, label)
     return markups
 
