@@ -3,7 +3,7 @@ statistics, export and retraining for any protocol. Thin Slicer module: the widg
 parameter node and to the logic, whose state and computation are IVIMEstimatorLib's (``session.IvimSession``)."""
 
 import os
-from typing import Annotated, Optional, Union
+from typing import Optional, Union
 
 import vtk
 
@@ -23,14 +23,14 @@ from slicer import (vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLLabelMapVolumeNod
                     vtkMRMLSequenceNode, vtkMRMLVectorVolumeNode)
 
 from FastMRICommon.button_jobs import ButtonJobs
-from FastMRICommon.device import DEVICE_CHOICES, ensure_torch
+from FastMRICommon.device import ensure_torch_with_pytorch_utils
 from FastMRICommon.gui_binding import ParameterGui
 from FastMRICommon.reload import forget_packages
-from IVIMEstimatorLib.fits.methods import METHODS
-from IVIMEstimatorLib.fits.priors import PRIORS
-from IVIMEstimatorLib.fits.protocol_models import protocol_model_name, train_for_protocol
-from IVIMEstimatorLib.map_logic import BVALUE_SETS, EXPORT_FORMATS, VoxelPoint, export_maps
+from FastMRICommon.settings import settings_parameters
+from IVIMEstimatorLib.fits.methods import needs_torch
+from IVIMEstimatorLib.map_logic import EstimateConfig, ExportSettings, VoxelPoint, export_maps
 from IVIMEstimatorLib.session import IvimSession, estimate_config, series_source
+from IVIMEstimatorLib.training.config import TrainingConfig
 
 
 class IVIMEstimator(ScriptedLoadableModule):
@@ -53,26 +53,22 @@ Reference IVIM signals for testing: OSIPI TF2.4 IVIM code collection (Apache-2.0
 """)
 
 
-def _installTorch():
-    import PyTorchUtils
-
-    PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-
-
 #: DICOM multi-volumes are MultiVolumeExplorer's vtkMRMLMultiVolumeNode: Slicer bundles it, but slicer-core and
 #: Slicer builds without multi-volume support lack it; there the series selector offers the other node classes.
 vtkMRMLMultiVolumeNode = getattr(slicer, "vtkMRMLMultiVolumeNode", vtkMRMLVectorVolumeNode)
 
 
 @parameterNodeWrapper
+@settings_parameters((EstimateConfig, ExportSettings), WithinRange, Choice)
+@settings_parameters((TrainingConfig,), WithinRange, Choice, skip=("method", "prior", "samples", "epochs", "seed"))
 class IVIMEstimatorParameterNode:
-    """The module's state, saved with the scene.
+    """The module's state, saved with the scene: the settings of EstimateConfig (method, bvalueSet, motionCorrection,
+    autoMask, prior, device), ExportSettings (exportFormat) and TrainingConfig (trainingSnr; its method and prior
+    are EstimateConfig's), with their defaults, choices and ranges (FastMRICommon.settings), and these fields:
 
     inputSeries - a sequence, diffusion-weighted or multi-volume node; bvalues - typed b-values (s/mm², comma
-    separated; empty = those stored in the data); maskNode - label map or segmentation; autoMask - object mask
-    when no mask is given; method, bvalueSet, motionCorrection, prior, device, modelPath - see EstimateConfig;
-    trainingSnr - SNR of a network trained for this protocol; statsRegion - region of the statistics table;
-    exportFormat - nrrd or nifti.
+    separated; empty = those stored in the data); maskNode - label map or segmentation; modelPath - network model
+    file (empty = the shipped one); statsRegion - region of the statistics table.
 
     Node fields name the concrete classes their selector offers, as ``typing.Union[..., None]``: Slicer's
     node-combobox connector (parameterNodeWrapper, 5.8 and 5.10) instantiates each class to set the
@@ -84,25 +80,16 @@ class IVIMEstimatorParameterNode:
                        vtkMRMLMultiVolumeNode, None]
     bvalues: str = ""
     maskNode: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
-    autoMask: bool = True
-    method: Annotated[str, Choice(list(METHODS))] = "scdnn"
-    bvalueSet: Annotated[str, Choice(list(BVALUE_SETS))] = "all"
-    motionCorrection: bool = False
-    prior: Annotated[str, Choice(list(PRIORS))] = "placenta"
-    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
     modelPath: str = ""
-    trainingSnr: Annotated[float, WithinRange(5.0, 200.0)] = 30.0
     statsRegion: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
-    exportFormat: Annotated[str, Choice(list(EXPORT_FORMATS))] = "nrrd"
 
 
 class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterGui = None  # the GUI's binding to the parameter node (set up with the GUI)
+        # the logic, the parameter node and the GUI's binding to it (ParameterGui) are set up with the GUI
+        self.logic, self._parameterNode, self._parameterGui = None, None, None
         self._jobs = ButtonJobs(self._updateState)  # the job in progress (its button reads Cancel)
         self._voxelPoint = None  # the voxel inspector's point list, followed from list to list (VoxelPoint)
 
@@ -204,9 +191,9 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return series_source(series, self.ui.volumesSelector.checkedNodes())
 
     def _torchReady(self) -> bool:
-        if self._parameterNode.method == "nlls":  # the only method without torch
-            return True
-        return ensure_torch(lambda message: slicer.util.confirmOkCancelDisplay(message), _installTorch)
+        """True when the method can run: it needs no torch, or torch is there (after asking to install it)."""
+        return not needs_torch(self._parameterNode.method) or ensure_torch_with_pytorch_utils(
+            slicer.util.confirmOkCancelDisplay)
 
     def onEstimateButton(self) -> None:
         if self._jobs.request_cancel(self.ui.estimateButton):
@@ -226,23 +213,20 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._jobs.request_cancel(self.ui.retrainButton):
             return
         parameters = self._parameterNode
-        bvalues = self.logic.summarize(self._source(), parameters.bvalues).bvalues
-        name = protocol_model_name(parameters.method, bvalues, parameters.prior, parameters.trainingSnr)
-        path = os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "IVIMEstimatorModels", name)
-        if os.path.exists(path):
-            parameters.modelPath = path
-            return
-        if not slicer.util.confirmOkCancelDisplay(_(
-                "Train a {method} network for b = {bvalues} s/mm² on synthetic signals ({prior} prior, SNR {snr:g})? "
-                "This takes several minutes; it can be cancelled.").format(
-                method=parameters.method, bvalues=", ".join(f"{b:g}" for b in bvalues), prior=parameters.prior,
-                snr=parameters.trainingSnr)):
-            return
-        if not self._torchReady():
-            return
-        trained = self._run(self.ui.retrainButton, lambda progress, cancel: train_for_protocol(
-            bvalues, path, method=parameters.method, prior=parameters.prior, snr=parameters.trainingSnr,
-            progress=progress, cancel=cancel))
+        with slicer.util.tryWithErrorDisplay(_("Training failed.")):
+            training = self.logic.protocol_training(self._source(), parameters,
+                                                    os.path.dirname(slicer.app.slicerUserSettingsFilePath))
+            if training.exists:  # trained before for this protocol and these settings
+                parameters.modelPath = str(training.path)
+                return
+            config = training.config
+            if not slicer.util.confirmOkCancelDisplay(_(
+                    "Train a {method} network for b = {bvalues} s/mm² on synthetic signals ({prior} prior, "
+                    "SNR {snr:g}) on {device}? This takes several minutes; it can be cancelled.").format(
+                    method=config.method, bvalues=", ".join(f"{b:g}" for b in config.bvalues), prior=config.prior,
+                    snr=config.snr, device=training.device)) or not self._torchReady():
+                return
+        trained = self._run(self.ui.retrainButton, training.run)
         if trained:
             parameters.modelPath = str(trained)
             self.ui.statusLabel.text = _("Trained {path}; it is used from now on").format(path=trained)

@@ -170,3 +170,84 @@ def test_fit_and_register_refuse_outputs_inside_a_file(capsys, series_file, tmp_
     code, lines = ivimestimator(capsys, "register", series_file, blocker / "registered.nrrd")
     assert (code, lines) == (2, [f"ivimestimator: error: the output {blocker / 'registered.nrrd'} cannot be created: "
                                  f"{blocker} is a file"])
+
+
+# -- settings: one home each (FastMRICommon.settings), the same defaults, ranges and checks as the module -------
+BVALS = "0,20,50,150,300,500"
+
+
+def test_the_command_line_defaults_are_the_settings_fields():
+    """``fit``'s and ``train``'s options are made from the fields the module's parameter node is made from
+    (``EstimateConfig``, ``ExportSettings``, ``TrainingConfig``; ``MotionConfig.rounds``): same defaults."""
+    from FastMRICommon.settings import settings_fields
+    from IVIMEstimatorLib.cli import build_parser
+    from IVIMEstimatorLib.map_logic import EstimateConfig, ExportSettings
+    from IVIMEstimatorLib.motion import MotionConfig
+    from IVIMEstimatorLib.training.config import TrainingConfig
+
+    parser = build_parser()
+    fit = parser.parse_args(["fit", "dwi.nii.gz", "maps"])
+    for field in settings_fields(EstimateConfig):
+        assert getattr(fit, field.name) == field.default, field.name
+    assert (fit.file_format, fit.rounds) == (ExportSettings().file_format, MotionConfig().rounds)
+    assert (fit.prior, fit.auto_mask, fit.bvalue_set, fit.file_format, fit.rounds) == \
+        ("placenta", True, "all", "nrrd", (6, 10))
+    train = parser.parse_args(["train", "--bvals", BVALS, "--out", "model.pt"])
+    for field in settings_fields(TrainingConfig):
+        assert getattr(train, field.name) == field.default, field.name
+    assert (train.method, train.prior, train.snr, train.device) == ("scdnn", "placenta", 30.0, fit.device)
+    chosen = parser.parse_args(["fit", "dwi.nii.gz", "maps", "--no-auto-mask", "--bvalue-set", "accelerated",
+                                "--motion-correct", "--format", ".nii.gz", "--rounds", "2,3"])
+    assert (chosen.auto_mask, chosen.bvalue_set, chosen.motion_correction, chosen.file_format, chosen.rounds) == \
+        (False, "accelerated", True, "nifti", (2, 3))  # the format by name or by suffix
+    assert parser.parse_args(["fit", "dwi.nii.gz", "maps", "--format", "nifti"]).file_format == "nifti"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["train", "--bvals", BVALS, "--snr", "300", "--out", "m.pt"], "snr must be between 5 and 200; got 300"),
+    (["train", "--bvals", BVALS, "--snr", "2", "--out", "m.pt"], "snr must be between 5 and 200; got 2"),
+    (["train", "--bvals", BVALS, "--epochs", "0", "--out", "m.pt"], "epochs must be between 1 and 1000; got 0"),
+    (["train", "--bvals", BVALS, "--seed", "-1", "--out", "m.pt"], "seed must be between 0 and 2147483647; got -1"),
+    (["fit", "dwi.nii.gz", "maps", "--rounds", "3,2"], "rounds must be (min, max) with 1 <= min <= max, got (3, 2)"),
+    (["register", "dwi.nii.gz", "out.nrrd", "--rounds", "0,4"], "rounds must be (min, max) with 1 <= min <= max"),
+])
+def test_settings_out_of_range_exit_2_naming_the_setting_before_any_work(capsys, tmp_path, arguments, message):
+    """The ranges the module's parameter node offers are the command line's too, checked by the settings
+    classes before any file is read (here none exists) or written."""
+    code, lines = ivimestimator(capsys, *[tmp_path / a if a.endswith((".gz", ".pt", ".nrrd")) or a == "maps" else a
+                                          for a in arguments])
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arguments", [["--prior", "lung"], ["--format", "png"], ["--bvalue-set", "some"],
+                                       ["--device", "tpu"], ["--rounds", "6"]])
+def test_values_outside_a_settings_choices_are_usage_errors(capsys, arguments):
+    with pytest.raises(SystemExit) as exit_code:
+        main(["fit", "dwi.nii.gz", "maps", *arguments])
+    assert exit_code.value.code == 2 and f"argument {arguments[0]}: " in capsys.readouterr().err
+
+
+def test_fit_masks_the_object_unless_told_and_fits_the_accelerated_subset(capsys, series_file, tmp_path):
+    """Without ``--mask``, ``fit`` fits the object only (``--auto-mask``, the module's default); ``--no-auto-mask``
+    fits every voxel; ``--bvalue-set accelerated`` gives the maps of the series' accelerated volumes alone."""
+    from IVIMEstimatorLib.diffusion_series import DiffusionSeries
+    from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
+
+    phantom = placenta_phantom(shape=(2, 24, 24), snr=50.0, seed=8)  # what series_file holds
+    for extra, fitted in (([], phantom.labels > 0), (["--no-auto-mask"], np.ones(phantom.labels.shape, bool))):
+        code, lines = ivimestimator(capsys, "fit", series_file, tmp_path / f"maps{len(extra)}", "--method", "nlls",
+                                    *extra)
+        assert code == 0, lines
+        f, _ = read_volume_array(tmp_path / f"maps{len(extra)}" / "f.nrrd")
+        np.testing.assert_array_equal(np.isfinite(f), fitted)
+    keep = np.isin(phantom.series.bvalues, ACCELERATED_BVALUES)
+    accelerated = write_series_array(DiffusionSeries(phantom.series.volumes[keep], phantom.series.bvalues[keep],
+                                                     phantom.series.geometry), tmp_path / "accelerated.seq.nrrd")
+    maps = {}
+    for name, source, extra in (("subset", series_file, ["--bvalue-set", "accelerated"]), ("alone", accelerated, [])):
+        code, lines = ivimestimator(capsys, "fit", source, tmp_path / name, "--method", "nlls", *extra)
+        assert code == 0, lines
+        maps[name] = read_volume_array(tmp_path / name / "D.nrrd")[0]
+    np.testing.assert_array_equal(maps["subset"], maps["alone"])
+    assert not np.array_equal(maps["subset"], read_volume_array(tmp_path / "maps0" / "D.nrrd")[0])

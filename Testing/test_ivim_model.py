@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,11 +20,14 @@ from IVIMEstimatorLib.diffusion_series import new_sequence_node
 from IVIMEstimatorLib.fits.estimate import fit
 from IVIMEstimatorLib.fits.model import MAP_KEYS, IvimFit, IvimModel
 from IVIMEstimatorLib.fits.network_models import MODELS_DIR
+from IVIMEstimatorLib.fits.methods import METHODS, needs_torch
 from IVIMEstimatorLib.fits.priors import PRIORS
+from IVIMEstimatorLib.fits.protocol_models import MODEL_FOLDER
 from IVIMEstimatorLib.map_logic import EstimateConfig, IvimModels, estimate_maps
 from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.session import IvimSession, Readiness, estimate_config
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, ivim_signal
+from IVIMEstimatorLib.training.config import TrainingConfig
 from IVIMEstimatorLib.training.synthetic import synthetic_set
 
 F = np.array([[0.1, 0.3, 0.45], [0.2, 0.05, 0.35]])
@@ -182,7 +186,8 @@ def test_inference_imports_no_training_code():
 def parameters(**fields) -> SimpleNamespace:
     """The module's parameter-node fields that the session reads, with the parameter node's defaults."""
     return SimpleNamespace(**{"method": "scdnn", "bvalueSet": "all", "motionCorrection": False, "autoMask": True,
-                              "prior": "placenta", "device": "cpu", "modelPath": "", "bvalues": "", **fields})
+                              "prior": "placenta", "device": "cpu", "modelPath": "", "bvalues": "",
+                              "trainingSnr": 30.0, **fields})
 
 
 def test_estimate_config_reads_the_parameter_node_fields():
@@ -190,6 +195,8 @@ def test_estimate_config_reads_the_parameter_node_fields():
     assert (config.method, config.bvalue_set, config.prior, config.model, config.auto_mask) == \
         ("bayes", "accelerated", "placenta", None, True)
     assert estimate_config(parameters(modelPath="/models/a.pt")).model == "/models/a.pt"
+    with pytest.raises(InputError, match="bvalue set must be one of all, accelerated; got 'some'"):
+        estimate_config(parameters(bvalueSet="some"))
 
 
 def test_the_session_estimates_inspects_and_summarises_on_a_scene(scene):
@@ -239,3 +246,44 @@ def test_the_session_initialises_under_slicers_logic_base_class():
 
     logic = Logic()
     assert logic.moduleName == "IVIMEstimator" and logic.result is None and isinstance(logic.models, IvimModels)
+
+
+def test_only_nlls_runs_without_torch():
+    assert [method for method in METHODS if not needs_torch(method)] == ["nlls"]
+
+
+def test_retrain_trains_for_the_series_protocol_with_the_panel_settings_and_reuses_the_file(scene, tmp_path):
+    """What the module's *Retrain* runs (``IvimSession.protocol_training``, then ``ProtocolTraining.run``): a
+    network for the series' own b-values with the panel's method, prior, SNR and device, in the user's model
+    folder under a name saying all that; found there the next time instead of trained again."""
+    phantom = placenta_phantom(shape=(1, 16, 16), snr=60.0, seed=5)
+    sequence = new_sequence_node(scene, phantom.series, "placenta")
+    session = IvimSession()
+    typed = "0, 7, 20, 50, 150, 300, 500, 600, 700, 800"  # no shipped network fits these
+    panel = parameters(method="mlp", bvalues=typed, trainingSnr=40.0, device="cpu")
+    training = session.protocol_training(sequence, panel, tmp_path)
+    assert training.path == tmp_path / MODEL_FOLDER / "mlp_b0-7-20-50-150-300-500-600-700-800_placenta_snr40.pt"
+    config = training.config
+    assert (config.method, config.prior, config.snr, training.device) == ("mlp", "placenta", 40.0, "cpu")
+    assert config.bvalues == (0.0, 7.0, 20.0, 50.0, 150.0, 300.0, 500.0, 600.0, 700.0, 800.0)
+    assert (config.samples, config.epochs) == (TrainingConfig().samples, TrainingConfig().epochs)  # the shipped ones
+    assert not training.exists
+    quick = replace(training, config=replace(config, samples=1500, epochs=1, warmup_epochs=0))
+    assert quick.run() == training.path and training.exists
+    assert session.protocol_training(sequence, panel, tmp_path).exists  # the module uses it, no second training
+    with pytest.raises(InputError, match="already exists"):
+        quick.run()
+    nodes = session.estimate(sequence, estimate_config(replace_fields(panel, modelPath=str(training.path))), typed)
+    assert nodes["f"].GetName() == "placenta mlp f [fraction]"
+    for fields, message in (({"trainingSnr": 300.0}, "snr must be between 5 and 200; got 300"),
+                            ({"method": "nlls"}, "method must be one of scdnn, mlp, ivimnet; got 'nlls'"),
+                            ({"device": "tpu"}, "device must be one of auto, cpu, cuda; got 'tpu'"),
+                            ({"bvalues": "5, 7, 20, 50, 150, 300, 500, 600, 700, 800"}, "needs a b = 0 volume")):
+        with pytest.raises(InputError, match=message):
+            session.protocol_training(sequence, replace_fields(panel, **fields), tmp_path)
+    with pytest.raises(InputError, match="no b-values stored"):
+        session.protocol_training([sequence.GetNthDataNode(n) for n in range(10)], parameters(method="mlp"), tmp_path)
+
+
+def replace_fields(namespace: SimpleNamespace, **fields) -> SimpleNamespace:
+    return SimpleNamespace(**{**vars(namespace), **fields})

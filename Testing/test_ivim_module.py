@@ -20,9 +20,9 @@ from FastMRICommon.mrml_nodes import geometry_of, new_volume_node
 from FastMRICommon.volume_files import read_volume_array
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node, read_series_array
 from IVIMEstimatorLib.fits.model import IvimFit
-from IVIMEstimatorLib.map_logic import (MAP_SPECS, STAT_COLUMNS, EstimateConfig, automatic_mask, estimate_maps,
-                                        export_maps, fit_residual, map_nodes, map_statistics, select_bvalues,
-                                        statistics_table_node, VoxelPoint, voxel_chart_node, voxel_fit)
+from IVIMEstimatorLib.map_logic import (EXPORT_FORMATS, MAP_SPECS, STAT_COLUMNS, EstimateConfig, automatic_mask,
+                                        estimate_maps, export_maps, fit_residual, map_nodes, map_statistics,
+                                        select_bvalues, statistics_table_node, VoxelPoint, voxel_chart_node, voxel_fit)
 from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
 from conftest import placing_scene
@@ -110,7 +110,7 @@ def test_wrong_inputs_are_refused(scene, phantom, sequence):
     labels = new_volume_node(scene, phantom.labels, phantom.series.geometry, "labels", "vtkMRMLLabelMapVolumeNode")
     with pytest.raises(InputError, match="expected a sequence"):
         estimate_maps(labels, EstimateConfig(method="mlp"))
-    with pytest.raises(InputError, match="unknown method"):
+    with pytest.raises(InputError, match="method must be one of scdnn, .*; got 'magic'"):
         estimate_maps(sequence, EstimateConfig(method="magic"))
     with pytest.raises(InputError):
         estimate_maps(sequence, EstimateConfig(method="mlp"), bvalues_text="0, 10, 20")  # 3 values, 10 volumes
@@ -221,14 +221,15 @@ def test_estimate_reports_fitting_progress_and_cancels_during_the_fit(scene, pha
     progress per chunk of voxels, and a Cancel clicked while it fits (the widget processes events in the
     progress callback) stops it at the next chunk instead of after every voxel."""
     reports = []
-    result = estimate_maps(sequence, EstimateConfig(method="nlls"), progress=lambda f, m: reports.append((f, m)))
+    every_voxel = EstimateConfig(method="nlls", auto_mask=False)
+    result = estimate_maps(sequence, every_voxel, progress=lambda f, m: reports.append((f, m)))
     fitting = [(f, m) for f, m in reports if m.startswith("fitted ")]
     assert len(fitting) == 3 and fitting[-1] == (pytest.approx(0.95), "fitted 4,800 of 4,800 voxels (nlls)")
     assert [f for f, _ in reports] == sorted(f for f, _ in reports) and reports[-1] == (1.0, "maps ready")
     assert np.isfinite(result.maps["f"]).all()
     reports.clear()
     with pytest.raises(Cancelled):
-        estimate_maps(sequence, EstimateConfig(method="nlls"), progress=lambda f, m: reports.append(m),
+        estimate_maps(sequence, every_voxel, progress=lambda f, m: reports.append(m),
                       cancel=lambda: any(m.startswith("fitted ") for m in reports))
     assert [m for m in reports if m.startswith("fitted ")] == ["fitted 2,048 of 4,800 voxels (nlls)"]
 
@@ -371,3 +372,97 @@ def test_reload_forgets_the_lib_packages_before_slicer_re_runs_the_module_file()
                   not isinstance(node.value, ast.Constant)]
     assert statements == ["forget_packages(('IVIMEstimatorLib',))",
                           "ScriptedLoadableModuleWidget.onReload(self)"]
+
+
+# -- one home per setting: the parameter node is made from the Lib's settings fields ---------------------------
+class Range:
+    """Stand-in for parameterNodeWrapper's WithinRange (the module file needs Slicer's GUI to import)."""
+
+    def __init__(self, minimum, maximum) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+
+class Choices:
+    """Stand-in for parameterNodeWrapper's Choice."""
+
+    def __init__(self, choices) -> None:
+        self.choices = choices
+
+
+def parameter_node_class() -> tuple[dict, dict]:
+    """(annotations, defaults) of the module's parameter node class as Slicer's ``@parameterNodeWrapper`` reads
+    them: its written fields plus those its ``@settings_parameters(...)`` decorators add, the decorators being
+    read from the module file and run on the settings classes it imports, with stand-in validators."""
+    import importlib
+
+    tree = ast.parse(MODULE_FILE.read_text())
+    (node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "IVIMEstimatorParameterNode"]
+    imported = {alias.asname or alias.name: statement.module for statement in tree.body
+                if isinstance(statement, ast.ImportFrom) for alias in statement.names}
+    written = {item.target.id: item for item in node.body if isinstance(item, ast.AnnAssign)}
+    cls = type("Node", (), {"__annotations__": {name: object for name in written}})
+    decorators = [d for d in node.decorator_list if isinstance(d, ast.Call) and d.func.id == "settings_parameters"]
+    for decorator in reversed(decorators):  # applied bottom-up
+        names = {n.id for n in ast.walk(decorator) if isinstance(n, ast.Name)} - {"WithinRange", "Choice"}
+        namespace = {name: getattr(importlib.import_module(imported[name]), name) for name in names}
+        cls = eval(compile(ast.Expression(decorator), "decorator", "eval"),
+                   namespace | {"WithinRange": Range, "Choice": Choices})(cls)
+    generated = {name: kind for name, kind in cls.__annotations__.items() if name not in written}
+    return generated, {name: getattr(cls, name) for name in generated}
+
+
+MODULE_FILE = Path(__file__).resolve().parents[1] / "IVIMEstimator" / "IVIMEstimator.py"
+
+
+def test_the_parameter_node_and_the_command_line_take_each_setting_from_one_field():
+    """Every setting of the module's panel is a field of a Lib settings class: the parameter node's default,
+    range or choices are that field's, and so are ``ivimestimator fit`` / ``train``'s option defaults; the module
+    file writes none of them (it declares only its nodes, typed b-values and model path)."""
+    import typing
+
+    from FastMRICommon.settings import settings_fields
+    from IVIMEstimatorLib.cli import build_parser
+    from IVIMEstimatorLib.map_logic import ExportSettings
+    from IVIMEstimatorLib.training.config import TrainingConfig
+
+    annotations, defaults = parameter_node_class()
+    parser = build_parser()
+    fit = vars(parser.parse_args(["fit", "dwi.nii.gz", "maps"]))
+    train = vars(parser.parse_args(["train", "--bvals", "0,10,20", "--out", "m.pt"]))
+    fields = {field.parameter_name: (field, train) for field in settings_fields(TrainingConfig)}
+    fields |= {field.parameter_name: (field, fit) for cls in (EstimateConfig, ExportSettings)
+               for field in settings_fields(cls)}  # the panel's method and prior are EstimateConfig's
+    assert set(annotations) == {"method", "bvalueSet", "motionCorrection", "autoMask", "prior", "device",
+                                "exportFormat", "trainingSnr"}
+    for name, annotation in annotations.items():
+        field, cli = fields[name]
+        assert defaults[name] == field.default == cli[field.name], name  # the GUI's and the CLI's default
+        kind, *validators = typing.get_args(annotation) or (annotation,)
+        assert kind is field.kind, name
+        if field.setting.choices is not None:
+            assert [v.choices for v in validators] == [list(field.setting.choices)], name
+        elif field.setting.minimum is not None:
+            assert [(v.minimum, v.maximum) for v in validators] == [(field.setting.minimum, field.setting.maximum)]
+    assert (defaults["prior"], defaults["autoMask"], defaults["trainingSnr"]) == ("placenta", True, 30.0)
+    assert (annotations["trainingSnr"].__metadata__[0].minimum, annotations["trainingSnr"].__metadata__[0].maximum) \
+        == (5.0, 200.0)
+    assert set(typing.get_args(annotations["exportFormat"])[1].choices) == set(EXPORT_FORMATS)
+
+
+def test_out_of_range_settings_are_refused_naming_the_setting():
+    """The checks behind the panel's and the command line's ranges: an InputError naming the setting."""
+    from IVIMEstimatorLib.map_logic import ExportSettings
+    from IVIMEstimatorLib.motion import MotionConfig
+    from IVIMEstimatorLib.training.config import TrainingConfig
+
+    for make, message in ((lambda: EstimateConfig(prior="lung"), "prior must be one of placenta, "),
+                          (lambda: EstimateConfig(bvalue_set="some"), "bvalue set must be one of all, accelerated"),
+                          (lambda: EstimateConfig(device="tpu"), "device must be one of auto, cpu, cuda"),
+                          (lambda: ExportSettings("png"), "file format must be one of nrrd, nifti; got 'png'"),
+                          (lambda: MotionConfig(rounds=(3, 2)), r"rounds must be \(min, max\) with 1 <= min <= max"),
+                          (lambda: MotionConfig(rounds=(1.5, 2)), "rounds must be"),
+                          (lambda: TrainingConfig(snr=250.0).validate(), "snr must be between 5 and 200; got 250"),
+                          (lambda: TrainingConfig(method="nlls").validate(), "method must be one of scdnn, mlp, "
+                                                                              "ivimnet; got 'nlls'")):
+        with pytest.raises(InputError, match=message):
+            make()

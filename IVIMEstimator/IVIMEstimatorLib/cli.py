@@ -10,9 +10,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from FastMRICommon.cli import check_outputs, common_options, positive_float, positive_int, run
-from FastMRICommon.device import DEVICE_CHOICES
+from FastMRICommon.cli import check_outputs, common_options, positive_float, run
 from FastMRICommon.errors import InputError, ProgressCallback
+from FastMRICommon.settings import add_arguments, argument_keywords, from_arguments, settings_field
 from FastMRICommon.volume_files import VOLUME_SUFFIXES, read_volume_array, write_volume_array
 from IVIMEstimatorLib.diffusion_series import parse_bvalues, read_bvalues_file, read_series_array, write_series_array
 
@@ -84,15 +84,11 @@ def _check_parents(path: Path, what: str) -> None:
         raise InputError(f"{what} {path} cannot be created: {parent} is a file")
 
 
-#: Formats of the maps ``fit`` writes, as ``<key><format>`` (keys: ``fits.model.MAP_KEYS``).
-FIT_FORMATS = (".nrrd", ".nii.gz")
-
-
 def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]) -> list[Path]:
     """The maps of an earlier fit in ``outdir``, which this fit replaces (only with ``--overwrite``; other files
     stay). Refuses an output folder that is an input, a file, or (without ``--overwrite``) not empty."""
     from IVIMEstimatorLib.fits.model import MAP_KEYS
-    from IVIMEstimatorLib.map_logic import STAGING_PREFIX
+    from IVIMEstimatorLib.map_logic import EXPORT_FORMATS, STAGING_PREFIX
 
     for source in inputs:
         if source is not None and _same_path(outdir, source):
@@ -105,17 +101,17 @@ def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]
         names = ", ".join(entry.name for entry in entries[:4]) + (", ..." if len(entries) > 4 else "")
         raise InputError(f"the output folder {outdir} is not empty ({names}): choose an empty folder, or pass "
                          "--overwrite to replace the maps of an earlier fit")
-    ours = {key + suffix for key in MAP_KEYS for suffix in FIT_FORMATS}
+    ours = {key + suffix for key in MAP_KEYS for suffix in EXPORT_FORMATS.values()}
     earlier = [entry for entry in entries if entry.name in ours or entry.name.startswith(STAGING_PREFIX)]
     check_outputs([source for source in inputs if source is not None],  # never replace an input
                   [entry for entry in earlier if entry.is_file()])
     return earlier
 
 
-def _motion_correct(series, mask: Optional[np.ndarray], rounds: tuple[int, int]):
-    from IVIMEstimatorLib.motion import MotionConfig, motion_correct
+def _motion_correct(series, mask: Optional[np.ndarray], config):
+    from IVIMEstimatorLib.motion import motion_correct
 
-    result = motion_correct(series, mask=mask, config=MotionConfig(rounds=rounds), progress=_progress)
+    result = motion_correct(series, mask=mask, config=config, progress=_progress)
     log.info("motion correction: displacement per round %s mm; kept round %d",
              ", ".join(f"{d:.3f}" for d in result.displacements_mm), result.chosen_round)
     return result
@@ -124,13 +120,16 @@ def _motion_correct(series, mask: Optional[np.ndarray], rounds: tuple[int, int])
 def cmd_register(args: argparse.Namespace) -> None:
     import SimpleITK as sitk
 
+    from IVIMEstimatorLib.motion import MotionConfig
+
+    motion = MotionConfig(rounds=args.rounds)
     _check_output_file(args.out, [args.dwi, args.mask, args.bvals_file])
     if not args.out.name.lower().endswith(VOLUME_SUFFIXES):
         raise InputError(f"cannot write {args.out.name}: use one of {', '.join(VOLUME_SUFFIXES)}")
     if args.transforms_dir is not None and args.transforms_dir.exists() and not args.transforms_dir.is_dir():
         raise InputError(f"--transforms-dir {args.transforms_dir} is a file")
     series = read_series_array(args.dwi, _bvalues_argument(args))
-    result = _motion_correct(series, _read_mask(args.mask, series, args.dwi), args.rounds)
+    result = _motion_correct(series, _read_mask(args.mask, series, args.dwi), motion)
     written = write_series_array(result.series, args.out)
     log.info("wrote %s", written)
     if args.transforms_dir is not None:
@@ -143,24 +142,30 @@ def cmd_register(args: argparse.Namespace) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> None:
     from IVIMEstimatorLib.fits.model import IvimModel
-    from IVIMEstimatorLib.map_logic import staged_files
+    from IVIMEstimatorLib.map_logic import EXPORT_FORMATS, EstimateConfig, automatic_mask, select_bvalues, staged_files
+    from IVIMEstimatorLib.motion import MotionConfig
 
+    config = from_arguments(EstimateConfig, args, model=None if args.model is None else str(args.model),
+                            motion=MotionConfig(rounds=args.rounds))
     inputs = [args.dwi, args.mask, args.registration_mask, args.bvals_file, args.model]
     earlier = _earlier_fit(args.outdir, args.overwrite, inputs)
     series = read_series_array(args.dwi, _bvalues_argument(args))
     if series.bvalues is None:
         raise InputError(f"{args.dwi} stores no b-values: give --bvals or --bvals-file")
+    series = select_bvalues(series, config.bvalue_set)
     mask = _read_mask(args.mask, series, args.dwi)
     # the estimator (network read and checked against the b-values) before the registration, which takes minutes
-    estimator = IvimModel(series.bvalues, args.method, args.model, args.prior, args.device)
-    if args.motion_correct:
-        series = _motion_correct(series, _read_mask(args.registration_mask, series, args.dwi), args.rounds).series
-    log.info("fitting %d voxels x %d b-values with %s", int(np.prod(series.volumes.shape[1:])),
-             series.volumes.shape[0], args.method)
+    estimator = IvimModel(series.bvalues, config.method, config.model, config.prior, config.device)
+    if mask is None and config.auto_mask:
+        mask = automatic_mask(series)
+    if config.motion_correction:
+        series = _motion_correct(series, _read_mask(args.registration_mask, series, args.dwi), config.motion).series
+    log.info("fitting %d voxels x %d b-values with %s", int(np.prod(series.volumes.shape[1:])) if mask is None
+             else int(mask.sum()), series.volumes.shape[0], config.method)
     maps = estimator.fit(series.signals, mask, progress=_progress_in_tenths()).maps()
     with staged_files(args.outdir, replace=earlier) as staging:  # all maps or none, never mixed with earlier ones
         for name, values in maps.items():
-            write_volume_array(values, series.geometry, staging / f"{name}{args.format}")
+            write_volume_array(values, series.geometry, staging / f"{name}{EXPORT_FORMATS[args.file_format]}")
     if earlier:
         log.info("replaced %d files of an earlier fit", len(earlier))
     log.info("wrote %s to %s (D, D* in mm²/s)", ", ".join(maps), args.outdir)
@@ -169,8 +174,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
-    config = TrainingConfig(method=args.method, bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")),
-                            prior=args.prior, snr=args.snr, samples=args.samples, epochs=args.epochs, seed=args.seed)
+    config = from_arguments(TrainingConfig, args, bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")))
     config.validate()
     curve = args.out.with_suffix(".loss.png")
     _check_output_file(args.out)
@@ -201,13 +205,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _rounds(text: str) -> tuple[int, int]:
+    """``MIN,MAX`` as two whole numbers (their range is checked by ``motion.MotionConfig``)."""
     try:
         low, high = (int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected MIN,MAX rounds such as 6,10, got {text!r}") from None
-    if not 1 <= low <= high:
-        raise argparse.ArgumentTypeError(f"rounds need 1 <= MIN <= MAX, got {text!r}")
     return low, high
+
+
+def _export_format(text: str) -> str:
+    """A map format's name (``map_logic.EXPORT_FORMATS``), also given as its suffix (``.nii.gz`` -> ``nifti``)."""
+    from IVIMEstimatorLib.map_logic import EXPORT_FORMATS
+
+    return next((name for name, suffix in EXPORT_FORMATS.items() if text == suffix), text)
 
 
 def _add_bvalue_options(parser: argparse.ArgumentParser) -> None:
@@ -216,7 +226,11 @@ def _add_bvalue_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_rounds_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=_rounds, default=(6, 10), help="registration rounds MIN,MAX (default 6,10)")
+    from IVIMEstimatorLib.motion import MotionConfig
+
+    rounds = settings_field(MotionConfig, "rounds")
+    parser.add_argument("--rounds", type=_rounds, default=rounds.default,
+                        help=f"{rounds.setting.help}; default {','.join(str(value) for value in rounds.default)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.set_defaults(command=cmd_sample_data)
 
-    from IVIMEstimatorLib.fits.methods import METHODS
-    from IVIMEstimatorLib.fits.priors import PRIORS
+    from IVIMEstimatorLib.map_logic import EstimateConfig, ExportSettings
+    from IVIMEstimatorLib.training.config import TrainingConfig
 
     fit_parser = sub.add_parser("fit", parents=[common], help="IVIM maps of a 4D diffusion series",
                                 description="Fit f, D and D* (mm²/s) voxel by voxel and write f, D, Dstar, S0 (and SD "
@@ -245,14 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="OUTDIR may hold the maps of an earlier fit: they are replaced by the new ones (other "
                                  "files stay)")
     _add_bvalue_options(fit_parser)
-    fit_parser.add_argument("--method", choices=METHODS, default="scdnn", help="estimator (default scdnn)")
     fit_parser.add_argument("--model", type=Path, help="network model file (default: the shipped one for the b-values)")
     fit_parser.add_argument("--mask", type=Path, help="mask volume (non-zero = fit), on the series' grid")
-    fit_parser.add_argument("--prior", choices=sorted(PRIORS), default="generic", help="prior of the bayes method")
-    fit_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device")
-    fit_parser.add_argument("--format", choices=(".nrrd", ".nii.gz"), default=".nrrd", help="map file format")
-    fit_parser.add_argument("--motion-correct", action="store_true",
-                            help="register the volumes to a mean template first (see `register`)")
+    add_arguments(fit_parser, EstimateConfig)
+    export_format = settings_field(ExportSettings, "file_format")
+    fit_parser.add_argument(export_format.option, **argument_keywords(export_format) | {"type": _export_format})
     fit_parser.add_argument("--registration-mask", type=Path,
                             help="mask restricting the registration metric (default: whole image)")
     _add_rounds_option(fit_parser)
@@ -276,15 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Train SCDNN, MLP or IVIM-NET for a b-value protocol on synthetic "
                                               "signals (prior, Rician SNR) and write the model file and its loss "
                                               "curve (PNG).")
-    train_parser.add_argument("--method", choices=("scdnn", "mlp", "ivimnet"), default="scdnn")
     train_parser.add_argument("--bvals", required=True, help="protocol b-values in s/mm², starting at 0")
-    train_parser.add_argument("--prior", choices=sorted(PRIORS), default="placenta")
-    train_parser.add_argument("--snr", type=positive_float, default=30.0, help="SNR at b = 0 (default 30)")
-    train_parser.add_argument("--samples", type=positive_int, default=200_000,
-                              help="synthetic signals (default 200000)")
-    train_parser.add_argument("--epochs", type=positive_int, default=10)
-    train_parser.add_argument("--seed", type=int, default=0)
-    train_parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
+    add_arguments(train_parser, TrainingConfig)
+    train_parser.add_argument("--device", **argument_keywords(settings_field(EstimateConfig, "device")))
     train_parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt)")
     train_parser.set_defaults(command=cmd_train)
 

@@ -65,12 +65,11 @@ def run_demo(sample_dir: str | os.PathLike, outdir: str | os.PathLike,
     for index, method in enumerate(METHODS):
         report(progress, index / (len(METHODS) + 2), f"fitting {method}")
         start = time.perf_counter()
-        result = estimate_maps(sequence, EstimateConfig(method=method, prior="placenta", auto_mask=True), models=models)
+        result = estimate_maps(sequence, EstimateConfig(method=method), models=models)  # placenta prior, auto mask
         metrics["methods"][method] = _scores(result.maps, truth, placenta) | {"seconds": time.perf_counter() - start}
     report(progress, len(METHODS) / (len(METHODS) + 2), "motion correction + SCDNN")
     start = time.perf_counter()
-    corrected = estimate_maps(sequence, EstimateConfig(method="scdnn", prior="placenta", motion_correction=True,
-                                                       auto_mask=True), models=models)
+    corrected = estimate_maps(sequence, EstimateConfig(method="scdnn", motion_correction=True), models=models)
     metrics["scdnn_motion_corrected"] = _scores(corrected.maps, truth, placenta) | {
         "seconds": time.perf_counter() - start}
     maps_dir = outdir / "maps"

@@ -24,15 +24,18 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
+from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.gui_binding import placing_point_list
 from FastMRICommon.geometry import VolumeGeometry
 from FastMRICommon.mrml_nodes import geometry_of, new_table_node, new_volume_node
+from FastMRICommon.settings import check_settings, setting
 from FastMRICommon.volume_files import write_volume
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries
 
 from IVIMEstimatorLib.fits.methods import METHODS
 from IVIMEstimatorLib.fits.model import IvimFit, IvimModel
+from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR, PRIORS
 from IVIMEstimatorLib.motion import MotionConfig, motion_correct
 from IVIMEstimatorLib.series_logic import load_series, require_bvalues
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
@@ -66,18 +69,46 @@ MAP_SPECS = {
 
 @dataclass(frozen=True)
 class EstimateConfig:
-    """What *Estimate* does: ``method`` (``methods.METHODS``), ``bvalue_set`` ("all" or "accelerated"),
-    ``motion_correction``, ``auto_mask`` (used when no mask node is given), the Bayes ``prior``, the torch
-    ``device``, and a network ``model`` file (None: the shipped model for the protocol)."""
+    """What *Estimate* and ``ivimestimator fit`` do: the fields declared with ``setting`` are the module's
+    parameter node fields (camelCase: ``bvalueSet``, ``autoMask``, ...) and ``fit``'s options, with their defaults,
+    choices and help (``FastMRICommon.settings``); making an instance checks them (``InputError`` naming the
+    setting). ``model``: a network model file (None: the shipped network for the protocol); ``motion``: the
+    registration settings of motion correction."""
 
-    method: str = "scdnn"
-    bvalue_set: str = "all"
-    motion_correction: bool = False
-    auto_mask: bool = False
-    prior: str = "generic"
-    device: str = "auto"
+    method: str = setting("scdnn", "estimator: the scdnn, mlp and ivimnet networks, segmented least squares (nlls) "
+                          "or the Bayes posterior mean with SD maps (bayes)", choices=METHODS)
+    bvalue_set: str = setting("all", "b-values fitted: all of the series', or the accelerated subset b = "
+                              + ", ".join(f"{b:g}" for b in ACCELERATED_BVALUES) + " s/mm²", choices=BVALUE_SETS)
+    motion_correction: bool = setting(False, "register the volumes to a mean template before fitting (rigid + "
+                                      "affine; see `register`)", option="--motion-correct")
+    auto_mask: bool = setting(True, "when no mask is given, fit only the object: voxels of the lowest-b image above "
+                              "a tenth of its 99th percentile (off: every voxel, air included)")
+    prior: str = setting(DEFAULT_PRIOR, "parameter prior of the bayes method and of a network trained for the "
+                         "protocol: placenta by default, the module's use case and the prior of the shipped placenta "
+                         "networks, so Bayes and network maps assume the same tissue; generic for other tissue",
+                         choices=tuple(PRIORS))
+    device: str = setting("auto", "torch device: auto = CUDA when present, else the CPU", choices=DEVICE_CHOICES)
     model: Optional[str] = None
     motion: MotionConfig = field(default_factory=MotionConfig)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+#: Formats in which maps are written: name -> file suffix.
+EXPORT_FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How maps are written: the module's *Export* (parameter ``exportFormat``) and ``ivimestimator fit``
+    (``--format``, which also takes the suffix)."""
+
+    file_format: str = setting("nrrd", "map file format, also given as its suffix .nrrd or .nii.gz",
+                               choices=tuple(EXPORT_FORMATS), parameter="exportFormat", option="--format")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -212,8 +243,6 @@ def estimate_maps(source: Any, config: EstimateConfig = EstimateConfig(), bvalue
     """IVIM maps of the series held by ``source`` (module docstring); inputs are only read. ``models``: the
     estimators built by earlier calls, reused and added to (None: one is built for this call). The estimator
     is built before motion correction, so that a protocol without a network fails at once."""
-    if config.method not in METHODS:
-        raise InputError(f"unknown method {config.method!r}; choose one of {', '.join(METHODS)}")
     report(progress, 0.0, "reading the series")
     series = select_bvalues(load_series(source, bvalues_text), config.bvalue_set)
     estimator = (models if models is not None else IvimModels()).get(series.bvalues, config)
@@ -440,12 +469,11 @@ class VoxelPoint:
         self._selection, self._selection_tag = None, None
 
 
-EXPORT_FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
-
-
-def export_maps(nodes: dict[str, Any], folder: str | os.PathLike, file_format: str = "nrrd") -> list[Path]:
-    """Write every map node to ``folder`` as ``<node name as a file name><suffix>``, all or none of them
-    (``staged_files``); refuses to overwrite existing files (nothing is written then)."""
+def export_maps(nodes: dict[str, Any], folder: str | os.PathLike,
+                file_format: str = ExportSettings.file_format) -> list[Path]:
+    """Write every map node to ``folder`` as ``<node name as a file name><suffix>`` (``file_format``: a key of
+    ``EXPORT_FORMATS``), all or none of them (``staged_files``); refuses to overwrite existing files (nothing is
+    written then)."""
     if file_format not in EXPORT_FORMATS:
         raise InputError(f"unknown format {file_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if not nodes:

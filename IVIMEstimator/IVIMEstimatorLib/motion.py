@@ -38,6 +38,7 @@ import numpy as np
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.geometry import array_to_sitk, physical_points_lps
+from FastMRICommon.settings import setting
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries
 
 
@@ -53,7 +54,8 @@ class MotionConfig:
     series would not always give the same transforms (seen: a 33% scaling on one run and 3% on another of
     the same data). One thread is slower; 5% sampling (was 10%) pays for it at the same accuracy."""
 
-    rounds: tuple[int, int] = (6, 10)
+    rounds: tuple[int, int] = setting((6, 10), "registration rounds MIN,MAX: at least MIN, then until a round moves "
+                                      "less than the tolerance, at most MAX (1 <= MIN <= MAX)")
     tolerance_mm: float = 0.1
     histogram_bins: int = 32
     sampling_fraction: float = 0.05
@@ -64,9 +66,15 @@ class MotionConfig:
     seed: int = 0
     max_scale_change: float = 0.10
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        low, high = self.rounds
-        if not (1 <= low <= high):
+        """InputError naming the rounds unless they are two whole numbers 1 <= MIN <= MAX (the one check of
+        the rounds: ``ivimestimator``'s ``--rounds`` is checked here too)."""
+        rounds = tuple(self.rounds)
+        if len(rounds) != 2 or not all(isinstance(value, (int, np.integer)) for value in rounds) \
+                or not 1 <= rounds[0] <= rounds[1]:
             raise InputError(f"rounds must be (min, max) with 1 <= min <= max, got {self.rounds}")
 
 

@@ -1,7 +1,8 @@
 """What the IVIMEstimator module keeps between clicks, without its GUI, so that it runs (and is tested) on a
 plain MRML scene: the series summary, which protocols have a shipped network, the estimators built so far
 (``map_logic.IvimModels``: a network is read once, not on every *Estimate*), the last result with its map
-nodes (for the voxel inspector, statistics and export) and the voxel chart.
+nodes (for the voxel inspector, statistics and export) and the voxel chart; and what *Retrain* would train
+(``protocol_training``).
 
 The module's logic class derives from ``IvimSession`` (and Slicer's ``ScriptedLoadableModuleLogic``); its widget
 only turns clicks and parameter-node fields into these calls.
@@ -9,6 +10,7 @@ only turns clicks and parameter-node fields into these calls.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -17,8 +19,9 @@ import numpy as np
 from FastMRICommon.device import torch_installed
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
 from FastMRICommon.geometry import ras_to_ijk
+from FastMRICommon.settings import from_parameters
 
-from IVIMEstimatorLib.fits.protocol_models import has_shipped_model
+from IVIMEstimatorLib.fits.protocol_models import ProtocolTraining, has_shipped_model, protocol_training
 from IVIMEstimatorLib.map_logic import (EstimateConfig, IvimModels, MapResult, VoxelFit, estimate_maps, map_nodes,
                                         map_statistics, mask_from_node, statistics_table_node, voxel_chart_node,
                                         voxel_fit)
@@ -26,12 +29,10 @@ from IVIMEstimatorLib.series_logic import SeriesSummary, SummaryCache
 
 
 def estimate_config(parameters: Any) -> EstimateConfig:
-    """The ``EstimateConfig`` of the module's parameter node (any object with its fields ``method``,
-    ``bvalueSet``, ``motionCorrection``, ``autoMask``, ``prior``, ``device`` and ``modelPath``; an empty model
-    path means the shipped network)."""
-    return EstimateConfig(method=parameters.method, bvalue_set=parameters.bvalueSet,
-                          motion_correction=parameters.motionCorrection, auto_mask=parameters.autoMask,
-                          prior=parameters.prior, device=parameters.device, model=parameters.modelPath or None)
+    """The ``EstimateConfig`` of the module's parameter node (any object with its settings' fields in camelCase:
+    ``method``, ``bvalueSet``, ``motionCorrection``, ``autoMask``, ``prior``, ``device``; and ``modelPath``, empty
+    for the shipped network). ``InputError`` naming a setting outside its choices."""
+    return from_parameters(EstimateConfig, parameters, model=parameters.modelPath or None)
 
 
 def series_source(series_node: Any, checked_volumes: Sequence[Any]) -> Any:
@@ -98,6 +99,16 @@ class IvimSession:
         if key not in self._shipped:
             self._shipped[key] = has_shipped_model(method, bvalues)
         return not self._shipped[key]
+
+    def protocol_training(self, source: Any, parameters: Any, folder: str | os.PathLike) -> ProtocolTraining:
+        """What *Retrain* trains for ``source`` under the module's ``parameters`` (fields ``bvalues``, ``method``,
+        ``prior``, ``trainingSnr``, ``device``): the ``ProtocolTraining`` of the series' b-values (s/mm²), with
+        its model file in ``folder`` (the module gives Slicer's user settings folder). Raises ``InputError``."""
+        bvalues = self.summarize(source, parameters.bvalues).bvalues
+        if bvalues is None:
+            raise InputError("the series has no b-values stored; type them (one per volume, s/mm²)")
+        return protocol_training(bvalues, folder, parameters.method, parameters.prior, parameters.trainingSnr,
+                                 parameters.device)
 
     def estimate(self, source: Any, config: EstimateConfig, bvalues_text: str = "", mask_node: Any = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from FastMRICommon.errors import CancelCheck, ProgressCallback
 
 from IVIMEstimatorLib.fits.model import CHUNK_VOXELS, IvimModel
 from IVIMEstimatorLib.fits.network_models import MODELS_DIR, ModelSource, find_shipped_model
+from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR
 
 __all__ = ["CHUNK_VOXELS", "MODELS_DIR", "find_shipped_model", "fit"]
 
 
 def fit(signals: Any, bvalues: Any, method: str = "scdnn", model: ModelSource = None, mask: Any = None,
-        prior: str = "generic", device: str = "auto", progress: Optional[ProgressCallback] = None,
+        prior: str = DEFAULT_PRIOR, device: str = "auto", progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelCheck] = None, chunk_voxels: int = CHUNK_VOXELS) -> dict[str, np.ndarray]:
     """IVIM maps of ``signals`` (real array ``(..., n_b)``, any S0 scale) at ``bvalues`` (s/mm², one per signal).
 

@@ -46,7 +46,7 @@ from IVIMEstimatorLib.fits.bayes import BayesConfig, fit_bayes, make_grid
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE, METHODS
 from IVIMEstimatorLib.fits.network_models import ModelSource, load_network, normalised_inputs, resolve_model
 from IVIMEstimatorLib.fits.nlls import NllsConfig, fit_nlls
-from IVIMEstimatorLib.fits.priors import get_prior
+from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR, get_prior
 from IVIMEstimatorLib.signal_model import ivim_signal
 
 #: Voxels fitted between two progress reports / cancel checks.
@@ -59,7 +59,8 @@ class IvimModel:
     """An IVIM estimator for one acquisition: ``bvalues`` (s/mm², one per signal of a voxel, in the order of
     the signals' last axis; repeats allowed), ``method`` (``METHODS``), the network ``model`` (None: the shipped
     one for these b-values; a model file path, read once; or a loaded ``ModelFile``), the Bayes ``prior``
-    (``priors.PRIORS``) and the torch ``device`` ("auto", "cpu", "cuda"; NLLS runs on numpy).
+    (``priors.PRIORS``; by default ``priors.DEFAULT_PRIOR``, the placenta) and the torch ``device`` ("auto",
+    "cpu", "cuda"; NLLS runs on numpy).
 
     Everything the fits share is made here, once: the network is found, read, checked against the protocol
     and built; the Bayes grid is computed. Raises ``InputError`` / ``ModelFileError`` as the module docstring
@@ -67,7 +68,7 @@ class IvimModel:
     ``method``, ``prior`` (a ``Prior``), ``device``, ``model_file`` (the network's ``ModelFile``, or None).
     """
 
-    def __init__(self, bvalues: Any, method: str = "scdnn", model: ModelSource = None, prior: str = "generic",
+    def __init__(self, bvalues: Any, method: str = "scdnn", model: ModelSource = None, prior: str = DEFAULT_PRIOR,
                  device: str = "auto") -> None:
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -56,6 +56,11 @@ PRIORS: dict[str, Prior] = {
     "generic": Prior("generic", (0.0, 0.8), (0.2e-3, 3.5e-3), (5e-3, 150e-3)),
 }
 
+#: The prior when none is named (the Bayes fit, ``fit``, ``IvimModel``, a network trained for a protocol): the
+#: placenta, the extension's use case and the prior of the shipped placenta networks, so that Bayes and network
+#: maps of a placenta assume the same tissue (``map_logic.EstimateConfig.prior``). ``generic``: other tissue.
+DEFAULT_PRIOR = "placenta"
+
 
 def get_prior(name: str) -> Prior:
     if name not in PRIORS:

@@ -1,21 +1,31 @@
 """Networks for the data's own protocol: is there a shipped model for these b-values, and if not, train one
 on synthetic signals (what the module's *Retrain* offer calls).
 
-Training uses ``training.train`` with the chosen prior (``priors.PRIORS``) and SNR; the model goes to a file
-the user keeps (by default in the user's model folder) and is used like any model file.
+``protocol_training`` says what would be trained (a ``ProtocolTraining``: ``training.config.TrainingConfig``
+with the chosen method, prior and SNR; the device; the model file, named after all of them, in the user's model
+folder) and ``ProtocolTraining.run`` trains it (``training.trainer.train``). The model is a file the user keeps
+and is used like any model file; a network trained before for the same protocol and settings is found by name.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
 
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
+from IVIMEstimatorLib.training.config import TrainingConfig
+
+#: Folder, inside the folder given to ``protocol_training`` (the module gives Slicer's user settings folder), of
+#: the networks trained for protocols.
+MODEL_FOLDER = "IVIMEstimatorModels"
 
 
 def has_shipped_model(method: str, bvalues: np.ndarray) -> bool:
@@ -37,27 +47,44 @@ def protocol_model_name(method: str, bvalues: np.ndarray, prior: str, snr: float
     return f"{method}_b{values}_{prior}_snr{snr:g}.pt"
 
 
-def train_for_protocol(bvalues: np.ndarray, out: str | os.PathLike, method: str = "scdnn", prior: str = "placenta",
-                       snr: float = 30.0, samples: Optional[int] = None, epochs: Optional[int] = None,
-                       device: str = "cpu",
-                       progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Path:
-    """Train ``method`` for the b-values (s/mm², the data's unique values; b = 0 required) on synthetic
-    signals from ``prior`` at ``snr``; write it to ``out`` (refused if it exists) and return the path.
-    Cancelling writes nothing. ``samples`` and ``epochs`` (None) default to ``TrainingConfig``'s, those of
-    the shipped models."""
-    from IVIMEstimatorLib.training.trainer import TrainingConfig, train  # imports torch
+@dataclass(frozen=True)
+class ProtocolTraining:
+    """A network to train for a protocol: ``config`` (checked; its ``bvalues`` are the data's distinct ones,
+    s/mm², from 0), the torch ``device`` ("auto", "cpu", "cuda") and the model file ``path``. :attr:`exists`: a
+    network was trained into ``path`` before (the module uses it instead of training again)."""
 
-    out = Path(out)
-    if out.exists():
-        raise InputError(f"{out} already exists: choose another file name")
+    config: TrainingConfig
+    device: str
+    path: Path
+
+    @property
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def run(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Path:
+        """Train the network and write it to ``path`` (refused if it exists; its folder is created); return
+        ``path``. Cancelling writes nothing."""
+        from IVIMEstimatorLib.training.trainer import train  # imports torch
+
+        if self.exists:
+            raise InputError(f"{self.path} already exists: choose another file name")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        train(self.config, self.path, device=self.device, progress=progress, cancel=cancel)
+        return self.path
+
+
+def protocol_training(bvalues: ArrayLike, folder: str | os.PathLike, method: str = TrainingConfig.method,
+                      prior: str = TrainingConfig.prior, snr: float = TrainingConfig.snr,
+                      device: str = "auto") -> ProtocolTraining:
+    """The ``ProtocolTraining`` of ``method`` for ``bvalues`` (s/mm², as acquired: repeats and order do not
+    matter; b = 0 required) on synthetic signals from ``prior`` at ``snr`` (the other settings are
+    ``TrainingConfig``'s, those of the shipped networks), on ``device``, written to ``folder/MODEL_FOLDER/
+    protocol_model_name(...)``. Raises ``InputError`` (naming the setting) for a bad setting or protocol."""
     b = np.sort(np.unique(np.asarray(bvalues, float)))
     if b.size == 0 or b[0] != 0:
         raise InputError("training needs a b = 0 volume (the networks normalise by it)")
-    defaults = TrainingConfig()
-    epochs = defaults.epochs if epochs is None else int(epochs)
-    config = TrainingConfig(method=method, bvalues=tuple(float(v) for v in b), prior=prior, snr=float(snr),
-                            samples=defaults.samples if samples is None else int(samples), epochs=epochs,
-                            warmup_epochs=min(defaults.warmup_epochs, max(epochs - 1, 0)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    train(config, out, device=device, progress=progress, cancel=cancel)
-    return out
+    if device not in DEVICE_CHOICES:
+        raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)}; got {device!r}")
+    config = TrainingConfig(method=method, bvalues=tuple(float(v) for v in b), prior=prior, snr=snr)
+    config.validate()
+    return ProtocolTraining(config, device, Path(folder) / MODEL_FOLDER / protocol_model_name(method, b, prior, snr))

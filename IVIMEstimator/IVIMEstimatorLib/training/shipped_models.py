@@ -21,6 +21,7 @@ import numpy as np
 from FastMRICommon.model_files import (ManifestEntry, ModelFile, load_shipped_model, save_model_file, sha256_file,
                                        write_manifest_entry)
 
+from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 from IVIMEstimatorLib.fits.network_models import MODELS_DIR
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
 
@@ -50,7 +51,7 @@ SHIPPED: tuple[ShippedModel, ...] = tuple(
         ("accelerated", ACCELERATED_BVALUES, "placenta", "placenta, accelerated protocol (b0 + 5 b-values)"),
         ("acquired", ACQUIRED_BVALUES, "placenta", "placenta, acquired protocol (10 b-values)"),
         ("osipi18", OSIPI_BVALUES, "generic", "body, OSIPI TF2.4 18-value protocol"))
-    for method in ("scdnn", "mlp", "ivimnet"))
+    for method in METHOD_ARCHITECTURE)
 
 
 def held_out_evaluation(model: ModelFile, spec: ShippedModel) -> dict:

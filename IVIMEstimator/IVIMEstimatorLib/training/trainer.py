@@ -1,65 +1,29 @@
-"""Training the IVIM networks on synthetic data (the SCDNN protocol: Adam, lr 1e-4, batch 128, 10 epochs,
-cosine learning-rate warm-up over the first 3 epochs then cosine decay, 90/10 train/validation split).
+"""Training the IVIM networks on synthetic data (``config.TrainingConfig``: Adam, cosine learning-rate warm-up
+then cosine decay, 90/10 train/validation split; its defaults are those of the shipped networks).
 The supervised loss is the sum of the three squared errors relative to each parameter's mean (f, D and D*
-weigh equally); IVIM-NET's unsupervised loss is the signal residual of its own estimates."""
+weigh equally); IVIM-NET's unsupervised loss is the signal residual of its own estimates. ``TrainingConfig`` can be
+imported from here as well."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
+from FastMRICommon.device import select_device
+from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, save_model_file
 
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 from IVIMEstimatorLib.fits.network_models import normalised_inputs
 from IVIMEstimatorLib.fits.networks import REGISTRY
 from IVIMEstimatorLib.fits.priors import get_prior
-from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
+from IVIMEstimatorLib.training.config import TrainingConfig
 from IVIMEstimatorLib.training.synthetic import synthetic_set
-
-
-@dataclass
-class TrainingConfig:
-    """What to train: method, protocol (b-values, s/mm²), prior, SNR, data size and optimiser settings."""
-
-    method: str = "scdnn"
-    bvalues: tuple[float, ...] = tuple(ACCELERATED_BVALUES)
-    prior: str = "placenta"
-    snr: float = 30.0
-    samples: int = 200_000
-    epochs: int = 10
-    warmup_epochs: int = 3
-    batch_size: int = 128
-    learning_rate: float = 1e-4
-    dictionary_size: int = 600
-    units: int = 3
-    seed: int = 0
-    gradient_clip: float = 1.0  # maximum gradient norm: a safeguard against rare exploding steps
-    architecture_options: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.method not in METHOD_ARCHITECTURE:
-            raise InputError(f"unknown trainable method {self.method!r}; "
-                             f"choose one of {', '.join(METHOD_ARCHITECTURE)}")
-        b = np.asarray(self.bvalues, float)
-        if b.size < 3 or np.any(np.diff(b) <= 0) or b[0] != 0:
-            raise InputError("training b-values must start at 0 and increase strictly, with at least 3 values")
-        get_prior(self.prior)
-        if self.batch_size < 1 or self.epochs < 1:
-            raise InputError(f"batch size and epochs must be >= 1, got {self.batch_size} and {self.epochs}")
-        if self.samples < self.minimum_samples():
-            raise InputError(f"training needs at least {self.minimum_samples()} synthetic signals (10 batches of "
-                             f"{self.batch_size}: 90% to train on, 10% to validate), got {self.samples}")
-
-    def minimum_samples(self) -> int:
-        """Fewest signals ``train`` accepts: ten batches, so that the 10% validation split holds a batch."""
-        return 10 * self.batch_size
 
 
 def build_network(config: TrainingConfig):
@@ -86,11 +50,13 @@ def _learning_rate(config: TrainingConfig, step: int, steps_per_epoch: int) -> f
 
 def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu",
           progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> tuple[ModelFile, dict]:
-    """Train a network for ``config``; save it to ``out`` when given. Returns the model file content and the
-    history (per-epoch train/validation loss and validation NRMSE of f, D, D*)."""
+    """Train a network for ``config`` on ``device`` ("auto": CUDA when present, else the CPU; "cpu"; "cuda"); save
+    it to ``out`` when given. Returns the model file content and the history (per-epoch train/validation loss
+    and validation NRMSE of f, D, D*)."""
     import torch
 
     config.validate()
+    device = str(select_device(device))
     torch.manual_seed(config.seed)
     bvalues = np.asarray(config.bvalues, float)
     data = synthetic_set(get_prior(config.prior), bvalues, config.samples, config.snr, config.seed)
