@@ -30,6 +30,7 @@ from FastMRICommon.gui_binding import ParameterGui, placing_point_list
 from FastMRICommon.reload import forget_packages
 from FastMRICommon.settings import from_parameters, settings_parameters
 from FastMRReconLib.kspace.simulate import SimulationSettings
+from FastMRReconLib.kspace_logic import reconstruct_kspace_node
 from FastMRReconLib.metrics import RoiSettings
 from FastMRReconLib.model.settings import ReconstructionSettings
 from FastMRReconLib.sample_data import MODULE_SAMPLE_NAME, module_sample_source
@@ -53,9 +54,7 @@ measures 4x4-pixel ROI SNR/CNR and runs blinded side-by-side reader studies (Lik
 3rd background; SENSE images are zero in air far from the head, so place the background ROI in air near it.
 See the <a href="https://github.com/SlicerFastMRI/SlicerFastMRI#fastmrrecon">documentation</a>.
 """)
-        self.parent.acknowledgementText = _("""
-Sample data are synthesised from nilearn's MNI152 maps (a T2w head slab).
-""")
+        self.parent.acknowledgementText = _("Sample data are synthesised from nilearn's MNI152 maps (a T2w head slab).")
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
@@ -110,6 +109,7 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.app.applicationLogic().GetSelectionNode(),
                          slicer.vtkMRMLSelectionNode.ActivePlaceNodeIDChangedEvent, self.onActivePlaceNodeChanged)
+        self.ui.rawKspacePathLineEdit.connect("currentPathChanged(QString)", self._checkCanApply)
         self.ui.roiPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.roiPlaceWidget.setCurrentNode)
         self.ui.roiPointsSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onRoiPointsAdded)
         self.ui.reconstructButton.connect("clicked(bool)", self.onReconstructButton)
@@ -164,8 +164,8 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         parameters, jobs = self._parameterNode, self._jobs
-        self.ui.reconstructButton.enabled = jobs.enabled(self.ui.reconstructButton,
-                                                         parameters and parameters.reconInputVolume)
+        self.ui.reconstructButton.enabled = jobs.enabled(self.ui.reconstructButton, parameters and (
+            parameters.reconInputVolume or self.ui.rawKspacePathLineEdit.currentPath))
         self.ui.simulateButton.enabled = jobs.enabled(self.ui.simulateButton, parameters and parameters.inputVolume)
         self.ui.roiComputeButton.enabled = bool(parameters and parameters.roiPoints) and jobs.idle
         self.ui.roiExportButton.enabled = bool(parameters and parameters.roiTable) and jobs.idle
@@ -194,10 +194,10 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not torchReady():
             self.ui.reconStatusLabel.text = _("PyTorch is needed to reconstruct; it was not installed.")
             return
-        modelPath = self.ui.modelPathLineEdit.currentPath or None
-        withChangeMap = self._parameterNode.changeMap  # as the job reads it (the box may change while it runs)
+        modelPath, rawPath = self.ui.modelPathLineEdit.currentPath or None, self.ui.rawKspacePathLineEdit.currentPath
+        withChangeMap = self._parameterNode.changeMap and not rawPath  # as the job reads it (the box may change)
         output = self._run(self.ui.reconstructButton, lambda progress, cancel: self.logic.reconstruct(
-            self._parameterNode, modelPath, progress=progress, cancel=cancel))
+            self._parameterNode, modelPath, progress=progress, cancel=cancel, rawKspacePath=rawPath or None))
         if output is not None:  # the change map over the output; without one, no earlier change map stays on top
             changeMap = output.GetNodeReference(CHANGE_MAP_REFERENCE) if withChangeMap else None
             slicer.util.setSliceViewerLayers(background=output, foreground=changeMap, fit=True,
@@ -252,11 +252,15 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
         return FastMRReconParameterNode(super().getParameterNode())
 
     def reconstruct(self, parameters: FastMRReconParameterNode, modelPath: Optional[str] = None, progress=None,
-                    cancel=None):
+                    cancel=None, rawKspacePath: Optional[str] = None):
         """The network's reconstruction of ``parameters.reconInputVolume`` in ``reconOutputVolume`` (or a new
         volume "<input> DNN", which becomes the output), at ``parameters.strength`` with ``noiseSD`` when
         ``setNoiseSD`` (else the measured noise); with ``changeMap`` the output references a new change-map
-        volume as ``CHANGE_MAP_REFERENCE``. Bad settings raise InputError before the model is loaded."""
+        volume as ``CHANGE_MAP_REFERENCE``. Bad settings raise InputError before the model is loaded. With
+        ``rawKspacePath``: a new volume from that raw k-space file by the k-space network (kspace_logic)."""
+        if rawKspacePath:
+            network = self.reconstructors.get(modelPath, parameters.device, kspace=True)
+            return reconstruct_kspace_node(slicer.mrmlScene, rawKspacePath, network, progress, cancel)
         noiseSD, strength = noise_arguments(parameters.strength,
                                             parameters.noiseSD if parameters.setNoiseSD else None)
         network = self.reconstructors.get(modelPath, parameters.device)

@@ -13,8 +13,10 @@ import numpy as np
 
 from FastMRICommon.cli import check_outputs, common_options, positive_float, positive_int, run
 from FastMRICommon.settings import add_arguments, argument_keywords, check_value, from_arguments, settings_field
-from FastMRICommon.volume_files import read_volume_array, write_volume_array
+from FastMRICommon.errors import InputError
+from FastMRICommon.volume_files import file_suffix, read_volume_array, write_volume_array
 
+from FastMRReconLib.kspace.raw_kspace import check_kspace_output, write_raw_kspace
 from FastMRReconLib.kspace.simulate import SimulationSettings
 from FastMRReconLib.metrics import RoiSettings
 from FastMRReconLib.model.settings import MAX_STRENGTH, STRENGTHS, ReconstructionSettings, check_noise_settings
@@ -36,7 +38,6 @@ def cmd_sample_data(args: argparse.Namespace) -> None:
 
 
 def _read_scalar_volume(path: Path):
-    from FastMRICommon.errors import InputError
 
     array, geometry = read_volume_array(path)
     if array.ndim != 3:
@@ -50,10 +51,17 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     rows, columns = args.resolution
     settings = from_arguments(SimulationSettings, args, resolution_rows=rows, resolution_columns=columns)
     check_outputs([args.input], [args.output])
+    if args.save_kspace is not None:
+        check_kspace_output(args.save_kspace)
     array, geometry = _read_scalar_volume(args.input)
+    kspace: Optional[list] = [] if args.save_kspace is not None else None
     result = simulate_volume(array.astype(float), settings.acquisition(), combine=settings.combine,
-                             progress=_progress)
+                             progress=_progress, kspace_out=kspace)
     write_volume_array(result, geometry, args.output)
+    if kspace is not None:
+        write_raw_kspace(args.save_kspace, np.stack(kspace))
+        log.info("wrote %s (k-space [slices, coils, ky, kx] = %s)", args.save_kspace, "x".join(
+            str(size) for size in (len(kspace), *kspace[0].shape)))
     log.info("wrote %s (R=%g, %d coils, AV=%d, SNR %g)", args.output, args.acceleration, args.coils, args.averages,
              args.snr)
 
@@ -68,8 +76,24 @@ def _strength(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected {', '.join(STRENGTHS)} or a number, got {text!r}") from None
 
 
+def cmd_reconstruct_kspace(args: argparse.Namespace) -> None:
+    from FastMRReconLib.kspace_logic import (COMPLEX_SUFFIXES, KSPACE_GEOMETRY, reconstruct_kspace_file,
+                                             write_complex_volume)
+    from FastMRReconLib.model.kspace_reconstructor import KspaceReconstructor
+
+    check_outputs([args.input], [args.output])
+    if args.complex and file_suffix(args.output) not in COMPLEX_SUFFIXES:
+        raise InputError(f"--complex writes NIfTI ({', '.join(COMPLEX_SUFFIXES)}), not {args.output.name}")
+    reconstructor = KspaceReconstructor.load(args.model, device=args.device)
+    images = reconstruct_kspace_file(args.input, reconstructor, progress=_progress, complex_output=args.complex)
+    if args.complex:
+        write_complex_volume(images, args.output)
+    else:
+        write_volume_array(images, KSPACE_GEOMETRY, args.output)
+    log.info("wrote %s (%d slices of %d x %d, device %s)", args.output, *images.shape, reconstructor.device)
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from FastMRICommon.errors import InputError
     from FastMRReconLib.model.reconstructor import Reconstructor
 
     check_noise_settings(args.noise_sd, args.strength)
@@ -92,7 +116,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
-    from FastMRICommon.errors import InputError
     from FastMRReconLib.metrics import psnr, ssim
 
     reference, geometry = _read_scalar_volume(args.reference)
@@ -128,7 +151,6 @@ def cmd_roi_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_make_pairs(args: argparse.Namespace) -> None:
-    from FastMRICommon.errors import InputError
     from FastMRReconLib.training.pairs import HeadSource, make_pairs, save_pairs, synthseg_sources
 
     sources = synthseg_sources(args.split) if args.source == "synthseg" else [HeadSource.mni152()]
@@ -142,7 +164,6 @@ def cmd_make_pairs(args: argparse.Namespace) -> None:
 
 def _read_pairs(path: Path) -> list:
     """The pairs of a file written by ``make-pairs``, or a one-line InputError naming what is wrong with it."""
-    from FastMRICommon.errors import InputError
     from FastMRReconLib.training.pairs import load_pairs
 
     if not path.is_file():
@@ -241,7 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
                                f"as scanners interpolate: ringing and correlated noise; default "
                                f"{rows.default:g} {columns.default:g} (all)")
     add_arguments(simulate, SimulationSettings, only=("seed",))
+    simulate.add_argument("--save-kspace", type=Path, metavar="FILE",
+                          help="also write the simulated multi-coil k-space [slices, coils, ky, kx] (.npy, or .h5 "
+                               "in fastMRI's layout) for `reconstruct-kspace`")
     simulate.set_defaults(command=cmd_simulate)
+
+    raw = sub.add_parser("reconstruct-kspace", parents=[common], help="reconstruct raw multi-coil k-space",
+                         description="Reconstruct raw multi-coil Cartesian k-space (fastMRI HDF5, ISMRMRD HDF5, BART "
+                                     ".cfl/.hdr, NumPy .npy; [slices, coils, ky, kx], zeros where not acquired) "
+                                     "with the unrolled data-consistent network; writes the magnitude [slices, ky, "
+                                     "kx] on a 1 mm grid.")
+    raw.add_argument("input", type=Path, help="raw k-space file")
+    raw.add_argument("output", type=Path, help="output volume (.nrrd, .nii.gz, ...)")
+    raw.add_argument("--model", type=Path, help="model file (default: the shipped k-space model)")
+    add_arguments(raw, ReconstructionSettings, only=("device",))
+    raw.add_argument("--complex", action="store_true", help="write the complex image (NIfTI complex64)")
+    raw.set_defaults(command=cmd_reconstruct_kspace)
 
     reconstruct = sub.add_parser("reconstruct", parents=[common], help="restore an accelerated scan with the network",
                                  description="Apply the reconstruction network slice by slice (2D, in the volume's "

@@ -71,18 +71,20 @@ def noise_arguments(strength: str, noise_sd: Optional[float] = None) -> tuple[Op
 
 
 class ReconstructorCache:
-    """Networks loaded once each: :meth:`get` returns the ``Reconstructor`` of a model file (None: the shipped
-    model) on a device ("auto", "cpu", "cuda"), loading it the first time (torch is imported then)."""
+    """Networks loaded once each: :meth:`get` returns the ``Reconstructor`` (``kspace``: the
+    ``KspaceReconstructor``) of a model file (None: the shipped model) on a device ("auto", "cpu", "cuda"),
+    loading it the first time (torch is imported then)."""
 
     def __init__(self) -> None:
-        self._loaded: dict[tuple[Optional[str], str], "Reconstructor"] = {}
+        self._loaded: dict[tuple[Optional[str], str, bool], Any] = {}
 
-    def get(self, path: Optional[str] = None, device: str = "auto") -> "Reconstructor":
+    def get(self, path: Optional[str] = None, device: str = "auto", kspace: bool = False) -> Any:
+        from FastMRReconLib.model.kspace_reconstructor import KspaceReconstructor
         from FastMRReconLib.model.reconstructor import Reconstructor
 
-        key = (None if path is None else str(path), device)
+        key = (None if path is None else str(path), device, kspace)
         if key not in self._loaded:
-            self._loaded[key] = Reconstructor.load(path, device=device)
+            self._loaded[key] = (KspaceReconstructor if kspace else Reconstructor).load(path, device=device)
         return self._loaded[key]
 
 

@@ -279,6 +279,34 @@ def read_raw_kspace(path: str | os.PathLike) -> RawKspace:
     return raw
 
 
+#: Suffixes :func:`write_raw_kspace` writes.
+WRITABLE_SUFFIXES = (".npy", ".h5")
+
+
+def check_kspace_output(path: str | os.PathLike) -> None:
+    """An InputError unless ``path`` names a k-space file :func:`write_raw_kspace` writes."""
+    if Path(path).suffix.lower() not in WRITABLE_SUFFIXES:
+        raise InputError(f"k-space is written as {' or '.join(WRITABLE_SUFFIXES)}, not {Path(path).name}")
+
+
+def write_raw_kspace(path: str | os.PathLike, kspace: np.ndarray) -> Path:
+    """Write ``kspace [slices, coils, ky, kx]`` as NumPy ``.npy`` or fastMRI-style HDF5 ``.h5`` (dataset
+    ``kspace``), atomically (a temporary name beside it, then renamed)."""
+    from FastMRICommon.volume_files import atomic_write
+
+    path = Path(path)
+    check_kspace_output(path)
+    with atomic_write(path) as temporary:
+        if path.suffix.lower() == ".npy":
+            np.save(temporary, np.asarray(kspace, np.complex64))
+        else:
+            import h5py
+
+            with h5py.File(temporary, "w") as store:
+                store["kspace"] = np.asarray(kspace, np.complex64)
+    return path
+
+
 def write_bart(path: str | os.PathLike, kspace: np.ndarray) -> Path:
     """Write one slice's ``kspace [coils, ky, kx]`` as BART ``.cfl``/``.hdr`` (``[ky, kx, 1, coils]``)."""
     base = Path(path).with_suffix("")

@@ -214,12 +214,13 @@ def zero_filled_rss(kspace: np.ndarray) -> np.ndarray:
 
 def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str = SimulationSettings.combine,
                     progress: Optional[ProgressCallback] = None,
-                    cancel: Optional[CancelCheck] = None) -> np.ndarray:
+                    cancel: Optional[CancelCheck] = None, kspace_out: Optional[list] = None) -> np.ndarray:
     """Simulate the accelerated scan of ``volume[k, j, i]`` slice by slice (2D k-space per ``k`` slice) and
     return its conventional reconstruction, same shape, float32, on the input's intensity scale (the volume must
     be a magnitude image: ``check_magnitude``):
     ``combine`` "sense" (CG-SENSE with calibration coil maps, what a scanner delivers and the network's
-    input) or "rss" (zero-filled root-sum-of-squares, aliasing left in)."""
+    input) or "rss" (zero-filled root-sum-of-squares, aliasing left in). When ``kspace_out`` is a list, each
+    slice's acquired k-space ``[coils, ky = j, kx = i]`` (complex64, zeros where not acquired) is appended."""
     if combine not in COMBINATIONS:
         raise InputError(f"unknown coil combination {combine!r}; choose one of {', '.join(COMBINATIONS)}")
     volume = np.asarray(volume)
@@ -236,6 +237,8 @@ def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str 
     for index, image in enumerate(volume):
         raise_if_cancelled(cancel)
         scan = simulate_slice(image.astype(float), config, rng, reference)
+        if kspace_out is not None:
+            kspace_out.append(scan.kspace)
         result[index] = (sense_reconstruction(scan.kspace, scan.mask, config.phase_encode_axis) if combine == "sense"
                          else zero_filled_rss(scan.kspace))
         report(progress, (index + 1) / volume.shape[0], f"simulated slice {index + 1}/{volume.shape[0]}")

@@ -30,7 +30,7 @@ from FastMRReconLib.training.shipped_model import TRAINING_SETS, VALIDATION_WIDE
 log = logging.getLogger("fastmrrecon")
 
 #: Training of the shipped k-space model.
-CONFIG = KspaceTrainingConfig(steps=2400, batch_size=3, lr=1e-3, l1_weight=10.0, seed=0, checkpoint_every=50,
+CONFIG = KspaceTrainingConfig(steps=1000, batch_size=3, lr=1e-3, l1_weight=10.0, seed=0, checkpoint_every=50,
                               validate_every=400, network=UnrolledConfig(unrolls=5, channels=32, layers=5,
                                                                          cg_iterations=4),
                               examples=KspaceExampleConfig(patch=128, coil_range=(6, 12)))
