@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
 
 import qt
-import vtk
-
 import slicer
+import vtk
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -20,9 +20,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-
-from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
 
 from FastMRICommon.button_jobs import ButtonJobs
 from FastMRICommon.device import ensure_torch_with_pytorch_utils
@@ -36,8 +33,14 @@ from FastMRReconLib.model.settings import ReconstructionSettings
 from FastMRReconLib.sample_data import MODULE_SAMPLE_NAME, module_sample_source
 from FastMRReconLib.study.reader_panel import ReaderStudyPanel
 from FastMRReconLib.study.roi_table import ROI_NAMES, compare_volumes, roi_table_node, write_table_csv
-from FastMRReconLib.volume_logic import (CHANGE_MAP_OPACITY, CHANGE_MAP_REFERENCE, ReconstructorCache, noise_arguments,
-                                         reconstruct_volume_node, simulate_volume_node)
+from FastMRReconLib.volume_logic import (
+    CHANGE_MAP_OPACITY,
+    CHANGE_MAP_REFERENCE,
+    ReconstructorCache,
+    noise_arguments,
+    reconstruct_volume_node,
+    simulate_volume_node,
+)
 
 
 class FastMRRecon(ScriptedLoadableModule):
@@ -72,8 +75,9 @@ def torchReady() -> bool:
 
 
 @parameterNodeWrapper
-@settings_parameters((ReconstructionSettings, SimulationSettings, RoiSettings), WithinRange, Choice,
-                     skip=("precision",))
+@settings_parameters(
+    (ReconstructionSettings, SimulationSettings, RoiSettings), WithinRange, Choice, skip=("precision",)
+)
 class FastMRReconParameterNode:
     """The module's state, saved with the scene: the settings classes' fields in camelCase (device, strength,
     setNoiseSD, noiseSD, changeMap; acceleration ... seed; roiSize, with their defaults, ranges and choices),
@@ -103,12 +107,18 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic, self._parameterGui = FastMRReconLogic(), ParameterGui(self.ui)
-        self._reader = ReaderStudyPanel(self.ui, slicer.mrmlScene,  # the reader-study section
-                                        lambda: self._parameterNode.readerName if self._parameterNode else "")
+        self._reader = ReaderStudyPanel(
+            self.ui,
+            slicer.mrmlScene,  # the reader-study section
+            lambda: self._parameterNode.readerName if self._parameterNode else "",
+        )
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.addObserver(slicer.app.applicationLogic().GetSelectionNode(),
-                         slicer.vtkMRMLSelectionNode.ActivePlaceNodeIDChangedEvent, self.onActivePlaceNodeChanged)
+        self.addObserver(
+            slicer.app.applicationLogic().GetSelectionNode(),
+            slicer.vtkMRMLSelectionNode.ActivePlaceNodeIDChangedEvent,
+            self.onActivePlaceNodeChanged,
+        )
         self.ui.rawKspacePathLineEdit.connect("currentPathChanged(QString)", self._checkCanApply)
         self.ui.roiPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.roiPlaceWidget.setCurrentNode)
         self.ui.roiPointsSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onRoiPointsAdded)
@@ -153,7 +163,7 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if firstVolumeNode and not self._parameterNode.reconInputVolume:
             self._parameterNode.reconInputVolume = firstVolumeNode
 
-    def setParameterNode(self, inputParameterNode: Optional[FastMRReconParameterNode]) -> None:
+    def setParameterNode(self, inputParameterNode: FastMRReconParameterNode | None) -> None:
         if self._parameterNode:
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         # the same parameter node keeps its binding (and wrapper); another one is bound afresh
@@ -164,8 +174,10 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         parameters, jobs = self._parameterNode, self._jobs
-        self.ui.reconstructButton.enabled = jobs.enabled(self.ui.reconstructButton, parameters and (
-            parameters.reconInputVolume or self.ui.rawKspacePathLineEdit.currentPath))
+        self.ui.reconstructButton.enabled = jobs.enabled(
+            self.ui.reconstructButton,
+            parameters and (parameters.reconInputVolume or self.ui.rawKspacePathLineEdit.currentPath),
+        )
         self.ui.simulateButton.enabled = jobs.enabled(self.ui.simulateButton, parameters and parameters.inputVolume)
         self.ui.roiComputeButton.enabled = bool(parameters and parameters.roiPoints) and jobs.idle
         self.ui.roiExportButton.enabled = bool(parameters and parameters.roiTable) and jobs.idle
@@ -174,9 +186,14 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _run(self, button, job):
         """Run ``job(progress, cancel)`` with ``button`` turned into Cancel; errors in a message box. Returns
         the job's result, or None when it failed or was cancelled."""
-        return self._jobs.run(button, job, self._showProgress,
-                              lambda label: slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)),
-                              _("Cancel"), lambda: self._status(_("Cancelled: nothing was added to the scene.")))
+        return self._jobs.run(
+            button,
+            job,
+            self._showProgress,
+            lambda label: slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)),
+            _("Cancel"),
+            lambda: self._status(_("Cancelled: nothing was added to the scene.")),
+        )
 
     def _showProgress(self, fraction: float, message: str) -> None:
         recon = self._jobs.running is self.ui.reconstructButton
@@ -196,21 +213,35 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         modelPath, rawPath = self.ui.modelPathLineEdit.currentPath or None, self.ui.rawKspacePathLineEdit.currentPath
         withChangeMap = self._parameterNode.changeMap and not rawPath  # as the job reads it (the box may change)
-        output = self._run(self.ui.reconstructButton, lambda progress, cancel: self.logic.reconstruct(
-            self._parameterNode, modelPath, progress=progress, cancel=cancel, rawKspacePath=rawPath or None))
+        output = self._run(
+            self.ui.reconstructButton,
+            lambda progress, cancel: self.logic.reconstruct(
+                self._parameterNode, modelPath, progress=progress, cancel=cancel, rawKspacePath=rawPath or None
+            ),
+        )
         if output is not None:  # the change map over the output; without one, no earlier change map stays on top
             changeMap = output.GetNodeReference(CHANGE_MAP_REFERENCE) if withChangeMap else None
-            slicer.util.setSliceViewerLayers(background=output, foreground=changeMap, fit=True,
-                                             foregroundOpacity=CHANGE_MAP_OPACITY if changeMap is not None else None)
-            self.ui.reconStatusLabel.text = _("Created {name}").format(name=output.GetName()) if changeMap is None \
-                else _("Created {name} and {changeMap}, shown over it").format(name=output.GetName(),
-                                                                              changeMap=changeMap.GetName())
+            slicer.util.setSliceViewerLayers(
+                background=output,
+                foreground=changeMap,
+                fit=True,
+                foregroundOpacity=CHANGE_MAP_OPACITY if changeMap is not None else None,
+            )
+            self.ui.reconStatusLabel.text = (
+                _("Created {name}").format(name=output.GetName())
+                if changeMap is None
+                else _("Created {name} and {changeMap}, shown over it").format(
+                    name=output.GetName(), changeMap=changeMap.GetName()
+                )
+            )
 
     def onSimulateButton(self) -> None:
         if self._jobs.request_cancel(self.ui.simulateButton):
             return
-        output = self._run(self.ui.simulateButton, lambda progress, cancel: self.logic.simulate(
-            self._parameterNode, progress=progress, cancel=cancel))
+        output = self._run(
+            self.ui.simulateButton,
+            lambda progress, cancel: self.logic.simulate(self._parameterNode, progress=progress, cancel=cancel),
+        )
         if output is not None:
             slicer.util.setSliceViewerLayers(background=output, fit=True)
             self.ui.simulateStatusLabel.text = _("Created {name}").format(name=output.GetName())
@@ -251,8 +282,14 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return FastMRReconParameterNode(super().getParameterNode())
 
-    def reconstruct(self, parameters: FastMRReconParameterNode, modelPath: Optional[str] = None, progress=None,
-                    cancel=None, rawKspacePath: Optional[str] = None):
+    def reconstruct(
+        self,
+        parameters: FastMRReconParameterNode,
+        modelPath: str | None = None,
+        progress=None,
+        cancel=None,
+        rawKspacePath: str | None = None,
+    ):
         """The network's reconstruction of ``parameters.reconInputVolume`` in ``reconOutputVolume`` (or a new
         volume "<input> DNN", which becomes the output), at ``parameters.strength`` with ``noiseSD`` when
         ``setNoiseSD`` (else the measured noise); with ``changeMap`` the output references a new change-map
@@ -261,12 +298,18 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
         if rawKspacePath:
             network = self.reconstructors.get(modelPath, parameters.device, kspace=True)
             return reconstruct_kspace_node(slicer.mrmlScene, rawKspacePath, network, progress, cancel)
-        noiseSD, strength = noise_arguments(parameters.strength,
-                                            parameters.noiseSD if parameters.setNoiseSD else None)
+        noiseSD, strength = noise_arguments(parameters.strength, parameters.noiseSD if parameters.setNoiseSD else None)
         network = self.reconstructors.get(modelPath, parameters.device)
-        output = reconstruct_volume_node(parameters.reconInputVolume, network, output=parameters.reconOutputVolume,
-                                         progress=progress, cancel=cancel, noise_sd=noiseSD, strength=strength,
-                                         change_map=parameters.changeMap)
+        output = reconstruct_volume_node(
+            parameters.reconInputVolume,
+            network,
+            output=parameters.reconOutputVolume,
+            progress=progress,
+            cancel=cancel,
+            noise_sd=noiseSD,
+            strength=strength,
+            change_map=parameters.changeMap,
+        )
         parameters.reconOutputVolume = output
         return output
 
@@ -274,13 +317,15 @@ class FastMRReconLogic(ScriptedLoadableModuleLogic):
         """A new volume: the simulated accelerated scan of ``parameters.inputVolume`` (SimulationSettings)."""
         settings = from_parameters(SimulationSettings, parameters)
         logging.info("FastMRRecon: simulating %s", settings)
-        return simulate_volume_node(parameters.inputVolume, settings.acquisition(), combine=settings.combine,
-                                    progress=progress, cancel=cancel)
+        return simulate_volume_node(
+            parameters.inputVolume, settings.acquisition(), combine=settings.combine, progress=progress, cancel=cancel
+        )
 
     def roiTable(self, parameters: FastMRReconParameterNode, volumes):
         """A new table of ROI statistics of ``volumes`` (reference: ``parameters.roiReference``, or the first)."""
-        rows = compare_volumes(volumes, parameters.roiPoints, reference=parameters.roiReference,
-                               size=parameters.roiSize)
+        rows = compare_volumes(
+            volumes, parameters.roiPoints, reference=parameters.roiReference, size=parameters.roiSize
+        )
         parameters.roiTable = roi_table_node(parameters.roiPoints.GetScene(), rows)
         return parameters.roiTable
 

@@ -3,13 +3,19 @@ statistics, export and retraining for any protocol. Thin Slicer module: the widg
 parameter node and to the logic, whose state and computation are IVIMEstimatorLib's (``session.IvimSession``)."""
 
 import os
-from typing import Optional, Union
-
-import vtk
 
 import slicer
+import vtk
+from slicer import (
+    vtkMRMLDiffusionWeightedVolumeNode,
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLSequenceNode,
+    vtkMRMLVectorVolumeNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -17,10 +23,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-
-from slicer import (vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode,
-                    vtkMRMLSequenceNode, vtkMRMLVectorVolumeNode)
 
 from FastMRICommon.button_jobs import ButtonJobs
 from FastMRICommon.device import ensure_torch_with_pytorch_utils
@@ -76,12 +78,17 @@ class IVIMEstimatorParameterNode:
     "None".
     """
 
-    inputSeries: Union[vtkMRMLSequenceNode, vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLVectorVolumeNode,
-                       vtkMRMLMultiVolumeNode, None]
+    inputSeries: (
+        vtkMRMLSequenceNode
+        | vtkMRMLDiffusionWeightedVolumeNode
+        | vtkMRMLVectorVolumeNode
+        | vtkMRMLMultiVolumeNode
+        | None
+    )
     bvalues: str = ""
-    maskNode: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    maskNode: vtkMRMLLabelMapVolumeNode | vtkMRMLSegmentationNode | None
     modelPath: str = ""
-    statsRegion: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    statsRegion: vtkMRMLLabelMapVolumeNode | vtkMRMLSegmentationNode | None
 
 
 class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -149,7 +156,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.inputSeries = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
         self._voxelPoint.ensure()
 
-    def setParameterNode(self, inputParameterNode: Optional[IVIMEstimatorParameterNode]) -> None:
+    def setParameterNode(self, inputParameterNode: IVIMEstimatorParameterNode | None) -> None:
         if self._parameterNode:
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
         # the same parameter node keeps its binding (and wrapper); another one is bound afresh
@@ -166,8 +173,9 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.estimateButton.enabled = jobs.enabled(self.ui.estimateButton, state.ready)
         self.ui.retrainButton.enabled = jobs.enabled(self.ui.retrainButton, state.needs_model)
         if state.needs_model and jobs.idle:
-            self.ui.statusLabel.text = _("No shipped {method} network for these b-values: train one for this protocol, "
-                                         "or choose NLLS / Bayes.").format(method=parameters.method)
+            self.ui.statusLabel.text = _(
+                "No shipped {method} network for these b-values: train one for this protocol, or choose NLLS / Bayes."
+            ).format(method=parameters.method)
         hasMaps = bool(self.logic.map_nodes) and jobs.idle
         self.ui.statisticsButton.enabled = hasMaps
         self.ui.exportButton.enabled = hasMaps
@@ -175,10 +183,14 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- long jobs ------------------------------------------------------------------------------------------
     def _run(self, button, job):
         """Run ``job(progress, cancel)`` with ``button`` turned into Cancel; errors in a message box."""
-        return self._jobs.run(button, job, self._showProgress,
-                              lambda label: slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)),
-                              _("Cancel"), lambda: setattr(self.ui.statusLabel, "text",
-                                                           _("Cancelled: nothing was added to the scene.")))
+        return self._jobs.run(
+            button,
+            job,
+            self._showProgress,
+            lambda label: slicer.util.tryWithErrorDisplay(_("{task} failed.").format(task=label)),
+            _("Cancel"),
+            lambda: setattr(self.ui.statusLabel, "text", _("Cancelled: nothing was added to the scene.")),
+        )
 
     def _showProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(round(100 * fraction))
@@ -193,7 +205,8 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _torchReady(self) -> bool:
         """True when the method can run: it needs no torch, or torch is there (after asking to install it)."""
         return not needs_torch(self._parameterNode.method) or ensure_torch_with_pytorch_utils(
-            slicer.util.confirmOkCancelDisplay)
+            slicer.util.confirmOkCancelDisplay
+        )
 
     def onEstimateButton(self) -> None:
         if self._jobs.request_cancel(self.ui.estimateButton):
@@ -202,8 +215,12 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("PyTorch is needed for this method; it was not installed.")
             return
         source, parameters = self._source(), self._parameterNode
-        nodes = self._run(self.ui.estimateButton, lambda progress, cancel: self.logic.estimate(
-            source, estimate_config(parameters), parameters.bvalues, parameters.maskNode, progress, cancel))
+        nodes = self._run(
+            self.ui.estimateButton,
+            lambda progress, cancel: self.logic.estimate(
+                source, estimate_config(parameters), parameters.bvalues, parameters.maskNode, progress, cancel
+            ),
+        )
         if nodes:
             slicer.util.setSliceViewerLayers(background=nodes["f"], fit=True)
             self.ui.statusLabel.text = _("Created {count} maps").format(count=len(nodes))
@@ -214,17 +231,28 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Training failed.")):
-            training = self.logic.protocol_training(self._source(), parameters,
-                                                    os.path.dirname(slicer.app.slicerUserSettingsFilePath))
+            training = self.logic.protocol_training(
+                self._source(), parameters, os.path.dirname(slicer.app.slicerUserSettingsFilePath)
+            )
             if training.exists:  # trained before for this protocol and these settings
                 parameters.modelPath = str(training.path)
                 return
             config = training.config
-            if not slicer.util.confirmOkCancelDisplay(_(
-                    "Train a {method} network for b = {bvalues} s/mm² on synthetic signals ({prior} prior, "
-                    "SNR {snr:g}) on {device}? This takes several minutes; it can be cancelled.").format(
-                    method=config.method, bvalues=", ".join(f"{b:g}" for b in config.bvalues), prior=config.prior,
-                    snr=config.snr, device=training.device)) or not self._torchReady():
+            if (
+                not slicer.util.confirmOkCancelDisplay(
+                    _(
+                        "Train a {method} network for b = {bvalues} s/mm² on synthetic signals ({prior} prior, "
+                        "SNR {snr:g}) on {device}? This takes several minutes; it can be cancelled."
+                    ).format(
+                        method=config.method,
+                        bvalues=", ".join(f"{b:g}" for b in config.bvalues),
+                        prior=config.prior,
+                        snr=config.snr,
+                        device=training.device,
+                    )
+                )
+                or not self._torchReady()
+            ):
                 return
         trained = self._run(self.ui.retrainButton, training.run)
         if trained:
@@ -239,10 +267,12 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExportButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-            written = export_maps(self.logic.map_nodes, self.ui.exportDirectoryButton.directory,
-                                  self._parameterNode.exportFormat)
+            written = export_maps(
+                self.logic.map_nodes, self.ui.exportDirectoryButton.directory, self._parameterNode.exportFormat
+            )
             self.ui.statusLabel.text = _("Exported {count} maps to {folder}").format(
-                count=len(written), folder=self.ui.exportDirectoryButton.directory)
+                count=len(written), folder=self.ui.exportDirectoryButton.directory
+            )
 
     def onVoxelPlaced(self, position) -> None:
         """The voxel point was placed or moved to the world position ``position``: plot that voxel's fit."""
@@ -277,6 +307,7 @@ class IVIMEstimatorTest(ScriptedLoadableModuleTest):
         import tempfile
 
         import numpy as np
+
         from FastMRICommon.geometry import ijk_to_ras
         from IVIMEstimatorLib.diffusion_series import new_sequence_node
         from IVIMEstimatorLib.phantoms.phantom import placenta_phantom

@@ -14,7 +14,8 @@ SHARED = REPO.parent / "shared"
 
 requires_shared = pytest.mark.skipif(
     not (SHARED / "data").is_dir(),
-    reason=f"{SHARED} is absent (a user's clone has no ../shared); this test needs its data")
+    reason=f"{SHARED} is absent (a user's clone has no ../shared); this test needs its data",
+)
 
 
 @pytest.fixture

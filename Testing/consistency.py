@@ -12,7 +12,6 @@ import re
 import typing
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 #: Folders with a CMakeLists.txt that ships Python (the two modules and the shared package).
@@ -71,15 +70,20 @@ def cmake_problems(folder: Path) -> list[str]:
     if not cmake.is_file():
         return [f"{folder.name}: no CMakeLists.txt"]
     listed, present = cmake_listing(cmake), shipped_files(folder)
-    return [f"{folder.name}/{name} is not listed in {folder.name}/CMakeLists.txt" for name in sorted(present - listed)] + \
-        [f"{folder.name}/CMakeLists.txt lists {name}, which does not exist" for name in sorted(listed - present)]
+    return [
+        f"{folder.name}/{name} is not listed in {folder.name}/CMakeLists.txt" for name in sorted(present - listed)
+    ] + [f"{folder.name}/CMakeLists.txt lists {name}, which does not exist" for name in sorted(listed - present)]
 
 
 def ui_names(ui_file: Path) -> set[str]:
     """Object names defined in a Qt Designer file (widgets, layouts, spacers)."""
     root = ElementTree.parse(ui_file).getroot()
-    return {element.get("name") for tag in ("widget", "layout", "spacer") for element in root.iter(tag)
-            if element.get("name")}
+    return {
+        element.get("name")
+        for tag in ("widget", "layout", "spacer")
+        for element in root.iter(tag)
+        if element.get("name")
+    }
 
 
 def ui_parameter_names(ui_file: Path) -> set[str]:
@@ -138,8 +142,12 @@ def generated_parameter_types(module_file: Path, class_node: ast.ClassDef) -> di
     the module file imports them, and ``parameter_annotations`` is run with stand-in validators."""
     from FastMRICommon.settings import parameter_annotations
 
-    imported = {alias.asname or alias.name: statement.module for statement in ast.parse(module_file.read_text()).body
-                if isinstance(statement, ast.ImportFrom) for alias in statement.names}
+    imported = {
+        alias.asname or alias.name: statement.module
+        for statement in ast.parse(module_file.read_text()).body
+        if isinstance(statement, ast.ImportFrom)
+        for alias in statement.names
+    }
     fields: dict[str, tuple[str, set[str]]] = {}
     for decorator in class_node.decorator_list:
         if not (isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "settings_parameters"):
@@ -161,11 +169,15 @@ def ui_problems(module_folder: Path) -> list[str]:
     name = module_folder.name
     module_file, ui_file = module_folder / f"{name}.py", module_folder / "Resources" / "UI" / f"{name}.ui"
     defined = ui_names(ui_file)
-    problems = [f"{name}.py uses self.ui.{attribute}, which {ui_file.name} does not define"
-                for attribute in sorted(ui_attributes_used(module_file) - defined)]
+    problems = [
+        f"{name}.py uses self.ui.{attribute}, which {ui_file.name} does not define"
+        for attribute in sorted(ui_attributes_used(module_file) - defined)
+    ]
     fields = parameter_node_fields(module_file)
-    problems += [f"{ui_file.name} binds SlicerParameterName {parameter!r}, not a field of the parameter node"
-                 for parameter in sorted(ui_parameter_names(ui_file) - fields)]
+    problems += [
+        f"{ui_file.name} binds SlicerParameterName {parameter!r}, not a field of the parameter node"
+        for parameter in sorted(ui_parameter_names(ui_file) - fields)
+    ]
     return problems
 
 
@@ -177,8 +189,14 @@ def ui_problems(module_folder: Path) -> list[str]:
 CONNECTOR_WIDGETS = {
     "bool": {"QCheckBox", "ctkCheckBox", "QPushButton"},
     "int": {"QSpinBox", "QSlider"},
-    "float": {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider", "ctkDoubleSpinBox",
-              "qMRMLSpinBox"},
+    "float": {
+        "QDoubleSpinBox",
+        "ctkSliderWidget",
+        "qMRMLSliderWidget",
+        "ctkDoubleSlider",
+        "ctkDoubleSpinBox",
+        "qMRMLSpinBox",
+    },
     "str": {"QLineEdit", "QLabel", "QTextEdit"},
     "node": {"qMRMLNodeComboBox"},
 }
@@ -186,19 +204,22 @@ COMBO_BOXES = {"QComboBox", "ctkComboBox"}
 SLIDER_WIDGETS = {"ctkSliderWidget", "qMRMLSliderWidget"}
 
 
-def node_field_classes(annotation: ast.expr) -> Optional[list[str]]:
+def node_field_classes(annotation: ast.expr) -> list[str] | None:
     """The node classes a parameter-node annotation names, in order: ``vtkMRMLX`` -> ["vtkMRMLX"];
     ``Union[vtkMRMLX, vtkMRMLY, None]`` or ``Optional[...]`` -> ["vtkMRMLX", "vtkMRMLY"] (None left out). None
     for any other annotation, ``vtkMRMLX | None`` included: Slicer 5.8's and 5.10's ``isNodeOrUnionOfNodes``
     (``Base/Python/slicer/parameterNodeWrapper/util.py``) tests ``typing.get_origin(t) == typing.Union``, which
     is false for PEP 604 unions, so no node-combobox connector would bind such a field."""
     members = _union_members(annotation)
-    names = [_node_class_name(member) for member in (members if members is not None else [annotation])
-             if not _is_none(member)]
+    names = [
+        _node_class_name(member)
+        for member in (members if members is not None else [annotation])
+        if not _is_none(member)
+    ]
     return names if names and all(names) else None
 
 
-def _node_class_name(expression: ast.expr) -> Optional[str]:
+def _node_class_name(expression: ast.expr) -> str | None:
     """``vtkMRMLX`` or ``slicer.vtkMRMLX`` -> "vtkMRMLX", else None."""
     name = getattr(expression, "id", getattr(expression, "attr", None))
     return name if isinstance(name, str) and name.startswith("vtkMRML") else None
@@ -208,7 +229,7 @@ def _is_none(expression: ast.expr) -> bool:
     return isinstance(expression, ast.Constant) and expression.value is None
 
 
-def _union_members(annotation: ast.expr) -> Optional[list[ast.expr]]:
+def _union_members(annotation: ast.expr) -> list[ast.expr] | None:
     """The members of ``Union[...]`` / ``typing.Union[...]`` / ``Optional[X]`` (with None), else None."""
     if not isinstance(annotation, ast.Subscript):
         return None
@@ -227,7 +248,8 @@ def parameter_node_types(module_file: Path) -> dict[str, tuple[str, set[str]]]:
     ``@settings_parameters`` decorator adds: :func:`generated_parameter_types`)."""
     for node in ast.walk(ast.parse(module_file.read_text())):
         if isinstance(node, ast.ClassDef) and any(
-                getattr(d, "id", getattr(d, "attr", None)) == "parameterNodeWrapper" for d in node.decorator_list):
+            getattr(d, "id", getattr(d, "attr", None)) == "parameterNodeWrapper" for d in node.decorator_list
+        ):
             fields = generated_parameter_types(module_file, node)
             for statement in node.body:
                 if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
@@ -235,12 +257,17 @@ def parameter_node_types(module_file: Path) -> dict[str, tuple[str, set[str]]]:
                 annotation, validators = statement.annotation, set()
                 if isinstance(annotation, ast.Subscript) and getattr(annotation.value, "id", "") == "Annotated":
                     base, *extras = annotation.slice.elts
-                    validators = {getattr(extra.func, "id", getattr(extra.func, "attr", "")) for extra in extras
-                                  if isinstance(extra, ast.Call)}
+                    validators = {
+                        getattr(extra.func, "id", getattr(extra.func, "attr", ""))
+                        for extra in extras
+                        if isinstance(extra, ast.Call)
+                    }
                     annotation = base
                 text = ast.unparse(annotation)
-                fields[statement.target.id] = ("node" if node_field_classes(annotation) is not None else text,
-                                               validators)
+                fields[statement.target.id] = (
+                    "node" if node_field_classes(annotation) is not None else text,
+                    validators,
+                )
             return fields
     return {}
 
@@ -273,8 +300,10 @@ def binding_problems(module_folder: Path) -> list[str]:
                     ok = "WithinRange" in validators or {"Minimum", "Maximum"} <= validators
             if not ok:
                 described = " ".join([base, *sorted(validators)])
-                problems.append(f"{name}.ui binds {parameter!r} ({described}) to a {widget_class}, which "
-                                "parameterNodeWrapper cannot connect")
+                problems.append(
+                    f"{name}.ui binds {parameter!r} ({described}) to a {widget_class}, which "
+                    "parameterNodeWrapper cannot connect"
+                )
     return problems
 
 
@@ -282,7 +311,8 @@ def unbound_fields(module_folder: Path) -> set[str]:
     """Parameter-node fields that no widget of the module's .ui is bound to."""
     name = module_folder.name
     return set(parameter_node_types(module_folder / f"{name}.py")) - set(
-        ui_parameter_widgets(module_folder / "Resources" / "UI" / f"{name}.ui"))
+        ui_parameter_widgets(module_folder / "Resources" / "UI" / f"{name}.ui")
+    )
 
 
 def slicer_class_aliases(module_file: Path) -> dict[str, tuple[str, str]]:
@@ -290,11 +320,16 @@ def slicer_class_aliases(module_file: Path) -> dict[str, tuple[str, str]]:
     Slicer has them (e.g. MultiVolumeExplorer's), else the fallback. ``{Name: (Name as looked up, Fallback)}``."""
     aliases = {}
     for statement in ast.parse(module_file.read_text()).body:
-        if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                and isinstance(statement.targets[0], ast.Name)
-                and isinstance(statement.value, ast.Call) and getattr(statement.value.func, "id", "") == "getattr"
-                and len(statement.value.args) == 3 and getattr(statement.value.args[0], "id", "") == "slicer"
-                and isinstance(statement.value.args[1], ast.Constant)):
+        if (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+            and isinstance(statement.value, ast.Call)
+            and getattr(statement.value.func, "id", "") == "getattr"
+            and len(statement.value.args) == 3
+            and getattr(statement.value.args[0], "id", "") == "slicer"
+            and isinstance(statement.value.args[1], ast.Constant)
+        ):
             aliases[statement.targets[0].id] = (statement.value.args[1].value, ast.unparse(statement.value.args[2]))
     return aliases
 
@@ -308,8 +343,9 @@ def ui_node_types(ui_file: Path) -> dict[str, list[str]]:
         properties = {prop.get("name"): prop for prop in widget.findall("property")}
         if "SlicerParameterName" in properties:
             listed = properties.get("nodeTypes")
-            types[properties["SlicerParameterName"].findtext("string")] = \
+            types[properties["SlicerParameterName"].findtext("string")] = (
                 [] if listed is None else [item.text for item in listed.iter("string")]
+            )
     return types
 
 
@@ -329,9 +365,13 @@ def node_selector_problems(module_folder: Path) -> list[str]:
     annotations = {}
     for node in ast.walk(ast.parse(module_file.read_text())):
         if isinstance(node, ast.ClassDef) and any(
-                getattr(d, "id", getattr(d, "attr", None)) == "parameterNodeWrapper" for d in node.decorator_list):
-            annotations = {statement.target.id: statement.annotation for statement in node.body
-                           if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)}
+            getattr(d, "id", getattr(d, "attr", None)) == "parameterNodeWrapper" for d in node.decorator_list
+        ):
+            annotations = {
+                statement.target.id: statement.annotation
+                for statement in node.body
+                if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+            }
     problems = []
     for parameter, listed in sorted(ui_node_types(ui_file).items()):
         classes = node_field_classes(annotations[parameter]) if parameter in annotations else None
@@ -339,13 +379,16 @@ def node_selector_problems(module_folder: Path) -> list[str]:
             continue  # not a node field: ui_problems / binding_problems report it
         members = _union_members(annotations[parameter])
         if members is not None and not any(_is_none(member) for member in members):
-            problems.append(f"{name}.{parameter}: {ast.unparse(annotations[parameter])} lacks None, so choosing None "
-                            "in its selector raises")
+            problems.append(
+                f"{name}.{parameter}: {ast.unparse(annotations[parameter])} lacks None, so choosing None "
+                "in its selector raises"
+            )
         for class_name in classes:
             looked_up, created = (class_name, class_name) if class_name not in aliases else aliases[class_name]
             if looked_up != class_name:
-                problems.append(f"{name}.{parameter}: {class_name} is getattr(slicer, {looked_up!r}, ...): use one "
-                                "name")
+                problems.append(
+                    f"{name}.{parameter}: {class_name} is getattr(slicer, {looked_up!r}, ...): use one name"
+                )
             node_class = getattr(slicer, created, None)
             if node_class is None:
                 problems.append(f"{name}.{parameter}: slicer-core has no {created}")
@@ -353,12 +396,16 @@ def node_selector_problems(module_folder: Path) -> list[str]:
             try:
                 instance = node_class()
             except TypeError as error:
-                problems.append(f"{name}.{parameter}: {created}() fails ({error}): the selector's connector "
-                                "instantiates every annotated class")
+                problems.append(
+                    f"{name}.{parameter}: {created}() fails ({error}): the selector's connector "
+                    "instantiates every annotated class"
+                )
                 continue
             if instance.GetClassName() != created:
                 problems.append(f"{name}.{parameter}: {created}() is a {instance.GetClassName()}")
         if listed != classes:
-            problems.append(f"{name}.ui lists nodeTypes {listed} for {parameter!r}, but the connector sets them to "
-                            f"the annotation's classes {classes}")
+            problems.append(
+                f"{name}.ui lists nodeTypes {listed} for {parameter!r}, but the connector sets them to "
+                f"the annotation's classes {classes}"
+            )
     return problems

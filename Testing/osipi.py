@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from conftest import SHARED
 
 TOLERANCES = {

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
+from conftest import run_command as run
 
-from conftest import REPO, run_command as run
 from FastMRICommon.errors import InputError, ModelFileError
-from FastMRICommon.model_files import ModelFile, load_model_file, save_model_file
 from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.model_files import ModelFile, load_model_file, save_model_file
 from FastMRICommon.volume_files import read_volume_array, write_volume_array
 
 PREVIOUS_MODEL = REPO / "FastMRRecon" / "Resources" / "Models" / "FastMRRecon" / "fastmrrecon_head_multicontrast.pt"
@@ -49,8 +50,10 @@ def leftovers(folder: Path) -> list[str]:
 # ------------------------------------------------------------------------ item 8: outputs never overwrite inputs
 
 
-@pytest.mark.parametrize("command, options", [("simulate", ["--acceleration", "2", "--combine", "rss"]),
-                                              ("reconstruct", ["--model", str(PREVIOUS_MODEL)])])
+@pytest.mark.parametrize(
+    "command, options",
+    [("simulate", ["--acceleration", "2", "--combine", "rss"]), ("reconstruct", ["--model", str(PREVIOUS_MODEL)])],
+)
 def test_output_equal_to_the_input_is_refused_and_the_input_kept(tmp_path, command, options):
     write_volume_array(head(), GEOMETRY, tmp_path / "in.nrrd")
     before = (tmp_path / "in.nrrd").read_bytes()
@@ -64,8 +67,14 @@ def test_output_equal_to_the_input_is_refused_and_the_input_kept(tmp_path, comma
 
 def test_train_output_over_its_pairs_is_refused(tmp_path):
     pairs = tmp_path / "pairs.npz"
-    np.savez(pairs, input_0=np.ones((32, 32), np.float32), reference_0=np.ones((32, 32), np.float32),
-             contrast=np.array(["T1w"]), acceleration=np.array([2.0]), subject=np.array(["s"]))
+    np.savez(
+        pairs,
+        input_0=np.ones((32, 32), np.float32),
+        reference_0=np.ones((32, 32), np.float32),
+        contrast=np.array(["T1w"]),
+        acceleration=np.array([2.0]),
+        subject=np.array(["s"]),
+    )
     before = pairs.read_bytes()
     line = one_line_error(run("fastmrrecon", "train", str(pairs), "--out", str(pairs), "--steps", "1"))
     assert "another file" in line and pairs.read_bytes() == before
@@ -83,8 +92,16 @@ def test_a_failed_write_leaves_no_file_and_no_temporary_file(tmp_path):
     assert (tmp_path / "kept.nrrd").read_bytes() == before and os.listdir(tmp_path) == ["kept.nrrd"]
 
 
-@pytest.mark.parametrize("suffix, files", [(".nrrd", ["v.nrrd"]), (".nii.gz", ["v.nii.gz"]), (".mha", ["v.mha"]),
-                                           (".nhdr", ["v.nhdr", "v.raw.gz"]), (".mhd", ["v.mhd", "v.zraw"])])
+@pytest.mark.parametrize(
+    "suffix, files",
+    [
+        (".nrrd", ["v.nrrd"]),
+        (".nii.gz", ["v.nii.gz"]),
+        (".mha", ["v.mha"]),
+        (".nhdr", ["v.nhdr", "v.raw.gz"]),
+        (".mhd", ["v.mhd", "v.zraw"]),
+    ],
+)
 def test_every_format_is_written_under_its_own_name_only(tmp_path, suffix, files):
     """The temporary copy keeps the real suffix (the writer picks the format from it), and a detached header
     (.nhdr, .mhd) still names its data file once moved into place."""
@@ -108,8 +125,9 @@ write_volume_array(volume, VolumeGeometry(), sys.argv[1])
 
 def test_ctrl_c_during_a_write_leaves_no_file_and_no_temporary_file(tmp_path):
     target = tmp_path / "big.nrrd"
-    process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 120
@@ -128,8 +146,10 @@ def test_ctrl_c_during_a_write_leaves_no_file_and_no_temporary_file(tmp_path):
 # ------------------------------------------------------------------------- item 11: magnitude images only
 
 
-@pytest.mark.parametrize("command, options", [("simulate", ["--acceleration", "2", "--combine", "rss"]),
-                                              ("reconstruct", ["--model", str(PREVIOUS_MODEL)])])
+@pytest.mark.parametrize(
+    "command, options",
+    [("simulate", ["--acceleration", "2", "--combine", "rss"]), ("reconstruct", ["--model", str(PREVIOUS_MODEL)])],
+)
 def test_negative_input_is_refused_and_a_small_noise_floor_is_not(tmp_path, command, options):
     signed = head() - 150.0  # e.g. a real part or a difference image: half of it negative
     write_volume_array(signed, GEOMETRY, tmp_path / "signed.nrrd")
@@ -174,13 +194,17 @@ def test_reconstruct_api_refuses_values_beyond_float32_and_keeps_huge_scales(pre
     np.testing.assert_allclose(scaled / 1e12, previous_reconstructor.reconstruct(image), rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("command, arguments", [
-    ("fastmrrecon", ["simulate", "absent.nrrd", "out.nrrd", "--acceleration", "2"]),
-    ("ivimestimator", ["fit", "absent.nii.gz", "maps"]),
-])
+@pytest.mark.parametrize(
+    "command, arguments",
+    [
+        ("fastmrrecon", ["simulate", "absent.nrrd", "out.nrrd", "--acceleration", "2"]),
+        ("ivimestimator", ["fit", "absent.nii.gz", "maps"]),
+    ],
+)
 def test_verbose_before_or_after_the_command_logs_debug_lines(tmp_path, command, arguments):
-    arguments = [str(tmp_path / argument) if "." in argument or argument == "maps" else argument
-                 for argument in arguments]
+    arguments = [
+        str(tmp_path / argument) if "." in argument or argument == "maps" else argument for argument in arguments
+    ]
     quiet = run(command, *arguments)
     assert one_line_error(quiet).startswith(f"{command}: error: no such")
     for verbose in (["-v", *arguments], [arguments[0], "-v", *arguments[1:]]):
@@ -207,8 +231,9 @@ def test_unknown_config_key_is_a_model_file_error(tmp_path):
     with pytest.raises(ModelFileError, match="config key 'attention_heads' is unknown"):
         Reconstructor.load(path)
     write_volume_array(head(), GEOMETRY, tmp_path / "in.nrrd")
-    result = run("fastmrrecon", "reconstruct", str(tmp_path / "in.nrrd"), str(tmp_path / "o.nrrd"),
-                 "--model", str(path))
+    result = run(
+        "fastmrrecon", "reconstruct", str(tmp_path / "in.nrrd"), str(tmp_path / "o.nrrd"), "--model", str(path)
+    )
     assert "attention_heads" in one_line_error(result) and not (tmp_path / "o.nrrd").exists()
 
 
@@ -224,8 +249,9 @@ def test_corrupt_model_files_are_not_valid_and_no_unsafe_advice_is_given(tmp_pat
         with pytest.raises(ModelFileError, match=f"{path.name} is not a valid model file") as caught:
             load_model_file(path)
         assert "weights_only" not in str(caught.value) and "\n" not in str(caught.value)
-    result = run("fastmrrecon", "reconstruct", str(tmp_path / "in.nrrd"), str(tmp_path / "o.nrrd"), "--model",
-                 str(pickled))
+    result = run(
+        "fastmrrecon", "reconstruct", str(tmp_path / "in.nrrd"), str(tmp_path / "o.nrrd"), "--model", str(pickled)
+    )
     line = one_line_error(result)
     assert "pickled.pt is not a valid model file" in line and "weights_only" not in result.stderr
 
@@ -243,13 +269,21 @@ def bad_pairs_files(folder: Path) -> dict[str, tuple[Path, str]]:
     foreign = folder / "foreign.npz"
     np.savez(foreign, images=np.zeros((4, 32, 32)))
     missing_pair = folder / "short.npz"
-    np.savez(missing_pair, input_0=np.ones((32, 32), np.float32), reference_0=np.ones((32, 32), np.float32),
-             contrast=np.array(["T1w", "T2w"]), acceleration=np.array([2.0, 2.0]), subject=np.array(["a", "b"]))
-    return {"missing": (folder / "absent.npz", "no such pairs file"),
-            "text": (text, "not a training pairs file"),
-            "array": (array, "not a training pairs file"),
-            "foreign": (foreign, "lacks contrast, acceleration, subject"),
-            "short": (missing_pair, "lacks input_1, reference_1")}
+    np.savez(
+        missing_pair,
+        input_0=np.ones((32, 32), np.float32),
+        reference_0=np.ones((32, 32), np.float32),
+        contrast=np.array(["T1w", "T2w"]),
+        acceleration=np.array([2.0, 2.0]),
+        subject=np.array(["a", "b"]),
+    )
+    return {
+        "missing": (folder / "absent.npz", "no such pairs file"),
+        "text": (text, "not a training pairs file"),
+        "array": (array, "not a training pairs file"),
+        "foreign": (foreign, "lacks contrast, acceleration, subject"),
+        "short": (missing_pair, "lacks input_1, reference_1"),
+    }
 
 
 @pytest.mark.parametrize("case", ["missing", "text", "array", "foreign", "short"])

@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 import vtk
+from conftest import placing_scene
 
 from FastMRICommon.button_jobs import ButtonJobs
 from FastMRICommon.errors import InputError, raise_if_cancelled
 from FastMRICommon.gui_binding import ParameterGui, placing_point_list
-from conftest import placing_scene
 
 
 class Recorder:
@@ -52,8 +52,10 @@ def test_a_job_runs_with_a_cancel_label_and_returns_its_result():
         return "volume"
 
     progress = []
-    assert jobs.run(button, job, lambda f, m: progress.append((f, m)), recorder.display, "Cancel",
-                    lambda: None) == "volume"
+    assert (
+        jobs.run(button, job, lambda f, m: progress.append((f, m)), recorder.display, "Cancel", lambda: None)
+        == "volume"
+    )
     assert seen == [("Cancel", False, False)] and progress == [(0.5, "half")]
     assert button.text == "Reconstruct" and jobs.idle and recorder.refreshed == [button, None]
     assert not jobs.request_cancel()  # nothing runs: a click starts a job instead
@@ -92,8 +94,10 @@ def test_an_error_goes_to_the_display_with_the_button_label_and_the_widget_is_id
     assert button.text == "Simulate" and jobs.idle and recorder.refreshed[-1] is None
     # the next job starts afresh (an earlier cancel request does not leak into it)
     jobs.cancel_requested = True
-    assert jobs.run(button, lambda progress, cancel: cancel(), lambda f, m: None, recorder.display, "Cancel",
-                    lambda: None) is False
+    assert (
+        jobs.run(button, lambda progress, cancel: cancel(), lambda f, m: None, recorder.display, "Cancel", lambda: None)
+        is False
+    )
 
 
 def test_a_program_error_is_shown_once_and_run_returns_none():

@@ -5,13 +5,22 @@ from __future__ import annotations
 import ast
 import re
 import shutil
-from pathlib import Path
 
 import pytest
-
-from consistency import (PATH_LINE_EDIT_DEFAULT_FILTERS, REPO, SHIPPING_FOLDERS, binding_problems, cmake_problems,
-                         install_collisions, installed_paths, node_selector_problems, path_line_edit_filters,
-                         ui_parameter_widgets, ui_problems, unbound_fields)
+from consistency import (
+    PATH_LINE_EDIT_DEFAULT_FILTERS,
+    REPO,
+    SHIPPING_FOLDERS,
+    binding_problems,
+    cmake_problems,
+    install_collisions,
+    installed_paths,
+    node_selector_problems,
+    path_line_edit_filters,
+    ui_parameter_widgets,
+    ui_problems,
+    unbound_fields,
+)
 
 MODULES = ("FastMRRecon", "IVIMEstimator")
 
@@ -30,8 +39,14 @@ def test_top_level_cmake_adds_every_shipping_folder_and_metadata():
     text = (REPO / "CMakeLists.txt").read_text()
     for folder in SHIPPING_FOLDERS:
         assert f"add_subdirectory({folder})" in text
-    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
-                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+    for key in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+    ):
         assert re.search(rf'set\({key} "[^"]+"\)', text), key
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', text)
 
@@ -39,12 +54,22 @@ def test_top_level_cmake_adds_every_shipping_folder_and_metadata():
 @pytest.mark.parametrize("module", MODULES)
 def test_module_folder_follows_the_scripted_template(module):
     folder = REPO / module
-    for relative in (f"{module}.py", f"{module}Lib/__init__.py", f"Resources/UI/{module}.ui",
-                     f"Resources/Icons/{module}.png", "CMakeLists.txt", "Testing/Python/CMakeLists.txt"):
+    for relative in (
+        f"{module}.py",
+        f"{module}Lib/__init__.py",
+        f"Resources/UI/{module}.ui",
+        f"Resources/Icons/{module}.png",
+        "CMakeLists.txt",
+        "Testing/Python/CMakeLists.txt",
+    ):
         assert (folder / relative).is_file(), relative
     cmake = (folder / "CMakeLists.txt").read_text()
-    assert "slicerMacroBuildScriptedModule(" in cmake and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
-    classes = [node.name for node in ast.parse((folder / f"{module}.py").read_text()).body if isinstance(node, ast.ClassDef)]
+    assert (
+        "slicerMacroBuildScriptedModule(" in cmake and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
+    )
+    classes = [
+        node.name for node in ast.parse((folder / f"{module}.py").read_text()).body if isinstance(node, ast.ClassDef)
+    ]
     assert classes == [module, f"{module}ParameterNode", f"{module}Widget", f"{module}Logic", f"{module}Test"]
 
 
@@ -67,15 +92,19 @@ def test_two_modules_listing_the_same_file_is_noticed(tmp_path):
     (tmp_path / "FastMRRecon" / "CMakeLists.txt").write_text(
         "set(MODULE_NAME FastMRRecon)\nset(MODULE_PYTHON_SCRIPTS\n  ${MODULE_NAME}.py\n  shared.py\n  )\n"
         "set(MODULE_PYTHON_RESOURCES\n  Resources/Models/manifest.json\n  )\n"
-        "slicerMacroBuildScriptedModule(NAME ${MODULE_NAME} SCRIPTS ${MODULE_PYTHON_SCRIPTS})\n")
+        "slicerMacroBuildScriptedModule(NAME ${MODULE_NAME} SCRIPTS ${MODULE_PYTHON_SCRIPTS})\n"
+    )
     (tmp_path / "IVIMEstimator" / "CMakeLists.txt").write_text(
         "set(MODULE_NAME IVIMEstimator)\n"
         "set(MODULE_PYTHON_SCRIPTS\n  ${MODULE_NAME}.py\n  shared.py  # a comment\n  )\n"
         "set(MODULE_PYTHON_RESOURCES\n  Resources/Models/manifest.json\n  Resources/Icons/${MODULE_NAME}.png\n  )\n"
-        "slicerMacroBuildScriptedModule(NAME ${MODULE_NAME} SCRIPTS ${MODULE_PYTHON_SCRIPTS})\n")
+        "slicerMacroBuildScriptedModule(NAME ${MODULE_NAME} SCRIPTS ${MODULE_PYTHON_SCRIPTS})\n"
+    )
     folders = [tmp_path / "FastMRRecon", tmp_path / "IVIMEstimator"]
-    assert install_collisions(folders) == {"Resources/Models/manifest.json": ["FastMRRecon", "IVIMEstimator"],
-                                           "shared.py": ["FastMRRecon", "IVIMEstimator"]}
+    assert install_collisions(folders) == {
+        "Resources/Models/manifest.json": ["FastMRRecon", "IVIMEstimator"],
+        "shared.py": ["FastMRRecon", "IVIMEstimator"],
+    }
     cmake = tmp_path / "IVIMEstimator" / "CMakeLists.txt"  # WITH_SUBDIR: installed under IVIMEstimator/
     cmake.write_text(cmake.read_text().replace("${MODULE_PYTHON_SCRIPTS})", "${MODULE_PYTHON_SCRIPTS} WITH_SUBDIR)"))
     assert install_collisions(folders) == {}
@@ -104,8 +133,10 @@ def test_removing_a_ui_widget_is_noticed(tmp_path):
     ui_file = copy / "Resources" / "UI" / "IVIMEstimator.ui"
     text = ui_file.read_text()
     start = text.index('<widget class="QLabel" name="seriesSummaryLabel">')
-    ui_file.write_text(text[:start] + text[text.index("</widget>", start) + len("</widget>"):])
-    assert ui_problems(copy) == ["IVIMEstimator.py uses self.ui.seriesSummaryLabel, which IVIMEstimator.ui does not define"]
+    ui_file.write_text(text[:start] + text[text.index("</widget>", start) + len("</widget>") :])
+    assert ui_problems(copy) == [
+        "IVIMEstimator.py uses self.ui.seriesSummaryLabel, which IVIMEstimator.ui does not define"
+    ]
 
 
 def test_renaming_a_parameter_binding_is_noticed(tmp_path):
@@ -132,8 +163,11 @@ def test_every_parameter_the_user_sets_has_a_widget(module):
 def test_the_reconstruct_options_have_their_widgets():
     widgets = ui_parameter_widgets(REPO / "FastMRRecon" / "Resources" / "UI" / "FastMRRecon.ui")
     assert {name: widgets.get(name) for name in ("strength", "setNoiseSD", "noiseSD", "changeMap")} == {
-        "strength": ["QComboBox"], "setNoiseSD": ["QCheckBox"], "noiseSD": ["ctkDoubleSpinBox"],
-        "changeMap": ["QCheckBox"]}
+        "strength": ["QComboBox"],
+        "setNoiseSD": ["QCheckBox"],
+        "noiseSD": ["ctkDoubleSpinBox"],
+        "changeMap": ["QCheckBox"],
+    }
 
 
 def test_wrong_widget_types_and_unbound_parameters_are_noticed(tmp_path):
@@ -146,9 +180,13 @@ def test_wrong_widget_types_and_unbound_parameters_are_noticed(tmp_path):
     ui_file.write_text(text)
     source = module_file.read_text()
     # strength and snr written without their Choice / WithinRange instead of generated from the settings
-    for old, new in (('skip=("precision",)', 'skip=("precision", "strength", "snr")'),
-                     ('    readerName: str = ""\n', '    readerName: str = ""\n    strength: str = "medium"\n'
-                                                   '    snr: float = 30.0\n')):
+    for old, new in (
+        ('skip=("precision",)', 'skip=("precision", "strength", "snr")'),
+        (
+            '    readerName: str = ""\n',
+            '    readerName: str = ""\n    strength: str = "medium"\n    snr: float = 30.0\n',
+        ),
+    ):
         assert old in source
         source = source.replace(old, new)
     module_file.write_text(source)
@@ -169,9 +207,12 @@ def test_the_recon_logic_passes_the_noise_options_through():
     calls = {ast.unparse(node.func): node for node in ast.walk(method) if isinstance(node, ast.Call)}
     keywords = {k.arg: ast.unparse(k.value) for k in calls["reconstruct_volume_node"].keywords}
     assert [ast.unparse(a) for a in calls["noise_arguments"].args] == [
-        "parameters.strength", "parameters.noiseSD if parameters.setNoiseSD else None"]
-    checked = next(node for node in ast.walk(method) if isinstance(node, ast.Assign) and node.value is calls[
-        "noise_arguments"])
+        "parameters.strength",
+        "parameters.noiseSD if parameters.setNoiseSD else None",
+    ]
+    checked = next(
+        node for node in ast.walk(method) if isinstance(node, ast.Assign) and node.value is calls["noise_arguments"]
+    )
     assert ast.unparse(checked.targets[0]) == f"({keywords['noise_sd']}, {keywords['strength']})"
     assert keywords["change_map"] == "parameters.changeMap"
     assert {"output", "progress", "cancel"} <= set(keywords)
@@ -186,8 +227,13 @@ def test_libs_never_import_gui_modules(lib):
     offenders = []
     for path in (REPO / lib).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.name}: {n}" for n in names if n in FORBIDDEN or n.startswith(("qt.", "ctk."))]
     assert offenders == []
 
@@ -217,7 +263,7 @@ def test_abstract_unlisted_and_pep604_node_annotations_are_noticed(tmp_path):
     source = module_file.read_text()
     mask = "maskNode: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]"
     region = "statsRegion: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]"
-    series = source[source.index("    inputSeries: "):source.index("    bvalues: str")]
+    series = source[source.index("    inputSeries: ") : source.index("    bvalues: str")]
     assert mask in source and region in source
     source = source.replace(series, "    inputSeries: slicer.vtkMRMLNode\n")
     source = source.replace(mask, "maskNode: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]")

@@ -7,30 +7,48 @@ import math
 
 import numpy as np
 import pytest
-import slicer
 import vtk
 from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.geometry import (VolumeGeometry, array_to_sitk, crop, ijk_to_ras, orient_axial, physical_points_lps,
-                                    ras_to_ijk)
-from FastMRICommon.mrml_nodes import geometry_of, new_volume_node, volume_to_array
+from FastMRICommon.geometry import (
+    VolumeGeometry,
+    array_to_sitk,
+    crop,
+    ijk_to_ras,
+    orient_axial,
+    physical_points_lps,
+    ras_to_ijk,
+)
+from FastMRICommon.mrml_nodes import new_volume_node, volume_to_array
 from FastMRICommon.volume_files import read_volume, read_volume_array, write_volume, write_volume_array
-from IVIMEstimatorLib.diffusion_series import (DiffusionSeries, new_sequence_node, parse_bvalues, read_series,
-                                               read_series_array, series_from_nodes, write_series_array)
+from IVIMEstimatorLib.diffusion_series import (
+    DiffusionSeries,
+    new_sequence_node,
+    parse_bvalues,
+    read_series,
+    read_series_array,
+    series_from_nodes,
+    write_series_array,
+)
 
 
 def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
     axis = np.asarray(axis, float) / np.linalg.norm(axis)
     x, y, z = axis
     c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-    return np.array([[c + x * x * (1 - c), x * y * (1 - c) - z * s, x * z * (1 - c) + y * s],
-                     [y * x * (1 - c) + z * s, c + y * y * (1 - c), y * z * (1 - c) - x * s],
-                     [z * x * (1 - c) - y * s, z * y * (1 - c) + x * s, c + z * z * (1 - c)]])
+    return np.array(
+        [
+            [c + x * x * (1 - c), x * y * (1 - c) - z * s, x * z * (1 - c) + y * s],
+            [y * x * (1 - c) + z * s, c + y * y * (1 - c), y * z * (1 - c) - x * s],
+            [z * x * (1 - c) - y * s, z * y * (1 - c) + x * s, c + z * z * (1 - c)],
+        ]
+    )
 
 
-OBLIQUE = VolumeGeometry(spacing=(0.9, 1.1, 3.5), origin=(-12.5, 30.25, 7.0),
-                         directions=tuple(map(tuple, rotation([1, 2, 3], 23.0))))
+OBLIQUE = VolumeGeometry(
+    spacing=(0.9, 1.1, 3.5), origin=(-12.5, 30.25, 7.0), directions=tuple(map(tuple, rotation([1, 2, 3], 23.0)))
+)
 BVALUES = [0, 10, 20, 50, 80, 100, 150, 200, 300, 500]
 
 
@@ -66,8 +84,9 @@ def test_numpy_to_node_and_back_keeps_oblique_geometry(scene):
     assert geometry.matches(OBLIQUE, 1e-9)
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
-    np.testing.assert_allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], OBLIQUE.ijk_to_ras_matrix(),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        [[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], OBLIQUE.ijk_to_ras_matrix(), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".nii", ".mha"])
@@ -113,7 +132,7 @@ def test_orient_axial_and_crop_keep_voxels_in_place():
     np.testing.assert_allclose(ras_of(part_geometry, (0, 0, 0)), ras_of(axial_geometry, (1, 2, 0)))
 
 
-def make_series(n=len(BVALUES), shape=(3, 4, 5), bvalues=BVALUES) -> DiffusionSeries:
+def make_series(n=len(BVALUES), shape=(3, 4, 5), bvalues=BVALUES) -> DiffusionSeries:  # noqa: B008
     volumes = np.stack([np.full(shape, 100.0 * np.exp(-b * 1e-3), np.float32) for b in bvalues[:n]])
     volumes += np.random.default_rng(3).random(volumes.shape).astype(np.float32)
     return DiffusionSeries(volumes, np.array(bvalues[:n], float), OBLIQUE)
@@ -239,13 +258,16 @@ def test_inputs_are_never_modified(scene, tmp_path):
     assert node.GetStorageNode() is None
 
 
-@pytest.mark.parametrize("text, expected", [("0,20,50", [0, 20, 50]), ("0 20\n50", [0, 20, 50]), (" 0, 1e3 ", [0, 1000])])
+@pytest.mark.parametrize(
+    "text, expected", [("0,20,50", [0, 20, 50]), ("0 20\n50", [0, 20, 50]), (" 0, 1e3 ", [0, 1000])]
+)
 def test_parse_bvalues(text, expected):
     np.testing.assert_array_equal(parse_bvalues(text), expected)
 
 
-@pytest.mark.parametrize("text, message", [("0, x", "not a list of numbers"), ("", "no b-values"),
-                                           ("0,-5", ">= 0"), ("0,nan", "finite")])
+@pytest.mark.parametrize(
+    "text, message", [("0, x", "not a list of numbers"), ("", "no b-values"), ("0,-5", ">= 0"), ("0,nan", "finite")]
+)
 def test_parse_bvalues_refuses_bad_text(text, message):
     with pytest.raises(InputError, match=message):
         parse_bvalues(text)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import script
+
 from FastMRICommon.errors import InputError
 from FastMRICommon.volume_files import read_volume_array, write_volume_array
-from IVIMEstimatorLib.diffusion_series import write_series_array
 from IVIMEstimatorLib.cli import main
+from IVIMEstimatorLib.diffusion_series import write_series_array
 from IVIMEstimatorLib.phantoms.phantom import placenta_phantom
 
 
@@ -45,19 +45,27 @@ def ivimestimator(capsys, *arguments: str) -> tuple[int, list[str]]:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {path.relative_to(folder).as_posix(): path.read_bytes()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 def test_register_refuses_to_write_over_its_input(capsys, series_file):
     before = series_file.read_bytes()
     code, lines = ivimestimator(capsys, "register", series_file, series_file)
-    assert (code, lines) == (2, [f"ivimestimator: error: the output {series_file} is the input {series_file}: write "
-                                 "the output to another file"])
+    assert (code, lines) == (
+        2,
+        [
+            f"ivimestimator: error: the output {series_file} is the input {series_file}: write "
+            "the output to another file"
+        ],
+    )
     assert series_file.read_bytes() == before
     code, lines = ivimestimator(capsys, "register", series_file, series_file.parent)
-    assert (code, lines) == (2, [f"ivimestimator: error: the output {series_file.parent} is a folder: give a file "
-                                 "name"])
+    assert (code, lines) == (
+        2,
+        [f"ivimestimator: error: the output {series_file.parent} is a folder: give a file name"],
+    )
     code, lines = ivimestimator(capsys, "register", series_file, series_file.parent / "registered.png")
     assert code == 2 and len(lines) == 1 and "use one of .nrrd" in lines[0]
 
@@ -66,8 +74,13 @@ def test_fit_refuses_to_write_into_its_input_folder_series(capsys, series_folder
     before = snapshot(series_folder)
     for extra in ([], ["--overwrite"]):
         code, lines = ivimestimator(capsys, "fit", series_folder, series_folder, "--method", "nlls", *extra)
-        assert (code, lines) == (2, [f"ivimestimator: error: the output folder {series_folder} is the input "
-                                     f"{series_folder}: choose another folder"])
+        assert (code, lines) == (
+            2,
+            [
+                f"ivimestimator: error: the output folder {series_folder} is the input "
+                f"{series_folder}: choose another folder"
+            ],
+        )
     assert snapshot(series_folder) == before
 
 
@@ -76,8 +89,10 @@ def test_fit_refuses_an_output_folder_that_is_a_file(capsys, series_file, tmp_pa
     code, lines = ivimestimator(capsys, "fit", series_file, tmp_path / "maps", "--method", "nlls")
     assert (code, lines) == (2, [f"ivimestimator: error: the output folder {tmp_path / 'maps'} is a file"])
     code, lines = ivimestimator(capsys, "fit", series_file, tmp_path / "maps" / "inner", "--method", "nlls")
-    assert code == 2 and lines == [f"ivimestimator: error: the output folder {tmp_path / 'maps' / 'inner'} cannot be "
-                                   f"created: {tmp_path / 'maps'} is a file"]
+    assert code == 2 and lines == [
+        f"ivimestimator: error: the output folder {tmp_path / 'maps' / 'inner'} cannot be "
+        f"created: {tmp_path / 'maps'} is a file"
+    ]
 
 
 def test_a_second_fit_replaces_the_first_only_with_overwrite(capsys, series_file, tmp_path):
@@ -93,8 +108,9 @@ def test_a_second_fit_replaces_the_first_only_with_overwrite(capsys, series_file
     assert lines[0].startswith(f"ivimestimator: error: the output folder {maps} is not empty (D.nrrd, D_sd.nrrd, ")
     assert lines[0].endswith("choose an empty folder, or pass --overwrite to replace the maps of an earlier fit")
     assert snapshot(maps) == first | {"notes.txt": b"the user's own file"}
-    code, lines = ivimestimator(capsys, "fit", series_file, maps, "--method", "nlls", "--overwrite",
-                                "--format", ".nii.gz")
+    code, lines = ivimestimator(
+        capsys, "fit", series_file, maps, "--method", "nlls", "--overwrite", "--format", ".nii.gz"
+    )
     assert code == 0, lines
     assert sorted(snapshot(maps)) == ["D.nii.gz", "Dstar.nii.gz", "S0.nii.gz", "f.nii.gz", "notes.txt"]
     f, _ = read_volume_array(maps / "f.nii.gz")
@@ -108,8 +124,10 @@ def test_a_failed_or_interrupted_map_set_leaves_nothing_behind(tmp_path):
 
     geometry = placenta_phantom(shape=(2, 8, 8)).series.geometry
     maps = tmp_path / "maps"
-    earlier = [write_volume_array(np.full((2, 8, 8), value, np.float32), geometry, maps / f"{key}.nrrd")
-               for value, key in enumerate(("f", "D", "f_sd"))]
+    earlier = [
+        write_volume_array(np.full((2, 8, 8), value, np.float32), geometry, maps / f"{key}.nrrd")
+        for value, key in enumerate(("f", "D", "f_sd"))
+    ]
     before = snapshot(maps)
     for failure in (KeyboardInterrupt(), InputError("cannot write")):
         with pytest.raises(type(failure)):
@@ -136,9 +154,12 @@ def test_ctrl_c_during_the_map_export_leaves_no_maps(tmp_path):
     phantom = placenta_phantom(shape=(6, 96, 96), snr=50.0, seed=9)
     dwi = write_series_array(phantom.series, tmp_path / "dwi.seq.nrrd")
     maps = tmp_path / "maps"
-    process = subprocess.Popen([script("ivimestimator"), "fit", str(dwi), str(maps), "--method", "mlp", "--format",
-                                ".nii.gz"], stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [script("ivimestimator"), "fit", str(dwi), str(maps), "--method", "mlp", "--format", ".nii.gz"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     staged = []
     while process.poll() is None and not staged:
         staged = [path for path in maps.rglob("*.nii.gz") if path.is_file()] if maps.is_dir() else []
@@ -152,15 +173,35 @@ def test_ctrl_c_during_the_map_export_leaves_no_maps(tmp_path):
 
 
 def test_train_refuses_too_few_samples_and_a_folder_as_model_file(capsys, tmp_path):
-    code, lines = ivimestimator(capsys, "train", "--bvals", "0,20,50,150,300,500", "--samples", "1",
-                                "--out", tmp_path / "model.pt")
-    assert (code, lines) == (2, ["ivimestimator: error: training needs at least 1280 synthetic signals (10 batches of "
-                                 "128: 90% to train on, 10% to validate), got 1"])
+    code, lines = ivimestimator(
+        capsys, "train", "--bvals", "0,20,50,150,300,500", "--samples", "1", "--out", tmp_path / "model.pt"
+    )
+    assert (code, lines) == (
+        2,
+        [
+            "ivimestimator: error: training needs at least 1280 synthetic signals (10 batches of "
+            "128: 90% to train on, 10% to validate), got 1"
+        ],
+    )
     (tmp_path / "models").mkdir()
-    code, lines = ivimestimator(capsys, "train", "--method", "mlp", "--bvals", "0,20,50,150,300,500", "--samples",
-                                "3000", "--epochs", "1", "--out", tmp_path / "models")
-    assert (code, lines) == (2, [f"ivimestimator: error: the output {tmp_path / 'models'} is a folder: give a "
-                                 "file name"])
+    code, lines = ivimestimator(
+        capsys,
+        "train",
+        "--method",
+        "mlp",
+        "--bvals",
+        "0,20,50,150,300,500",
+        "--samples",
+        "3000",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "models",
+    )
+    assert (code, lines) == (
+        2,
+        [f"ivimestimator: error: the output {tmp_path / 'models'} is a folder: give a file name"],
+    )
     assert list((tmp_path / "models").iterdir()) == []
 
 
@@ -168,8 +209,10 @@ def test_fit_and_register_refuse_outputs_inside_a_file(capsys, series_file, tmp_
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")
     code, lines = ivimestimator(capsys, "register", series_file, blocker / "registered.nrrd")
-    assert (code, lines) == (2, [f"ivimestimator: error: the output {blocker / 'registered.nrrd'} cannot be created: "
-                                 f"{blocker} is a file"])
+    assert (code, lines) == (
+        2,
+        [f"ivimestimator: error: the output {blocker / 'registered.nrrd'} cannot be created: {blocker} is a file"],
+    )
 
 
 # -- settings: one home each (FastMRICommon.settings), the same defaults, ranges and checks as the module -------
@@ -190,38 +233,70 @@ def test_the_command_line_defaults_are_the_settings_fields():
     for field in settings_fields(EstimateConfig):
         assert getattr(fit, field.name) == field.default, field.name
     assert (fit.file_format, fit.rounds) == (ExportSettings().file_format, MotionConfig().rounds)
-    assert (fit.prior, fit.auto_mask, fit.bvalue_set, fit.file_format, fit.rounds) == \
-        ("placenta", True, "all", "nrrd", (6, 10))
+    assert (fit.prior, fit.auto_mask, fit.bvalue_set, fit.file_format, fit.rounds) == (
+        "placenta",
+        True,
+        "all",
+        "nrrd",
+        (6, 10),
+    )
     train = parser.parse_args(["train", "--bvals", BVALS, "--out", "model.pt"])
     for field in settings_fields(TrainingConfig):
         assert getattr(train, field.name) == field.default, field.name
     assert (train.method, train.prior, train.snr, train.device) == ("scdnn", "placenta", 30.0, fit.device)
-    chosen = parser.parse_args(["fit", "dwi.nii.gz", "maps", "--no-auto-mask", "--bvalue-set", "accelerated",
-                                "--motion-correct", "--format", ".nii.gz", "--rounds", "2,3"])
-    assert (chosen.auto_mask, chosen.bvalue_set, chosen.motion_correction, chosen.file_format, chosen.rounds) == \
-        (False, "accelerated", True, "nifti", (2, 3))  # the format by name or by suffix
+    chosen = parser.parse_args(
+        [
+            "fit",
+            "dwi.nii.gz",
+            "maps",
+            "--no-auto-mask",
+            "--bvalue-set",
+            "accelerated",
+            "--motion-correct",
+            "--format",
+            ".nii.gz",
+            "--rounds",
+            "2,3",
+        ]
+    )
+    assert (chosen.auto_mask, chosen.bvalue_set, chosen.motion_correction, chosen.file_format, chosen.rounds) == (
+        False,
+        "accelerated",
+        True,
+        "nifti",
+        (2, 3),
+    )  # the format by name or by suffix
     assert parser.parse_args(["fit", "dwi.nii.gz", "maps", "--format", "nifti"]).file_format == "nifti"
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["train", "--bvals", BVALS, "--snr", "300", "--out", "m.pt"], "snr must be between 5 and 200; got 300"),
-    (["train", "--bvals", BVALS, "--snr", "2", "--out", "m.pt"], "snr must be between 5 and 200; got 2"),
-    (["train", "--bvals", BVALS, "--epochs", "0", "--out", "m.pt"], "epochs must be between 1 and 1000; got 0"),
-    (["train", "--bvals", BVALS, "--seed", "-1", "--out", "m.pt"], "seed must be between 0 and 2147483647; got -1"),
-    (["fit", "dwi.nii.gz", "maps", "--rounds", "3,2"], "rounds must be (min, max) with 1 <= min <= max, got (3, 2)"),
-    (["register", "dwi.nii.gz", "out.nrrd", "--rounds", "0,4"], "rounds must be (min, max) with 1 <= min <= max"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["train", "--bvals", BVALS, "--snr", "300", "--out", "m.pt"], "snr must be between 5 and 200; got 300"),
+        (["train", "--bvals", BVALS, "--snr", "2", "--out", "m.pt"], "snr must be between 5 and 200; got 2"),
+        (["train", "--bvals", BVALS, "--epochs", "0", "--out", "m.pt"], "epochs must be between 1 and 1000; got 0"),
+        (["train", "--bvals", BVALS, "--seed", "-1", "--out", "m.pt"], "seed must be between 0 and 2147483647; got -1"),
+        (
+            ["fit", "dwi.nii.gz", "maps", "--rounds", "3,2"],
+            "rounds must be (min, max) with 1 <= min <= max, got (3, 2)",
+        ),
+        (["register", "dwi.nii.gz", "out.nrrd", "--rounds", "0,4"], "rounds must be (min, max) with 1 <= min <= max"),
+    ],
+)
 def test_settings_out_of_range_exit_2_naming_the_setting_before_any_work(capsys, tmp_path, arguments, message):
     """The ranges the module's parameter node offers are the command line's too, checked by the settings
     classes before any file is read (here none exists) or written."""
-    code, lines = ivimestimator(capsys, *[tmp_path / a if a.endswith((".gz", ".pt", ".nrrd")) or a == "maps" else a
-                                          for a in arguments])
+    code, lines = ivimestimator(
+        capsys, *[tmp_path / a if a.endswith((".gz", ".pt", ".nrrd")) or a == "maps" else a for a in arguments]
+    )
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("arguments", [["--prior", "lung"], ["--format", "png"], ["--bvalue-set", "some"],
-                                       ["--device", "tpu"], ["--rounds", "6"]])
+@pytest.mark.parametrize(
+    "arguments",
+    [["--prior", "lung"], ["--format", "png"], ["--bvalue-set", "some"], ["--device", "tpu"], ["--rounds", "6"]],
+)
 def test_values_outside_a_settings_choices_are_usage_errors(capsys, arguments):
     with pytest.raises(SystemExit) as exit_code:
         main(["fit", "dwi.nii.gz", "maps", *arguments])
@@ -236,14 +311,17 @@ def test_fit_masks_the_object_unless_told_and_fits_the_accelerated_subset(capsys
 
     phantom = placenta_phantom(shape=(2, 24, 24), snr=50.0, seed=8)  # what series_file holds
     for extra, fitted in (([], phantom.labels > 0), (["--no-auto-mask"], np.ones(phantom.labels.shape, bool))):
-        code, lines = ivimestimator(capsys, "fit", series_file, tmp_path / f"maps{len(extra)}", "--method", "nlls",
-                                    *extra)
+        code, lines = ivimestimator(
+            capsys, "fit", series_file, tmp_path / f"maps{len(extra)}", "--method", "nlls", *extra
+        )
         assert code == 0, lines
         f, _ = read_volume_array(tmp_path / f"maps{len(extra)}" / "f.nrrd")
         np.testing.assert_array_equal(np.isfinite(f), fitted)
     keep = np.isin(phantom.series.bvalues, ACCELERATED_BVALUES)
-    accelerated = write_series_array(DiffusionSeries(phantom.series.volumes[keep], phantom.series.bvalues[keep],
-                                                     phantom.series.geometry), tmp_path / "accelerated.seq.nrrd")
+    accelerated = write_series_array(
+        DiffusionSeries(phantom.series.volumes[keep], phantom.series.bvalues[keep], phantom.series.geometry),
+        tmp_path / "accelerated.seq.nrrd",
+    )
     maps = {}
     for name, source, extra in (("subset", series_file, ["--bvalue-set", "accelerated"]), ("alone", accelerated, [])):
         code, lines = ivimestimator(capsys, "fit", source, tmp_path / name, "--method", "nlls", *extra)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import osipi
+import pytest
 from conftest import requires_shared
+
 from FastMRICommon.errors import Cancelled, InputError
 from IVIMEstimatorLib.fits.estimate import fit
 from IVIMEstimatorLib.fits.priors import PRIORS
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, ivim_signal
 from IVIMEstimatorLib.training.synthetic import nrmse, synthetic_set
 
-TRUTH = {"f": np.array([0.1, 0.3, 0.45]), "D": np.array([1.0e-3, 1.8e-3, 2.4e-3]), "Dstar": np.array([20e-3, 60e-3, 120e-3])}
+TRUTH = {
+    "f": np.array([0.1, 0.3, 0.45]),
+    "D": np.array([1.0e-3, 1.8e-3, 2.4e-3]),
+    "Dstar": np.array([20e-3, 60e-3, 120e-3]),
+}
 
 
 def test_nlls_recovers_noise_free_parameters():
@@ -27,7 +31,9 @@ def test_nlls_recovers_noise_free_parameters():
 def test_bayes_with_the_population_prior_is_close_to_its_limit():
     data = synthetic_set(PRIORS["placenta"], ACCELERATED_BVALUES, 3000, snr=30, seed=11)
     maps = fit(data.signals, ACCELERATED_BVALUES, method="bayes", prior="placenta")
-    assert nrmse(maps["f"], data.f) < 0.22 and nrmse(maps["D"], data.D) < 0.18 and nrmse(maps["Dstar"], data.Dstar) < 0.52
+    assert (
+        nrmse(maps["f"], data.f) < 0.22 and nrmse(maps["D"], data.D) < 0.18 and nrmse(maps["Dstar"], data.Dstar) < 0.52
+    )
     assert np.all(maps["f_sd"] > 0) and np.all(np.isfinite(maps["Dstar_sd"]))
     nlls = fit(data.signals, ACCELERATED_BVALUES, method="nlls")
     assert nrmse(maps["f"], data.f) < nrmse(nlls["f"], data.f)  # the prior helps on 6 b-values
@@ -53,7 +59,9 @@ def test_unsorted_and_repeated_bvalues_are_handled():
     for key in ("f", "D", "Dstar"):
         np.testing.assert_allclose(shuffled[key], sorted_fit[key], rtol=1e-6)
     repeated = np.concatenate([signals, signals[:, -1:]], axis=1)
-    np.testing.assert_allclose(fit(repeated, np.r_[ACQUIRED_BVALUES, 500], method="nlls")["f"], sorted_fit["f"], rtol=1e-6)
+    np.testing.assert_allclose(
+        fit(repeated, np.r_[ACQUIRED_BVALUES, 500], method="nlls")["f"], sorted_fit["f"], rtol=1e-6
+    )
 
 
 def test_invalid_voxels_become_nan_and_inputs_stay_untouched():
@@ -68,14 +76,17 @@ def test_invalid_voxels_become_nan_and_inputs_stay_untouched():
     assert np.isfinite(masked["f"][0]) and np.isnan(masked["f"][1:]).all()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"bvalues": ACQUIRED_BVALUES[:-1]}, "9 b-values given for 10 signals"),
-    ({"bvalues": np.r_[ACQUIRED_BVALUES[:-1], -5]}, ">= 0"),
-    ({"mask": np.zeros(3, bool)}, "mask is empty"),
-    ({"mask": np.ones(4, bool)}, "mask shape"),
-    ({"method": "svd"}, "unknown method"),
-    ({"method": "scdnn", "bvalues": ACQUIRED_BVALUES + 10}, "no b = 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bvalues": ACQUIRED_BVALUES[:-1]}, "9 b-values given for 10 signals"),
+        ({"bvalues": np.r_[ACQUIRED_BVALUES[:-1], -5]}, ">= 0"),
+        ({"mask": np.zeros(3, bool)}, "mask is empty"),
+        ({"mask": np.ones(4, bool)}, "mask shape"),
+        ({"method": "svd"}, "unknown method"),
+        ({"method": "scdnn", "bvalues": ACQUIRED_BVALUES + 10}, "no b = 0"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_message(kwargs, message):
     signals = ivim_signal(ACQUIRED_BVALUES, TRUTH["f"], TRUTH["D"], TRUTH["Dstar"], 1.0)
     arguments = {"bvalues": ACQUIRED_BVALUES, "method": "nlls", **kwargs}
@@ -137,8 +148,9 @@ def test_nlls_reaches_the_global_least_squares_minimum_on_osipi_signals():
 
 
 #: OSIPI TF2.4's 20 b-values (s/mm²) of ``generic_one.json``, whose "Stomach Contents" region is free water.
-FREE_WATER_BVALUES = np.array([0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 350, 400, 550, 700, 850, 1000, 1100,
-                               1200.0])
+FREE_WATER_BVALUES = np.array(
+    [0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 350, 400, 550, 700, 850, 1000, 1100, 1200.0]
+)
 
 
 def test_nlls_fits_free_water_mono_exponentially():
@@ -177,8 +189,13 @@ def test_long_fits_report_progress_and_can_be_cancelled(method):
     during the fit stops it at the next chunk."""
     data = synthetic_set(PRIORS["placenta"], ACCELERATED_BVALUES, 700, snr=30, seed=4)
     reports = []
-    whole = fit(data.signals, ACCELERATED_BVALUES, method=method, chunk_voxels=200,
-                progress=lambda fraction, message: reports.append((fraction, message)))
+    whole = fit(
+        data.signals,
+        ACCELERATED_BVALUES,
+        method=method,
+        chunk_voxels=200,
+        progress=lambda fraction, message: reports.append((fraction, message)),
+    )
     assert [fraction for fraction, _ in reports] == pytest.approx([200 / 700, 400 / 700, 600 / 700, 1.0])
     assert reports[-1][1] == f"fitted 700 of 700 voxels ({method})"
     in_one = fit(data.signals, ACCELERATED_BVALUES, method=method)
@@ -186,6 +203,12 @@ def test_long_fits_report_progress_and_can_be_cancelled(method):
         np.testing.assert_allclose(whole[key], in_one[key], rtol=1e-4, atol=1e-9)
     reports.clear()
     with pytest.raises(Cancelled):
-        fit(data.signals, ACCELERATED_BVALUES, method=method, chunk_voxels=200,
-            progress=lambda fraction, message: reports.append(fraction), cancel=lambda: len(reports) >= 2)
+        fit(
+            data.signals,
+            ACCELERATED_BVALUES,
+            method=method,
+            chunk_voxels=200,
+            progress=lambda fraction, message: reports.append(fraction),
+            cancel=lambda: len(reports) >= 2,
+        )
     assert len(reports) == 2  # the third chunk was never fitted

@@ -15,7 +15,13 @@ from FastMRICommon.errors import InputError
 from FastMRICommon.geometry import VolumeGeometry
 from FastMRICommon.mrml_nodes import geometry_of
 from FastMRICommon.volume_files import read_volume_array, write_volume_array
-from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node, read_series_array, series_from_nodes, write_series_array
+from IVIMEstimatorLib.diffusion_series import (
+    DiffusionSeries,
+    new_sequence_node,
+    read_series_array,
+    series_from_nodes,
+    write_series_array,
+)
 from IVIMEstimatorLib.fits.estimate import fit
 from IVIMEstimatorLib.map_logic import EstimateConfig, estimate_maps
 from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
@@ -123,14 +129,14 @@ def test_a_truncated_nifti_series_is_refused(tmp_path, phantom, suffix):
     """Slicer's reader fills the missing part with zeros (plausible maps from half a series): refused."""
     whole = nifti_series(phantom, tmp_path / f"dwi{suffix}")
     raw = gzip.decompress(whole.read_bytes()) if suffix == ".nii.gz" else whole.read_bytes()
-    cut = raw[:len(raw) - 4 * 24 * 24]  # the last slice of the last volume
+    cut = raw[: len(raw) - 4 * 24 * 24]  # the last slice of the last volume
     short = tmp_path / f"short{suffix}"
     short.write_bytes(gzip.compress(cut) if suffix == ".nii.gz" else cut)
     with pytest.raises(InputError, match=r"short.* is truncated: it holds .* of the 46,080 bytes of voxel data"):
         read_series_array(short)
     if suffix == ".nii.gz":  # a download cut short: the compressed stream itself ends early
         broken = tmp_path / "broken.nii.gz"
-        broken.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+        broken.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
         with pytest.raises(InputError, match="broken.nii.gz is damaged or truncated"):
             read_series_array(broken)
     np.testing.assert_array_equal(read_series_array(whole).volumes, phantom.series.volumes)  # intact: unchanged
@@ -152,8 +158,9 @@ def test_nan_and_inf_in_a_nifti_series_follow_the_nan_rules(tmp_path, phantom):
     (k1, j1, i1), (k2, j2, i2) = placenta[0], placenta[-1]
     volumes[3, k1, j1, i1] = np.nan
     volumes[7, k2, j2, i2] = np.inf
-    oblique = VolumeGeometry((1.5, 1.5, 4.0), (-20.0, 12.0, 3.0),
-                             ((0.96, -0.28, 0.0), (0.28, 0.96, 0.0), (0.0, 0.0, 1.0)))
+    oblique = VolumeGeometry(
+        (1.5, 1.5, 4.0), (-20.0, 12.0, 3.0), ((0.96, -0.28, 0.0), (0.28, 0.96, 0.0), (0.0, 0.0, 1.0))
+    )
     for suffix in (".nii", ".nii.gz"):
         path = write_series_array(DiffusionSeries(volumes, phantom.series.bvalues, oblique), tmp_path / f"nan{suffix}")
         series = read_series_array(path)
@@ -177,5 +184,6 @@ def test_a_damaged_nifti_is_refused_by_the_fit_command(tmp_path, phantom, run_cl
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         "ivimestimator: error: dwi.nii is truncated: it holds 45,080 of the 46,080 bytes of voxel data its header "
-        "gives (24 x 24 x 2 x 10 voxels of 4 bytes)"]
+        "gives (24 x 24 x 2 x 10 voxels of 4 bytes)"
+    ]
     assert not (tmp_path / "maps").exists()

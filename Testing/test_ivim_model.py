@@ -12,15 +12,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 import FastMRICommon.model_files as model_files
-from conftest import REPO
 from FastMRICommon.errors import InputError
 from IVIMEstimatorLib.diffusion_series import new_sequence_node
 from IVIMEstimatorLib.fits.estimate import fit
+from IVIMEstimatorLib.fits.methods import METHODS, needs_torch
 from IVIMEstimatorLib.fits.model import MAP_KEYS, IvimFit, IvimModel
 from IVIMEstimatorLib.fits.network_models import MODELS_DIR
-from IVIMEstimatorLib.fits.methods import METHODS, needs_torch
 from IVIMEstimatorLib.fits.priors import PRIORS
 from IVIMEstimatorLib.fits.protocol_models import MODEL_FOLDER
 from IVIMEstimatorLib.map_logic import EstimateConfig, IvimModels, estimate_maps
@@ -66,7 +66,7 @@ def test_the_network_is_read_and_checked_once_for_several_fits(counted):
     model = IvimModel(ACCELERATED_BVALUES, "scdnn", device="cpu")  # the shipped model for the protocol
     built = dict(counted)
     assert built["read"] >= 1 and built["hashed"] == built["read"]  # every shipped file read is checked
-    fits = [model.fit(data.signals[start:start + 100]) for start in (0, 100, 200)]
+    fits = [model.fit(data.signals[start : start + 100]) for start in (0, 100, 200)]
     assert counted == built  # three fits, no further read or check
     assert all(np.isfinite(result.f).all() for result in fits)
     by_path = IvimModel(ACCELERATED_BVALUES, "mlp", model=MODELS_DIR / "mlp_accelerated_placenta.pt", device="cpu")
@@ -132,8 +132,7 @@ def test_the_one_call_fit_gives_the_same_maps(method):
     signals[0, 0, 2] = np.nan
     mask = np.ones((4, 60), bool)
     mask[3, :10] = False
-    maps = fit(signals, ACCELERATED_BVALUES, method=method, mask=mask, prior="placenta", device="cpu",
-               chunk_voxels=100)
+    maps = fit(signals, ACCELERATED_BVALUES, method=method, mask=mask, prior="placenta", device="cpu", chunk_voxels=100)
     model = IvimModel(ACCELERATED_BVALUES, method, prior="placenta", device="cpu")
     result = model.fit(signals, mask=mask, chunk_voxels=100)
     assert result.model is model and list(maps) == list(result.maps())
@@ -143,11 +142,15 @@ def test_the_one_call_fit_gives_the_same_maps(method):
 
 
 def test_the_model_checks_its_arguments_when_built():
-    for kwargs, message in (({"method": "svd"}, "unknown method"), ({"prior": "lung"}, "unknown prior"),
-                            ({"device": "tpu"}, "unknown device"), ({"bvalues": [0, 10, -5]}, ">= 0"),
-                            ({"bvalues": [0, 500, 500, 0]}, "at least 3 distinct"),
-                            ({"method": "scdnn", "bvalues": ACQUIRED_BVALUES + 10}, "no b = 0"),
-                            ({"method": "scdnn", "bvalues": [0, 7, 20, 50, 150, 300, 500]}, "ivimestimator train")):
+    for kwargs, message in (
+        ({"method": "svd"}, "unknown method"),
+        ({"prior": "lung"}, "unknown prior"),
+        ({"device": "tpu"}, "unknown device"),
+        ({"bvalues": [0, 10, -5]}, ">= 0"),
+        ({"bvalues": [0, 500, 500, 0]}, "at least 3 distinct"),
+        ({"method": "scdnn", "bvalues": ACQUIRED_BVALUES + 10}, "no b = 0"),
+        ({"method": "scdnn", "bvalues": [0, 7, 20, 50, 150, 300, 500]}, "ivimestimator train"),
+    ):
         with pytest.raises(InputError, match=message):
             IvimModel(**{"bvalues": ACQUIRED_BVALUES, "method": "nlls", **kwargs})
     model = IvimModel(ACQUIRED_BVALUES, "nlls")
@@ -167,33 +170,54 @@ def test_unsorted_and_repeated_bvalues_as_acquired():
 
 
 def test_inference_imports_no_training_code():
-    code = ("import sys, numpy as np\n"
-            "import IVIMEstimatorLib.fits.estimate as estimate\n"
-            "from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES as b, ivim_signal\n"
-            "for method in ('scdnn', 'mlp', 'ivimnet'):\n"
-            "    maps = estimate.fit(ivim_signal(b, [0.2, 0.3], [1e-3, 2e-3], [0.03, 0.05]), b, method=method)\n"
-            "    assert np.isfinite(maps['f']).all()\n"
-            "loaded = sorted(m for m in sys.modules if m.startswith('IVIMEstimatorLib.training'))\n"
-            "assert not loaded, loaded\n")
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / folder) for folder in (
-        "Common", "FastMRRecon", "IVIMEstimator"))}
+    code = (
+        "import sys, numpy as np\n"
+        "import IVIMEstimatorLib.fits.estimate as estimate\n"
+        "from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES as b, ivim_signal\n"
+        "for method in ('scdnn', 'mlp', 'ivimnet'):\n"
+        "    maps = estimate.fit(ivim_signal(b, [0.2, 0.3], [1e-3, 2e-3], [0.03, 0.05]), b, method=method)\n"
+        "    assert np.isfinite(maps['f']).all()\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('IVIMEstimatorLib.training'))\n"
+        "assert not loaded, loaded\n"
+    )
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(REPO / folder) for folder in ("Common", "FastMRRecon", "IVIMEstimator")),
+    }
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr
 
 
 # -- the module's session, on a real MRML scene --------------------------------------------------------------
 
+
 def parameters(**fields) -> SimpleNamespace:
     """The module's parameter-node fields that the session reads, with the parameter node's defaults."""
-    return SimpleNamespace(**{"method": "scdnn", "bvalueSet": "all", "motionCorrection": False, "autoMask": True,
-                              "prior": "placenta", "device": "cpu", "modelPath": "", "bvalues": "",
-                              "trainingSnr": 30.0, **fields})
+    return SimpleNamespace(
+        **{
+            "method": "scdnn",
+            "bvalueSet": "all",
+            "motionCorrection": False,
+            "autoMask": True,
+            "prior": "placenta",
+            "device": "cpu",
+            "modelPath": "",
+            "bvalues": "",
+            "trainingSnr": 30.0,
+            **fields,
+        }
+    )
 
 
 def test_estimate_config_reads_the_parameter_node_fields():
     config = estimate_config(parameters(method="bayes", bvalueSet="accelerated", modelPath=""))
-    assert (config.method, config.bvalue_set, config.prior, config.model, config.auto_mask) == \
-        ("bayes", "accelerated", "placenta", None, True)
+    assert (config.method, config.bvalue_set, config.prior, config.model, config.auto_mask) == (
+        "bayes",
+        "accelerated",
+        "placenta",
+        None,
+        True,
+    )
     assert estimate_config(parameters(modelPath="/models/a.pt")).model == "/models/a.pt"
     with pytest.raises(InputError, match="bvalue set must be one of all, accelerated; got 'some'"):
         estimate_config(parameters(bvalueSet="some"))
@@ -236,6 +260,7 @@ def test_the_session_initialises_under_slicers_logic_base_class():
     """IVIMEstimatorLogic derives from ScriptedLoadableModuleLogic and IvimSession; the former's ``__init__``
     (Base/Python/slicer/ScriptedLoadableModule.py, v5.6.2 to v5.10.0) calls ``super().__init__()``, which runs
     IvimSession's. A stand-in with the same ``__init__`` shows that the session is set up through it."""
+
     class ScriptedLoadableModuleLogic:  # as Slicer's: no arguments passed on
         def __init__(self, parent=None):
             super().__init__()
@@ -275,10 +300,12 @@ def test_retrain_trains_for_the_series_protocol_with_the_panel_settings_and_reus
         quick.run()
     nodes = session.estimate(sequence, estimate_config(replace_fields(panel, modelPath=str(training.path))), typed)
     assert nodes["f"].GetName() == "placenta mlp f [fraction]"
-    for fields, message in (({"trainingSnr": 300.0}, "snr must be between 5 and 200; got 300"),
-                            ({"method": "nlls"}, "method must be one of scdnn, mlp, ivimnet; got 'nlls'"),
-                            ({"device": "tpu"}, "device must be one of auto, cpu, cuda; got 'tpu'"),
-                            ({"bvalues": "5, 7, 20, 50, 150, 300, 500, 600, 700, 800"}, "needs a b = 0 volume")):
+    for fields, message in (
+        ({"trainingSnr": 300.0}, "snr must be between 5 and 200; got 300"),
+        ({"method": "nlls"}, "method must be one of scdnn, mlp, ivimnet; got 'nlls'"),
+        ({"device": "tpu"}, "device must be one of auto, cpu, cuda; got 'tpu'"),
+        ({"bvalues": "5, 7, 20, 50, 150, 300, 500, 600, 700, 800"}, "needs a b = 0 volume"),
+    ):
         with pytest.raises(InputError, match=message):
             session.protocol_training(sequence, replace_fields(panel, **fields), tmp_path)
     with pytest.raises(InputError, match="no b-values stored"):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import vtk
+from conftest import placing_scene
 from slicer.util import arrayFromVolume
 
 from FastMRICommon.errors import Cancelled, InputError
@@ -20,12 +21,25 @@ from FastMRICommon.mrml_nodes import geometry_of, new_volume_node
 from FastMRICommon.volume_files import read_volume_array
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node, read_series_array
 from IVIMEstimatorLib.fits.model import IvimFit
-from IVIMEstimatorLib.map_logic import (EXPORT_FORMATS, MAP_SPECS, STAT_COLUMNS, EstimateConfig, automatic_mask,
-                                        estimate_maps, export_maps, fit_residual, map_nodes, map_statistics,
-                                        select_bvalues, statistics_table_node, VoxelPoint, voxel_chart_node, voxel_fit)
+from IVIMEstimatorLib.map_logic import (
+    EXPORT_FORMATS,
+    MAP_SPECS,
+    STAT_COLUMNS,
+    EstimateConfig,
+    VoxelPoint,
+    automatic_mask,
+    estimate_maps,
+    export_maps,
+    fit_residual,
+    map_nodes,
+    map_statistics,
+    select_bvalues,
+    statistics_table_node,
+    voxel_chart_node,
+    voxel_fit,
+)
 from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
-from conftest import placing_scene
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +91,11 @@ def test_label_map_and_segmentation_masks(scene, phantom, sequence):
     assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labels, segmentation)
 
     def nodes():
-        return {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())
-                if not scene.GetNthNode(n).IsA("vtkMRMLSubjectHierarchyNode")}
+        return {
+            scene.GetNthNode(n).GetID()
+            for n in range(scene.GetNumberOfNodes())
+            if not scene.GetNthNode(n).IsA("vtkMRMLSubjectHierarchyNode")
+        }
 
     before = nodes()
     from_segments = estimate_maps(sequence, EstimateConfig(method="mlp"), mask_node=segmentation)
@@ -150,8 +167,9 @@ def test_map_nodes_statistics_voxel_and_export(scene, phantom, sequence, tmp_pat
     voxel = voxel_fit(result, (i, j, k))
     assert voxel.curve[0] == pytest.approx(1.0) and voxel.signal[0] == pytest.approx(1.0, rel=1e-5)
     assert voxel.values["D"] == pytest.approx(float(result.maps["D"][k, j, i]))
-    assert np.sqrt(np.mean((np.interp(voxel.bvalues, voxel.curve_b, voxel.curve) - voxel.signal) ** 2)) == \
-        pytest.approx(result.maps["residual"][k, j, i], rel=0.05)
+    assert np.sqrt(
+        np.mean((np.interp(voxel.bvalues, voxel.curve_b, voxel.curve) - voxel.signal) ** 2)
+    ) == pytest.approx(result.maps["residual"][k, j, i], rel=0.05)
     chart = voxel_chart_node(scene, voxel)
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     with pytest.raises(InputError, match="outside the series"):
@@ -161,8 +179,14 @@ def test_map_nodes_statistics_voxel_and_export(scene, phantom, sequence, tmp_pat
 
     written = export_maps(nodes, tmp_path / "maps", "nifti")
     assert sorted(path.name for path in written) == sorted(
-        ["placenta_D_10-3_mm2_s.nii.gz", "placenta_Dstar_10-3_mm2_s.nii.gz", "placenta_S0_signal.nii.gz",
-         "placenta_f_fraction.nii.gz", "placenta_residual_fraction_of_S0.nii.gz"])
+        [
+            "placenta_D_10-3_mm2_s.nii.gz",
+            "placenta_Dstar_10-3_mm2_s.nii.gz",
+            "placenta_S0_signal.nii.gz",
+            "placenta_f_fraction.nii.gz",
+            "placenta_residual_fraction_of_S0.nii.gz",
+        ]
+    )
     array, geometry = read_volume_array(tmp_path / "maps" / "placenta_D_10-3_mm2_s.nii.gz")
     np.testing.assert_allclose(array, arrayFromVolume(nodes["D"]), rtol=1e-6)
     assert geometry.matches(phantom.series.geometry)
@@ -206,8 +230,10 @@ def test_ivim_demo_outputs(tmp_path, run_cli):
 
 
 def test_maps_from_a_set_of_scalar_volumes_with_typed_bvalues(scene, phantom):
-    volumes = [new_volume_node(scene, volume, phantom.series.geometry, f"b{b:g}")
-               for volume, b in zip(phantom.series.volumes, phantom.series.bvalues)]
+    volumes = [
+        new_volume_node(scene, volume, phantom.series.geometry, f"b{b:g}")
+        for volume, b in zip(phantom.series.volumes, phantom.series.bvalues)
+    ]
     with pytest.raises(InputError, match="no b-values stored"):
         estimate_maps(volumes, EstimateConfig(method="mlp"))
     typed = ", ".join(f"{b:g}" for b in phantom.series.bvalues)
@@ -229,8 +255,12 @@ def test_estimate_reports_fitting_progress_and_cancels_during_the_fit(scene, pha
     assert np.isfinite(result.maps["f"]).all()
     reports.clear()
     with pytest.raises(Cancelled):
-        estimate_maps(sequence, every_voxel, progress=lambda f, m: reports.append(m),
-                      cancel=lambda: any(m.startswith("fitted ") for m in reports))
+        estimate_maps(
+            sequence,
+            every_voxel,
+            progress=lambda f, m: reports.append(m),
+            cancel=lambda: any(m.startswith("fitted ") for m in reports),
+        )
     assert [m for m in reports if m.startswith("fitted ")] == ["fitted 2,048 of 4,800 voxels (nlls)"]
 
 
@@ -273,8 +303,11 @@ def test_the_voxel_inspector_follows_the_list_slicer_places_into_once_its_point_
     voxel = VoxelPoint(scene, placed.append, shown.append)
     first = voxel.ensure()
     assert voxel.ensure() is first and shown == [first] and voxel.position() is None
-    assert (first.GetName(), first.GetMaximumNumberOfControlPoints(), first.GetHideFromEditors()) == \
-        ("IVIM voxel", 1, 1)
+    assert (first.GetName(), first.GetMaximumNumberOfControlPoints(), first.GetHideFromEditors()) == (
+        "IVIM voxel",
+        1,
+        1,
+    )
     markups.SetActiveList(first)  # what the place widget does
     interaction.SetCurrentInteractionMode(interaction.Place)
     first.AddControlPoint(vtk.vtkVector3d(1.0, 2.0, 3.0))
@@ -285,8 +318,11 @@ def test_the_voxel_inspector_follows_the_list_slicer_places_into_once_its_point_
         successor = markups.AddNewMarkupsNode("vtkMRMLMarkupsFiducialNode")
         selection.SetReferenceActivePlaceNodeID(successor.GetID())
         assert voxel.node is successor and shown[-1] is successor
-        assert (successor.GetName(), successor.GetMaximumNumberOfControlPoints(), successor.GetHideFromEditors()) == \
-            ("IVIM voxel", 1, 1)
+        assert (successor.GetName(), successor.GetMaximumNumberOfControlPoints(), successor.GetHideFromEditors()) == (
+            "IVIM voxel",
+            1,
+            1,
+        )
         assert scene.IsNodePresent(previous)  # the inspected point stays shown until the next one is placed
         successor.AddControlPoint(vtk.vtkVector3d(4.0 + click, 5.0, 6.0))
         assert placed[-1] == (4.0 + click, 5.0, 6.0) and not scene.IsNodePresent(previous)
@@ -324,8 +360,11 @@ def module_functions() -> dict[str, ast.FunctionDef]:
 
 
 def calls(function: ast.AST, name: str) -> list[ast.Call]:
-    return [node for node in ast.walk(function) if isinstance(node, ast.Call) and
-            getattr(node.func, "attr", getattr(node.func, "id", None)) == name]
+    return [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == name
+    ]
 
 
 def test_each_button_cancels_only_its_own_job_and_is_disabled_while_another_runs():
@@ -338,16 +377,21 @@ def test_each_button_cancels_only_its_own_job_and_is_disabled_while_another_runs
         for call in calls(function, "request_cancel"):
             runs = calls(function, "_run")
             assert runs, f"{name} asks to cancel but starts no job"
-            assert [ast.dump(a) for a in call.args] == [ast.dump(runs[0].args[0])], \
+            assert [ast.dump(a) for a in call.args] == [ast.dump(runs[0].args[0])], (
                 f"{name}: request_cancel must name the button whose job it would cancel"
+            )
             buttons[ast.dump(runs[0].args[0])] = name
     assert len(buttons) == 2  # Estimate and Retrain
-    states = {ast.dump(node.targets[0].value): node.value for node in ast.walk(functions["_updateState"])
-              if isinstance(node, ast.Assign) and getattr(node.targets[0], "attr", None) == "enabled"}
+    states = {
+        ast.dump(node.targets[0].value): node.value
+        for node in ast.walk(functions["_updateState"])
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "attr", None) == "enabled"
+    }
     for button in buttons:
         value = states[button]
-        assert isinstance(value, ast.Call) and value.func.attr == "enabled" and \
-            ast.dump(value.args[0]) == button, "a job button's state must come from ButtonJobs.enabled"
+        assert isinstance(value, ast.Call) and value.func.attr == "enabled" and ast.dump(value.args[0]) == button, (
+            "a job button's state must come from ButtonJobs.enabled"
+        )
 
 
 def test_the_module_binds_its_gui_through_parameter_gui_and_its_place_widget_shows_the_followed_list():
@@ -368,10 +412,10 @@ def test_reload_forgets_the_lib_packages_before_slicer_re_runs_the_module_file()
     the widget's ``onReload`` first forgets IVIMEstimatorLib, then calls Slicer's. FastMRICommon stays: it is
     shared with FastMRRecon, whose imported classes (InputError) must stay the ones FastMRICommon raises."""
     body = module_functions()["onReload"].body
-    statements = [ast.unparse(node) for node in body if not isinstance(node, ast.Expr) or
-                  not isinstance(node.value, ast.Constant)]
-    assert statements == ["forget_packages(('IVIMEstimatorLib',))",
-                          "ScriptedLoadableModuleWidget.onReload(self)"]
+    statements = [
+        ast.unparse(node) for node in body if not isinstance(node, ast.Expr) or not isinstance(node.value, ast.Constant)
+    ]
+    assert statements == ["forget_packages(('IVIMEstimatorLib',))", "ScriptedLoadableModuleWidget.onReload(self)"]
 
 
 # -- one home per setting: the parameter node is made from the Lib's settings fields ---------------------------
@@ -397,16 +441,22 @@ def parameter_node_class() -> tuple[dict, dict]:
 
     tree = ast.parse(MODULE_FILE.read_text())
     (node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "IVIMEstimatorParameterNode"]
-    imported = {alias.asname or alias.name: statement.module for statement in tree.body
-                if isinstance(statement, ast.ImportFrom) for alias in statement.names}
+    imported = {
+        alias.asname or alias.name: statement.module
+        for statement in tree.body
+        if isinstance(statement, ast.ImportFrom)
+        for alias in statement.names
+    }
     written = {item.target.id: item for item in node.body if isinstance(item, ast.AnnAssign)}
     cls = type("Node", (), {"__annotations__": {name: object for name in written}})
     decorators = [d for d in node.decorator_list if isinstance(d, ast.Call) and d.func.id == "settings_parameters"]
     for decorator in reversed(decorators):  # applied bottom-up
         names = {n.id for n in ast.walk(decorator) if isinstance(n, ast.Name)} - {"WithinRange", "Choice"}
         namespace = {name: getattr(importlib.import_module(imported[name]), name) for name in names}
-        cls = eval(compile(ast.Expression(decorator), "decorator", "eval"),
-                   namespace | {"WithinRange": Range, "Choice": Choices})(cls)
+        cls = eval(
+            compile(ast.Expression(decorator), "decorator", "eval"),
+            namespace | {"WithinRange": Range, "Choice": Choices},
+        )(cls)
     generated = {name: kind for name, kind in cls.__annotations__.items() if name not in written}
     return generated, {name: getattr(cls, name) for name in generated}
 
@@ -430,10 +480,19 @@ def test_the_parameter_node_and_the_command_line_take_each_setting_from_one_fiel
     fit = vars(parser.parse_args(["fit", "dwi.nii.gz", "maps"]))
     train = vars(parser.parse_args(["train", "--bvals", "0,10,20", "--out", "m.pt"]))
     fields = {field.parameter_name: (field, train) for field in settings_fields(TrainingConfig)}
-    fields |= {field.parameter_name: (field, fit) for cls in (EstimateConfig, ExportSettings)
-               for field in settings_fields(cls)}  # the panel's method and prior are EstimateConfig's
-    assert set(annotations) == {"method", "bvalueSet", "motionCorrection", "autoMask", "prior", "device",
-                                "exportFormat", "trainingSnr"}
+    fields |= {
+        field.parameter_name: (field, fit) for cls in (EstimateConfig, ExportSettings) for field in settings_fields(cls)
+    }  # the panel's method and prior are EstimateConfig's
+    assert set(annotations) == {
+        "method",
+        "bvalueSet",
+        "motionCorrection",
+        "autoMask",
+        "prior",
+        "device",
+        "exportFormat",
+        "trainingSnr",
+    }
     for name, annotation in annotations.items():
         field, cli = fields[name]
         assert defaults[name] == field.default == cli[field.name], name  # the GUI's and the CLI's default
@@ -444,8 +503,10 @@ def test_the_parameter_node_and_the_command_line_take_each_setting_from_one_fiel
         elif field.setting.minimum is not None:
             assert [(v.minimum, v.maximum) for v in validators] == [(field.setting.minimum, field.setting.maximum)]
     assert (defaults["prior"], defaults["autoMask"], defaults["trainingSnr"]) == ("placenta", True, 30.0)
-    assert (annotations["trainingSnr"].__metadata__[0].minimum, annotations["trainingSnr"].__metadata__[0].maximum) \
-        == (5.0, 200.0)
+    assert (annotations["trainingSnr"].__metadata__[0].minimum, annotations["trainingSnr"].__metadata__[0].maximum) == (
+        5.0,
+        200.0,
+    )
     assert set(typing.get_args(annotations["exportFormat"])[1].choices) == set(EXPORT_FORMATS)
 
 
@@ -455,14 +516,15 @@ def test_out_of_range_settings_are_refused_naming_the_setting():
     from IVIMEstimatorLib.motion import MotionConfig
     from IVIMEstimatorLib.training.config import TrainingConfig
 
-    for make, message in ((lambda: EstimateConfig(prior="lung"), "prior must be one of placenta, "),
-                          (lambda: EstimateConfig(bvalue_set="some"), "bvalue set must be one of all, accelerated"),
-                          (lambda: EstimateConfig(device="tpu"), "device must be one of auto, cpu, cuda"),
-                          (lambda: ExportSettings("png"), "file format must be one of nrrd, nifti; got 'png'"),
-                          (lambda: MotionConfig(rounds=(3, 2)), r"rounds must be \(min, max\) with 1 <= min <= max"),
-                          (lambda: MotionConfig(rounds=(1.5, 2)), "rounds must be"),
-                          (lambda: TrainingConfig(snr=250.0).validate(), "snr must be between 5 and 200; got 250"),
-                          (lambda: TrainingConfig(method="nlls").validate(), "method must be one of scdnn, mlp, "
-                                                                              "ivimnet; got 'nlls'")):
+    for make, message in (
+        (lambda: EstimateConfig(prior="lung"), "prior must be one of placenta, "),
+        (lambda: EstimateConfig(bvalue_set="some"), "bvalue set must be one of all, accelerated"),
+        (lambda: EstimateConfig(device="tpu"), "device must be one of auto, cpu, cuda"),
+        (lambda: ExportSettings("png"), "file format must be one of nrrd, nifti; got 'png'"),
+        (lambda: MotionConfig(rounds=(3, 2)), r"rounds must be \(min, max\) with 1 <= min <= max"),
+        (lambda: MotionConfig(rounds=(1.5, 2)), "rounds must be"),
+        (lambda: TrainingConfig(snr=250.0).validate(), "snr must be between 5 and 200; got 250"),
+        (lambda: TrainingConfig(method="nlls").validate(), "method must be one of scdnn, mlp, ivimnet; got 'nlls'"),
+    ):
         with pytest.raises(InputError, match=message):
             make()

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import osipi
 import pytest
 import torch
-
-import osipi
 from conftest import requires_shared
+
 from FastMRICommon.errors import InputError
 from FastMRICommon.model_files import load_model_file, load_shipped_model, read_manifest, sha256_file
 from IVIMEstimatorLib.fits.estimate import fit
-from IVIMEstimatorLib.fits.network_models import MODELS_DIR, find_shipped_model
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
+from IVIMEstimatorLib.fits.network_models import MODELS_DIR, find_shipped_model
 from IVIMEstimatorLib.fits.networks import ScdnnNet
 from IVIMEstimatorLib.fits.priors import PRIORS
-from IVIMEstimatorLib.training.shipped_models import SHIPPED
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
+from IVIMEstimatorLib.training.shipped_models import SHIPPED
 from IVIMEstimatorLib.training.synthetic import nrmse, synthetic_set
 from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
@@ -35,8 +35,17 @@ def test_scdnn_outputs_stay_in_the_prior_ranges_and_f_is_a_fraction():
 
 @pytest.mark.parametrize("method", ["scdnn", "mlp", "ivimnet"])
 def test_short_training_learns_and_its_file_fits_data(tmp_path, method):
-    config = TrainingConfig(method=method, samples=6000, epochs=3, warmup_epochs=1, batch_size=64,
-                            learning_rate=3e-3, dictionary_size=40, units=2, seed=1)
+    config = TrainingConfig(
+        method=method,
+        samples=6000,
+        epochs=3,
+        warmup_epochs=1,
+        batch_size=64,
+        learning_rate=3e-3,
+        dictionary_size=40,
+        units=2,
+        seed=1,
+    )
     model, history = train(config, out=tmp_path / "model.pt")
     assert len(history["val_loss"]) == 3 and history["val_loss"][-1] < history["val_loss"][0]
     loaded = load_model_file(tmp_path / "model.pt")
@@ -56,6 +65,7 @@ def test_missing_shipped_model_points_to_train():
 
 # --- the shipped models ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("spec", SHIPPED, ids=lambda spec: spec.file)
 def test_each_shipped_model_is_listed_checked_and_described(spec):
     entry = read_manifest(MODELS_DIR)[spec.file]
@@ -72,8 +82,10 @@ def test_fit_picks_the_shipped_model_matching_the_bvalues():
     data = synthetic_set(PRIORS["placenta"], ACQUIRED_BVALUES, 50, snr=30, seed=3)
     chosen = find_shipped_model("scdnn", ACQUIRED_BVALUES)
     assert chosen.metadata["protocol"]["bvalues"] == list(map(float, ACQUIRED_BVALUES))
-    np.testing.assert_array_equal(fit(data.signals, ACQUIRED_BVALUES, method="scdnn")["f"],
-                                  fit(data.signals, ACQUIRED_BVALUES, method="scdnn", model=chosen)["f"])
+    np.testing.assert_array_equal(
+        fit(data.signals, ACQUIRED_BVALUES, method="scdnn")["f"],
+        fit(data.signals, ACQUIRED_BVALUES, method="scdnn", model=chosen)["f"],
+    )
 
 
 @pytest.mark.parametrize("method", ["scdnn", "mlp"])

@@ -50,8 +50,7 @@ def head_scan(image: np.ndarray, acceleration: float, snr: float, seed: int, coi
 
 @pytest.fixture(scope="module")
 def mni_slices():
-    from FastMRReconLib.anatomy.head_synthesis import mni152_tissue_maps
-    from FastMRReconLib.anatomy.head_synthesis import PROTOCOLS, synthesize
+    from FastMRReconLib.anatomy.head_synthesis import PROTOCOLS, mni152_tissue_maps, synthesize
 
     maps = mni152_tissue_maps()
     volume = synthesize(maps, PROTOCOLS["T1w"], np.random.default_rng(0))
@@ -89,29 +88,64 @@ def test_simulate_save_kspace_then_reconstruct_kspace(tmp_path, run_cli, small_m
     y, x = np.meshgrid(np.linspace(-1, 1, 64), np.linspace(-1, 1, 64), indexing="ij")
     head = ((x**2 + y**2) < 0.7) * (100 + 20 * rng.random((64, 64)))
     source = write_volume_array(np.stack([head, head]).astype(np.float32), VolumeGeometry(), tmp_path / "full.nrrd")
-    result = run_cli("fastmrrecon", "simulate", str(source), str(tmp_path / "sim.nrrd"), "--acceleration", "2",
-                     "--center-fraction", "0.15", "--save-kspace", str(tmp_path / "scan.h5"))
+    result = run_cli(
+        "fastmrrecon",
+        "simulate",
+        str(source),
+        str(tmp_path / "sim.nrrd"),
+        "--acceleration",
+        "2",
+        "--center-fraction",
+        "0.15",
+        "--save-kspace",
+        str(tmp_path / "scan.h5"),
+    )
     assert result.returncode == 0, result.stderr
     raw = read_raw_kspace(tmp_path / "scan.h5")
     assert raw.kspace.shape == (2, 8, 64, 64)
-    result = run_cli("fastmrrecon", "reconstruct-kspace", str(tmp_path / "scan.h5"), str(tmp_path / "out.nrrd"),
-                     "--model", str(small_model), "--device", "cpu")
+    result = run_cli(
+        "fastmrrecon",
+        "reconstruct-kspace",
+        str(tmp_path / "scan.h5"),
+        str(tmp_path / "out.nrrd"),
+        "--model",
+        str(small_model),
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     image, _ = read_volume_array(tmp_path / "out.nrrd")
     assert image.shape == (2, 64, 64) and psnr(image, np.stack([head, head])) > 20
-    result = run_cli("fastmrrecon", "reconstruct-kspace", str(tmp_path / "scan.h5"), str(tmp_path / "c.nii.gz"),
-                     "--model", str(small_model), "--complex")
+    result = run_cli(
+        "fastmrrecon",
+        "reconstruct-kspace",
+        str(tmp_path / "scan.h5"),
+        str(tmp_path / "c.nii.gz"),
+        "--model",
+        str(small_model),
+        "--complex",
+    )
     assert result.returncode == 0, result.stderr
     import SimpleITK as sitk
 
     assert sitk.ReadImage(str(tmp_path / "c.nii.gz")).GetPixelID() == sitk.sitkComplexFloat32
-    for args, message in (((str(tmp_path / "c.nrrd"), "--complex"), "--complex writes NIfTI"),
-                          ((str(tmp_path / "x.nrrd"),), "no such k-space file")):
+    for args, message in (
+        ((str(tmp_path / "c.nrrd"), "--complex"), "--complex writes NIfTI"),
+        ((str(tmp_path / "x.nrrd"),), "no such k-space file"),
+    ):
         source = str(tmp_path / "absent.npy") if "no such" in message else str(tmp_path / "scan.h5")
         result = run_cli("fastmrrecon", "reconstruct-kspace", source, *args, "--model", str(small_model))
         assert result.returncode == 2 and message in result.stderr
-    result = run_cli("fastmrrecon", "simulate", str(tmp_path / "full.nrrd"), str(tmp_path / "s2.nrrd"),
-                     "--acceleration", "2", "--save-kspace", str(tmp_path / "k.txt"))
+    result = run_cli(
+        "fastmrrecon",
+        "simulate",
+        str(tmp_path / "full.nrrd"),
+        str(tmp_path / "s2.nrrd"),
+        "--acceleration",
+        "2",
+        "--save-kspace",
+        str(tmp_path / "k.txt"),
+    )
     assert result.returncode == 2 and "k-space is written as" in result.stderr
     assert not (tmp_path / "s2.nrrd").exists()
 

@@ -8,7 +8,13 @@ from torch import nn
 
 from FastMRICommon.errors import ModelFileError
 from FastMRICommon.model_files import (
-    ManifestEntry, ModelFile, load_model_file, load_shipped_model, read_manifest, save_model_file, sha256_file,
+    ManifestEntry,
+    ModelFile,
+    load_model_file,
+    load_shipped_model,
+    read_manifest,
+    save_model_file,
+    sha256_file,
     write_manifest_entry,
 )
 
@@ -27,8 +33,12 @@ REGISTRY = {"TinyNet": TinyNet}
 
 def tiny_model_file(width: int = 4) -> ModelFile:
     torch.manual_seed(0)
-    return ModelFile("TinyNet", {"width": width}, TinyNet(width).state_dict(),
-                     {"protocol": {"bvalues": [0, 20, 50]}, "metrics": {"nrmse_f": 0.19}, "data": "synthetic"})
+    return ModelFile(
+        "TinyNet",
+        {"width": width},
+        TinyNet(width).state_dict(),
+        {"protocol": {"bvalues": [0, 20, 50]}, "metrics": {"nrmse_f": 0.19}, "data": "synthetic"},
+    )
 
 
 def test_round_trip_rebuilds_the_same_network(tmp_path):
@@ -86,8 +96,14 @@ def test_pickled_code_is_never_executed(tmp_path):
 
 @pytest.mark.parametrize("field, value", [("config", [4]), ("state_dict", "weights"), ("architecture", 3)])
 def test_fields_of_the_wrong_type_are_refused(tmp_path, field, value):
-    payload = {"format": "slicer-fastmri-model", "format_version": 1, "architecture": "TinyNet",
-               "config": {"width": 4}, "state_dict": TinyNet().state_dict(), "metadata": {}}
+    payload = {
+        "format": "slicer-fastmri-model",
+        "format_version": 1,
+        "architecture": "TinyNet",
+        "config": {"width": 4},
+        "state_dict": TinyNet().state_dict(),
+        "metadata": {},
+    }
     torch.save({**payload, field: value}, tmp_path / "odd.pt")
     with pytest.raises(ModelFileError, match=f"odd.pt is not a valid model file: {field} of the wrong type"):
         load_model_file(tmp_path / "odd.pt")

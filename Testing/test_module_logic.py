@@ -9,9 +9,9 @@ from slicer.util import arrayFromVolume, updateVolumeFromArray
 from FastMRICommon.errors import InputError
 from FastMRICommon.geometry import VolumeGeometry
 from FastMRICommon.mrml_nodes import geometry_of, new_volume_node
-from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node
 from FastMRReconLib.kspace.simulate import AcquisitionConfig
 from FastMRReconLib.volume_logic import simulate_volume_node
+from IVIMEstimatorLib.diffusion_series import DiffusionSeries, new_sequence_node
 from IVIMEstimatorLib.phantoms.phantom import placenta_phantom
 from IVIMEstimatorLib.series_logic import SummaryCache, load_series, require_bvalues, summarize_series
 
@@ -19,7 +19,7 @@ GEOMETRY = VolumeGeometry((0.8, 0.8, 3.0), (10.0, -20.0, 5.0), ((0.0, 1.0, 0.0),
 
 
 def head_like(shape=(3, 48, 40)) -> np.ndarray:
-    y, x = np.mgrid[-1:1:shape[1] * 1j, -1:1:shape[2] * 1j]
+    y, x = np.mgrid[-1 : 1 : shape[1] * 1j, -1 : 1 : shape[2] * 1j]
     return np.repeat((((x / 0.8) ** 2 + (y / 0.9) ** 2) < 1)[None] * (1 + 0.3 * x), shape[0], axis=0) * 500.0
 
 
@@ -47,8 +47,9 @@ def test_simulate_volume_node_with_part_of_k_space_is_named_and_blurred(scene):
     full = arrayFromVolume(simulate_volume_node(node, AcquisitionConfig(acceleration=1.0, coils=4, snr=1000.0, seed=1)))
     truncated = arrayFromVolume(output)
     # the head's edge spreads over more pixels, most of all across the columns (a quarter of k-space acquired)
-    steepest = [np.abs(np.diff(truncated, axis=axis)).max() / np.abs(np.diff(full, axis=axis)).max()
-                for axis in (1, 2)]  # 0.47 and 0.28 when written
+    steepest = [
+        np.abs(np.diff(truncated, axis=axis)).max() / np.abs(np.diff(full, axis=axis)).max() for axis in (1, 2)
+    ]  # 0.47 and 0.28 when written
     assert steepest[1] < steepest[0] < 0.7 and steepest[1] < 0.4
     np.testing.assert_array_equal(arrayFromVolume(node), image)
 
@@ -56,6 +57,7 @@ def test_simulate_volume_node_with_part_of_k_space_is_named_and_blurred(scene):
 def test_simulate_refuses_label_maps_and_vectors(scene):
     labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "seg")
     from slicer.util import updateVolumeFromArray
+
     updateVolumeFromArray(labels, np.ones((2, 8, 8), np.int16))
     with pytest.raises(InputError, match="label map"):
         simulate_volume_node(labels, AcquisitionConfig())
@@ -102,6 +104,8 @@ def test_series_summary_cache_reads_the_series_again_only_when_it_changed(scene)
         cache.get(sequence, "0, 20, 50")
     with pytest.raises(InputError):
         cache.get(sequence, "0, 20, 50")
-    volumes = [new_volume_node(scene, phantom.series.volumes[index], phantom.series.geometry, f"b{index}")
-               for index in range(3)]
+    volumes = [
+        new_volume_node(scene, phantom.series.volumes[index], phantom.series.geometry, f"b{index}")
+        for index in range(3)
+    ]
     assert cache.get(volumes, "0, 50, 200").volumes == 3

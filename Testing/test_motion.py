@@ -23,8 +23,9 @@ FAST = MotionConfig(rounds=(2, 3), rigid_iterations=60, affine_iterations=30)
 
 @pytest.fixture(scope="module")
 def moved():
-    return moving_placenta_phantom(MotionRange(4.0, 4.0, 0.03), bvalues=BVALUES, seed=3,
-                                   shape=(12, 64, 64), spacing_mm=(2.5, 2.5, 4.0))
+    return moving_placenta_phantom(
+        MotionRange(4.0, 4.0, 0.03), bvalues=BVALUES, seed=3, shape=(12, 64, 64), spacing_mm=(2.5, 2.5, 4.0)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +78,20 @@ def test_implausible_registrations_fall_back_to_the_previous_transform(moved):
     assert max(scale_change(transform) for transform in result.transforms) <= 0.005
     placenta = moved.phantom.labels == LABELS["placenta"]
     residual = residual_displacements(moved, result.transforms, placenta)
-    assert residual["after_inter_volume_mean_mm"] < 0.7 * residual["before_inter_volume_mean_mm"]  # rigid: not the 3% scaling
+    assert (
+        residual["after_inter_volume_mean_mm"] < 0.7 * residual["before_inter_volume_mean_mm"]
+    )  # rigid: not the 3% scaling
 
 
 def test_registration_can_be_cancelled_and_reports_progress(moved):
     seen = []
     with pytest.raises(Cancelled):
-        motion_correct(moved.series, config=FAST, progress=lambda fraction, message: seen.append(fraction),
-                       cancel=lambda: len(seen) >= 2)
+        motion_correct(
+            moved.series,
+            config=FAST,
+            progress=lambda fraction, message: seen.append(fraction),
+            cancel=lambda: len(seen) >= 2,
+        )
     assert seen and all(0 < value <= 1 for value in seen)
 
 
@@ -116,21 +123,26 @@ def test_the_thin_slice_phantom_is_acquired_on_the_requested_grid():
     """The object moves on thin slices and is acquired on the requested grid: zero motion gives the
     motion-free series exactly, and the slice-averaged truth maps and labels live on that grid."""
     shape, spacing = (6, 32, 32), (5.0, 5.0, 4.0)
-    still = moving_placenta_phantom(MotionRange(), bvalues=BVALUES[:2], seed=1, moved=False, shape=shape,
-                                    spacing_mm=spacing)
-    shifted = moving_placenta_phantom(MotionRange(0.0, 0.0, 0.0), bvalues=BVALUES[:2], seed=1, shape=shape,
-                                      spacing_mm=spacing)
+    still = moving_placenta_phantom(
+        MotionRange(), bvalues=BVALUES[:2], seed=1, moved=False, shape=shape, spacing_mm=spacing
+    )
+    shifted = moving_placenta_phantom(
+        MotionRange(0.0, 0.0, 0.0), bvalues=BVALUES[:2], seed=1, shape=shape, spacing_mm=spacing
+    )
     assert still.phantom.f.shape == shape and still.series.volumes.shape == (2, *shape)
     np.testing.assert_allclose(shifted.series.volumes, still.series.volumes)  # zero motion = motion-free
     assert set(np.unique(still.phantom.labels)) <= set(LABELS.values()) | {0}
     assert np.all(still.phantom.f[still.phantom.labels == LABELS["placenta"]] > 0)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda v: v[:1], "at least 2 volumes"),
-    (lambda v: np.concatenate([v[:2], np.zeros_like(v[:1])]), "volume 2 is all zero"),
-    (lambda v: np.where(np.arange(v.shape[-1]) == 3, np.nan, v), "NaN or infinite"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda v: v[:1], "at least 2 volumes"),
+        (lambda v: np.concatenate([v[:2], np.zeros_like(v[:1])]), "volume 2 is all zero"),
+        (lambda v: np.where(np.arange(v.shape[-1]) == 3, np.nan, v), "NaN or infinite"),
+    ],
+)
 def test_bad_series_are_refused(moved, change, message):
     volumes = change(moved.series.volumes.copy())
     with pytest.raises(InputError, match=message):
@@ -147,8 +159,16 @@ def test_a_mask_that_does_not_overlap_or_fit_is_refused(moved):
 
 def test_register_command_writes_series_and_transforms(tmp_path, moved, run_cli):
     source = write_series_array(moved.series, tmp_path / "dwi.nii.gz")
-    result = run_cli("ivimestimator", "register", str(source), str(tmp_path / "registered.nii.gz"),
-                     "--transforms-dir", str(tmp_path / "tfm"), "--rounds", "1,2")
+    result = run_cli(
+        "ivimestimator",
+        "register",
+        str(source),
+        str(tmp_path / "registered.nii.gz"),
+        "--transforms-dir",
+        str(tmp_path / "tfm"),
+        "--rounds",
+        "1,2",
+    )
     assert result.returncode == 0, result.stderr
     registered = read_series_array(tmp_path / "registered.nii.gz")
     assert registered.volumes.shape == moved.series.volumes.shape
@@ -172,8 +192,18 @@ def test_register_command_refuses_a_single_volume(tmp_path, moved, run_cli):
 
 def test_fit_command_can_motion_correct_first(tmp_path, moved, run_cli):
     source = write_series_array(moved.series, tmp_path / "dwi.nii.gz")
-    result = run_cli("ivimestimator", "fit", str(source), str(tmp_path / "maps"), "--method", "nlls",
-                     "--motion-correct", "--rounds", "1,1", "-v")
+    result = run_cli(
+        "ivimestimator",
+        "fit",
+        str(source),
+        str(tmp_path / "maps"),
+        "--method",
+        "nlls",
+        "--motion-correct",
+        "--rounds",
+        "1,1",
+        "-v",
+    )
     assert result.returncode == 0, result.stderr
     assert "motion correction: displacement per round" in result.stderr
     f, geometry = read_volume_array(tmp_path / "maps" / "f.nrrd")

@@ -8,13 +8,13 @@ import logging
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_command as run
+
 from FastMRICommon.errors import InputError
 from FastMRICommon.geometry import VolumeGeometry
 from FastMRICommon.volume_files import read_volume_array, write_volume_array
-from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork, widened_state
 from FastMRReconLib.anatomy.real_anatomy import HELD_OUT_IMAGES, TRAINING_IMAGES, draw_slice
+from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork, widened_state
 from FastMRReconLib.model.reconstructor import Reconstructor, check_noise_settings
 from FastMRReconLib.training.pairs import REAL_CONTRAST, PairConfig, make_image_pairs, scan_pair
 
@@ -22,7 +22,7 @@ SMALL = dict(channels=4, depth=2, fidelity_channels=4)
 
 
 def phantom(rows: int = 96, columns: int = 80) -> np.ndarray:
-    y, x = np.mgrid[-1:1:rows * 1j, -1:1:columns * 1j]
+    y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : columns * 1j]
     head = ((x / 0.8) ** 2 + (y / 0.9) ** 2 < 1).astype(float)
     return head * (1 + 0.6 * ((x - 0.2) ** 2 + y**2 < 0.08) - 0.4 * ((x + 0.3) ** 2 + (y - 0.3) ** 2 < 0.03))
 
@@ -88,15 +88,25 @@ def test_change_map_is_change_over_noise_sd(aware_reconstructor):
 
 def test_told_noise_level_follows_noise_sd_and_strength(aware_reconstructor):
     image = phantom() * 400
-    outputs = [aware_reconstructor.reconstruct(image, noise_sd=sd, strength=strength)
-               for sd, strength in ((4.0, 1.0), (40.0, 1.0), (40.0, 0.1))]
+    outputs = [
+        aware_reconstructor.reconstruct(image, noise_sd=sd, strength=strength)
+        for sd, strength in ((4.0, 1.0), (40.0, 1.0), (40.0, 0.1))
+    ]
     assert not np.allclose(outputs[0], outputs[1])
     np.testing.assert_allclose(outputs[0], outputs[2], rtol=1e-5, atol=1e-3)  # 40 x 0.1 is told as 4
 
 
-@pytest.mark.parametrize("noise_sd, strength, message", [(0.0, 1.0, "positive"), (-2.0, 1.0, "positive"),
-                                                         (float("nan"), 1.0, "positive"), (None, -0.1, "strength"),
-                                                         (None, 2.5, "strength"), (None, float("nan"), "strength")])
+@pytest.mark.parametrize(
+    "noise_sd, strength, message",
+    [
+        (0.0, 1.0, "positive"),
+        (-2.0, 1.0, "positive"),
+        (float("nan"), 1.0, "positive"),
+        (None, -0.1, "strength"),
+        (None, 2.5, "strength"),
+        (None, float("nan"), "strength"),
+    ],
+)
 def test_bad_noise_settings_are_refused(aware_reconstructor, noise_sd, strength, message):
     with pytest.raises(InputError, match=message):
         aware_reconstructor.reconstruct(phantom(), noise_sd=noise_sd, strength=strength)
@@ -110,7 +120,9 @@ def test_zero_batch_size_is_refused(aware_reconstructor):
 
 
 def test_an_image_of_pure_noise_is_reconstructed_with_a_warning(aware_reconstructor, caplog):
-    noise = np.abs(np.random.default_rng(1).normal(0, 1, (64, 64)) + 1j * np.random.default_rng(2).normal(0, 1, (64, 64)))
+    noise = np.abs(
+        np.random.default_rng(1).normal(0, 1, (64, 64)) + 1j * np.random.default_rng(2).normal(0, 1, (64, 64))
+    )
     with caplog.at_level(logging.WARNING, logger="fastmrrecon"):
         output = aware_reconstructor.reconstruct(noise)
     assert np.all(np.isfinite(output)) and "mostly noise" in caplog.text
@@ -134,8 +146,9 @@ def test_noise_free_pair_at_r1_is_its_own_target():
     image = phantom(96, 96)
     noisy_input, reference = scan_pair(image, 1.0, np.random.default_rng(0), config)
     np.testing.assert_allclose(noisy_input, reference, atol=1e-5 * reference.max())
-    noisy_input, reference = scan_pair(image, 2.0, np.random.default_rng(1),
-                                       PairConfig(reference="noise-free", snr_range=(20.0, 20.0)))
+    noisy_input, reference = scan_pair(
+        image, 2.0, np.random.default_rng(1), PairConfig(reference="noise-free", snr_range=(20.0, 20.0))
+    )
     inside = image > 0.5
     assert np.std((reference - image)[inside]) < 0.1 * np.std((noisy_input - image)[inside])  # no noise in the target
     with pytest.raises(InputError, match="reference"):
@@ -181,8 +194,20 @@ def test_cli_writes_the_change_map(tmp_path, model_file):
     geometry = VolumeGeometry((0.9, 0.9, 3.0), (0.0, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
     volume = np.stack([phantom() * 400 + np.random.default_rng(k).normal(0, 8, phantom().shape) for k in range(2)])
     write_volume_array(volume.clip(0).astype(np.float32), geometry, tmp_path / "in.nrrd")
-    result = run("fastmrrecon", "reconstruct", str(tmp_path / "in.nrrd"), str(tmp_path / "out.nrrd"), "--model",
-                 str(model_file), "--strength", "high", "--noise-sd", "8", "--change-map", str(tmp_path / "change.nrrd"))
+    result = run(
+        "fastmrrecon",
+        "reconstruct",
+        str(tmp_path / "in.nrrd"),
+        str(tmp_path / "out.nrrd"),
+        "--model",
+        str(model_file),
+        "--strength",
+        "high",
+        "--noise-sd",
+        "8",
+        "--change-map",
+        str(tmp_path / "change.nrrd"),
+    )
     assert result.returncode == 0, result.stderr
     output, _ = read_volume_array(tmp_path / "out.nrrd")
     change, change_geometry = read_volume_array(tmp_path / "change.nrrd")
@@ -191,17 +216,27 @@ def test_cli_writes_the_change_map(tmp_path, model_file):
     np.testing.assert_allclose(change, np.abs(output - written) / 8.0, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("options, message", [(["--noise-sd", "0"], "positive"), (["--noise-sd", "nan"], "positive"),
-                                              (["--strength", "extreme"], "low, medium, high"),
-                                              (["--strength", "3"], "strength"),
-                                              (["--change-map", "OUT"], "another file")])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--noise-sd", "0"], "positive"),
+        (["--noise-sd", "nan"], "positive"),
+        (["--strength", "extreme"], "low, medium, high"),
+        (["--strength", "3"], "strength"),
+        (["--change-map", "OUT"], "another file"),
+    ],
+)
 def test_cli_bad_noise_options_exit_2_with_one_line(tmp_path, model_file, options, message):
-    write_volume_array(np.stack([phantom()] * 2).astype(np.float32),
-                       VolumeGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))),
-                       tmp_path / "in.nrrd")
+    write_volume_array(
+        np.stack([phantom()] * 2).astype(np.float32),
+        VolumeGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))),
+        tmp_path / "in.nrrd",
+    )
     out = tmp_path / "out.nrrd"
     options = [str(out) if option == "OUT" else option for option in options]
-    result = run("fastmrrecon", "reconstruct", str(tmp_path / "in.nrrd"), str(out), "--model", str(model_file), *options)
+    result = run(
+        "fastmrrecon", "reconstruct", str(tmp_path / "in.nrrd"), str(out), "--model", str(model_file), *options
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and message in lines[-1] and "Traceback" not in result.stderr
     assert not out.exists()
@@ -211,7 +246,9 @@ def test_snr_gate_keeps_all_below_full_none_above_and_log_linear_between():
     from FastMRReconLib.model.reconstructor import SnrGate
 
     gate = SnrGate(full=10.0, none=40.0)
-    np.testing.assert_allclose(gate.weights(np.array([5.0, 10.0, 20.0, 40.0, 80.0, np.inf])), [1, 1, 0.5, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(
+        gate.weights(np.array([5.0, 10.0, 20.0, 40.0, 80.0, np.inf])), [1, 1, 0.5, 0, 0, 0], atol=1e-6
+    )
     sigma = np.stack([np.full((4, 4), 1.0), np.full((4, 4), 10.0)])
     told = gate.told_snr(np.array([100.0, 100.0]), sigma, strength=2.0)
     np.testing.assert_allclose(told[:, 0, 0], [50.0, 5.0])

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from FastMRICommon.errors import InputError
-from FastMRReconLib.model.noise_level import FLOOR, noise_map, noise_maps, noise_sd
 from FastMRReconLib.kspace.sense import sense_reconstruction
 from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_slice
+from FastMRReconLib.model.noise_level import FLOOR, noise_map, noise_maps, noise_sd
 
 
 def phantom(rows: int = 192, columns: int = 160) -> np.ndarray:
     """A head-like ellipse with an intensity gradient and two inclusions, zero outside."""
-    y, x = np.mgrid[-1:1:rows * 1j, -1:1:columns * 1j]
+    y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : columns * 1j]
     head = ((x / 0.8) ** 2 + (y / 0.9) ** 2 < 1).astype(float)
     return head * (1 + 0.3 * x + 0.6 * ((x - 0.2) ** 2 + y**2 < 0.08) - 0.4 * ((x + 0.3) ** 2 + (y - 0.3) ** 2 < 0.03))
 
@@ -72,14 +72,18 @@ def test_map_follows_noise_that_varies_in_space():
 def test_empty_slice_of_a_volume_takes_the_volume_level():
     image = phantom()
     rng = np.random.default_rng(4)
-    volume = np.stack([magnitude_with_noise(image, 0.05, rng), np.zeros_like(image), magnitude_with_noise(image, 0.05, rng)])
+    volume = np.stack(
+        [magnitude_with_noise(image, 0.05, rng), np.zeros_like(image), magnitude_with_noise(image, 0.05, rng)]
+    )
     maps = noise_maps(volume)
     assert np.all(np.isfinite(maps)) and maps.min() > 0
     assert np.median(maps[1]) == pytest.approx(0.05, rel=0.15)
 
 
-@pytest.mark.parametrize("bad, message", [(np.zeros((4, 4, 4)), "2D"), (np.full((64, 64), np.nan), "finite"),
-                                          (np.ones((64, 64), complex), "real")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [(np.zeros((4, 4, 4)), "2D"), (np.full((64, 64), np.nan), "finite"), (np.ones((64, 64), complex), "real")],
+)
 def test_bad_input_is_refused_with_one_line(bad, message):
     with pytest.raises(InputError, match=message):
         noise_sd(bad)

@@ -11,8 +11,16 @@ from FastMRICommon.errors import InputError
 from FastMRReconLib.kspace.coils import coil_sensitivities
 from FastMRReconLib.kspace.fft import fft2c, ifft2c
 from FastMRReconLib.kspace.poisson_disc import poisson_disc_mask
-from FastMRReconLib.kspace.raw_kspace import (RAYLEIGH_MEDIAN, acquired_mask, box_coil_maps, calibration_box,
-                                              check_kspace, kspace_noise_sd, read_raw_kspace, write_bart)
+from FastMRReconLib.kspace.raw_kspace import (
+    RAYLEIGH_MEDIAN,
+    acquired_mask,
+    box_coil_maps,
+    calibration_box,
+    check_kspace,
+    kspace_noise_sd,
+    read_raw_kspace,
+    write_bart,
+)
 from FastMRReconLib.kspace.simulate import smooth_phase
 
 
@@ -26,14 +34,16 @@ def phantom_kspace(shape=(64, 56), coils=6, sigma=0.0, seed=0) -> tuple[np.ndarr
     obj = ndimage.gaussian_filter((x**2 / 0.6 + y**2 / 0.8 < 1) * (1.0 + 0.5 * np.cos(6 * x) * np.sin(4 * y)), 1.0)
     obj = obj * np.exp(1j * smooth_phase(shape, rng))
     maps = coil_sensitivities(shape, coils, seed=seed)
-    kspace = fft2c(maps * obj) + sigma * (rng.standard_normal((coils, *shape)) + 1j * rng.standard_normal((coils, *shape)))
+    kspace = fft2c(maps * obj) + sigma * (
+        rng.standard_normal((coils, *shape)) + 1j * rng.standard_normal((coils, *shape))
+    )
     return kspace.astype(np.complex64), obj
 
 
 def lines_mask(shape, step=3, centre=12) -> np.ndarray:
     rows = np.zeros(shape[0], bool)
     rows[::step] = True
-    rows[shape[0] // 2 - centre // 2: shape[0] // 2 + centre // 2] = True
+    rows[shape[0] // 2 - centre // 2 : shape[0] // 2 + centre // 2] = True
     return np.broadcast_to(rows[:, None], shape).copy()
 
 
@@ -74,22 +84,31 @@ def _ismrmrd_file(path, kspace, trajectory=0, noise_line=True):
     import h5py
 
     coils, rows, samples = kspace.shape
-    head = np.dtype([("flags", "<u8"), ("number_of_samples", "<u2"), ("active_channels", "<u2"),
-                     ("trajectory_dimensions", "<u2"),
-                     ("idx", [("kspace_encode_step_1", "<u2"), ("slice", "<u2")])])
+    head = np.dtype(
+        [
+            ("flags", "<u8"),
+            ("number_of_samples", "<u2"),
+            ("active_channels", "<u2"),
+            ("trajectory_dimensions", "<u2"),
+            ("idx", [("kspace_encode_step_1", "<u2"), ("slice", "<u2")]),
+        ]
+    )
     record = np.dtype([("head", head), ("data", h5py.vlen_dtype(np.dtype("<f4")))])
     entries = []
     if noise_line:  # a noise measurement (flag 19) must be skipped
         noise = np.random.default_rng(1).standard_normal(2 * coils * samples).astype(np.float32)
         entries.append(((1 << 18, samples, coils, trajectory, (0, 0)), noise))
     for line in range(0, rows, 2):
-        entries.append(((0, samples, coils, trajectory, (line, 0)),
-                        np.ascontiguousarray(kspace[:, line]).view(np.float32).ravel()))
+        entries.append(
+            ((0, samples, coils, trajectory, (line, 0)), np.ascontiguousarray(kspace[:, line]).view(np.float32).ravel())
+        )
     data = np.empty(len(entries), record)
     for index, (header, values) in enumerate(entries):
         data[index] = (header, values)
-    xml = (f"<ismrmrdHeader><encoding><encodedSpace><matrixSize><x>{samples}</x><y>{rows}</y><z>1</z>"
-           "</matrixSize></encodedSpace></encoding></ismrmrdHeader>")
+    xml = (
+        f"<ismrmrdHeader><encoding><encodedSpace><matrixSize><x>{samples}</x><y>{rows}</y><z>1</z>"
+        "</matrixSize></encodedSpace></encoding></ismrmrdHeader>"
+    )
     with h5py.File(path, "w") as store:
         store.create_dataset("dataset/data", data=data)
         store.create_dataset("dataset/xml", data=np.array([xml.encode()], dtype=object), dtype=h5py.string_dtype())
@@ -107,14 +126,17 @@ def test_ismrmrd_lines_are_placed_by_their_encoding_step(tmp_path):
         read_raw_kspace(tmp_path / "radial.h5")
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.zeros((4, 32, 32), np.complex64), "all zeros"),
-    (np.ones((1, 32, 32), np.complex64), "1 coil"),
-    (np.ones((4, 32, 32), np.float32), "must be complex"),
-    (np.full((4, 32, 32), np.nan, np.complex64), "NaN"),
-    (np.ones((4, 8, 32), np.complex64), "too small"),
-    (np.ones((2, 3, 4, 5, 6), np.complex64), "must be"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((4, 32, 32), np.complex64), "all zeros"),
+        (np.ones((1, 32, 32), np.complex64), "1 coil"),
+        (np.ones((4, 32, 32), np.float32), "must be complex"),
+        (np.full((4, 32, 32), np.nan, np.complex64), "NaN"),
+        (np.ones((4, 8, 32), np.complex64), "too small"),
+        (np.ones((2, 3, 4, 5, 6), np.complex64), "must be"),
+    ],
+)
 def test_bad_kspace_gets_one_clear_error(array, message):
     with pytest.raises(InputError, match=message):
         check_kspace(array)
@@ -188,7 +210,7 @@ def test_noise_free_kspace_gets_a_positive_floor():
 def test_poisson_disc_masks_hit_their_acceleration_with_a_full_centre(acceleration):
     mask = poisson_disc_mask((120, 100), acceleration, calibration=16, seed=5)
     assert mask.sum() == round(120 * 100 / acceleration)
-    assert mask[60 - 8: 60 + 8, 50 - 8: 50 + 8].all()
+    assert mask[60 - 8 : 60 + 8, 50 - 8 : 50 + 8].all()
     # variable density: the centre quarter is sampled more densely than the outer ring
     assert mask[30:90, 25:75].mean() > mask.mean()
     np.testing.assert_array_equal(mask, poisson_disc_mask((120, 100), acceleration, calibration=16, seed=5))

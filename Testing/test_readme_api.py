@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 README = (REPO / "README.md").read_text()
@@ -55,9 +54,11 @@ def shown_parameters(arguments: str) -> dict[str, object]:
 
 
 def test_the_readme_shows_both_apis():
-    assert {name for name, _ in readme_calls()} >= {"FastMRReconLib.Reconstructor.load",
-                                                   "FastMRReconLib.Reconstructor.reconstruct",
-                                                   "IVIMEstimatorLib.fit"}
+    assert {name for name, _ in readme_calls()} >= {
+        "FastMRReconLib.Reconstructor.load",
+        "FastMRReconLib.Reconstructor.reconstruct",
+        "IVIMEstimatorLib.fit",
+    }
 
 
 @pytest.mark.parametrize("name, arguments", readme_calls())
@@ -97,9 +98,11 @@ def fit_example() -> None:
 
 
 #: How each call README shows is run (``.reconstruct`` runs on what ``.load`` returned).
-EXAMPLES = {"FastMRReconLib.Reconstructor.load": reconstruct_example,
-            "FastMRReconLib.Reconstructor.reconstruct": reconstruct_example,
-            "IVIMEstimatorLib.fit": fit_example}
+EXAMPLES = {
+    "FastMRReconLib.Reconstructor.load": reconstruct_example,
+    "FastMRReconLib.Reconstructor.reconstruct": reconstruct_example,
+    "IVIMEstimatorLib.fit": fit_example,
+}
 
 
 @pytest.mark.parametrize("name", sorted({name for name, _ in readme_calls()}))
@@ -108,8 +111,10 @@ def test_readme_call_runs_on_small_data(name):
     EXAMPLES[name]()
 
 
-@pytest.mark.skipif(not (REPO / "FastMRRecon" / "Resources" / "Models" / "FastMRRecon" / "fastmrrecon_head_noiseaware.pt").is_file(),
-                    reason="NEEDS THE DEFAULT MODEL: fastmrrecon_head_noiseaware.pt is not shipped yet (being trained)")
+@pytest.mark.skipif(
+    not (REPO / "FastMRRecon" / "Resources" / "Models" / "FastMRRecon" / "fastmrrecon_head_noiseaware.pt").is_file(),
+    reason="NEEDS THE DEFAULT MODEL: fastmrrecon_head_noiseaware.pt is not shipped yet (being trained)",
+)
 def test_readme_default_model_loads_with_no_path():
     """``Reconstructor.load(path=None)``: the shipped default model, checked against its SHA-256."""
     from FastMRReconLib import Reconstructor
@@ -121,14 +126,16 @@ def test_readme_default_model_loads_with_no_path():
 
 
 def test_importing_the_packages_does_not_import_torch_until_an_export_needs_it():
-    code = ("import sys, FastMRReconLib, IVIMEstimatorLib\n"
-            "before = 'torch' in sys.modules\n"
-            "from FastMRReconLib import Reconstructor\n"
-            "from IVIMEstimatorLib import fit\n"
-            "print(before, 'torch' in sys.modules, Reconstructor.__name__, fit.__name__,"
-            " sorted(set(FastMRReconLib.__all__) - set(dir(FastMRReconLib))))")
+    code = (
+        "import sys, FastMRReconLib, IVIMEstimatorLib\n"
+        "before = 'torch' in sys.modules\n"
+        "from FastMRReconLib import Reconstructor\n"
+        "from IVIMEstimatorLib import fit\n"
+        "print(before, 'torch' in sys.modules, Reconstructor.__name__, fit.__name__,"
+        " sorted(set(FastMRReconLib.__all__) - set(dir(FastMRReconLib))))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True", "Reconstructor", "fit", "[]"]
     with pytest.raises(AttributeError, match="has no attribute 'Reconstrutor'"):
-        importlib.import_module("FastMRReconLib").Reconstrutor
+        importlib.import_module("FastMRReconLib").Reconstrutor  # noqa: B018 (the attribute access is the test)

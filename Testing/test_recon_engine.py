@@ -14,20 +14,28 @@ import torch.multiprocessing as mp
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
+from FastMRReconLib.kspace.sense import cg_sense, estimate_coil_maps, sense_reconstruction
+from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
 from FastMRReconLib.metrics import object_mask, psnr, roi_statistics, ssim
 from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork
 from FastMRReconLib.model.reconstructor import ARCHITECTURE, REGISTRY, Reconstructor, default_batch_size, slice_scales
-from FastMRReconLib.kspace.sense import cg_sense, estimate_coil_maps, sense_reconstruction
-from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_slice, zero_filled_rss
+from FastMRReconLib.training.pairs import (
+    ORIENTATIONS,
+    RANDOM_CONTRAST,
+    HeadSource,
+    PairConfig,
+    load_pairs,
+    make_pairs,
+    save_pairs,
+    scan_pair,
+)
 from FastMRReconLib.training.trainer import TrainingConfig, distributed_rank, train
-from FastMRReconLib.training.pairs import (ORIENTATIONS, RANDOM_CONTRAST, HeadSource, PairConfig, load_pairs, make_pairs,
-                                         save_pairs, scan_pair)
 
 SMALL = NetworkConfig(channels=4, depth=2, fidelity_channels=4)
 
 
 def phantom(rows=96, columns=80) -> np.ndarray:
-    y, x = np.mgrid[-1:1:rows * 1j, -1:1:columns * 1j]
+    y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : columns * 1j]
     head = ((x / 0.8) ** 2 + (y / 0.9) ** 2 < 1).astype(float)
     return head * (1 + 0.6 * ((x - 0.2) ** 2 + y**2 < 0.08) - 0.4 * ((x + 0.3) ** 2 + (y - 0.3) ** 2 < 0.03))
 
@@ -35,7 +43,9 @@ def phantom(rows=96, columns=80) -> np.ndarray:
 @pytest.mark.parametrize("acceleration", [2.0, 3.0])
 def test_sense_unfolds_what_zero_filling_aliases(acceleration):
     image = phantom(160, 144)
-    scan = simulate_slice(image, AcquisitionConfig(acceleration=acceleration, snr=1e6, coils=8), np.random.default_rng(1))
+    scan = simulate_slice(
+        image, AcquisitionConfig(acceleration=acceleration, snr=1e6, coils=8), np.random.default_rng(1)
+    )
     error = lambda result: np.sqrt(np.mean((result - image) ** 2)) / image.max()
     sense = sense_reconstruction(scan.kspace, scan.mask, regularization=1e-3)  # noise-free: little damping
     assert error(sense) < 0.3 * error(zero_filled_rss(scan.kspace))
@@ -47,13 +57,15 @@ def test_regularised_sense_is_unbiased_fully_sampled_and_damps_unfolding_noise()
     full = simulate_slice(image, AcquisitionConfig(acceleration=1.0, snr=1e6, coils=8), np.random.default_rng(4))
     maps = estimate_coil_maps(full.kspace, full.mask)
     unregularised = np.abs(cg_sense(full.kspace, full.mask, maps, regularization=1e-9))
-    np.testing.assert_allclose(np.abs(cg_sense(full.kspace, full.mask, maps)), unregularised,
-                               atol=1e-3 * image.max())  # no 1 / (1 + lambda) scaling
+    np.testing.assert_allclose(
+        np.abs(cg_sense(full.kspace, full.mask, maps)), unregularised, atol=1e-3 * image.max()
+    )  # no 1 / (1 + lambda) scaling
     noisy = simulate_slice(image, AcquisitionConfig(acceleration=3.0, snr=20.0, coils=8), np.random.default_rng(5))
     maps = estimate_coil_maps(noisy.kspace, noisy.mask)
     error = lambda result: np.sqrt(np.mean((np.abs(result) - image) ** 2))
     assert error(cg_sense(noisy.kspace, noisy.mask, maps)) < 0.9 * error(
-        cg_sense(noisy.kspace, noisy.mask, maps, regularization=1e-4))
+        cg_sense(noisy.kspace, noisy.mask, maps, regularization=1e-4)
+    )
 
 
 def test_coil_maps_have_unit_rss_inside_and_zero_far_outside():
@@ -195,8 +207,14 @@ def test_training_pairs_record_their_orientation_and_can_be_restricted_to_one(tm
         make_pairs(head, 1, seed=0, config=PairConfig(orientations=("axial", "oblique")))
     # files written before orientations were recorded still load
     pair = make_pairs(head, 1, seed=0, config=config)[0]
-    np.savez(tmp_path / "old.npz", input_0=pair.input, reference_0=pair.reference, contrast=np.array([pair.contrast]),
-             acceleration=np.array([pair.acceleration]), subject=np.array([pair.subject]))
+    np.savez(
+        tmp_path / "old.npz",
+        input_0=pair.input,
+        reference_0=pair.reference,
+        contrast=np.array([pair.contrast]),
+        acceleration=np.array([pair.acceleration]),
+        subject=np.array([pair.subject]),
+    )
     assert load_pairs(tmp_path / "old.npz")[0].orientation == "unknown"
 
 
@@ -300,18 +318,25 @@ def test_reconstruction_keeps_shape_and_scale(small_model):
 
 
 def test_default_batches_hold_a_fixed_number_of_pixels_on_the_cpu():
-    assert [default_batch_size("cpu", shape) for shape in ((128, 128), (256, 256), (180, 230), (512, 512))] == \
-        [8, 2, 3, 1]
+    assert [default_batch_size("cpu", shape) for shape in ((128, 128), (256, 256), (180, 230), (512, 512))] == [
+        8,
+        2,
+        3,
+        1,
+    ]
     assert default_batch_size("cuda", (512, 512)) == default_batch_size("cuda:1", (128, 128)) == 8
 
 
-@pytest.mark.parametrize("image, message", [
-    (np.full((32, 32), np.nan), "NaN or infinite"),
-    (np.ones((32, 32)), "constant"),
-    (np.ones((32, 32), complex), "complex"),
-    (np.ones((2, 2, 32, 32)), "4D"),
-    (np.random.default_rng(0).random((4, 6)), "at least 8 x 8"),
-])
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.full((32, 32), np.nan), "NaN or infinite"),
+        (np.ones((32, 32)), "constant"),
+        (np.ones((32, 32), complex), "complex"),
+        (np.ones((2, 2, 32, 32)), "4D"),
+        (np.random.default_rng(0).random((4, 6)), "at least 8 x 8"),
+    ],
+)
 def test_bad_images_are_refused(small_model, image, message):
     reconstructor = Reconstructor(small_model[3].network, "cpu")
     with pytest.raises(InputError, match=message):

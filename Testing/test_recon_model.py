@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from FastMRICommon.model_files import read_manifest, sha256_file
 from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.model_files import read_manifest, sha256_file
 from FastMRICommon.volume_files import read_volume_array, write_volume_array
 from FastMRReconLib.metrics import psnr, ssim
 from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor
@@ -75,16 +75,27 @@ def test_roi_stats_command_and_its_errors(tmp_path, run_cli, mni_pairs):
     accelerated, _, _ = _volume_files(tmp_path, mni_pairs[0])
     rows, columns = mni_pairs[0].input.shape
     centre = f"{columns // 2},{rows // 2},0"
-    result = run_cli("fastmrrecon", "roi-stats", str(accelerated), "--roi1", centre, "--roi2",
-                     f"{columns // 2 + 10},{rows // 2},0", "--background", f"{columns // 2 - 10},{rows // 2},1")
+    result = run_cli(
+        "fastmrrecon",
+        "roi-stats",
+        str(accelerated),
+        "--roi1",
+        centre,
+        "--roi2",
+        f"{columns // 2 + 10},{rows // 2},0",
+        "--background",
+        f"{columns // 2 - 10},{rows // 2},1",
+    )
     assert result.returncode == 0, result.stderr
     header, values = result.stdout.strip().splitlines()
     assert header.split("\t")[-3:] == ["SNR1", "SNR2", "CNR"] and len(values.split("\t")) == 10
-    result = run_cli("fastmrrecon", "roi-stats", str(accelerated), "--roi1", "0,0,0", "--roi2", centre,
-                     "--background", centre)
+    result = run_cli(
+        "fastmrrecon", "roi-stats", str(accelerated), "--roi1", "0,0,0", "--roi2", centre, "--background", centre
+    )
     assert result.returncode == 2 and "does not fit inside the image" in result.stderr
-    result = run_cli("fastmrrecon", "roi-stats", str(accelerated), "--roi1", "1,2", "--roi2", centre,
-                     "--background", centre)
+    result = run_cli(
+        "fastmrrecon", "roi-stats", str(accelerated), "--roi1", "1,2", "--roi2", centre, "--background", centre
+    )
     assert result.returncode == 2 and "three indices" in result.stderr
 
 
@@ -92,8 +103,12 @@ def test_reconstruct_refuses_a_4d_file_and_nan_input(tmp_path, run_cli):
     from IVIMEstimatorLib.diffusion_series import DiffusionSeries, write_series_array
 
     geometry = VolumeGeometry(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
-    series = write_series_array(DiffusionSeries(np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32),
-                                                np.array([0.0, 100.0]), geometry), tmp_path / "four_d.nii.gz")
+    series = write_series_array(
+        DiffusionSeries(
+            np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32), np.array([0.0, 100.0]), geometry
+        ),
+        tmp_path / "four_d.nii.gz",
+    )
     result = run_cli("fastmrrecon", "reconstruct", str(series), str(tmp_path / "out.nrrd"))
     assert result.returncode == 2 and "as a volume" in result.stderr  # one line, no traceback
     assert "Traceback" not in result.stderr
@@ -111,7 +126,9 @@ def test_reconstruct_refuses_a_model_of_another_kind(tmp_path, run_cli, mni_pair
 
     accelerated, _, _ = _volume_files(tmp_path, mni_pairs[0])
     ivim_model = IVIM_MODELS_DIR / SHIPPED[0].file
-    result = run_cli("fastmrrecon", "reconstruct", str(accelerated), str(tmp_path / "out.nrrd"), "--model", str(ivim_model))
+    result = run_cli(
+        "fastmrrecon", "reconstruct", str(accelerated), str(tmp_path / "out.nrrd"), "--model", str(ivim_model)
+    )
     assert result.returncode == 2 and "unknown here" in result.stderr
     assert not (tmp_path / "out.nrrd").exists()
 
@@ -120,7 +137,13 @@ def test_reconstruct_refuses_a_model_of_another_kind(tmp_path, run_cli, mni_pair
 @pytest.fixture(scope="module")
 def mni_scans():
     """A held-out MNI152 T2w slice scanned fully sampled: (noise-free SENSE image, the same at SNR 10 and 300)."""
-    from FastMRReconLib.anatomy.head_synthesis import PROTOCOLS, TissueMaps, brain_centre_slice, mni152_tissue_maps, synthesize
+    from FastMRReconLib.anatomy.head_synthesis import (
+        PROTOCOLS,
+        TissueMaps,
+        brain_centre_slice,
+        mni152_tissue_maps,
+        synthesize,
+    )
     from FastMRReconLib.kspace.sense import sense_reconstruction
     from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_slice
 
@@ -130,7 +153,9 @@ def mni_scans():
     image = image.astype(np.float64)[:-1, :-1]
 
     def scan(snr: float) -> np.ndarray:
-        acquired = simulate_slice(image, AcquisitionConfig(acceleration=1.0, snr=snr, coils=8), np.random.default_rng(3))
+        acquired = simulate_slice(
+            image, AcquisitionConfig(acceleration=1.0, snr=snr, coils=8), np.random.default_rng(3)
+        )
         return sense_reconstruction(acquired.kspace, acquired.mask)
 
     return {snr: scan(snr) for snr in (np.inf, 300.0, 10.0)}
@@ -152,7 +177,9 @@ def test_shipped_model_removes_noise_from_a_noisy_image(shipped, mni_scans):
 
 def test_strength_scales_how_far_the_shipped_model_moves_the_image(shipped, mni_scans):
     noisy = mni_scans[10.0] * 500.0
-    changes = [float(np.abs(shipped.reconstruct(noisy, strength=strength) - noisy).mean()) for strength in (0.0, 0.5, 1.5)]
+    changes = [
+        float(np.abs(shipped.reconstruct(noisy, strength=strength) - noisy).mean()) for strength in (0.0, 0.5, 1.5)
+    ]
     assert changes[0] == 0.0 and changes[0] < changes[1] < changes[2]
 
 
@@ -195,8 +222,16 @@ def test_reconstruct_command_takes_a_precision(tmp_path, run_cli, mni_pairs):
     outputs = {}
     for precision in ("float32", "bfloat16"):
         outputs[precision] = tmp_path / f"{precision}.nrrd"
-        result = run_cli("fastmrrecon", "reconstruct", str(accelerated), str(outputs[precision]), "--device", "cpu",
-                         "--precision", precision)
+        result = run_cli(
+            "fastmrrecon",
+            "reconstruct",
+            str(accelerated),
+            str(outputs[precision]),
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+        )
         assert result.returncode == 0, result.stderr
     exact, approx = (read_volume_array(outputs[name])[0] for name in ("float32", "bfloat16"))
     assert 0 < np.abs(approx - exact).max() < 0.05 * np.ptp(exact)

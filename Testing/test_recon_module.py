@@ -16,22 +16,40 @@ from slicer.util import arrayFromVolume
 
 from FastMRICommon.device import ensure_torch
 from FastMRICommon.errors import Cancelled, InputError
-from FastMRICommon.model_files import sha256_file
 from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.model_files import sha256_file
 from FastMRICommon.mrml_nodes import geometry_of, new_volume_node
 from FastMRICommon.volume_files import read_volume
 from FastMRReconLib.metrics import roi_statistics
-from FastMRReconLib.study.reader_session import (create_study_from_nodes, load_blinded_case, summary_chart_node,
-                                           summary_table_node)
-from FastMRReconLib.study.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
-from FastMRReconLib.study.reader_views import (READER_LAYOUT_ID, VIEW_NAMES, SavedViews, apply_window, blinded_panel,
-                                         common_window, install_reader_layout, reader_layout_xml, show_blinded)
 from FastMRReconLib.model.reconstructor import Reconstructor
-from FastMRReconLib.study.roi_table import TABLE_COLUMNS, compare_volumes, roi_table_node, write_table_csv
-from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_SHA256, module_sample_path
 from FastMRReconLib.model.settings import STRENGTHS
-from FastMRReconLib.volume_logic import (CHANGE_MAP_COLORS, CHANGE_MAP_RANGE, CHANGE_MAP_REFERENCE, noise_arguments,
-                                         reconstruct_volume_node)
+from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_SHA256, module_sample_path
+from FastMRReconLib.study.reader_session import (
+    create_study_from_nodes,
+    load_blinded_case,
+    summary_chart_node,
+    summary_table_node,
+)
+from FastMRReconLib.study.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
+from FastMRReconLib.study.reader_views import (
+    READER_LAYOUT_ID,
+    VIEW_NAMES,
+    SavedViews,
+    apply_window,
+    blinded_panel,
+    common_window,
+    install_reader_layout,
+    reader_layout_xml,
+    show_blinded,
+)
+from FastMRReconLib.study.roi_table import TABLE_COLUMNS, compare_volumes, roi_table_node, write_table_csv
+from FastMRReconLib.volume_logic import (
+    CHANGE_MAP_COLORS,
+    CHANGE_MAP_RANGE,
+    CHANGE_MAP_REFERENCE,
+    noise_arguments,
+    reconstruct_volume_node,
+)
 
 GEOMETRY = VolumeGeometry((0.9, 0.9, 3.0), (12.0, -30.0, 4.0), ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
 METHODS = ("full", "undersampled", "DNN")
@@ -40,7 +58,7 @@ METHODS = ("full", "undersampled", "DNN")
 def phantom(shape=(3, 64, 56), seed=0, noise=4.0) -> np.ndarray:
     """Two tissues in an ellipse, noisy air around it."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[-1:1:shape[1] * 1j, -1:1:shape[2] * 1j]
+    y, x = np.mgrid[-1 : 1 : shape[1] * 1j, -1 : 1 : shape[2] * 1j]
     head = ((x / 0.8) ** 2 + (y / 0.85) ** 2) < 1
     image = np.where(head, np.where(x < 0, 400.0, 250.0), 0.0)
     return np.abs(np.repeat(image[None], shape[0], 0) + rng.normal(0, noise, shape))
@@ -153,8 +171,12 @@ def test_change_map_node_is_the_change_in_noise_sds_referenced_from_the_output(s
     np.testing.assert_array_equal(arrayFromVolume(node), image)
     # a given noise SD is the change map's unit, and what the network is told (times the strength)
     given = reconstruct_volume_node(node, noise_aware, noise_sd=6.0, strength=2.0, change_map=True)
-    np.testing.assert_allclose(arrayFromVolume(given.GetNodeReference(CHANGE_MAP_REFERENCE)),
-                               np.abs(arrayFromVolume(given) - volume) / 6.0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        arrayFromVolume(given.GetNodeReference(CHANGE_MAP_REFERENCE)),
+        np.abs(arrayFromVolume(given) - volume) / 6.0,
+        rtol=1e-5,
+        atol=1e-6,
+    )
     weakest = reconstruct_volume_node(node, noise_aware, noise_sd=6.0, strength=0.0)
     assert np.abs(arrayFromVolume(weakest) - arrayFromVolume(given)).max() > 1e-3 * image.max()
     assert weakest.GetNodeReference(CHANGE_MAP_REFERENCE) is None  # no change map unless asked for
@@ -168,9 +190,16 @@ def test_change_map_colours_are_one_of_slicers_default_tables(scene):
     assert scene.GetNodeByID(CHANGE_MAP_COLORS) is not None
 
 
-@pytest.mark.parametrize("settings, message", [({"noise_sd": 0}, "noise SD"), ({"noise_sd": -1.0}, "noise SD"),
-                                               ({"noise_sd": float("nan")}, "noise SD"),
-                                               ({"strength": -0.1}, "strength"), ({"strength": 2.5}, "strength")])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"noise_sd": 0}, "noise SD"),
+        ({"noise_sd": -1.0}, "noise SD"),
+        ({"noise_sd": float("nan")}, "noise SD"),
+        ({"strength": -0.1}, "strength"),
+        ({"strength": 2.5}, "strength"),
+    ],
+)
 def test_bad_noise_settings_are_refused_before_the_scene_changes(scene, noise_aware, settings, message):
     node = new_volume_node(scene, phantom(), GEOMETRY, "input")
     target = new_volume_node(scene, np.ones((1, 20, 20)), VolumeGeometry(), "target")
@@ -270,9 +299,13 @@ def test_roi_bad_input_is_one_clear_error(scene, tmp_path):
 
 # -- Reader study: store, blinding, summary ----------------------------------------------------------------------
 def make_study(path: Path, cases: int = 6, seed: int = 3) -> ReaderStudy:
-    return ReaderStudy.create(path, "knee study", METHODS,
-                              [StudyCase(f"case {n}", {m: f"vol_{n}_{m}.nrrd" for m in METHODS}) for n in range(cases)],
-                              seed=seed)
+    return ReaderStudy.create(
+        path,
+        "knee study",
+        METHODS,
+        [StudyCase(f"case {n}", {m: f"vol_{n}_{m}.nrrd" for m in METHODS}) for n in range(cases)],
+        seed=seed,
+    )
 
 
 def test_blinding_is_seeded_per_reader_and_case(tmp_path):
@@ -338,8 +371,13 @@ def test_bad_scores_and_bad_study_files(tmp_path):
     path = tmp_path / "study.sqlite"
     study = make_study(path)
     case = study.next_case("ann")
-    for label, score, message in (("D", 3, "no image 'D'"), ("A", 6, "1 to 5"), ("A", 0, "1 to 5"),
-                                  ("A", 2.5, "1 to 5"), ("A", True, "1 to 5")):
+    for label, score, message in (
+        ("D", 3, "no image 'D'"),
+        ("A", 6, "1 to 5"),
+        ("A", 0, "1 to 5"),
+        ("A", 2.5, "1 to 5"),
+        ("A", True, "1 to 5"),
+    ):
         with pytest.raises(InputError, match=message):
             study.record("ann", case, label, score)
     with pytest.raises(InputError, match="reader's name"):
@@ -405,8 +443,9 @@ def test_two_processes_creating_the_same_study_at_once(tmp_path):
     import sys
 
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    studies = [("cases", tmp_path / f"study_{n}.sqlite") for n in range(16)] + \
-        [("nodes", tmp_path / f"reading_{n}" / "study.sqlite") for n in range(4)]
+    studies = [("cases", tmp_path / f"study_{n}.sqlite") for n in range(16)] + [
+        ("nodes", tmp_path / f"reading_{n}" / "study.sqlite") for n in range(4)
+    ]
     barrier, results = context.Barrier(2), context.Queue()
     workers = [context.Process(target=_race_to_create, args=(w, studies, barrier, results)) for w in (1, 2)]
     for worker in workers:
@@ -440,20 +479,23 @@ def _malformed_study(path: Path, statement: str, parameters=()) -> None:
         connection.execute(statement, parameters)
 
 
-@pytest.mark.parametrize("statement, parameters", [
-    ("DELETE FROM study WHERE key = 'study_id'", ()),  # was KeyError
-    ("DELETE FROM study WHERE key = 'methods'", ()),
-    ("UPDATE study SET value = 'seven' WHERE key = 'seed'", ()),  # was ValueError
-    ("UPDATE study SET value = '[\"full\", ' WHERE key = 'methods'", ()),  # was JSONDecodeError
-    ("UPDATE study SET value = '\"full\"' WHERE key = 'methods'", ()),  # a string, not a list
-    ("UPDATE study SET value = '[\"full\"]' WHERE key = 'methods'", ()),  # one method
-    ("UPDATE cases SET volumes = '{\"full\": ' WHERE position = 0", ()),
-    ("UPDATE cases SET volumes = ? WHERE position = 0", (json.dumps({"full": "a.nrrd"}),)),  # was KeyError later
-    ("UPDATE cases SET volumes = '[1, 2, 3]' WHERE position = 0", ()),
-    ("DROP TABLE scores", ()),  # was sqlite3.OperationalError on the first score
-    ("DELETE FROM cases", ()),
-    ("INSERT INTO scores VALUES ('ann', 'case 0', 'CS', 'A', 3, 'now')", ()),  # was KeyError in reader_scores
-])
+@pytest.mark.parametrize(
+    "statement, parameters",
+    [
+        ("DELETE FROM study WHERE key = 'study_id'", ()),  # was KeyError
+        ("DELETE FROM study WHERE key = 'methods'", ()),
+        ("UPDATE study SET value = 'seven' WHERE key = 'seed'", ()),  # was ValueError
+        ("UPDATE study SET value = '[\"full\", ' WHERE key = 'methods'", ()),  # was JSONDecodeError
+        ("UPDATE study SET value = '\"full\"' WHERE key = 'methods'", ()),  # a string, not a list
+        ("UPDATE study SET value = '[\"full\"]' WHERE key = 'methods'", ()),  # one method
+        ("UPDATE cases SET volumes = '{\"full\": ' WHERE position = 0", ()),
+        ("UPDATE cases SET volumes = ? WHERE position = 0", (json.dumps({"full": "a.nrrd"}),)),  # was KeyError later
+        ("UPDATE cases SET volumes = '[1, 2, 3]' WHERE position = 0", ()),
+        ("DROP TABLE scores", ()),  # was sqlite3.OperationalError on the first score
+        ("DELETE FROM cases", ()),
+        ("INSERT INTO scores VALUES ('ann', 'case 0', 'CS', 'A', 3, 'now')", ()),  # was KeyError in reader_scores
+    ],
+)
 def test_a_malformed_study_file_is_one_clear_error_and_left_untouched(tmp_path, statement, parameters):
     path = tmp_path / "study.sqlite"
     _malformed_study(path, statement, parameters)
@@ -536,7 +578,8 @@ def test_reader_layout_and_blinded_views(scene, tmp_path):
     window = common_window([arrayFromVolume(v) for v in volumes])
     apply_window(volumes, window)
     assert {(v.GetDisplayNode().GetWindow(), v.GetDisplayNode().GetLevel()) for v in volumes} == {
-        (window[1] - window[0], (window[0] + window[1]) / 2)}
+        (window[1] - window[0], (window[0] + window[1]) / 2)
+    }
     png = blinded_panel([arrayFromVolume(v)[1] for v in volumes], list("ABC"), tmp_path / "view.png", window)
     assert png.stat().st_size > 5000
 
@@ -600,8 +643,9 @@ def test_torch_is_installed_only_with_consent():
     asked, installed = [], []
     assert ensure_torch(lambda message: asked.append(message) or False, lambda: installed.append(1))
     assert asked == [] and installed == []  # torch present: nothing asked
-    assert not ensure_torch(lambda message: asked.append(message) or False, lambda: installed.append(1),
-                            module="no_such_module_xyz")
+    assert not ensure_torch(
+        lambda message: asked.append(message) or False, lambda: installed.append(1), module="no_such_module_xyz"
+    )
     assert len(asked) == 1 and "PyTorch" in asked[0] and installed == []
     with pytest.raises(InputError, match="could not be installed"):
         ensure_torch(lambda message: True, lambda: installed.append(1), module="no_such_module_xyz")
@@ -620,8 +664,12 @@ def test_module_sample_file_matches_its_registered_checksum(scene):
 
 def test_make_demo_reconstruction_outputs(tmp_path, run_cli):
     head = tmp_path / "head"
-    assert run_cli("fastmrrecon", "sample-data", str(head), "--slices", "4", "--source", "mni152",
-                   "--coils", "4").returncode == 0
+    assert (
+        run_cli(
+            "fastmrrecon", "sample-data", str(head), "--slices", "4", "--source", "mni152", "--coils", "4"
+        ).returncode
+        == 0
+    )
     result = run_cli("fastmrrecon", "demo", str(head), str(tmp_path / "reconstruction"))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "reconstruction"
@@ -653,14 +701,28 @@ def test_what_the_modules_import_at_load_time_does_not_import_torch():
     import subprocess
     import sys
 
-    modules = ["FastMRICommon.device", "FastMRICommon.settings", "FastMRICommon.reload", "FastMRReconLib.volume_logic",
-               "FastMRReconLib.study.roi_table", "FastMRReconLib.study.reader_study",
-               "FastMRReconLib.study.reader_session", "FastMRReconLib.study.reader_views",
-               "FastMRReconLib.study.reader_panel", "FastMRReconLib.self_test", "FastMRReconLib.model.settings",
-               "FastMRReconLib.metrics", "FastMRReconLib.sample_data", "FastMRReconLib.kspace.simulate",
-               "FastMRReconLib.kspace.masks",
-               "IVIMEstimatorLib.map_logic", "IVIMEstimatorLib.fits.methods", "IVIMEstimatorLib.fits.priors",
-               "IVIMEstimatorLib.fits.protocol_models", "IVIMEstimatorLib.series_logic"]
+    modules = [
+        "FastMRICommon.device",
+        "FastMRICommon.settings",
+        "FastMRICommon.reload",
+        "FastMRReconLib.volume_logic",
+        "FastMRReconLib.study.roi_table",
+        "FastMRReconLib.study.reader_study",
+        "FastMRReconLib.study.reader_session",
+        "FastMRReconLib.study.reader_views",
+        "FastMRReconLib.study.reader_panel",
+        "FastMRReconLib.self_test",
+        "FastMRReconLib.model.settings",
+        "FastMRReconLib.metrics",
+        "FastMRReconLib.sample_data",
+        "FastMRReconLib.kspace.simulate",
+        "FastMRReconLib.kspace.masks",
+        "IVIMEstimatorLib.map_logic",
+        "IVIMEstimatorLib.fits.methods",
+        "IVIMEstimatorLib.fits.priors",
+        "IVIMEstimatorLib.fits.protocol_models",
+        "IVIMEstimatorLib.series_logic",
+    ]
     code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -676,8 +738,11 @@ def test_the_module_widget_works_without_a_main_window():
     functions = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
 
     def calls(function, name):
-        return [node for node in ast.walk(function) if isinstance(node, ast.Call) and
-                getattr(node.func, "attr", getattr(node.func, "id", None)) == name]
+        return [
+            node
+            for node in ast.walk(function)
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == name
+        ]
 
     for name in ("setup", "initializeParameterNode", "setParameterNode", "_checkCanApply"):
         assert not calls(functions[name], "layoutManager"), name
@@ -691,8 +756,12 @@ def test_the_module_widget_works_without_a_main_window():
         assert not calls(functions[name], "layout_manager"), name
     for name, function in functions.items():
         if calls(function, "layoutManager") or calls(function, "layout_manager"):
-            checked = [node for node in ast.walk(function) if isinstance(node, ast.Compare)
-                       and any(isinstance(c, ast.Constant) and c.value is None for c in node.comparators)]
+            checked = [
+                node
+                for node in ast.walk(function)
+                if isinstance(node, ast.Compare)
+                and any(isinstance(c, ast.Constant) and c.value is None for c in node.comparators)
+            ]
             assert checked, f"{name} uses slicer.app.layoutManager() without checking it for None"
 
 
@@ -707,8 +776,9 @@ def test_forget_packages_removes_a_package_and_its_submodules_only(tmp_path, mon
         (tmp_path / package / "inner").mkdir(parents=True)
         (tmp_path / package / "__init__.py").write_text("VERSION = 1\n")
         (tmp_path / package / "inner" / "__init__.py").write_text("")
-        (tmp_path / package / "inner" / "part.py").write_text("from demo_lib import VERSION as SEEN\n"
-                                                              if package == "demo_lib" else "SEEN = 0\n")
+        (tmp_path / package / "inner" / "part.py").write_text(
+            "from demo_lib import VERSION as SEEN\n" if package == "demo_lib" else "SEEN = 0\n"
+        )
     monkeypatch.syspath_prepend(str(tmp_path))
     part = importlib.import_module("demo_lib.inner.part")
     importlib.import_module("demo_lib_extra.inner.part")
@@ -734,8 +804,11 @@ def test_the_module_widget_reload_forgets_its_lib_and_not_the_shared_package():
     tree = ast.parse((Path(__file__).resolve().parents[1] / "FastMRRecon" / "FastMRRecon.py").read_text())
     widget = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "FastMRReconWidget")
     method = next(node for node in widget.body if isinstance(node, ast.FunctionDef) and node.name == "onReload")
-    calls = [ast.unparse(statement.value) for statement in method.body if isinstance(statement, ast.Expr)
-             and isinstance(statement.value, ast.Call)]
+    calls = [
+        ast.unparse(statement.value)
+        for statement in method.body
+        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+    ]
     assert calls == ["forget_packages(['FastMRReconLib'])", "ScriptedLoadableModuleWidget.onReload(self)"]
 
 
@@ -753,6 +826,7 @@ def test_the_reader_panel_uses_widgets_the_ui_defines():
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from consistency import ui_names
+
     from FastMRReconLib.study import reader_panel
 
     source = Path(reader_panel.__file__).read_text()
@@ -826,12 +900,15 @@ def test_reader_session_creates_reads_scores_and_summarises_a_study(scene, tmp_p
     assert case is not None and sorted(shown) == ["A", "B", "C"]
     assert all(scene.IsNodePresent(node) for node in shown.values())
     assert all(node.GetName() == f"{case} {label}" for label, node in shown.items())
-    windows = {(node.GetDisplayNode().GetWindowLevelMin(), node.GetDisplayNode().GetWindowLevelMax())
-               for node in shown.values()}
+    windows = {
+        (node.GetDisplayNode().GetWindowLevelMin(), node.GetDisplayNode().GetWindowLevelMax())
+        for node in shown.values()
+    }
     assert len(windows) == 1  # one grey window: no version stands out
     composite = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
     assert [composite.GetItemAsObject(i).GetBackgroundVolumeID() for i in range(3)] == [
-        shown[label].GetID() for label in "ABC"]
+        shown[label].GetID() for label in "ABC"
+    ]
     state = session.state("ann")
     assert (state.case, state.reading, state.can_advance, state.remaining, state.total) == (case, True, False, 2, 2)
     for label, score in zip("ABC", (5, 3, 4)):
@@ -906,7 +983,7 @@ class WidgetStandIn(SimpleNamespace):
         """Call ``slot`` with as many of the signal's arguments as it takes, as PythonQt does."""
         import inspect
 
-        return slot(*arguments[:len(inspect.signature(slot).parameters)])
+        return slot(*arguments[: len(inspect.signature(slot).parameters)])
 
     def click(self):
         self.emit(self.slots["clicked(bool)"], True)
@@ -1028,10 +1105,22 @@ class ModuleLogicStandIn:
         from FastMRReconLib.model.settings import ReconstructionSettings
         from FastMRReconLib.volume_logic import ReconstructorCache
 
-        _, defaults = parameter_annotations((ReconstructionSettings, SimulationSettings, RoiSettings),
-                                            lambda *range_: None, lambda choices: None, skip=("precision",))
-        self.parameters = SimpleNamespace(**defaults, reconInputVolume=None, reconOutputVolume=None, inputVolume=None,
-                                          roiPoints=None, roiReference=None, roiTable=None, readerName="")
+        _, defaults = parameter_annotations(
+            (ReconstructionSettings, SimulationSettings, RoiSettings),
+            lambda *range_: None,
+            lambda choices: None,
+            skip=("precision",),
+        )
+        self.parameters = SimpleNamespace(
+            **defaults,
+            reconInputVolume=None,
+            reconOutputVolume=None,
+            inputVolume=None,
+            roiPoints=None,
+            roiReference=None,
+            roiTable=None,
+            readerName="",
+        )
         self.reconstructors = ReconstructorCache()
 
     def getParameterNode(self):
@@ -1039,9 +1128,14 @@ class ModuleLogicStandIn:
 
     def reconstruct(self, parameters, modelPath=None, progress=None, cancel=None):
         noiseSD, strength = noise_arguments(parameters.strength, parameters.noiseSD if parameters.setNoiseSD else None)
-        output = reconstruct_volume_node(parameters.reconInputVolume, self.reconstructors.get(modelPath, "cpu"),
-                                         output=parameters.reconOutputVolume, noise_sd=noiseSD, strength=strength,
-                                         change_map=parameters.changeMap)
+        output = reconstruct_volume_node(
+            parameters.reconInputVolume,
+            self.reconstructors.get(modelPath, "cpu"),
+            output=parameters.reconOutputVolume,
+            noise_sd=noiseSD,
+            strength=strength,
+            change_map=parameters.changeMap,
+        )
         parameters.reconOutputVolume = output
         return output
 
@@ -1054,8 +1148,9 @@ class ModuleLogicStandIn:
         return simulate_volume_node(parameters.inputVolume, settings.acquisition(), combine=settings.combine)
 
     def roiTable(self, parameters, volumes):
-        rows = compare_volumes(volumes, parameters.roiPoints, reference=parameters.roiReference,
-                               size=parameters.roiSize)
+        rows = compare_volumes(
+            volumes, parameters.roiPoints, reference=parameters.roiReference, size=parameters.roiSize
+        )
         parameters.roiTable = roi_table_node(parameters.roiPoints.GetScene(), rows)
         return parameters.roiTable
 

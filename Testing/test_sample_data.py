@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
-
 from conftest import requires_shared
+
 from FastMRICommon.volume_files import read_volume_array
-from IVIMEstimatorLib.diffusion_series import read_series_array
-from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, TISSUES, Tissue, TissueMaps, label_tissue_maps, random_contrast,
-                                           shared_synthseg_dir, synthesize)
+from FastMRReconLib.anatomy.head_synthesis import (
+    PROTOCOLS,
+    TISSUES,
+    Tissue,
+    TissueMaps,
+    label_tissue_maps,
+    random_contrast,
+    shared_synthseg_dir,
+    synthesize,
+)
 from FastMRReconLib.sample_data import head_slab_maps, write_head_sample
+from IVIMEstimatorLib.diffusion_series import read_series_array
 from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
 from IVIMEstimatorLib.sample_data import write_placenta_sample
 from IVIMEstimatorLib.signal_model import ACQUIRED_BVALUES, ivim_signal
@@ -30,7 +37,7 @@ def test_contrasts_follow_mr_physics():
 def test_random_contrasts_draw_each_tissue_signal_and_keep_air_dark():
     thirds = np.zeros((3, 30, 30), np.float32)
     for index in range(3):
-        thirds[index, 5:25, 5 + 7 * index: 12 + 7 * index] = 1.0  # three side-by-side tissue blocks, air around
+        thirds[index, 5:25, 5 + 7 * index : 12 + 7 * index] = 1.0  # three side-by-side tissue blocks, air around
     maps = TissueMaps(dict(zip(("white matter", "grey matter", "CSF"), thirds)), None)
     rng = np.random.default_rng(0)
     images = [random_contrast(maps, rng) for _ in range(20)]

@@ -11,9 +11,21 @@ from types import SimpleNamespace
 import pytest
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.settings import (Setting, SettingField, add_arguments, argument_keywords, check_settings,
-                                    check_value, from_arguments, from_parameters, parameter_annotations, setting,
-                                    settings_field, settings_fields, settings_parameters)
+from FastMRICommon.settings import (
+    Setting,
+    SettingField,
+    add_arguments,
+    argument_keywords,
+    check_settings,
+    check_value,
+    from_arguments,
+    from_parameters,
+    parameter_annotations,
+    setting,
+    settings_field,
+    settings_fields,
+    settings_parameters,
+)
 
 
 @dataclass(frozen=True)
@@ -91,18 +103,21 @@ def test_a_setting_whose_default_is_not_allowed_is_a_programming_error():
 
 
 # -- the Lib's validation ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, value, message", [
-    ("coils", 0, "coils must be between 1 and 32; got 0"),
-    ("coils", 33, "coils must be between 1 and 32; got 33"),
-    ("center_fraction", 0.6, "center fraction must be between 0.01 and 0.5; got 0.6"),
-    ("center_fraction", float("nan"), "center fraction must be a number; got nan"),
-    ("center_fraction", float("inf"), "center fraction must be between 0.01 and 0.5; got inf"),
-    ("center_fraction", "0.1", "center fraction must be a number; got '0.1'"),
-    ("coils", True, "coils must be a number; got True"),
-    ("mask", "spiral", "mask must be one of equispaced, variable-density; got 'spiral'"),
-    ("noise_sd", -1e-9, "noise sd must be between 0 and 1e\\+12"),
-    ("lower_only", 0.5, "lower only must be between 1 and inf; got 0.5"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("coils", 0, "coils must be between 1 and 32; got 0"),
+        ("coils", 33, "coils must be between 1 and 32; got 33"),
+        ("center_fraction", 0.6, "center fraction must be between 0.01 and 0.5; got 0.6"),
+        ("center_fraction", float("nan"), "center fraction must be a number; got nan"),
+        ("center_fraction", float("inf"), "center fraction must be between 0.01 and 0.5; got inf"),
+        ("center_fraction", "0.1", "center fraction must be a number; got '0.1'"),
+        ("coils", True, "coils must be a number; got True"),
+        ("mask", "spiral", "mask must be one of equispaced, variable-density; got 'spiral'"),
+        ("noise_sd", -1e-9, "noise sd must be between 0 and 1e\\+12"),
+        ("lower_only", 0.5, "lower only must be between 1 and inf; got 0.5"),
+    ],
+)
 def test_out_of_range_values_are_one_input_error_naming_the_setting(name, value, message):
     with pytest.raises(InputError, match=message):
         check_value(settings_field(Scan, name), value)
@@ -111,8 +126,15 @@ def test_out_of_range_values_are_one_input_error_naming_the_setting(name, value,
 
 
 def test_allowed_values_pass_including_the_bounds():
-    for name, value in (("coils", 1), ("coils", 32), ("center_fraction", 0.01), ("center_fraction", 0.5),
-                        ("noise_sd", 0.0), ("lower_only", 1e300), ("mask", "variable-density")):
+    for name, value in (
+        ("coils", 1),
+        ("coils", 32),
+        ("center_fraction", 0.01),
+        ("center_fraction", 0.5),
+        ("noise_sd", 0.0),
+        ("lower_only", 1e300),
+        ("mask", "variable-density"),
+    ):
         check_value(settings_field(Scan, name), value)
     assert Scan(coils=32, center_fraction=0.5).coils == 32
 
@@ -129,21 +151,39 @@ def test_add_arguments_gives_type_default_choices_and_help_from_the_fields():
     actions = {action.dest: action for action in built._actions}
     assert set(actions) >= {"center_fraction", "coils", "mask", "keep_phase", "noise_sd", "lower_only"}
     assert "note" not in actions
-    assert actions["coils"].type is int and actions["coils"].default == 8 and actions["coils"].option_strings == [
-        "--coils"]
+    assert (
+        actions["coils"].type is int
+        and actions["coils"].default == 8
+        and actions["coils"].option_strings == ["--coils"]
+    )
     assert actions["mask"].choices == ("equispaced", "variable-density")
     assert actions["center_fraction"].help == "fraction of central lines (0.01-0.5); default 0.08"
     assert actions["coils"].help == "receive coils (1-32); default 8"
     assert actions["noise_sd"].option_strings == ["--sd"]  # the named option, stored under the field's name
     assert isinstance(actions["keep_phase"], argparse.BooleanOptionalAction)
-    assert argument_keywords(settings_field(Scan, "mask"))["help"] == \
-        "line pattern (equispaced, variable-density); default equispaced"
+    assert (
+        argument_keywords(settings_field(Scan, "mask"))["help"]
+        == "line pattern (equispaced, variable-density); default equispaced"
+    )
 
 
 def test_add_arguments_and_from_arguments_round_trip():
     assert from_arguments(Scan, parser().parse_args([])) == Scan()
-    args = parser().parse_args(["--center-fraction", "0.2", "--coils", "12", "--mask", "variable-density",
-                                "--keep-phase", "--sd", "3.5", "--lower-only", "2"])
+    args = parser().parse_args(
+        [
+            "--center-fraction",
+            "0.2",
+            "--coils",
+            "12",
+            "--mask",
+            "variable-density",
+            "--keep-phase",
+            "--sd",
+            "3.5",
+            "--lower-only",
+            "2",
+        ]
+    )
     assert from_arguments(Scan, args) == Scan(0.2, 12, "variable-density", True, 3.5, 2.0)
     assert from_arguments(Scan, parser().parse_args(["--no-keep-phase"]), coils=4) == Scan(coils=4)
     with pytest.raises(InputError, match="coils must be between 1 and 32; got 40"):
@@ -164,8 +204,9 @@ def test_add_arguments_skip_only_and_required():
 
 
 def test_from_parameters_reads_the_camel_case_names():
-    parameters = SimpleNamespace(centerFraction=0.1, coils=4, mask="equispaced", keepPhase=True, noiseSD=2.0,
-                                 lowerOnly=1.5)
+    parameters = SimpleNamespace(
+        centerFraction=0.1, coils=4, mask="equispaced", keepPhase=True, noiseSD=2.0, lowerOnly=1.5
+    )
     assert from_parameters(Scan, parameters) == Scan(0.1, 4, "equispaced", True, 2.0, 1.5)
     del parameters.lowerOnly  # a setting the node does not hold, given instead
     assert from_parameters(Scan, parameters, lower_only=3.0).lower_only == 3.0
@@ -178,8 +219,14 @@ def test_from_parameters_reads_the_camel_case_names():
 def test_parameter_annotations_use_the_given_validators():
     annotations, defaults = parameter_annotations((Scan, Other), WithinRange, Choice, skip=("keep_phase",))
     assert list(annotations) == ["centerFraction", "coils", "mask", "noiseSD", "lowerOnly", "roiSize"]
-    assert defaults == {"centerFraction": 0.08, "coils": 8, "mask": "equispaced", "noiseSD": 0.0, "lowerOnly": 1.0,
-                        "roiSize": 4}
+    assert defaults == {
+        "centerFraction": 0.08,
+        "coils": 8,
+        "mask": "equispaced",
+        "noiseSD": 0.0,
+        "lowerOnly": 1.0,
+        "roiSize": 4,
+    }
     base, extra = typing.get_args(annotations["coils"])
     assert base is int and isinstance(extra, WithinRange) and (extra.minimum, extra.maximum) == (1, 32)
     base, extra = typing.get_args(annotations["mask"])
@@ -207,13 +254,17 @@ def test_settings_parameters_puts_annotations_and_defaults_on_the_class_for_the_
     assert Node.roiSize == 4 and Node.name == "" and not hasattr(Node, "volume")  # volume: the wrapper's default
 
     with pytest.raises(ValueError, match="writes roiSize, which its settings classes define"):
+
         @settings_parameters((Other,), WithinRange, Choice)
         class Clash:
             roiSize: int = 3
 
     annotations, defaults = parameter_annotations((Other,), WithinRange, Choice)
-    made = type("Made", (), {"__annotations__": {"volume": "SimpleNamespace", **annotations}, "__module__": __name__,
-                             **defaults})
+    made = type(
+        "Made",
+        (),
+        {"__annotations__": {"volume": "SimpleNamespace", **annotations}, "__module__": __name__, **defaults},
+    )
     assert typing.get_type_hints(made, include_extras=True)["volume"] is SimpleNamespace and made.roiSize == 4
 
 
@@ -223,14 +274,33 @@ def test_the_modules_settings_classes_make_its_parameter_node_fields():
     from FastMRReconLib.metrics import RoiSettings
     from FastMRReconLib.model.settings import ReconstructionSettings
 
-    annotations, defaults = parameter_annotations((ReconstructionSettings, SimulationSettings, RoiSettings),
-                                                  WithinRange, Choice, skip=("precision",))
-    assert defaults == {"device": "auto", "strength": "medium", "setNoiseSD": False, "noiseSD": 0.0,
-                        "changeMap": False, "acceleration": 2.0, "mask": "equispaced", "centerFraction": 0.08,
-                        "coils": 8, "averages": 1, "snr": 30.0, "resolutionRows": 1.0, "resolutionColumns": 1.0,
-                        "combine": "sense", "seed": 0, "roiSize": 4}
-    ranges = {name: (extra.minimum, extra.maximum) for name, annotation in annotations.items()
-              for extra in typing.get_args(annotation)[1:] if isinstance(extra, WithinRange)}
+    annotations, defaults = parameter_annotations(
+        (ReconstructionSettings, SimulationSettings, RoiSettings), WithinRange, Choice, skip=("precision",)
+    )
+    assert defaults == {
+        "device": "auto",
+        "strength": "medium",
+        "setNoiseSD": False,
+        "noiseSD": 0.0,
+        "changeMap": False,
+        "acceleration": 2.0,
+        "mask": "equispaced",
+        "centerFraction": 0.08,
+        "coils": 8,
+        "averages": 1,
+        "snr": 30.0,
+        "resolutionRows": 1.0,
+        "resolutionColumns": 1.0,
+        "combine": "sense",
+        "seed": 0,
+        "roiSize": 4,
+    }
+    ranges = {
+        name: (extra.minimum, extra.maximum)
+        for name, annotation in annotations.items()
+        for extra in typing.get_args(annotation)[1:]
+        if isinstance(extra, WithinRange)
+    }
     assert ranges["acceleration"] == (1.0, 16.0) and ranges["roiSize"] == (2, 32) and ranges["seed"][0] == 0
     with pytest.raises(InputError, match="noise sd must be between"):
         ReconstructionSettings(noise_sd=-1.0)

@@ -10,12 +10,17 @@ from FastMRReconLib.kspace.coils import coil_sensitivities
 from FastMRReconLib.kspace.fft import fft2c, ifft2c
 from FastMRReconLib.kspace.masks import EquispacedMask, VariableDensityMask, make_mask
 from FastMRReconLib.kspace.sense import sense_reconstruction
-from FastMRReconLib.kspace.simulate import (AcquisitionConfig, acquired_region, simulate_slice, simulate_volume,
-                                     zero_filled_rss)
+from FastMRReconLib.kspace.simulate import (
+    AcquisitionConfig,
+    acquired_region,
+    simulate_slice,
+    simulate_volume,
+    zero_filled_rss,
+)
 
 
 def disc_image(n=96) -> np.ndarray:
-    y, x = np.mgrid[-1:1:n * 1j, -1:1:n * 1j]
+    y, x = np.mgrid[-1 : 1 : n * 1j, -1 : 1 : n * 1j]
     return ((x**2 + y**2) < 0.7).astype(float) * (1 + 0.5 * ((x - 0.2) ** 2 + y**2 < 0.05))
 
 
@@ -33,7 +38,7 @@ def test_centred_fft_is_orthonormal_and_inverts():
 def test_masks_acquire_n_over_r_lines_with_a_full_centre(mask_class, acceleration):
     mask = mask_class(acceleration=acceleration, center_fraction=0.08)(256, seed=7)
     assert mask.sum() == round(256 / acceleration)
-    assert mask[128 - 10:128 + 10].all()
+    assert mask[128 - 10 : 128 + 10].all()
     np.testing.assert_array_equal(mask, mask_class(acceleration, 0.08)(256, seed=7))
     assert not np.array_equal(mask_class(3.0, 0.08)(256, seed=1), mask_class(3.0, 0.08)(256, seed=2))
 
@@ -44,10 +49,15 @@ def test_variable_density_is_denser_near_the_centre():
     assert inner > 2 * outer
 
 
-@pytest.mark.parametrize("kwargs, message", [({"acceleration": 0.5}, "at least 1"),
-                                             ({"acceleration": float("nan")}, "at least 1"),
-                                             ({"acceleration": 2, "center_fraction": 1.5}, r"in \(0, 1\)"),
-                                             ({"acceleration": 2, "center_fraction": 0.0}, r"in \(0, 1\)")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"acceleration": 0.5}, "at least 1"),
+        ({"acceleration": float("nan")}, "at least 1"),
+        ({"acceleration": 2, "center_fraction": 1.5}, r"in \(0, 1\)"),
+        ({"acceleration": 2, "center_fraction": 0.0}, r"in \(0, 1\)"),
+    ],
+)
 def test_bad_mask_parameters(kwargs, message):
     """A mask's own domain: R >= 1 and a centre fraction in (0, 1); the ranges a user may choose are
     SimulationSettings' (below)."""
@@ -72,15 +82,17 @@ def test_simulation_settings_are_the_acquisition_defaults_and_check_their_ranges
     assert settings_field(SimulationSettings, "combine").setting.choices == COMBINATIONS
     custom = SimulationSettings(acceleration=3.0, resolution_rows=0.5, resolution_columns=0.25, seed=7, averages=2)
     assert custom.acquisition() == AcquisitionConfig(acceleration=3.0, resolution=(0.5, 0.25), seed=7, averages=2)
-    for field, value, message in (("acceleration", 17.0, "acceleration must be between 1 and 16; got 17"),
-                                  ("acceleration", 0.5, "acceleration must be between 1 and 16"),
-                                  ("center_fraction", 0.6, "center fraction must be between 0.01 and 0.5"),
-                                  ("coils", 33, "coils must be between 1 and 32; got 33"),
-                                  ("seed", -1, "seed must be between 0 and 2147483647; got -1"),
-                                  ("snr", float("nan"), "snr must be a number"),
-                                  ("resolution_rows", 0.0, "resolution rows must be between 0.1 and 1"),
-                                  ("mask", "spiral", "mask must be one of equispaced, variable-density"),
-                                  ("combine", "adaptive", "combine must be one of sense, rss")):
+    for field, value, message in (
+        ("acceleration", 17.0, "acceleration must be between 1 and 16; got 17"),
+        ("acceleration", 0.5, "acceleration must be between 1 and 16"),
+        ("center_fraction", 0.6, "center fraction must be between 0.01 and 0.5"),
+        ("coils", 33, "coils must be between 1 and 32; got 33"),
+        ("seed", -1, "seed must be between 0 and 2147483647; got -1"),
+        ("snr", float("nan"), "snr must be a number"),
+        ("resolution_rows", 0.0, "resolution rows must be between 0.1 and 1"),
+        ("mask", "spiral", "mask must be one of equispaced, variable-density"),
+        ("combine", "adaptive", "combine must be one of sense, rss"),
+    ):
         with pytest.raises(InputError, match=message):
             SimulationSettings(**{field: value})
 
@@ -89,9 +101,13 @@ def test_acquisition_config_domains():
     """What the simulation itself accepts, beyond the settings' ranges (training, benchmarks): any R >= 1, an
     infinite SNR (noise-free); a negative or non-integer seed is an InputError, not numpy's ValueError."""
     assert AcquisitionConfig(acceleration=20.0, snr=np.inf).snr == np.inf
-    for kwargs, message in (({"seed": -1}, "seed must be an integer >= 0"), ({"seed": 1.5}, "seed"),
-                            ({"coils": 0}, "coils must be >= 1"), ({"snr": 0.0}, "SNR must be > 0"),
-                            ({"acceleration": 0.9}, "at least 1")):
+    for kwargs, message in (
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"seed": 1.5}, "seed"),
+        ({"coils": 0}, "coils must be >= 1"),
+        ({"snr": 0.0}, "SNR must be > 0"),
+        ({"acceleration": 0.9}, "at least 1"),
+    ):
         with pytest.raises(InputError, match=message):
             AcquisitionConfig(**kwargs)
 
@@ -162,8 +178,9 @@ def test_simulate_volume_takes_magnitude_images_only():
     for combine in ("rss", "sense"):
         huge = simulate_volume(volume / volume.max() * 1e12, config, combine=combine)
         assert np.all(np.isfinite(huge)) and huge.dtype == np.float32
-        np.testing.assert_allclose(huge / 1e12, simulate_volume(volume / volume.max(), config, combine=combine),
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            huge / 1e12, simulate_volume(volume / volume.max(), config, combine=combine), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_a_lower_acquired_resolution_gives_ringing_and_correlated_noise_on_the_same_grid():

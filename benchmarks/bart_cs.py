@@ -34,8 +34,14 @@ def read_cfl(stem: Path) -> np.ndarray:
     return np.fromfile(stem.with_suffix(".cfl"), np.complex64).reshape(dims, order="F")
 
 
-def bart_cs_sense(kspace: np.ndarray, mask: np.ndarray, regularization: float, phase_encode_axis: int = 0,
-                  iterations: int = 50, calibration: tuple[int, int] | None = None) -> np.ndarray:
+def bart_cs_sense(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    regularization: float,
+    phase_encode_axis: int = 0,
+    iterations: int = 50,
+    calibration: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Magnitude image of one slice's ``kspace [coils, rows, columns]`` (zeros where not acquired):
     ESPIRiT maps (one set; calibration region ``calibration`` (rows, columns), default a square of the fully
     sampled central lines) + pics l1-wavelet."""
@@ -45,8 +51,34 @@ def bart_cs_sense(kspace: np.ndarray, mask: np.ndarray, regularization: float, p
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         write_cfl(folder / "k", np.transpose(kspace, (1, 2, 0))[:, :, None, :])
-        subprocess.run(["bart", "ecalib", "-m1", "-r", f"{calibration[0]}:{calibration[1]}:1", str(folder / "k"),
-                        str(folder / "s")], check=True, capture_output=True)
-        subprocess.run(["bart", "pics", "-S", "-l1", "-r", f"{regularization:g}", "-i", str(iterations),
-                        str(folder / "k"), str(folder / "s"), str(folder / "x")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "bart",
+                "ecalib",
+                "-m1",
+                "-r",
+                f"{calibration[0]}:{calibration[1]}:1",
+                str(folder / "k"),
+                str(folder / "s"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                "bart",
+                "pics",
+                "-S",
+                "-l1",
+                "-r",
+                f"{regularization:g}",
+                "-i",
+                str(iterations),
+                str(folder / "k"),
+                str(folder / "s"),
+                str(folder / "x"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         return np.abs(read_cfl(folder / "x")).astype(np.float32)

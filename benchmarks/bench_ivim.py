@@ -22,8 +22,8 @@ from FastMRICommon.model_files import load_model_file, save_model_file
 from IVIMEstimatorLib.fits.bayes import BayesConfig, make_grid
 from IVIMEstimatorLib.fits.estimate import fit
 from IVIMEstimatorLib.fits.priors import get_prior
-from IVIMEstimatorLib.training.shipped_models import HELD_OUT_SEED
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
+from IVIMEstimatorLib.training.shipped_models import HELD_OUT_SEED
 from IVIMEstimatorLib.training.synthetic import SyntheticSet, nrmse, synthetic_set
 from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
@@ -68,10 +68,11 @@ def bayes_limit(data: SyntheticSet, prior_name: str, chunk: int = 256) -> dict:
     out = []
     with torch.inference_mode():
         for start in range(0, len(data.signals), chunk):
-            y = torch.from_numpy(data.signals[start:start + chunk].astype(np.float32))  # [n, n_b]
+            y = torch.from_numpy(data.signals[start : start + chunk].astype(np.float32))  # [n, n_b]
             x = y[:, None, :] * curves[None] / sigma2  # Rician: log I0(y g / s²) - g² / (2 s²)
-            log_likelihood = torch.sum(torch.log(torch.special.i0e(x)) + x, dim=2) \
-                - torch.sum(curves**2, dim=1)[None] / (2 * sigma2)
+            log_likelihood = torch.sum(torch.log(torch.special.i0e(x)) + x, dim=2) - torch.sum(curves**2, dim=1)[
+                None
+            ] / (2 * sigma2)
             weight = torch.softmax(log_likelihood + log_prior[None], dim=1)
             out.append((weight @ theta).double().numpy())
     mean = np.concatenate(out)
@@ -83,8 +84,10 @@ def trained(name: str, config: TrainingConfig) -> tuple:
     path = CACHE / f"{name}.pt"
     if path.is_file():
         model = load_model_file(path)
-        if model.metadata["training"]["bvalues"] == list(map(float, config.bvalues)) and \
-                model.metadata["training"]["dictionary_size"] == config.dictionary_size:
+        if (
+            model.metadata["training"]["bvalues"] == list(map(float, config.bvalues))
+            and model.metadata["training"]["dictionary_size"] == config.dictionary_size
+        ):
             return model, model.metadata["training"]["seconds"]
     print(f"training {name} ...", flush=True)
     model, _ = train(config)
@@ -93,8 +96,10 @@ def trained(name: str, config: TrainingConfig) -> tuple:
 
 
 def all_methods(data: SyntheticSet, bayes_prior: str = "generic") -> dict:
-    return {method: errors(fit(data.signals, data.bvalues, method=method, prior=bayes_prior, device="cpu"), data)
-            for method in METHODS}
+    return {
+        method: errors(fit(data.signals, data.bvalues, method=method, prior=bayes_prior, device="cpu"), data)
+        for method in METHODS
+    }
 
 
 def table(rows: dict, metric: str = "nrmse", title: str = "method") -> str:
@@ -114,21 +119,26 @@ def section_table1(report: dict) -> str:
     ratio = {key: rows["scdnn"][key]["nrmse"] / limit[key]["nrmse"] for key in KEYS}
     report["scdnn_over_limit"] = ratio
     _bar_plot(rows, OUT / "ivim" / "table1_nrmse.png", "Accelerated protocol, placenta prior, SNR 30")
-    return (f"## Table 1: accuracy on the accelerated protocol\n\n{N_SIGNALS} held-out signals (seed "
-            f"{HELD_OUT_SEED + 1}), placenta prior, Rician SNR 30, b = 0,20,50,150,300,500 s/mm². Networks: the "
-            f"shipped models; `bayes`: the method as users run it (prior `generic`, grid 31x31x36, Gaussian "
-            f"likelihood with S0 and sigma marginalised); the limit is the posterior mean under the data's true "
-            f"generative model (placenta prior, S0 = 1, Rician noise of known sigma) on a 31x31x36 grid.\n\nNRMSE (rmse / mean of truth):\n\n{table(rows)}\n\n"
-            f"MSE (f unitless, D and D* in (mm²/s)²):\n\n{table(rows, 'mse')}\n\n"
-            f"SCDNN / limit: f {ratio['f']:.3f}, D {ratio['D']:.3f}, D* {ratio['Dstar']:.3f} (target <= 1.10).\n\n"
-            f"![Table 1](ivim/table1_nrmse.png)\n")
+    return (
+        f"## Table 1: accuracy on the accelerated protocol\n\n{N_SIGNALS} held-out signals (seed "
+        f"{HELD_OUT_SEED + 1}), placenta prior, Rician SNR 30, b = 0,20,50,150,300,500 s/mm². Networks: the "
+        f"shipped models; `bayes`: the method as users run it (prior `generic`, grid 31x31x36, Gaussian "
+        f"likelihood with S0 and sigma marginalised); the limit is the posterior mean under the data's true "
+        f"generative model (placenta prior, S0 = 1, Rician noise of known sigma) on a 31x31x36 grid.\n\nNRMSE (rmse / mean of truth):\n\n{table(rows)}\n\n"
+        f"MSE (f unitless, D and D* in (mm²/s)²):\n\n{table(rows, 'mse')}\n\n"
+        f"SCDNN / limit: f {ratio['f']:.3f}, D {ratio['D']:.3f}, D* {ratio['Dstar']:.3f} (target <= 1.10).\n\n"
+        f"![Table 1](ivim/table1_nrmse.png)\n"
+    )
 
 
 def section_table2(report: dict) -> str:
     text = ["## Table 2: generalisation (models trained at SNR 30 on the placenta prior)\n"]
     report["table2"] = {}
-    for label, prior, snr in (("SNR 20", "placenta", 20.0), ("SNR 50", "placenta", 50.0),
-                              ("shifted population f ~ N(0.38, 0.05) (3 T), SNR 30", "placenta-3T", 30.0)):
+    for label, prior, snr in (
+        ("SNR 20", "placenta", 20.0),
+        ("SNR 50", "placenta", 50.0),
+        ("shifted population f ~ N(0.38, 0.05) (3 T), SNR 30", "placenta-3T", 30.0),
+    ):
         data = synthetic_set(get_prior(prior), ACCELERATED_BVALUES, N_SIGNALS, snr, HELD_OUT_SEED + 2)
         rows = all_methods(data)
         rows[f"Bayes-optimal limit ({prior} prior)"] = errors(bayes_limit(data, prior), data)
@@ -143,16 +153,25 @@ def section_table3(report: dict) -> str:
         b = np.asarray(bvalues, float)
         data = synthetic_set(get_prior("placenta"), b, N_SIGNALS, 30.0, HELD_OUT_SEED + 3)
         model, _ = trained(f"subset{index}", TrainingConfig(method="scdnn", bvalues=tuple(bvalues)))
-        result = {"scdnn": errors(fit(data.signals, b, method="scdnn", model=model, device="cpu"), data),
-                  "nlls": errors(fit(data.signals, b, method="nlls"), data),
-                  "limit": errors(bayes_limit(data, "placenta"), data)}
+        result = {
+            "scdnn": errors(fit(data.signals, b, method="scdnn", model=model, device="cpu"), data),
+            "nlls": errors(fit(data.signals, b, method="nlls"), data),
+            "limit": errors(bayes_limit(data, "placenta"), data),
+        }
         report["table3"][label] = result
-        rows.append(f"| {label} | " + " | ".join(f"{result[m][k]['nrmse']:.3f}" for m in ("scdnn", "nlls", "limit")
-                                                  for k in KEYS) + " |")
-    header = ("| b-values | SCDNN f | SCDNN D | SCDNN D* | NLLS f | NLLS D | NLLS D* | limit f | limit D | limit D* |\n"
-              "|---|---|---|---|---|---|---|---|---|---|")
-    return ("## Table 3: b-value subsets\n\nSCDNN trained for each subset (placenta prior, SNR 30, the shipped "
-            "protocol), tested on held-out signals of that subset. NRMSE:\n\n" + header + "\n" + "\n".join(rows) + "\n")
+        rows.append(
+            f"| {label} | "
+            + " | ".join(f"{result[m][k]['nrmse']:.3f}" for m in ("scdnn", "nlls", "limit") for k in KEYS)
+            + " |"
+        )
+    header = (
+        "| b-values | SCDNN f | SCDNN D | SCDNN D* | NLLS f | NLLS D | NLLS D* | limit f | limit D | limit D* |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
+    )
+    return (
+        "## Table 3: b-value subsets\n\nSCDNN trained for each subset (placenta prior, SNR 30, the shipped "
+        "protocol), tested on held-out signals of that subset. NRMSE:\n\n" + header + "\n" + "\n".join(rows) + "\n"
+    )
 
 
 def section_fig4(report: dict) -> str:
@@ -166,8 +185,10 @@ def section_fig4(report: dict) -> str:
         sizes.append((size, result, seconds))
         lines.append(f"| {size} | " + " | ".join(f"{result[k]['nrmse']:.3f}" for k in KEYS) + f" | {seconds:.0f} |")
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     for key in KEYS:
         left.plot([s for s, _, _ in sizes], [r[key]["nrmse"] for _, r, _ in sizes], "o-", label=key)
@@ -180,9 +201,12 @@ def section_fig4(report: dict) -> str:
     figure.tight_layout()
     figure.savefig(OUT / "ivim" / "fig4_dictionary_size.png", dpi=100)
     plt.close(figure)
-    return ("## Fig. 4: dictionary size\n\nSCDNN on the accelerated protocol, trained from scratch per size (200,000 "
-            "signals, 10 epochs); NRMSE on held-out signals:\n\n" + "\n".join(lines) +
-            "\n\n![Fig. 4](ivim/fig4_dictionary_size.png)\n")
+    return (
+        "## Fig. 4: dictionary size\n\nSCDNN on the accelerated protocol, trained from scratch per size (200,000 "
+        "signals, 10 epochs); NRMSE on held-out signals:\n\n"
+        + "\n".join(lines)
+        + "\n\n![Fig. 4](ivim/fig4_dictionary_size.png)\n"
+    )
 
 
 def section_speed(report: dict) -> str:
@@ -203,33 +227,44 @@ def section_speed(report: dict) -> str:
     bvecs[0] = 0
     gtab = gradient_table(ACCELERATED_BVALUES, bvecs=bvecs, b0_threshold=0)
     # dipy's default bounds cap f at 0.2; widened to the placenta prior's f (and D* to 1 mm²/s)
-    model = IvimModel(gtab, fit_method="trr", split_b_D=200.0, split_b_S0=200.0,
-                      bounds=([0.0, 0.0, 0.0, 0.0], [np.inf, 0.7, 1.0, 0.01]))
+    model = IvimModel(
+        gtab,
+        fit_method="trr",
+        split_b_D=200.0,
+        split_b_S0=200.0,
+        bounds=([0.0, 0.0, 0.0, 0.0], [np.inf, 0.7, 1.0, 0.01]),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
         dipy_fit = model.fit(data.signals[:n_dipy].astype(np.float64))
         rate = n_dipy / (time.perf_counter() - start)
     params = dipy_fit.model_params
-    subset = SyntheticSet(data.signals[:n_dipy], data.f[:n_dipy], data.D[:n_dipy], data.Dstar[:n_dipy], data.bvalues, 30.0)
+    subset = SyntheticSet(
+        data.signals[:n_dipy], data.f[:n_dipy], data.D[:n_dipy], data.Dstar[:n_dipy], data.bvalues, 30.0
+    )
     dipy_errors = errors({"f": params[:, 1], "Dstar": params[:, 2], "D": params[:, 3]}, subset)
     ours = errors(fit(subset.signals, ACCELERATED_BVALUES, method="nlls"), subset)
     report["speed"]["dipy_trr"] = rate
     report["dipy_trr_errors"] = {"dipy": dipy_errors, "nlls_same_voxels": ours}
     rows.append(f"| dipy IvimModel (trr) | {n_dipy} | {rate:,.0f} |")
-    return ("## Speed\n\nVoxels per second on this machine (CPU, torch threads: "
-            f"{torch.get_num_threads()}), accelerated protocol, after a warm-up call:\n\n| method | voxels | voxels/s |\n"
-            "|---|---|---|\n" + "\n".join(rows) + "\n\n"
-            f"dipy `IvimModel(fit_method='trr', split_b_D=200, split_b_S0=200)` with f bounds widened to 0.7; on the same "
-            f"{n_dipy} voxels NRMSE f/D/D*: dipy {dipy_errors['f']['nrmse']:.3f} / {dipy_errors['D']['nrmse']:.3f} / "
-            f"{dipy_errors['Dstar']['nrmse']:.3f}, our NLLS {ours['f']['nrmse']:.3f} / {ours['D']['nrmse']:.3f} / "
-            f"{ours['Dstar']['nrmse']:.3f}.\n")
+    return (
+        "## Speed\n\nVoxels per second on this machine (CPU, torch threads: "
+        f"{torch.get_num_threads()}), accelerated protocol, after a warm-up call:\n\n| method | voxels | voxels/s |\n"
+        "|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"dipy `IvimModel(fit_method='trr', split_b_D=200, split_b_S0=200)` with f bounds widened to 0.7; on the same "
+        f"{n_dipy} voxels NRMSE f/D/D*: dipy {dipy_errors['f']['nrmse']:.3f} / {dipy_errors['D']['nrmse']:.3f} / "
+        f"{dipy_errors['Dstar']['nrmse']:.3f}, our NLLS {ours['f']['nrmse']:.3f} / {ours['D']['nrmse']:.3f} / "
+        f"{ours['Dstar']['nrmse']:.3f}.\n"
+    )
 
 
 def _bar_plot(rows: dict, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     figure, axis = plt.subplots(figsize=(8, 3.5))
     width = 0.8 / len(rows)
     for index, (name, result) in enumerate(rows.items()):
@@ -243,8 +278,13 @@ def _bar_plot(rows: dict, path: Path, title: str) -> None:
     plt.close(figure)
 
 
-SECTIONS = {"table1": section_table1, "table2": section_table2, "table3": section_table3, "fig4": section_fig4,
-            "speed": section_speed}
+SECTIONS = {
+    "table1": section_table1,
+    "table2": section_table2,
+    "table3": section_table3,
+    "fig4": section_fig4,
+    "speed": section_speed,
+}
 
 
 def main() -> None:
@@ -263,11 +303,13 @@ def main() -> None:
         results_file.write_text(json.dumps(report, indent=1, default=float))
         parts_file.write_text(json.dumps(parts, indent=1))
         print(f"section {name} done", flush=True)
-    header = (f"# IVIM benchmark\n\nCommand: `make bench-ivim` (= `python benchmarks/bench_ivim.py`; one section: "
-              f"`--sections speed`). Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-              f"no GPU, Python {platform.python_version()}, torch {torch.__version__}. All data synthetic (the "
-              f"`placenta` prior: f ~ U(0.05, 0.55), D ~ U(0.8, 2.5)e-3, D* ~ log-U(10, 150)e-3 mm²/s), S0 = 1, "
-              f"Rician noise sigma = 1/SNR. Raw numbers: `ivim/results.json`.\n")
+    header = (
+        f"# IVIM benchmark\n\nCommand: `make bench-ivim` (= `python benchmarks/bench_ivim.py`; one section: "
+        f"`--sections speed`). Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"no GPU, Python {platform.python_version()}, torch {torch.__version__}. All data synthetic (the "
+        f"`placenta` prior: f ~ U(0.05, 0.55), D ~ U(0.8, 2.5)e-3, D* ~ log-U(10, 150)e-3 mm²/s), S0 = 1, "
+        f"Rician noise sigma = 1/SNR. Raw numbers: `ivim/results.json`.\n"
+    )
     (OUT / "ivim.md").write_text(header + "\n" + "\n".join(parts[name] for name in SECTIONS if name in parts))
 
 

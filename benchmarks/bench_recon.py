@@ -25,9 +25,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 from scipy import ndimage
@@ -35,13 +35,21 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bart_cs import bart_available, bart_cs_sense  # noqa: E402
 
-from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, brain_centre_slice, label_fractions, mni152_tissue_maps, read_label_map,  # noqa: E402
-                                           shared_synthseg_dir, synthesize, TissueMaps)
-from FastMRReconLib.metrics import psnr, roi_pixels, ssim  # noqa: E402
 from FastMRICommon.model_files import sha256_file  # noqa: E402
-from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor  # noqa: E402
+from FastMRReconLib.anatomy.head_synthesis import (  # noqa: E402
+    PROTOCOLS,
+    TissueMaps,
+    brain_centre_slice,
+    label_fractions,
+    mni152_tissue_maps,
+    read_label_map,
+    shared_synthseg_dir,
+    synthesize,
+)
 from FastMRReconLib.kspace.sense import sense_reconstruction  # noqa: E402
 from FastMRReconLib.kspace.simulate import AcquisitionConfig, object_mean, simulate_slice, zero_filled_rss  # noqa: E402
+from FastMRReconLib.metrics import psnr, roi_pixels, ssim  # noqa: E402
+from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, Reconstructor  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
@@ -61,8 +69,8 @@ class Case:
     name: str
     group: str
     image: np.ndarray
-    white: Optional[np.ndarray] = None
-    grey: Optional[np.ndarray] = None
+    white: np.ndarray | None = None
+    grey: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Crop to even sizes: there BART's k-space centre convention and numpy's fftshift agree (for odd
@@ -80,8 +88,15 @@ def _axial_cases(fractions3d: dict, name: str, group: str, offsets=(-12, 12)) ->
         fractions = {key: value[centre + offset] for key, value in fractions3d.items()}
         for contrast, protocol in PROTOCOLS.items():
             image = synthesize(TissueMaps(fractions, None), protocol).astype(np.float64)
-            cases.append(Case(f"{name} k{centre + offset} {contrast}", group, image,
-                              fractions["white matter"] > 0.98, fractions["grey matter"] > 0.9))
+            cases.append(
+                Case(
+                    f"{name} k{centre + offset} {contrast}",
+                    group,
+                    image,
+                    fractions["white matter"] > 0.98,
+                    fractions["grey matter"] > 0.9,
+                )
+            )
     return cases
 
 
@@ -92,14 +107,17 @@ def synthseg_cases(first: int = 1) -> tuple[list[Case], list[Case]]:
     if folder is None:
         return [], []
     paths = sorted(folder.glob("*.nii.gz"))
-    validation = paths[int(round(0.8 * len(paths))):]
+    validation = paths[int(round(0.8 * len(paths))) :]
     cases, tuning = [], []
     for index, path in enumerate(validation):
         labels = read_label_map(path)[0]
         fractions3d = label_fractions(labels, (0.0, 0.5, 0.5))
         if index == 0:
-            tuning = [case for case in _axial_cases(fractions3d, path.name, "tuning", offsets=(0,))
-                      if case.name.endswith(("T1w", "FLAIR"))]
+            tuning = [
+                case
+                for case in _axial_cases(fractions3d, path.name, "tuning", offsets=(0,))
+                if case.name.endswith(("T1w", "FLAIR"))
+            ]
         cases += _axial_cases(fractions3d, path.name, "SynthSeg validation")
     return cases, tuning
 
@@ -113,8 +131,10 @@ def real_cases() -> list[Case]:
 
     site = Path(nibabel.__file__).resolve().parents[1]
     cases = []
-    for label, path, volume_index in (("dipy S0_10slices", site / "dipy/data/files/S0_10slices.nii.gz", None),
-                                      ("nibabel example4d", site / "nibabel/tests/data/example4d.nii.gz", 0)):
+    for label, path in (
+        ("dipy S0_10slices", site / "dipy/data/files/S0_10slices.nii.gz"),
+        ("nibabel example4d", site / "nibabel/tests/data/example4d.nii.gz"),
+    ):
         data = np.asanyarray(nibabel.load(path).dataobj).astype(np.float64)
         data = data[..., 0] if data.ndim == 4 else data
         for k in np.linspace(data.shape[2] * 0.35, data.shape[2] * 0.65, 3).astype(int):
@@ -122,7 +142,7 @@ def real_cases() -> list[Case]:
     return cases
 
 
-def roi_points(case: Case) -> Optional[tuple]:
+def roi_points(case: Case) -> tuple | None:
     """Centres (i, j, 0) of 4 x 4 ROIs fully inside white and grey matter, and a background ROI in air."""
     if case.white is None:
         return None
@@ -141,8 +161,9 @@ def scan(case: Case, acceleration: float, seed: int):
     """(accelerated k-space scan, AV=2 fully sampled SENSE-combined reference image)."""
     rng = np.random.default_rng(seed)
     centre = max(0.08, MIN_CALIBRATION_LINES / case.image.shape[0])
-    config = AcquisitionConfig(acceleration=acceleration, mask="equispaced", center_fraction=centre, coils=12,
-                               averages=1, snr=30.0)
+    config = AcquisitionConfig(
+        acceleration=acceleration, mask="equispaced", center_fraction=centre, coils=12, averages=1, snr=30.0
+    )
     level = object_mean(case.image)
     accelerated = simulate_slice(case.image, config, rng, level)
     full = simulate_slice(case.image, replace(config, acceleration=1.0, averages=2), rng, level)
@@ -181,31 +202,50 @@ def evaluate(cases: list[Case], reconstructor: Reconstructor, lambdas: dict, exa
             outputs["SENSE"], seconds["SENSE"] = timed(sense_reconstruction, accelerated.kspace, accelerated.mask)
             if lambdas:
                 outputs["BART CS-SENSE"], seconds["BART CS-SENSE"] = timed(
-                    bart_cs_sense, accelerated.kspace, accelerated.mask, lambdas[acceleration]["lambda"])
+                    bart_cs_sense, accelerated.kspace, accelerated.mask, lambdas[acceleration]["lambda"]
+                )
             outputs["DNN"], seconds["DNN"] = timed(reconstructor.reconstruct, outputs["SENSE"])
             seconds["DNN"] += seconds["SENSE"]
             points = roi_points(case)
             for method, image in outputs.items():
-                row = {"case": case.name, "group": case.group, "R": acceleration, "method": method,
-                       "psnr": psnr(image, reference), "ssim": ssim(image, reference), "seconds": seconds[method]}
+                row = {
+                    "case": case.name,
+                    "group": case.group,
+                    "R": acceleration,
+                    "method": method,
+                    "psnr": psnr(image, reference),
+                    "ssim": ssim(image, reference),
+                    "seconds": seconds[method],
+                }
                 if points is not None:
                     white, grey, air = (roi_pixels(image, point) for point in points)
                     noise = air.std(ddof=1)
-                    row.update({"wm_snr_roi": white.mean() / white.std(ddof=1),
-                                "gm_snr_roi": grey.mean() / grey.std(ddof=1),
-                                "cnr_roi": (white.mean() - grey.mean()) / np.hypot(white.std(ddof=1), grey.std(ddof=1)),
-                                "snr_bg": white.mean() / noise if noise > 0 else None,
-                                "cnr_bg": (white.mean() - grey.mean()) / noise if noise > 0 else None})
+                    row.update(
+                        {
+                            "wm_snr_roi": white.mean() / white.std(ddof=1),
+                            "gm_snr_roi": grey.mean() / grey.std(ddof=1),
+                            "cnr_roi": (white.mean() - grey.mean()) / np.hypot(white.std(ddof=1), grey.std(ddof=1)),
+                            "snr_bg": white.mean() / noise if noise > 0 else None,
+                            "cnr_bg": (white.mean() - grey.mean()) / noise if noise > 0 else None,
+                        }
+                    )
                 rows.append(row)
             if index == 0:
                 examples[acceleration] = {"reference": reference, **outputs}
         summary = [r for r in rows if r["R"] == acceleration]
-        print(acceleration, {m: round(float(np.mean([r["psnr"] for r in summary if r["method"] == m])), 2)
-                             for m in METHODS if any(r["method"] == m for r in summary)}, flush=True)
+        print(
+            acceleration,
+            {
+                m: round(float(np.mean([r["psnr"] for r in summary if r["method"] == m])), 2)
+                for m in METHODS
+                if any(r["method"] == m for r in summary)
+            },
+            flush=True,
+        )
     return rows
 
 
-def dnn_speed_and_memory(model: Optional[str]) -> dict:
+def dnn_speed_and_memory(model: str | None) -> dict:
     """Seconds per 256 x 256 slice (default batches, 2 threads; median of ``SPEED_PASSES`` passes over 32
     slices) and the peak memory of reconstructing a
     512 x 512 x 100 volume in a fresh process: its VmHWM (Linux). Not getrusage's ru_maxrss: a child started
@@ -221,22 +261,32 @@ def dnn_speed_and_memory(model: Optional[str]) -> dict:
         start = time.perf_counter()
         reconstructor.reconstruct(volume)
         passes.append((time.perf_counter() - start) / volume.shape[0])
-    code = ("import numpy as np, time\n"
-            "from FastMRReconLib.model.reconstructor import Reconstructor\n"
-            f"r = Reconstructor.load({model!r}, device='cpu')\n"
-            "v = np.random.default_rng(0).random((100, 512, 512)).astype(np.float32)\n"
-            "t = time.perf_counter(); out = r.reconstruct(v); t = time.perf_counter() - t\n"
-            "line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
-            "print(int(line.split()[1]) / 1024**2, t)\n")
-    peak, seconds = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                   check=True).stdout.split()
-    return {"seconds_per_256_slice": float(np.median(passes)), "seconds_per_256_slice_passes": passes, "threads": torch.get_num_threads(),
-            "peak_memory_gb_512x512x100": float(peak), "seconds_512x512x100": float(seconds)}
+    code = (
+        "import numpy as np, time\n"
+        "from FastMRReconLib.model.reconstructor import Reconstructor\n"
+        f"r = Reconstructor.load({model!r}, device='cpu')\n"
+        "v = np.random.default_rng(0).random((100, 512, 512)).astype(np.float32)\n"
+        "t = time.perf_counter(); out = r.reconstruct(v); t = time.perf_counter() - t\n"
+        "line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+        "print(int(line.split()[1]) / 1024**2, t)\n"
+    )
+    peak, seconds = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {
+        "seconds_per_256_slice": float(np.median(passes)),
+        "seconds_per_256_slice_passes": passes,
+        "threads": torch.get_num_threads(),
+        "peak_memory_gb_512x512x100": float(peak),
+        "seconds_512x512x100": float(seconds),
+    }
 
 
 def mean_table(rows: list[dict], groups: tuple[str, ...]) -> list[str]:
-    lines = ["| R | method | " + " | ".join(f"{g}: PSNR dB / SSIM" for g in groups) + " | s / slice |",
-             "|---|---|" + "---|" * len(groups) + "---|"]
+    lines = [
+        "| R | method | " + " | ".join(f"{g}: PSNR dB / SSIM" for g in groups) + " | s / slice |",
+        "|---|---|" + "---|" * len(groups) + "---|",
+    ]
     for acceleration in ACCELERATIONS:
         for method in METHODS:
             selected = [r for r in rows if r["R"] == acceleration and r["method"] == method]
@@ -245,15 +295,24 @@ def mean_table(rows: list[dict], groups: tuple[str, ...]) -> list[str]:
             cells = []
             for group in groups:
                 inside = [r for r in selected if r["group"] == group]
-                cells.append(f"{np.mean([r['psnr'] for r in inside]):.2f} / {np.mean([r['ssim'] for r in inside]):.4f}"
-                             if inside else "-")
-            lines.append(f"| {acceleration:g} | {method} | " + " | ".join(cells)
-                         + f" | {np.median([r['seconds'] for r in selected]):.3f} |")
+                cells.append(
+                    f"{np.mean([r['psnr'] for r in inside]):.2f} / {np.mean([r['ssim'] for r in inside]):.4f}"
+                    if inside
+                    else "-"
+                )
+            lines.append(
+                f"| {acceleration:g} | {method} | "
+                + " | ".join(cells)
+                + f" | {np.median([r['seconds'] for r in selected]):.3f} |"
+            )
     return lines
 
 
 def roi_table(rows: list[dict]) -> list[str]:
-    lines = ["| R | method | WM SNR (mean/SD in ROI) | GM SNR | WM-GM CNR | SNR vs background ROI |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| R | method | WM SNR (mean/SD in ROI) | GM SNR | WM-GM CNR | SNR vs background ROI |",
+        "|---|---|---|---|---|---|",
+    ]
     for acceleration in ACCELERATIONS:
         for method in METHODS:
             selected = [r for r in rows if r["R"] == acceleration and r["method"] == method and "wm_snr_roi" in r]
@@ -261,19 +320,24 @@ def roi_table(rows: list[dict]) -> list[str]:
                 continue
             background = [r["snr_bg"] for r in selected if r["snr_bg"] is not None]
             bg = f"{np.median(background):.1f}" if len(background) == len(selected) else "n/a (background set to 0)"
-            lines.append(f"| {acceleration:g} | {method} | {np.median([r['wm_snr_roi'] for r in selected]):.1f} | "
-                         f"{np.median([r['gm_snr_roi'] for r in selected]):.1f} | "
-                         f"{np.median([r['cnr_roi'] for r in selected]):.1f} | {bg} |")
+            lines.append(
+                f"| {acceleration:g} | {method} | {np.median([r['wm_snr_roi'] for r in selected]):.1f} | "
+                f"{np.median([r['gm_snr_roi'] for r in selected]):.1f} | "
+                f"{np.median([r['cnr_roi'] for r in selected]):.1f} | {bg} |"
+            )
     return lines
 
 
 def example_figure(examples: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     columns = ["reference"] + [m for m in METHODS if m in examples[ACCELERATIONS[0]]]
-    figure, axes = plt.subplots(len(ACCELERATIONS), len(columns), figsize=(2.6 * len(columns), 2.6 * len(ACCELERATIONS)))
+    figure, axes = plt.subplots(
+        len(ACCELERATIONS), len(columns), figsize=(2.6 * len(columns), 2.6 * len(ACCELERATIONS))
+    )
     for row, acceleration in enumerate(ACCELERATIONS):
         reference = examples[acceleration]["reference"]
         top = np.percentile(reference, 99.5)
@@ -281,7 +345,11 @@ def example_figure(examples: dict, path: Path) -> None:
             image = examples[acceleration][name]
             axis = axes[row, column]
             axis.imshow(image, cmap="gray", vmin=0, vmax=top)
-            label = name if name == "reference" else f"{name}\n{psnr(image, reference):.1f} dB, {ssim(image, reference):.3f}"
+            label = (
+                name
+                if name == "reference"
+                else f"{name}\n{psnr(image, reference):.1f} dB, {ssim(image, reference):.3f}"
+            )
             axis.set_title(f"R={acceleration:g}: {label}" if column == 0 else label, fontsize=8)
             axis.axis("off")
     figure.tight_layout()
@@ -294,8 +362,11 @@ def main() -> None:
     parser.add_argument("--model", help="model file (default: the shipped model)")
     parser.add_argument("--quick", action="store_true", help="a few slices only, for checking the script")
     parser.add_argument("--render-only", action="store_true", help="rewrite recon.md from recon/results.json")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="measure only the network's speed and memory again, into recon/results.json")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="measure only the network's speed and memory again, into recon/results.json",
+    )
     args = parser.parse_args()
     if args.render_only or args.speed_only:
         results = json.loads((OUT / "recon" / "results.json").read_text())
@@ -321,8 +392,14 @@ def main() -> None:
     speed = dnn_speed_and_memory(args.model)
     print(speed, flush=True)
     model_path = Path(args.model) if args.model else MODELS_DIR / DEFAULT_MODEL
-    results = {"rows": rows, "bart": lambdas, "speed": speed, "model": reconstructor.metadata.get("data"),
-               "model_sha256": sha256_file(model_path), "cases": len(cases)}
+    results = {
+        "rows": rows,
+        "bart": lambdas,
+        "speed": speed,
+        "model": reconstructor.metadata.get("data"),
+        "model_sha256": sha256_file(model_path),
+        "cases": len(cases),
+    }
     (OUT / "recon" / "results.json").write_text(json.dumps(results, indent=1, default=float))
     example_figure(examples, OUT / "recon" / "examples.png")
     render(results)
@@ -334,10 +411,17 @@ def versus_bart(rows: list[dict], groups: tuple[str, ...]) -> list[str]:
     for acceleration in ACCELERATIONS:
         cells = []
         for group in groups:
-            mean = {m: (np.mean([r["psnr"] for r in rows if r["R"] == acceleration and r["group"] == group
-                                 and r["method"] == m]),
-                        np.mean([r["ssim"] for r in rows if r["R"] == acceleration and r["group"] == group
-                                 and r["method"] == m])) for m in ("DNN", "BART CS-SENSE")}
+            mean = {
+                m: (
+                    np.mean(
+                        [r["psnr"] for r in rows if r["R"] == acceleration and r["group"] == group and r["method"] == m]
+                    ),
+                    np.mean(
+                        [r["ssim"] for r in rows if r["R"] == acceleration and r["group"] == group and r["method"] == m]
+                    ),
+                )
+                for m in ("DNN", "BART CS-SENSE")
+            }
             dpsnr = mean["DNN"][0] - mean["BART CS-SENSE"][0]
             dssim = mean["DNN"][1] - mean["BART CS-SENSE"][1]
             verdict = "yes" if dpsnr > 0 and dssim > 0 else "no"
@@ -351,10 +435,15 @@ def render(results: dict) -> None:
     groups = tuple(dict.fromkeys(r["group"] for r in rows))
     speed = results["speed"]
     passes = speed.get("seconds_per_256_slice_passes")
-    speed_range = (f"median of {len(passes)} passes over 32 slices, {min(passes):.3f}-{max(passes):.3f} s"
-                   if passes else "one pass over 32 slices")
+    speed_range = (
+        f"median of {len(passes)} passes over 32 slices, {min(passes):.3f}-{max(passes):.3f} s"
+        if passes
+        else "one pass over 32 slices"
+    )
     bart = results["bart"]
-    bart_lines = [f"R = {float(r):g}: lambda {v['lambda']:g}" for r, v in bart.items()] if bart else ["BART not installed"]
+    bart_lines = (
+        [f"R = {float(r):g}: lambda {v['lambda']:g}" for r, v in bart.items()] if bart else ["BART not installed"]
+    )
     text = f"""# Reconstruction benchmark
 
 Command: `make bench-recon` (= `python benchmarks/bench_recon.py`; installs nothing itself: BART from
@@ -364,14 +453,14 @@ no GPU, Python {platform.python_version()}. Raw numbers: `recon/results.json`; e
 
 {__doc__.split(chr(10), 2)[2].strip()}
 
-BART regularisation chosen on the tuning slices: {'; '.join(bart_lines)}.
+BART regularisation chosen on the tuning slices: {"; ".join(bart_lines)}.
 
-Model measured on this page: {results.get('model_sha256', '?')[:12]}. The noise-aware model that replaced it
+Model measured on this page: {results.get("model_sha256", "?")[:12]}. The noise-aware model that replaced it
 (R = 1-4, SNR 5-1000 and noise-free, trained also on real anatomy) is compared with it, with the input and
 with BART on held-out real images in `recon_do_no_harm.md` (the second half of `make bench-recon`); this page
 was not re-run for it.
 
-## PSNR / SSIM against the AV=2 reference ({results['cases']} held-out slices per R)
+## PSNR / SSIM against the AV=2 reference ({results["cases"]} held-out slices per R)
 
 {chr(10).join(mean_table(rows, groups))}
 
@@ -381,7 +470,7 @@ DNN better than BART CS-SENSE in both PSNR and SSIM? (DNN minus BART, PSNR and S
 
 {chr(10).join(versus_bart(rows, groups)) if bart else "BART not installed"}
 
-Reading these tables (run of 2026-11-22 morning, shipped model {results.get('model_sha256', '?')[:12]}: depth-4
+Reading these tables (run of 2026-11-22 morning, shipped model {results.get("model_sha256", "?")[:12]}: depth-4
 U-Net trained on 0.8-3 mm pixels): BART is a fair peer in all three groups (even image sizes, at least 16
 calibration lines, lambda tuned on other slices). The network is ahead of tuned BART CS-SENSE in both PSNR
 and SSIM at R = 1.5 and 2 on the SynthSeg validation subjects and on MNI152. From R = 3 BART leads by 1-2.4
@@ -417,8 +506,8 @@ background ROI in air) is undefined for SENSE and BART, which set the background
 
 ## Speed and memory (network only, CPU)
 
-- {speed['seconds_per_256_slice']:.3f} s per 256 x 256 slice ({speed['threads']} threads, the default batch size; {speed_range}).
-- 512 x 512 x 100 volume: {speed['seconds_512x512x100']:.1f} s, peak memory {speed['peak_memory_gb_512x512x100']:.2f} GB
+- {speed["seconds_per_256_slice"]:.3f} s per 256 x 256 slice ({speed["threads"]} threads, the default batch size; {speed_range}).
+- 512 x 512 x 100 volume: {speed["seconds_512x512x100"]:.1f} s, peak memory {speed["peak_memory_gb_512x512x100"]:.2f} GB
   (peak resident memory, VmHWM, of a fresh process, including Python and torch).
 """
     (OUT / "recon.md").write_text(text)

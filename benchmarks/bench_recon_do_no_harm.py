@@ -24,7 +24,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -33,12 +32,12 @@ from bart_cs import bart_available, bart_cs_sense  # noqa: E402
 from bench_recon import dnn_speed_and_memory  # noqa: E402
 
 from FastMRICommon.model_files import sha256_file  # noqa: E402
-from FastMRReconLib.kspace.fft import fft2c  # noqa: E402
-from FastMRReconLib.metrics import object_mask, psnr, ssim  # noqa: E402
 from FastMRReconLib.anatomy.real_anatomy import HELD_OUT_IMAGES, TRAINING_IMAGES, object_slices  # noqa: E402
-from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, PREVIOUS_MODEL, Reconstructor  # noqa: E402
+from FastMRReconLib.kspace.fft import fft2c  # noqa: E402
 from FastMRReconLib.kspace.sense import sense_reconstruction  # noqa: E402
 from FastMRReconLib.kspace.simulate import AcquisitionConfig, object_mean, simulate_slice  # noqa: E402
+from FastMRReconLib.metrics import object_mask, psnr, ssim  # noqa: E402
+from FastMRReconLib.model.reconstructor import DEFAULT_MODEL, MODELS_DIR, PREVIOUS_MODEL, Reconstructor  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
@@ -76,19 +75,25 @@ def held_out_slices(images=HELD_OUT_IMAGES) -> list[tuple[str, np.ndarray]]:
 
 def tuning_slices() -> list[tuple[str, np.ndarray]]:
     """BART's tuning slices: the middle slice of two real training images (none of the evaluation's)."""
-    return [slice_ for image in TRAINING_IMAGES if image.name in ("pyradiomics brain1 T1w", "MNI152 T1")
-            for slice_ in held_out_slices([image])[1:2]]
+    return [
+        slice_
+        for image in TRAINING_IMAGES
+        if image.name in ("pyradiomics brain1 T1w", "MNI152 T1")
+        for slice_ in held_out_slices([image])[1:2]
+    ]
 
 
 def scan(image: np.ndarray, acceleration: float, snr: float, seed: int):
     """(accelerated k-space scan, its CG-SENSE input, noise-free fully sampled SENSE reference)."""
     centre = max(0.08, MIN_CALIBRATION_LINES / image.shape[0])
-    config = AcquisitionConfig(acceleration=acceleration, mask="equispaced", center_fraction=centre, coils=12,
-                               averages=1, snr=snr)
+    config = AcquisitionConfig(
+        acceleration=acceleration, mask="equispaced", center_fraction=centre, coils=12, averages=1, snr=snr
+    )
     accelerated = simulate_slice(image, config, np.random.default_rng(seed), object_mean(image))
     full = np.ones(image.shape, bool)
-    reference = sense_reconstruction((fft2c(accelerated.coil_maps * accelerated.image) * full).astype(np.complex64),
-                                     full)
+    reference = sense_reconstruction(
+        (fft2c(accelerated.coil_maps * accelerated.image) * full).astype(np.complex64), full
+    )
     return accelerated, sense_reconstruction(accelerated.kspace, accelerated.mask), reference
 
 
@@ -145,27 +150,48 @@ def evaluate(slices, previous: Reconstructor, new: Reconstructor, lambdas: dict)
                 outputs["BART CS-SENSE"] = bart_cs_sense(accelerated.kspace, accelerated.mask, lambdas[key])
                 seconds["BART CS-SENSE"] = time.perf_counter() - started
             for method, output in outputs.items():
-                row = {"slice": name, "R": acceleration, "snr": snr, "method": method,
-                       "psnr": psnr(output, reference), "ssim": ssim(output, reference),
-                       "seconds": seconds.get(method, 0.0), "true_sd": true_sd, "estimated_sd": estimated_sd,
-                       "rms_change": float(np.sqrt(np.mean((output - sense)[inside] ** 2))),
-                       "psnr_vs_input": psnr(output, sense) if method != "input" else float("inf")}
+                row = {
+                    "slice": name,
+                    "R": acceleration,
+                    "snr": snr,
+                    "method": method,
+                    "psnr": psnr(output, reference),
+                    "ssim": ssim(output, reference),
+                    "seconds": seconds.get(method, 0.0),
+                    "true_sd": true_sd,
+                    "estimated_sd": estimated_sd,
+                    "rms_change": float(np.sqrt(np.mean((output - sense)[inside] ** 2))),
+                    "psnr_vs_input": psnr(output, sense) if method != "input" else float("inf"),
+                }
                 if method == "new model":
-                    row.update({"change_median": float(np.median(change[inside])),
-                                "change_p99": float(np.percentile(change[inside], 99)),
-                                "change_over_3": float(np.mean(change[inside] > 3))})
+                    row.update(
+                        {
+                            "change_median": float(np.median(change[inside])),
+                            "change_p99": float(np.percentile(change[inside], 99)),
+                            "change_over_3": float(np.mean(change[inside] > 3)),
+                        }
+                    )
                 rows.append(row)
-        summary = {m: round(float(np.mean([r["psnr"] for r in rows if r["R"] == acceleration and r["snr"] == snr
-                                           and r["method"] == m])), 2)
-                   for m in METHODS if any(r["method"] == m and r["R"] == acceleration and r["snr"] == snr for r in rows)}
+        summary = {
+            m: round(
+                float(
+                    np.mean(
+                        [r["psnr"] for r in rows if r["R"] == acceleration and r["snr"] == snr and r["method"] == m]
+                    )
+                ),
+                2,
+            )
+            for m in METHODS
+            if any(r["method"] == m and r["R"] == acceleration and r["snr"] == snr for r in rows)
+        }
         print(acceleration, snr, summary, flush=True)
     return rows
 
 
 def synthetic_validation(previous: Reconstructor, new: Reconstructor, work_dir: Path) -> dict:
     """Mean PSNR / SSIM per R <= 2 of both models on the previous model's validation pairs."""
-    from FastMRReconLib.training.shipped_model import VALIDATION_SET, pairs_file
     from FastMRReconLib.training.pairs import load_pairs
+    from FastMRReconLib.training.shipped_model import VALIDATION_SET, pairs_file
 
     try:
         pairs = load_pairs(pairs_file(work_dir, VALIDATION_SET, "validation"))
@@ -175,11 +201,15 @@ def synthetic_validation(previous: Reconstructor, new: Reconstructor, work_dir: 
     for acceleration in sorted({pair.acceleration for pair in pairs}):
         selected = [pair for pair in pairs if pair.acceleration == acceleration]
         entry = {"pairs": len(selected)}
-        for name, images in (("input", [pair.input for pair in selected]),
-                             ("previous model", [previous.reconstruct(pair.input) for pair in selected]),
-                             ("new model", [new.reconstruct(pair.input) for pair in selected])):
-            entry[name] = [float(np.mean([psnr(image, pair.reference) for image, pair in zip(images, selected)])),
-                           float(np.mean([ssim(image, pair.reference) for image, pair in zip(images, selected)]))]
+        for name, images in (
+            ("input", [pair.input for pair in selected]),
+            ("previous model", [previous.reconstruct(pair.input) for pair in selected]),
+            ("new model", [new.reconstruct(pair.input) for pair in selected]),
+        ):
+            entry[name] = [
+                float(np.mean([psnr(image, pair.reference) for image, pair in zip(images, selected)])),
+                float(np.mean([ssim(image, pair.reference) for image, pair in zip(images, selected)])),
+            ]
         table[f"{acceleration:g}"] = entry
         print("synthetic validation", acceleration, entry, flush=True)
     return table
@@ -195,22 +225,31 @@ def _label(snr: float) -> str:
 
 
 def main_table(rows) -> list[str]:
-    lines = ["| R | SNR | input | previous model | new model | BART CS-SENSE | new >= input - 0.1 dB and SSIM - 0.002? |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| R | SNR | input | previous model | new model | BART CS-SENSE | new >= input - 0.1 dB and SSIM - 0.002? |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for acceleration, snr in cells():
         cell = []
         for method in METHODS:
-            p, s = _mean(rows, "psnr", R=acceleration, snr=snr, method=method), _mean(rows, "ssim", R=acceleration,
-                                                                                       snr=snr, method=method)
+            p, s = (
+                _mean(rows, "psnr", R=acceleration, snr=snr, method=method),
+                _mean(rows, "ssim", R=acceleration, snr=snr, method=method),
+            )
             cell.append("-" if np.isnan(p) else ("inf" if np.isinf(p) else f"{p:.2f}") + f" / {s:.4f}")
-        per_slice = [(new["psnr"] >= inp["psnr"] - PSNR_TOLERANCE_DB, new["ssim"] >= inp["ssim"] - SSIM_TOLERANCE)
-                     for new, inp in zip(
-                         [r for r in rows if r["R"] == acceleration and r["snr"] == snr and r["method"] == "new model"],
-                         [r for r in rows if r["R"] == acceleration and r["snr"] == snr and r["method"] == "input"])]
-        mean_ok = (_mean(rows, "psnr", R=acceleration, snr=snr, method="new model")
-                   >= _mean(rows, "psnr", R=acceleration, snr=snr, method="input") - PSNR_TOLERANCE_DB
-                   and _mean(rows, "ssim", R=acceleration, snr=snr, method="new model")
-                   >= _mean(rows, "ssim", R=acceleration, snr=snr, method="input") - SSIM_TOLERANCE)
+        per_slice = [
+            (new["psnr"] >= inp["psnr"] - PSNR_TOLERANCE_DB, new["ssim"] >= inp["ssim"] - SSIM_TOLERANCE)
+            for new, inp in zip(
+                [r for r in rows if r["R"] == acceleration and r["snr"] == snr and r["method"] == "new model"],
+                [r for r in rows if r["R"] == acceleration and r["snr"] == snr and r["method"] == "input"],
+            )
+        ]
+        mean_ok = (
+            _mean(rows, "psnr", R=acceleration, snr=snr, method="new model")
+            >= _mean(rows, "psnr", R=acceleration, snr=snr, method="input") - PSNR_TOLERANCE_DB
+            and _mean(rows, "ssim", R=acceleration, snr=snr, method="new model")
+            >= _mean(rows, "ssim", R=acceleration, snr=snr, method="input") - SSIM_TOLERANCE
+        )
         verdict = f"{'yes' if mean_ok else 'no'} (slices: {sum(a and b for a, b in per_slice)}/{len(per_slice)})"
         lines.append(f"| {acceleration:g} | {_label(snr)} | " + " | ".join(cell) + f" | {verdict} |")
     return lines
@@ -221,64 +260,86 @@ def estimator_table(rows) -> list[str]:
     for acceleration in ACCELERATIONS:
         values = []
         for snr in SNRS:
-            ratios = [r["estimated_sd"] / r["true_sd"] for r in rows
-                      if r["R"] == acceleration and r["snr"] == snr and r["method"] == "input"]
+            ratios = [
+                r["estimated_sd"] / r["true_sd"]
+                for r in rows
+                if r["R"] == acceleration and r["snr"] == snr and r["method"] == "input"
+            ]
             values.append(f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
         lines.append(f"| {acceleration:g} | " + " | ".join(values) + " |")
     return lines
 
 
 def clean_table(rows) -> list[str]:
-    lines = ["| SNR (R = 1) | RMS change / noise SD: previous | new | new: PSNR vs input dB | change map: median | 99th pct | share > 3 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| SNR (R = 1) | RMS change / noise SD: previous | new | new: PSNR vs input dB | change map: median | 99th pct | share > 3 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for snr in (*SNRS, NOISE_FREE):
-        selected = {m: [r for r in rows if r["R"] == 1.0 and r["snr"] == snr and r["method"] == m]
-                    for m in ("previous model", "new model")}
-        ratio = {m: np.median([r["rms_change"] / r["true_sd"] for r in v]) if snr != NOISE_FREE else float("nan")
-                 for m, v in selected.items()}
+        selected = {
+            m: [r for r in rows if r["R"] == 1.0 and r["snr"] == snr and r["method"] == m]
+            for m in ("previous model", "new model")
+        }
+        ratio = {
+            m: np.median([r["rms_change"] / r["true_sd"] for r in v]) if snr != NOISE_FREE else float("nan")
+            for m, v in selected.items()
+        }
         new = selected["new model"]
-        lines.append(f"| {_label(snr)} | {ratio['previous model']:.2f} | {ratio['new model']:.2f} | "
-                     f"{np.median([r['psnr_vs_input'] for r in new]):.1f} | {np.median([r['change_median'] for r in new]):.2f} | "
-                     f"{np.median([r['change_p99'] for r in new]):.2f} | {np.mean([r['change_over_3'] for r in new]):.3f} |")
+        lines.append(
+            f"| {_label(snr)} | {ratio['previous model']:.2f} | {ratio['new model']:.2f} | "
+            f"{np.median([r['psnr_vs_input'] for r in new]):.1f} | {np.median([r['change_median'] for r in new]):.2f} | "
+            f"{np.median([r['change_p99'] for r in new]):.2f} | {np.mean([r['change_over_3'] for r in new]):.3f} |"
+        )
     return lines
 
 
-def speed_text(speed: Optional[dict]) -> str:
+def speed_text(speed: dict | None) -> str:
     if not speed:
         return "not measured (`--speed-only`)"
     passes = speed["seconds_per_256_slice_passes"]
-    return (f"- {speed['seconds_per_256_slice']:.3f} s per 256 x 256 slice ({speed['threads']} threads, default batches; "
-            f"median of {len(passes)} passes over 32 slices, {min(passes):.3f}-{max(passes):.3f} s).\n"
-            f"- 512 x 512 x 100 volume: {speed['seconds_512x512x100']:.1f} s, peak memory "
-            f"{speed['peak_memory_gb_512x512x100']:.2f} GB (VmHWM of a fresh process).")
+    return (
+        f"- {speed['seconds_per_256_slice']:.3f} s per 256 x 256 slice ({speed['threads']} threads, default batches; "
+        f"median of {len(passes)} passes over 32 slices, {min(passes):.3f}-{max(passes):.3f} s).\n"
+        f"- 512 x 512 x 100 volume: {speed['seconds_512x512x100']:.1f} s, peak memory "
+        f"{speed['peak_memory_gb_512x512x100']:.2f} GB (VmHWM of a fresh process)."
+    )
 
 
 def render(results: dict) -> None:
     rows = results["rows"]
     synthetic = results.get("synthetic", {})
-    synthetic_lines = ["| R | pairs | input | previous model | new model | new - previous (dB) |", "|---|---|---|---|---|---|"]
+    synthetic_lines = [
+        "| R | pairs | input | previous model | new model | new - previous (dB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for acceleration, entry in synthetic.items():
-        synthetic_lines.append(f"| {acceleration} | {entry['pairs']} | " + " | ".join(
-            f"{entry[m][0]:.2f} / {entry[m][1]:.4f}" for m in ("input", "previous model", "new model"))
-            + f" | {entry['new model'][0] - entry['previous model'][0]:+.2f} |")
+        synthetic_lines.append(
+            f"| {acceleration} | {entry['pairs']} | "
+            + " | ".join(f"{entry[m][0]:.2f} / {entry[m][1]:.4f}" for m in ("input", "previous model", "new model"))
+            + f" | {entry['new model'][0] - entry['previous model'][0]:+.2f} |"
+        )
     versus = ["| R | SNR | new - BART PSNR dB | new - BART SSIM |", "|---|---|---|---|"]
     for acceleration, snr in cells():
         if acceleration == 1.0:
             continue
-        dp = _mean(rows, "psnr", R=acceleration, snr=snr, method="new model") - _mean(rows, "psnr", R=acceleration, snr=snr, method="BART CS-SENSE")
-        ds = _mean(rows, "ssim", R=acceleration, snr=snr, method="new model") - _mean(rows, "ssim", R=acceleration, snr=snr, method="BART CS-SENSE")
+        dp = _mean(rows, "psnr", R=acceleration, snr=snr, method="new model") - _mean(
+            rows, "psnr", R=acceleration, snr=snr, method="BART CS-SENSE"
+        )
+        ds = _mean(rows, "ssim", R=acceleration, snr=snr, method="new model") - _mean(
+            rows, "ssim", R=acceleration, snr=snr, method="BART CS-SENSE"
+        )
         versus.append(f"| {acceleration:g} | {_label(snr)} | {dp:+.2f} | {ds:+.4f} |")
     names = sorted({r["slice"] for r in rows})
     text = f"""# Do-no-harm benchmark: held-out real images from fully sampled to R = 4, SNR 10 to noise-free
 
 Command: `python benchmarks/bench_recon_do_no_harm.py` (part of `make bench-recon`; BART from `apt-get
 install bart`). Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU. Raw numbers:
-`recon_do_no_harm/results.json`. Models: new `{results['new_model']}` ({results['new_sha256'][:12]}), previous
-`{results['previous_model']}` ({results['previous_sha256'][:12]}).
+`recon_do_no_harm/results.json`. Models: new `{results["new_model"]}` ({results["new_sha256"][:12]}), previous
+`{results["previous_model"]}` ({results["previous_sha256"][:12]}).
 
 {__doc__.split(chr(10), 2)[2].strip()}
 
-Slices ({len(names)}): {', '.join(names)}.
+Slices ({len(names)}): {", ".join(names)}.
 
 ## PSNR dB / SSIM against the noise-free fully sampled image (mean over slices)
 
@@ -322,13 +383,13 @@ noise level rather than the added one.
 
 Target: the new model no more than 0.3 dB below the previous one.
 
-{chr(10).join(synthetic_lines) if synthetic else 'not run (../shared absent)'}
+{chr(10).join(synthetic_lines) if synthetic else "not run (../shared absent)"}
 
-BART lambda per R / SNR: {', '.join(f'{k}: {v:g}' for k, v in results['bart'].items()) or 'BART not installed'}.
+BART lambda per R / SNR: {", ".join(f"{k}: {v:g}" for k, v in results["bart"].items()) or "BART not installed"}.
 
 ## Speed and memory (new model, CPU, including the noise estimate)
 
-{speed_text(results.get('speed'))}
+{speed_text(results.get("speed"))}
 
 Times on this shared machine vary by 20-30% between runs: the first run of this page measured 0.118 s
 (0.102-0.130) per slice; side by side in one process on 2026-11-29 evening (5 passes each) the previous model
@@ -342,13 +403,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="the new model (default: the shipped model)")
     parser.add_argument("--previous", default=str(MODELS_DIR / PREVIOUS_MODEL), help="the previous model")
-    parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "recon-model",
-                        help="where the validation pairs are (made when missing; needs ../shared)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=REPO / "build" / "recon-model",
+        help="where the validation pairs are (made when missing; needs ../shared)",
+    )
     parser.add_argument("--quick", action="store_true", help="two slices, for checking the script")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--tune-only", action="store_true", help="only choose BART's lambdas (cached)")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="measure the new model's speed and memory again, into results.json")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="measure the new model's speed and memory again, into results.json"
+    )
     args = parser.parse_args()
     folder = OUT / "recon_do_no_harm"
     if args.render_only or args.speed_only:
@@ -371,9 +437,15 @@ def main() -> None:
     lambdas = cached_bart_lambdas(folder / "bart_lambdas.json", tuning_slices()[: 1 if args.quick else None])
     rows = evaluate(slices, previous, new, lambdas)
     synthetic = synthetic_validation(previous, new, args.work_dir)
-    results = {"rows": rows, "bart": lambdas, "synthetic": synthetic, "new_model": new_path.name,
-               "new_sha256": sha256_file(new_path), "previous_model": Path(args.previous).name,
-               "previous_sha256": sha256_file(args.previous)}
+    results = {
+        "rows": rows,
+        "bart": lambdas,
+        "synthetic": synthetic,
+        "new_model": new_path.name,
+        "new_sha256": sha256_file(new_path),
+        "previous_model": Path(args.previous).name,
+        "previous_sha256": sha256_file(args.previous),
+    }
     results["speed"] = dnn_speed_and_memory(args.model)
     (folder / "results.json").write_text(json.dumps(results, indent=1, default=float))
     render(results)

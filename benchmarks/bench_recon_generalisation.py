@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from FastMRReconLib.model.reconstructor import Reconstructor
+from FastMRReconLib.training.pairs import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
 from FastMRReconLib.training.shipped_model import CONFIG, TRAINING_SETS
 from FastMRReconLib.training.trainer import scores_by_contrast, train
-from FastMRReconLib.training.pairs import PairConfig, load_pairs, make_pairs, save_pairs, synthseg_sources
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
@@ -43,8 +43,10 @@ HELD_OUT = (6, 11)
 #: The issue's target: leave-one-out at most this much PSNR (dB) below the in-contrast / in-orientation network.
 TARGET_GAP_DB = 0.5
 #: The splits: the ``PairConfig`` field (and key of the results) listing a split's values, and its results file.
-SPLITS = {"contrast": ("contrasts", "generalisation.json"),
-          "orientation": ("orientations", "generalisation_orientation.json")}
+SPLITS = {
+    "contrast": ("contrasts", "generalisation.json"),
+    "orientation": ("orientations", "generalisation_orientation.json"),
+}
 
 
 def held_out_pairs(work_dir: Path, split: str, target: str) -> Path:
@@ -54,9 +56,16 @@ def held_out_pairs(work_dir: Path, split: str, target: str) -> Path:
     path = work_dir / f"generalisation_{target}_{count}x{seed}.npz"  # other settings never reuse this file
     if not path.is_file():
         sources, base = synthseg_sources("validation"), PairConfig()
-        pairs = [pair for index, acceleration in enumerate(base.accelerations)
-                 for pair in make_pairs(sources, count, seed + index,
-                                        replace(base, accelerations=(acceleration,), **{SPLITS[split][0]: (target,)}))]
+        pairs = [
+            pair
+            for index, acceleration in enumerate(base.accelerations)
+            for pair in make_pairs(
+                sources,
+                count,
+                seed + index,
+                replace(base, accelerations=(acceleration,), **{SPLITS[split][0]: (target,)}),
+            )
+        ]
         save_pairs(pairs, path)
     return path
 
@@ -76,15 +85,26 @@ def pairs_fingerprint(work_dir: Path) -> str:
 def run(work_dir: Path, split: str, targets: list[str], steps: int) -> dict:
     training = [pair for pair_set in TRAINING_SETS for pair in load_pairs(work_dir / pair_set.name)]
     if split == "orientation" and any(pair.orientation == "unknown" for pair in training):
-        raise SystemExit(f"the training pairs in {work_dir} do not record their slice orientation (made before it was "
-                         "recorded); make them again in a new folder: python -m FastMRReconLib.training.shipped_model "
-                         "--pairs-only --work-dir NEW_FOLDER (the same seeds give the same images)")
+        raise SystemExit(
+            f"the training pairs in {work_dir} do not record their slice orientation (made before it was "
+            "recorded); make them again in a new folder: python -m FastMRReconLib.training.shipped_model "
+            "--pairs-only --work-dir NEW_FOLDER (the same seeds give the same images)"
+        )
     config = replace(CONFIG, steps=steps)
     key = SPLITS[split][0]
-    results = {"steps": steps, "pairs": pairs_fingerprint(work_dir), "held_out": list(HELD_OUT),
-               "config": {"batch_size": config.batch_size, "patch": config.patch,
-                          "l1_weight": config.l1_weight, "learning_rate": config.learning_rate},
-               "machine": platform.machine(), key: {}}
+    results = {
+        "steps": steps,
+        "pairs": pairs_fingerprint(work_dir),
+        "held_out": list(HELD_OUT),
+        "config": {
+            "batch_size": config.batch_size,
+            "patch": config.patch,
+            "l1_weight": config.l1_weight,
+            "learning_rate": config.learning_rate,
+        },
+        "machine": platform.machine(),
+        key: {},
+    }
     for target in targets:
         held_out = load_pairs(held_out_pairs(work_dir, split, target))
         entry = {"validation_pairs": len(held_out)}
@@ -94,9 +114,14 @@ def run(work_dir: Path, split: str, targets: list[str], steps: int) -> dict:
             start = time.perf_counter()
             result = train(chosen, config)
             scores = scores_by_contrast(Reconstructor(result.network, "cpu"), held_out)["all"]
-            entry[kind] = {"training_pairs": len(chosen), "psnr": scores["psnr"], "ssim": scores["ssim"],
-                           "input_psnr": scores["input_psnr"], "input_ssim": scores["input_ssim"],
-                           "seconds": time.perf_counter() - start}
+            entry[kind] = {
+                "training_pairs": len(chosen),
+                "psnr": scores["psnr"],
+                "ssim": scores["ssim"],
+                "input_psnr": scores["input_psnr"],
+                "input_ssim": scores["input_ssim"],
+                "seconds": time.perf_counter() - start,
+            }
             print(target, kind, entry[kind], flush=True)
         results[key][target] = entry
     return results
@@ -106,11 +131,16 @@ def pairs_text(results: dict, split: str) -> str:
     """Which pairs the run used."""
     count, seed = results["held_out"]
     accelerations = PairConfig().accelerations
-    same = ("with the same draws (slice, deformation, coils, noise) for every contrast" if split == "contrast" else
-            "with the same seeds for every orientation")
-    return (f"Training pairs: those of `make recon-model` (SHA-256 of the training files `{results['pairs'][:16]}...`). "
-            f"Held out: {count} pairs per {split} at each R = {', '.join(f'{r:g}' for r in accelerations)} from the "
-            f"SynthSeg validation subjects (seeds {seed}-{seed + len(accelerations) - 1}), {same}.")
+    same = (
+        "with the same draws (slice, deformation, coils, noise) for every contrast"
+        if split == "contrast"
+        else "with the same seeds for every orientation"
+    )
+    return (
+        f"Training pairs: those of `make recon-model` (SHA-256 of the training files `{results['pairs'][:16]}...`). "
+        f"Held out: {count} pairs per {split} at each R = {', '.join(f'{r:g}' for r in accelerations)} from the "
+        f"SynthSeg validation subjects (seeds {seed}-{seed + len(accelerations) - 1}), {same}."
+    )
 
 
 def section(results: dict, split: str) -> str:
@@ -123,23 +153,31 @@ def section(results: dict, split: str) -> str:
         within = gap >= -TARGET_GAP_DB
         gaps.append(gap)
         met += within
-        rows.append(f"| {target} | {entry['validation_pairs']} | {inside['input_psnr']:.2f} / {inside['input_ssim']:.4f} | "
-                    f"{inside['psnr']:.2f} / {inside['ssim']:.4f} ({inside['training_pairs']}) | "
-                    f"{outside['psnr']:.2f} / {outside['ssim']:.4f} ({outside['training_pairs']}) | {gap:+.2f} | "
-                    f"{'yes' if within else 'no'} |")
+        rows.append(
+            f"| {target} | {entry['validation_pairs']} | {inside['input_psnr']:.2f} / {inside['input_ssim']:.4f} | "
+            f"{inside['psnr']:.2f} / {inside['ssim']:.4f} ({inside['training_pairs']}) | "
+            f"{outside['psnr']:.2f} / {outside['ssim']:.4f} ({outside['training_pairs']}) | {gap:+.2f} | "
+            f"{'yes' if within else 'no'} |"
+        )
     config = results["config"]
     skipped = [value for value in getattr(PairConfig(), key) if value not in results[key]]
-    minutes = [entry[kind]["seconds"] / 60 for entry in results[key].values() for kind in (f"in-{split}", "leave-one-out")]
-    summary = (f"\n\nLeave-one-out within {TARGET_GAP_DB:g} dB of in-{split}: {met} of the {len(gaps)} {split}s run "
-               f"(mean difference {sum(gaps) / len(gaps):+.2f} dB).")
-    timing = (f" A network took {min(minutes):.0f}-{max(minutes):.0f} min on 2 CPU cores here, the longer ones when the "
-              "machine was shared.")
+    minutes = [
+        entry[kind]["seconds"] / 60 for entry in results[key].values() for kind in (f"in-{split}", "leave-one-out")
+    ]
+    summary = (
+        f"\n\nLeave-one-out within {TARGET_GAP_DB:g} dB of in-{split}: {met} of the {len(gaps)} {split}s run "
+        f"(mean difference {sum(gaps) / len(gaps):+.2f} dB)."
+    )
+    timing = (
+        f" A network took {min(minutes):.0f}-{max(minutes):.0f} min on 2 CPU cores here, the longer ones when the "
+        "machine was shared."
+    )
     not_run = f"\n\nNot run yet: {', '.join(skipped)}." if skipped else ""
     commands = "; ".join(f"`{command}`" for command in results.get("commands", [results.get("command")]))
-    return f"""Commands: {commands}. Machine: {results['machine']}, 2 CPU cores, no GPU. Raw numbers:
-`recon/{SPLITS[split][1]}`. {pairs_text(results, split)} Networks trained for {results['steps']} steps (batch
-{config['batch_size']}, {config['patch']} x {config['patch']} patches, lambda {config['l1_weight']:g}, learning rate
-{config['learning_rate']:g}).
+    return f"""Commands: {commands}. Machine: {results["machine"]}, 2 CPU cores, no GPU. Raw numbers:
+`recon/{SPLITS[split][1]}`. {pairs_text(results, split)} Networks trained for {results["steps"]} steps (batch
+{config["batch_size"]}, {config["patch"]} x {config["patch"]} patches, lambda {config["l1_weight"]:g}, learning rate
+{config["learning_rate"]:g}).
 
 | {split} | pairs | input (CG-SENSE) | in-{split} (training pairs) | leave-one-out (training pairs) | leave-out minus in-{split}, dB | within {TARGET_GAP_DB:g} dB? |
 |---|---|---|---|---|---|---|
@@ -148,11 +186,19 @@ def section(results: dict, split: str) -> str:
 
 def render() -> None:
     """Write the page from the results files present."""
-    results = {split: json.loads(path.read_text()) for split, (_, name) in SPLITS.items()
-               if (path := OUT / "recon" / name).is_file()}
-    orientation = (section(results["orientation"], "orientation") if "orientation" in results else
-                   "Not run yet (`--split orientation`).")
-    contrast = section(results["contrast"], "contrast") if "contrast" in results else "Not run yet (`--split contrast`)."
+    results = {
+        split: json.loads(path.read_text())
+        for split, (_, name) in SPLITS.items()
+        if (path := OUT / "recon" / name).is_file()
+    }
+    orientation = (
+        section(results["orientation"], "orientation")
+        if "orientation" in results
+        else "Not run yet (`--split orientation`)."
+    )
+    contrast = (
+        section(results["contrast"], "contrast") if "contrast" in results else "Not run yet (`--split contrast`)."
+    )
     text = f"""# Reconstruction: generalisation across contrasts and orientations
 
 `make bench-recon-generalisation` runs both splits with the defaults (`--work-dir` points at the pairs of
@@ -184,11 +230,16 @@ tables hold identical images and contrasts although their hashes differ).
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "recon-model",
-                        help="folder with the training pairs of `make recon-model`; the held-out pairs are cached there")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=REPO / "build" / "recon-model",
+        help="folder with the training pairs of `make recon-model`; the held-out pairs are cached there",
+    )
     parser.add_argument("--split", choices=list(SPLITS), default="contrast")
-    parser.add_argument("--targets", "--contrasts", nargs="+",
-                        help="contrasts or orientations to hold out (default: all of the split)")
+    parser.add_argument(
+        "--targets", "--contrasts", nargs="+", help="contrasts or orientations to hold out (default: all of the split)"
+    )
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps per network (default 3000)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the page from the results files")
     args = parser.parse_args()
@@ -209,7 +260,11 @@ def main() -> None:
         if path.is_file():  # add to an earlier run with the same settings (other targets)
             earlier = json.loads(path.read_text())
             if (earlier["steps"], earlier["config"], earlier.get("pairs"), earlier.get("held_out")) == (
-                    results["steps"], results["config"], results["pairs"], results["held_out"]):
+                results["steps"],
+                results["config"],
+                results["pairs"],
+                results["held_out"],
+            ):
                 results["commands"] = earlier.get("commands", [earlier.get("command")]) + results["commands"]
                 results[key] = {**earlier[key], **results[key]}
         path.write_text(json.dumps(results, indent=1) + "\n")

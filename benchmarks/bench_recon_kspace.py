@@ -88,7 +88,8 @@ def simulated_scan(image: np.ndarray, seed: int) -> np.ndarray:
     sigma = object_mean(image) / SNR
     clean = fft2c(maps * complex_image)
     return (clean + sigma * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape))).astype(
-        np.complex64)
+        np.complex64
+    )
 
 
 def tune_bart(images: list[np.ndarray]) -> dict:
@@ -107,13 +108,16 @@ def tune_bart(images: list[np.ndarray]) -> dict:
     return chosen
 
 
-def run_methods(kspace: np.ndarray, mask: np.ndarray, lam: float | None, image_net: Reconstructor,
-                kspace_net: KspaceReconstructor) -> dict:
+def run_methods(
+    kspace: np.ndarray, mask: np.ndarray, lam: float | None, image_net: Reconstructor, kspace_net: KspaceReconstructor
+) -> dict:
     outputs, seconds = {}, {}
-    for name, method in (("zero-filled RSS", lambda: rss(kspace)),
-                         ("CG-SENSE", lambda: cg_sense_magnitude(kspace, mask)),
-                         ("BART CS-SENSE", (lambda: bart(kspace, mask, lam)) if lam is not None else None),
-                         ("k-space network", lambda: kspace_net.reconstruct(kspace, mask))):
+    for name, method in (
+        ("zero-filled RSS", lambda: rss(kspace)),
+        ("CG-SENSE", lambda: cg_sense_magnitude(kspace, mask)),
+        ("BART CS-SENSE", (lambda: bart(kspace, mask, lam)) if lam is not None else None),
+        ("k-space network", lambda: kspace_net.reconstruct(kspace, mask)),
+    ):
         if method is None:
             continue
         started = time.perf_counter()
@@ -156,8 +160,12 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     kspace_net = KspaceReconstructor.load(args.model, device="cpu")
     image_net = Reconstructor.load(device="cpu")
-    tuning = [image for image_info in TRAINING_IMAGES if image_info.name in ("pyradiomics brain1 T1w", "MNI152 T1")
-              for _, image in held_out_slices([image_info])[1:2]]
+    tuning = [
+        image
+        for image_info in TRAINING_IMAGES
+        if image_info.name in ("pyradiomics brain1 T1w", "MNI152 T1")
+        for _, image in held_out_slices([image_info])[1:2]
+    ]
     lambdas = tune_bart(tuning)
     rows = []
     full = read_raw_kspace(REALMR / "autoespirit_brain_clean.cfl").kspace[0]
@@ -166,22 +174,37 @@ def main() -> None:
         for acceleration in ACCELERATIONS:
             kspace, mask = undersample(full, kind, acceleration, seed=1)
             run = run_methods(kspace, mask, lambdas[f"{kind}/{acceleration:g}"], image_net, kspace_net)
-            rows.append({"data": "real", "mask": kind, "R": acceleration, "scores": scores(run["outputs"], reference),
-                         "seconds": run["seconds"]})
+            rows.append(
+                {
+                    "data": "real",
+                    "mask": kind,
+                    "R": acceleration,
+                    "scores": scores(run["outputs"], reference),
+                    "seconds": run["seconds"],
+                }
+            )
             print(rows[-1], flush=True)
     sigpy = read_raw_kspace(REALMR / "sigpy_tutorial_cartesian_ksp.npy").kspace[0]
     sigpy_mask = np.any(sigpy != 0, axis=0)
     run = run_methods(sigpy, sigpy_mask, lambdas["poisson-2d/6"], image_net, kspace_net)
     flip, shift = aligned(run["outputs"]["CG-SENSE"], reference)
-    moved = {name: np.roll(image[::-1, ::-1] if flip else image, shift, axis=(0, 1))
-             for name, image in run["outputs"].items()}
+    moved = {
+        name: np.roll(image[::-1, ::-1] if flip else image, shift, axis=(0, 1))
+        for name, image in run["outputs"].items()
+    }
     inside = object_mask(reference[None])[0]
     cg = moved["CG-SENSE"][inside]
     gain = float(np.dot(cg, reference[inside]) / np.dot(cg, cg))  # the two files' scales differ
     moved = {name: image * gain for name, image in moved.items()}
-    rows.append({"data": "real, really undersampled", "mask": "poisson-2d",
-                 "R": float(sigpy_mask.size / sigpy_mask.sum()), "scores": scores(moved, reference),
-                 "seconds": run["seconds"]})
+    rows.append(
+        {
+            "data": "real, really undersampled",
+            "mask": "poisson-2d",
+            "R": float(sigpy_mask.size / sigpy_mask.sum()),
+            "scores": scores(moved, reference),
+            "seconds": run["seconds"],
+        }
+    )
     print(rows[-1], flush=True)
     objects = held_out_slices()[: args.slices]
     for index, (name, image) in enumerate(objects):
@@ -190,8 +213,16 @@ def main() -> None:
             for acceleration in ACCELERATIONS:
                 kspace, mask = undersample(scan, kind, acceleration, seed=index)
                 run = run_methods(kspace, mask, lambdas[f"{kind}/{acceleration:g}"], image_net, kspace_net)
-                rows.append({"data": "simulated", "slice": name, "mask": kind, "R": acceleration,
-                             "scores": scores(run["outputs"], image.astype(np.float32)), "seconds": run["seconds"]})
+                rows.append(
+                    {
+                        "data": "simulated",
+                        "slice": name,
+                        "mask": kind,
+                        "R": acceleration,
+                        "scores": scores(run["outputs"], image.astype(np.float32)),
+                        "seconds": run["seconds"],
+                    }
+                )
         print("simulated", name, flush=True)
     results = {"rows": rows, "bart": lambdas, "model": args.model or "shipped"}
     (folder / "results.json").write_text(json.dumps(results, indent=1, default=float))
@@ -207,29 +238,36 @@ def _cell(rows: list[dict], method: str) -> str:
 
 def render(results: dict) -> None:
     rows = results["rows"]
-    lines = ["| data | mask | R | " + " | ".join(METHODS) + " | network - BART (dB) |",
-             "|---" * (len(METHODS) + 4) + "|"]
+    lines = [
+        "| data | mask | R | " + " | ".join(METHODS) + " | network - BART (dB) |",
+        "|---" * (len(METHODS) + 4) + "|",
+    ]
     groups = []
     for data in ("real", "real, really undersampled", "simulated"):
         for kind in MASK_KINDS:
             for acceleration in sorted({row["R"] for row in rows if row["data"] == data and row["mask"] == kind}):
-                selected = [row for row in rows if row["data"] == data and row["mask"] == kind
-                            and row["R"] == acceleration]
+                selected = [
+                    row for row in rows if row["data"] == data and row["mask"] == kind and row["R"] == acceleration
+                ]
                 if selected:
                     groups.append((data, kind, acceleration, selected))
     for data, kind, acceleration, selected in groups:
         gap = "-"
         if all("BART CS-SENSE" in row["scores"] for row in selected):
             gap = f"{np.mean([r['scores']['k-space network']['psnr'] - r['scores']['BART CS-SENSE']['psnr'] for r in selected]):+.2f}"
-        lines.append(f"| {data} | {kind} | {acceleration:.3g} | " + " | ".join(_cell(selected, m) for m in METHODS)
-                     + f" | {gap} |")
-    seconds = {method: np.median([row["seconds"][method] for row in rows if method in row["seconds"]])
-               for method in METHODS}
+        lines.append(
+            f"| {data} | {kind} | {acceleration:.3g} | "
+            + " | ".join(_cell(selected, m) for m in METHODS)
+            + f" | {gap} |"
+        )
+    seconds = {
+        method: np.median([row["seconds"][method] for row in rows if method in row["seconds"]]) for method in METHODS
+    }
     speed = ", ".join(f"{method} {value:.2f} s" for method, value in seconds.items())
     text = f"""# Raw k-space benchmark: the unrolled network against CG-SENSE and BART CS-SENSE
 
 Command: `python benchmarks/bench_recon_kspace.py` (`make bench-recon-kspace`; BART from `apt-get install bart`).
-Raw numbers: `recon_kspace/results.json`. Model: {results['model']}.
+Raw numbers: `recon_kspace/results.json`. Model: {results["model"]}.
 
 {__doc__.split(chr(10), 2)[2]}
 PSNR dB / SSIM (mean over slices):
@@ -238,7 +276,7 @@ PSNR dB / SSIM (mean over slices):
 
 Median seconds per slice (CPU, 2 cores): {speed}.
 
-BART lambda per mask / R: {', '.join(f'{key}: {value:g}' for key, value in results['bart'].items())}.
+BART lambda per mask / R: {", ".join(f"{key}: {value:g}" for key, value in results["bart"].items())}.
 """
     (OUT / "recon_kspace.md").write_text(text)
 

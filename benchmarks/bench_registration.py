@@ -41,7 +41,7 @@ SEEDS = (0, 1, 2)
 KEYS = ("f", "D", "Dstar")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scdnn_estimator(bvalues: tuple[float, ...]) -> IvimModel:
     """The SCDNN estimator of a protocol (b-values in s/mm²), built once: its network is read once."""
     return IvimModel(bvalues, "scdnn", device="cpu")
@@ -50,9 +50,16 @@ def scdnn_estimator(bvalues: tuple[float, ...]) -> IvimModel:
 def region_nrmse(series, truth, placenta: np.ndarray, regions: dict) -> dict:
     """NRMSE (rmse / mean of truth) of the SCDNN maps in each named region."""
     maps = scdnn_estimator(tuple(series.bvalues.tolist())).fit(series.signals, mask=placenta).maps()
-    return {name: {key: float(np.sqrt(np.nanmean((maps[key][region] - getattr(truth, key)[region]) ** 2))
-                              / np.mean(getattr(truth, key)[region])) for key in KEYS}
-            for name, region in regions.items()}
+    return {
+        name: {
+            key: float(
+                np.sqrt(np.nanmean((maps[key][region] - getattr(truth, key)[region]) ** 2))
+                / np.mean(getattr(truth, key)[region])
+            )
+            for key in KEYS
+        }
+        for name, region in regions.items()
+    }
 
 
 def oracle_correction(moving) -> DiffusionSeries:
@@ -74,41 +81,61 @@ def run_case(seed: int, use_mask: bool) -> dict:
     start = time.perf_counter()
     result = motion_correct(moving.series, mask=mask, config=MotionConfig())
     seconds = time.perf_counter() - start
-    case = {"seed": seed, "mask": use_mask, "seconds": seconds, "rounds": len(result.displacements_mm),
-            "chosen_round": result.chosen_round, "displacements_mm": result.displacements_mm,
-            "rejected": result.rejected,
-            "voxels": {name: int(region.sum()) for name, region in regions.items()}}
+    case = {
+        "seed": seed,
+        "mask": use_mask,
+        "seconds": seconds,
+        "rounds": len(result.displacements_mm),
+        "chosen_round": result.chosen_round,
+        "displacements_mm": result.displacements_mm,
+        "rejected": result.rejected,
+        "voxels": {name: int(region.sum()) for name, region in regions.items()},
+    }
     case.update(residual_displacements(moving, result.transforms, placenta))
-    case["nrmse"] = {label: region_nrmse(series, moving.phantom, placenta, regions) for label, series in (
-        ("motion-free", still.series), ("uncorrected", moving.series), ("corrected", result.series),
-        ("oracle", oracle_correction(moving)))}
+    case["nrmse"] = {
+        label: region_nrmse(series, moving.phantom, placenta, regions)
+        for label, series in (
+            ("motion-free", still.series),
+            ("uncorrected", moving.series),
+            ("corrected", result.series),
+            ("oracle", oracle_correction(moving)),
+        )
+    }
     print(json.dumps({k: v for k, v in case.items() if k != "displacements_mm"}, default=float), flush=True)
     return case
 
 
 def render(cases: list[dict]) -> None:
     """Write registration.md from the cases."""
-    lines = ["| mask | seed | before mean / max (mm) | after mean / max (mm) | absolute after mean / max (mm) "
-             "| time (s) | rounds (kept) | rejected registrations |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| mask | seed | before mean / max (mm) | after mean / max (mm) | absolute after mean / max (mm) "
+        "| time (s) | rounds (kept) | rejected registrations |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for case in cases:
         lines.append(
             f"| {'placenta ROI' if case['mask'] else 'none'} | {case['seed']} | "
             f"{case['before_inter_volume_mean_mm']:.2f} / {case['before_inter_volume_max_mm']:.2f} | "
             f"{case['after_inter_volume_mean_mm']:.2f} / {case['after_inter_volume_max_mm']:.2f} | "
             f"{case['after_absolute_mean_mm']:.2f} / {case['after_absolute_max_mm']:.2f} | {case['seconds']:.0f} | "
-            f"{case['rounds']} ({case['chosen_round']}) | {case.get('rejected', 'n/a')} |")
+            f"{case['rounds']} ({case['chosen_round']}) | {case.get('rejected', 'n/a')} |"
+        )
     labels = ("motion-free", "uncorrected", "corrected", "oracle")
-    maps = ["| seed | region (voxels) | " + " | ".join(labels) + " | corrected / motion-free (worst) |",
-            "|---|---|---|---|---|---|---|"]
+    maps = [
+        "| seed | region (voxels) | " + " | ".join(labels) + " | corrected / motion-free (worst) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for case in cases:
         for region, voxels in case["voxels"].items():
             n = {label: case["nrmse"][label][region] for label in labels}
             ratio = max(n["corrected"][k] / n["motion-free"][k] for k in KEYS)
             cells = [" / ".join(f"{n[label][k]:.3f}" for k in KEYS) for label in labels]
             maps.append(f"| {case['seed']} | {region} ({voxels}) | " + " | ".join(cells) + f" | {ratio:.2f} |")
-    worst_oracle = max(case["nrmse"]["corrected"]["placenta"][k] / case["nrmse"]["oracle"]["placenta"][k]
-                       for case in cases for k in KEYS)
+    worst_oracle = max(
+        case["nrmse"]["corrected"]["placenta"][k] / case["nrmse"]["oracle"]["placenta"][k]
+        for case in cases
+        for k in KEYS
+    )
     text = f"""# Motion-correction benchmark
 
 Command: `make bench-registration` (= `python benchmarks/bench_registration.py`). Machine:

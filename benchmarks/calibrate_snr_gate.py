@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_recon_do_no_harm import cells, held_out_slices, scan  # noqa: E402
 
-from FastMRReconLib.metrics import psnr  # noqa: E402
 from FastMRReconLib.anatomy.real_anatomy import TRAINING_IMAGES  # noqa: E402
+from FastMRReconLib.metrics import psnr  # noqa: E402
 from FastMRReconLib.model.reconstructor import Reconstructor, SnrGate, object_levels  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -54,9 +54,19 @@ def main() -> None:
             levels = object_levels(sense[None])
             sigma = reconstructor.noise_sd_maps(sense[None], levels=levels)
             told_snr = {per: SnrGate(1.0, 2.0, per).told_snr(levels, sigma, 1.0)[0] for per in ("pixel", "slice")}
-            cases.append({"cell": (acceleration, snr), "input": sense, "output": output, "reference": reference,
-                          "told_snr": told_snr, "input_psnr": psnr(sense, reference)})
-    gates = [(None, "slice")] + [(SnrGate(full, none), mode) for mode in ("slice", "pixel") for full in FULL for none in NONE if full < none]
+            cases.append(
+                {
+                    "cell": (acceleration, snr),
+                    "input": sense,
+                    "output": output,
+                    "reference": reference,
+                    "told_snr": told_snr,
+                    "input_psnr": psnr(sense, reference),
+                }
+            )
+    gates = [(None, "slice")] + [
+        (SnrGate(full, none), mode) for mode in ("slice", "pixel") for full in FULL for none in NONE if full < none
+    ]
     table = []
     for gate, mode in gates:
         gains: dict = {}
@@ -69,23 +79,48 @@ def main() -> None:
                 continue
             gains.setdefault(case["cell"], []).append(psnr(gated, case["reference"]) - case["input_psnr"])
         means = {cell: float(np.mean(values)) for cell, values in gains.items()}
-        table.append({"full": None if gate is None else gate.full, "none": None if gate is None else gate.none, "mode": mode,
-                      "mean_gain": float(np.mean(list(means.values()))), "worst_gain": min(means.values()),
-                      "noise_free_psnr": float(np.mean(clean)),
-                      "cells": {f"{a:g}/{s:g}": v for (a, s), v in means.items()}})
-        print(mode, table[-1]["full"], table[-1]["none"], round(table[-1]["mean_gain"], 3), round(table[-1]["worst_gain"], 3),
-              round(table[-1]["noise_free_psnr"], 1), flush=True)
-    qualified = [row for row in table if row["worst_gain"] >= LIMIT_DB and row["noise_free_psnr"] >= NOISE_FREE_DB
-                 and row["full"] is not None]
-    chosen = max(qualified, key=lambda row: row["mean_gain"]) if qualified else max(table, key=lambda row: row["worst_gain"])
+        table.append(
+            {
+                "full": None if gate is None else gate.full,
+                "none": None if gate is None else gate.none,
+                "mode": mode,
+                "mean_gain": float(np.mean(list(means.values()))),
+                "worst_gain": min(means.values()),
+                "noise_free_psnr": float(np.mean(clean)),
+                "cells": {f"{a:g}/{s:g}": v for (a, s), v in means.items()},
+            }
+        )
+        print(
+            mode,
+            table[-1]["full"],
+            table[-1]["none"],
+            round(table[-1]["mean_gain"], 3),
+            round(table[-1]["worst_gain"], 3),
+            round(table[-1]["noise_free_psnr"], 1),
+            flush=True,
+        )
+    qualified = [
+        row
+        for row in table
+        if row["worst_gain"] >= LIMIT_DB and row["noise_free_psnr"] >= NOISE_FREE_DB and row["full"] is not None
+    ]
+    chosen = (
+        max(qualified, key=lambda row: row["mean_gain"]) if qualified else max(table, key=lambda row: row["worst_gain"])
+    )
     folder = OUT / "recon_snr_gate"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps({"table": table, "chosen": chosen,
-                                                     "slices": [name for name, _ in slices]}, indent=1, default=float))
-    lines = ["| SNR from | full at SNR | none at SNR | mean gain dB | worst noisy cell dB | noise-free: PSNR vs input dB |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {row['mode'] if row['full'] else '-'} | {row['full'] or '-'} | {row['none'] or '- (no gate)'} | "
-              f"{row['mean_gain']:+.2f} | {row['worst_gain']:+.2f} | {row['noise_free_psnr']:.1f} |" for row in table]
+    (folder / "results.json").write_text(
+        json.dumps({"table": table, "chosen": chosen, "slices": [name for name, _ in slices]}, indent=1, default=float)
+    )
+    lines = [
+        "| SNR from | full at SNR | none at SNR | mean gain dB | worst noisy cell dB | noise-free: PSNR vs input dB |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['mode'] if row['full'] else '-'} | {row['full'] or '-'} | {row['none'] or '- (no gate)'} | "
+        f"{row['mean_gain']:+.2f} | {row['worst_gain']:+.2f} | {row['noise_free_psnr']:.1f} |"
+        for row in table
+    ]
     cell_lines = ["| R / SNR | gain dB with the chosen gate | without gate |", "|---|---|---|"]
     ungated = table[0]["cells"]
     cell_lines += [f"| {key} | {value:+.2f} | {ungated[key]:+.2f} |" for key, value in chosen["cells"].items()]
@@ -95,13 +130,13 @@ Command: `python benchmarks/calibrate_snr_gate.py`. Raw numbers: `recon_snr_gate
 
 {__doc__.split(chr(10), 2)[2].strip()}
 
-Slices ({len(slices)}): {', '.join(name for name, _ in slices)}. Gain: PSNR of the output minus PSNR of the
+Slices ({len(slices)}): {", ".join(name for name, _ in slices)}. Gain: PSNR of the output minus PSNR of the
 input against the noise-free fully sampled image, mean per cell (noise-free inputs count their loss, capped
 at 100 dB).
 
 {chr(10).join(lines)}
 
-Chosen: SNR per {chosen['mode']}, full at SNR {chosen['full']}, none at SNR {chosen['none']} (`SNR_GATE` in
+Chosen: SNR per {chosen["mode"]}, full at SNR {chosen["full"]}, none at SNR {chosen["none"]} (`SNR_GATE` in
 `FastMRReconLib.model.reconstructor`). Per cell:
 
 {chr(10).join(cell_lines)}

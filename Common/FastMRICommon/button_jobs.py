@@ -4,8 +4,9 @@ outside Slicer. The job itself follows the progress/cancel protocol of ``errors`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, TypeVar
 
 from .errors import CancelCheck, Cancelled, ProgressCallback
 
@@ -43,9 +44,15 @@ class ButtonJobs:
             self.cancel_requested = True
         return True
 
-    def run(self, button: Any, job: Callable[[ProgressCallback, CancelCheck], T], progress: ProgressCallback,
-            error_display: Callable[[str], AbstractContextManager], cancel_text: str,
-            cancelled: Callable[[], None]) -> Optional[T]:
+    def run(
+        self,
+        button: Any,
+        job: Callable[[ProgressCallback, CancelCheck], T],
+        progress: ProgressCallback,
+        error_display: Callable[[str], AbstractContextManager],
+        cancel_text: str,
+        cancelled: Callable[[], None],
+    ) -> T | None:
         """Run ``job(progress, cancel)`` with ``button`` relabelled ``cancel_text``; errors go to
         ``error_display(button label)`` (a context manager, e.g. Slicer's message box), a cancelled job calls
         ``cancelled()``. Returns the job's result, or None when it failed or was cancelled. The button gets

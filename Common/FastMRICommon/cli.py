@@ -15,15 +15,15 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import Cancelled, InputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 #: A subcommand: takes the parsed arguments, returns an exit code (None means 0).
-Command = Callable[[argparse.Namespace], Optional[int]]
+Command = Callable[[argparse.Namespace], int | None]
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -31,12 +31,13 @@ def common_options() -> argparse.ArgumentParser:
     ``prog -v COMMAND`` and ``prog COMMAND -v`` are the same. Their defaults are left out of the namespace
     (``argparse.SUPPRESS``): a subcommand's default would otherwise overwrite the value given before it."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="debug logging and full tracebacks")
+    parent.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks"
+    )
     return parent
 
 
-def run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> int:
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand (stored as ``args.command``); return the exit code."""
     args = parser.parse_args(argv)
     if getattr(args, "command", None) is None:
@@ -46,8 +47,12 @@ def run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True)
     _quiet_vtk(verbose)
     name = getattr(args.command, "__name__", "").removeprefix("cmd_").replace("_", "-")
-    logging.getLogger(parser.prog).debug("%s %s: arguments %s", parser.prog, name, ", ".join(
-        f"{key}={value}" for key, value in vars(args).items() if key not in ("command", "verbose")))
+    logging.getLogger(parser.prog).debug(
+        "%s %s: arguments %s",
+        parser.prog,
+        name,
+        ", ".join(f"{key}={value}" for key, value in vars(args).items() if key not in ("command", "verbose")),
+    )
     try:
         code = args.command(args)
         return EXIT_OK if code is None else int(code)

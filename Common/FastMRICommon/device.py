@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from .errors import InputError
 
@@ -12,7 +13,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "float32", "bfloat16")
 
 
-def select_device(preference: str = "auto") -> "torch.device":  # noqa: F821 (torch imported lazily)
+def select_device(preference: str = "auto") -> torch.device:  # noqa: F821 (torch imported lazily)
     """Return the torch device for ``preference``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``
     or ``"cuda"`` (an :class:`InputError` when no CUDA device is present)."""
     import torch
@@ -37,7 +38,7 @@ def native_bfloat16_cpu() -> bool:
         return False
 
 
-def select_precision(device: "torch.device", preference: str = "auto") -> "Optional[torch.dtype]":  # noqa: F821
+def select_precision(device: torch.device, preference: str = "auto") -> torch.dtype | None:  # noqa: F821
     """The autocast dtype for inference on ``device``: None (float32) or ``torch.bfloat16``; ``"auto"``
     (``PRECISION_CHOICES``) takes bfloat16 only on a CPU with native support, where it halves the time of a
     convolutional network; on a GPU and other CPUs it stays float32."""
@@ -71,8 +72,10 @@ def ensure_torch(confirm: Callable[[str], bool], install: Callable[[], object], 
     it importable; False when the user declined. Never called at import time."""
     if torch_installed(module):
         return True
-    if not confirm("This needs PyTorch, which is not installed. Install it now through the PyTorch extension "
-                   "(a download of several hundred MB; CUDA build when an NVIDIA GPU is present)?"):
+    if not confirm(
+        "This needs PyTorch, which is not installed. Install it now through the PyTorch extension "
+        "(a download of several hundred MB; CUDA build when an NVIDIA GPU is present)?"
+    ):
         return False
     install()
     if not torch_installed(module):
@@ -80,14 +83,15 @@ def ensure_torch(confirm: Callable[[str], bool], install: Callable[[], object], 
     return True
 
 
-def ensure_torch_with_pytorch_utils(confirm: Callable[[str], bool],
-                                    pytorch_utils_logic: Optional[Callable[[], Any]] = None,
-                                    module: str = "torch") -> bool:
+def ensure_torch_with_pytorch_utils(
+    confirm: Callable[[str], bool], pytorch_utils_logic: Callable[[], Any] | None = None, module: str = "torch"
+) -> bool:
     """:func:`ensure_torch` in Slicer, installing through the PyTorch extension: ``pytorch_utils_logic()`` (default:
     ``PyTorchUtils.PyTorchUtilsLogic``, imported only then) is made only when torch is missing and ``confirm``
     returned True, and its ``installTorch(askConfirmation=False)`` picks the CUDA or the CPU build (the user was
     asked already). The modules' ``torchReady`` is this with ``slicer.util.confirmOkCancelDisplay``. ``module``
     as in :func:`ensure_torch`."""
+
     def install() -> None:
         if pytorch_utils_logic is None:
             import PyTorchUtils  # Slicer's PyTorch extension (the extension depends on it)

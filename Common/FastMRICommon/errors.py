@@ -7,7 +7,7 @@ is a failure of the program (exit code 1).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 #: ``progress(fraction, message)``: fraction in [0, 1] of the whole job, message for a status line.
 ProgressCallback = Callable[[float, str], None]
@@ -27,13 +27,13 @@ class Cancelled(RuntimeError):
     """The user cancelled a long-running job; partial results are discarded."""
 
 
-def report(progress: Optional[ProgressCallback], fraction: float, message: str) -> None:
+def report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
     """Call ``progress`` when one was given, clamping ``fraction`` to [0, 1]."""
     if progress is not None:
         progress(min(max(float(fraction), 0.0), 1.0), message)
 
 
-def raise_if_cancelled(cancel: Optional[CancelCheck]) -> None:
+def raise_if_cancelled(cancel: CancelCheck | None) -> None:
     """Raise :class:`Cancelled` when ``cancel`` says the user asked to stop."""
     if cancel is not None and cancel():
         raise Cancelled("cancelled by the user")

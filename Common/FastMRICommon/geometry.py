@@ -7,16 +7,14 @@ in mm.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from .errors import InputError
 
-
 GEOMETRY_TOLERANCE_MM = 1e-3
-
 
 
 @dataclass(frozen=True)
@@ -39,27 +37,26 @@ class VolumeGeometry:
         return matrix
 
     @classmethod
-    def from_ijk_to_ras(cls, matrix: np.ndarray) -> "VolumeGeometry":
+    def from_ijk_to_ras(cls, matrix: np.ndarray) -> VolumeGeometry:
         """Split a 4x4 IJK-to-RAS matrix into spacing, origin and unit directions."""
         matrix = np.asarray(matrix, float)
         spacing = np.linalg.norm(matrix[:3, :3], axis=0)
         if np.any(spacing <= 0):
             raise InputError("IJK-to-RAS matrix has a zero-length axis")
         directions = matrix[:3, :3] / spacing[None, :]
-        return cls(tuple(spacing.tolist()), tuple(matrix[:3, 3].tolist()),
-                   tuple(tuple(row) for row in directions.tolist()))
+        return cls(
+            tuple(spacing.tolist()), tuple(matrix[:3, 3].tolist()), tuple(tuple(row) for row in directions.tolist())
+        )
 
-    def matches(self, other: "VolumeGeometry", tolerance_mm: float = GEOMETRY_TOLERANCE_MM) -> bool:
+    def matches(self, other: VolumeGeometry, tolerance_mm: float = GEOMETRY_TOLERANCE_MM) -> bool:
         """True when both map every voxel to the same place (within ``tolerance_mm`` per unit index)."""
         return bool(np.allclose(self.ijk_to_ras_matrix(), other.ijk_to_ras_matrix(), atol=tolerance_mm))
-
 
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
-
-def array_to_sitk(array: np.ndarray, geometry: VolumeGeometry) -> "SimpleITK.Image":  # noqa: F821
+def array_to_sitk(array: np.ndarray, geometry: VolumeGeometry) -> SimpleITK.Image:  # noqa: F821
     """A SimpleITK image of ``array[k, j, i]`` with ``geometry`` (ITK works in LPS; converted here)."""
     import SimpleITK as sitk
 
@@ -68,7 +65,6 @@ def array_to_sitk(array: np.ndarray, geometry: VolumeGeometry) -> "SimpleITK.Ima
     image.SetOrigin((RAS_TO_LPS @ np.asarray(geometry.origin, float)).tolist())
     image.SetDirection((RAS_TO_LPS @ np.asarray(geometry.directions, float)).ravel().tolist())
     return image
-
 
 
 def ijk_to_ras(geometry: VolumeGeometry, points: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -93,17 +89,17 @@ def physical_points_lps(geometry: VolumeGeometry, index: np.ndarray) -> np.ndarr
     return ijk_to_ras(geometry, np.asarray(index, float)[:, ::-1]) @ RAS_TO_LPS.T
 
 
-
-def sitk_to_array(image: "SimpleITK.Image") -> tuple[np.ndarray, VolumeGeometry]:  # noqa: F821
+def sitk_to_array(image: SimpleITK.Image) -> tuple[np.ndarray, VolumeGeometry]:  # noqa: F821
     """``(array[k, j, i], geometry)`` of a 3D SimpleITK image (a copy)."""
     import SimpleITK as sitk
 
     directions = RAS_TO_LPS @ np.asarray(image.GetDirection(), float).reshape(3, 3)
-    geometry = VolumeGeometry(tuple(float(v) for v in image.GetSpacing()),
-                              tuple((RAS_TO_LPS @ np.asarray(image.GetOrigin(), float)).tolist()),
-                              tuple(tuple(row) for row in directions.tolist()))
+    geometry = VolumeGeometry(
+        tuple(float(v) for v in image.GetSpacing()),
+        tuple((RAS_TO_LPS @ np.asarray(image.GetOrigin(), float)).tolist()),
+        tuple(tuple(row) for row in directions.tolist()),
+    )
     return sitk.GetArrayFromImage(image), geometry
-
 
 
 def orient_axial(array: np.ndarray, geometry: VolumeGeometry) -> tuple[np.ndarray, VolumeGeometry]:
@@ -114,9 +110,9 @@ def orient_axial(array: np.ndarray, geometry: VolumeGeometry) -> tuple[np.ndarra
     return sitk_to_array(sitk.DICOMOrient(array_to_sitk(array, geometry), "LPS"))
 
 
-
-def crop(array: np.ndarray, geometry: VolumeGeometry, k: slice, j: slice = slice(None),
-         i: slice = slice(None)) -> tuple[np.ndarray, VolumeGeometry]:
+def crop(
+    array: np.ndarray, geometry: VolumeGeometry, k: slice, j: slice = slice(None), i: slice = slice(None)
+) -> tuple[np.ndarray, VolumeGeometry]:
     """The sub-volume ``array[k, j, i]`` (unit-step slices) with its origin moved so voxels stay in place."""
     cropped = array[k, j, i]
     starts = [s.indices(n)[0] for s, n in zip((i, j, k), array.shape[2::-1])]

@@ -20,7 +20,7 @@ points defined) and the user goes on placing, Slicer makes a new point list and 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 #: vtkMRMLInteractionNode::Place (``Libs/MRML/Core/vtkMRMLInteractionNode.h``).
 PLACE_MODE = 1
@@ -53,7 +53,7 @@ class ParameterGui:
         self.node, self._tag = None, None
 
 
-def placing_point_list(scene: Any, current: Any) -> Optional[Any]:
+def placing_point_list(scene: Any, current: Any) -> Any | None:
     """The point list Slicer now places into instead of ``current`` because ``current`` was full (module
     docstring), or None when it still places into ``current`` (or the active list changed for another
     reason: not placing, ``current`` not full, a list of another kind, a list with points already)."""
@@ -63,12 +63,15 @@ def placing_point_list(scene: Any, current: Any) -> Optional[Any]:
     interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
     active_id = selection.GetActivePlaceNodeID() if selection is not None else None
     active = scene.GetNodeByID(active_id) if active_id else None
-    if active is None or active is current or interaction is None or \
-            interaction.GetCurrentInteractionMode() != PLACE_MODE:
+    if (
+        active is None
+        or active is current
+        or interaction is None
+        or interaction.GetCurrentInteractionMode() != PLACE_MODE
+    ):
         return None
     limit = current.GetMaximumNumberOfControlPoints()
     full = 0 <= limit <= current.GetNumberOfDefinedControlPoints()
-    if not full or active.GetClassName() != current.GetClassName() or \
-            active.GetNumberOfDefinedControlPoints() > 0:
+    if not full or active.GetClassName() != current.GetClassName() or active.GetNumberOfDefinedControlPoints() > 0:
         return None
     return active

@@ -21,9 +21,10 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ModelFileError
 
@@ -46,7 +47,8 @@ class ModelFile:
         """Instantiate ``registry[architecture](**config)`` and load the weights (strictly), in eval mode."""
         if self.architecture not in registry:
             raise ModelFileError(
-                f"model architecture {self.architecture!r} is unknown here (known: {', '.join(sorted(registry))})")
+                f"model architecture {self.architecture!r} is unknown here (known: {', '.join(sorted(registry))})"
+            )
         try:
             module = registry[self.architecture](**self.config)
         except (TypeError, ValueError) as error:  # a key the constructor does not take, a value it refuses
@@ -54,15 +56,19 @@ class ModelFile:
             if unknown:
                 raise ModelFileError(
                     f"model config key {unknown.group(1)!r} is unknown to architecture {self.architecture!r} in this "
-                    "version of the extension") from error
-            raise ModelFileError(f"model config {self.config} does not fit architecture {self.architecture!r}: "
-                                 f"{_first_line(error)}") from error
+                    "version of the extension"
+                ) from error
+            raise ModelFileError(
+                f"model config {self.config} does not fit architecture {self.architecture!r}: {_first_line(error)}"
+            ) from error
         try:
             module.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as error:  # missing, unexpected or wrongly shaped weights
             first = str(error).strip().splitlines()
-            raise ModelFileError(f"weights do not fit architecture {self.architecture!r} with config "
-                                 f"{self.config}: {' '.join(first[:2])[:300]}") from error
+            raise ModelFileError(
+                f"weights do not fit architecture {self.architecture!r} with config "
+                f"{self.config}: {' '.join(first[:2])[:300]}"
+            ) from error
         return module.eval()
 
 
@@ -128,30 +134,39 @@ def load_model_file(path: str | os.PathLike, expected_sha256: str | None = None)
         if actual != expected_sha256:
             raise ModelFileError(
                 f"model file {path.name} is corrupt or was modified: SHA-256 {actual[:16]}... "
-                f"does not match the manifest's {expected_sha256[:16]}...")
+                f"does not match the manifest's {expected_sha256[:16]}..."
+            )
     try:
         with warnings.catch_warnings():  # e.g. about the pickle protocol: the error below says what matters
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises zip, pickle, key and runtime errors for damaged or foreign files
-        raise ModelFileError(f"{path.name} is not a valid model file: it is damaged, or holds more than weights "
-                             "(it was not written by this extension)") from error
+        raise ModelFileError(
+            f"{path.name} is not a valid model file: it is damaged, or holds more than weights "
+            "(it was not written by this extension)"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path.name} is not a {FORMAT_NAME} file")
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(
-            f"{path.name} has format version {version}; this extension reads up to {FORMAT_VERSION}: update it")
+            f"{path.name} has format version {version}; this extension reads up to {FORMAT_VERSION}: update it"
+        )
     missing = [key for key in ("architecture", "config", "state_dict", "metadata") if key not in payload]
     if missing:
         raise ModelFileError(f"{path.name} lacks {', '.join(missing)}")
     wrong = [key for key in ("config", "state_dict", "metadata") if not isinstance(payload[key], dict)]
     if wrong or not isinstance(payload["architecture"], str):
-        raise ModelFileError(f"{path.name} is not a valid model file: {', '.join(wrong) or 'architecture'} "
-                             "of the wrong type")
-    return ModelFile(architecture=payload["architecture"], config=dict(payload["config"]),
-                     state_dict=dict(payload["state_dict"]), metadata=dict(payload["metadata"]),
-                     format_version=version)
+        raise ModelFileError(
+            f"{path.name} is not a valid model file: {', '.join(wrong) or 'architecture'} of the wrong type"
+        )
+    return ModelFile(
+        architecture=payload["architecture"],
+        config=dict(payload["config"]),
+        state_dict=dict(payload["state_dict"]),
+        metadata=dict(payload["metadata"]),
+        format_version=version,
+    )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ node; input nodes are only read. Arrays are ``array[k, j, i]`` (Slicer's convent
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,6 @@ def geometry_of(node: Any) -> VolumeGeometry:
     return VolumeGeometry.from_ijk_to_ras(np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)]))
 
 
-
 def set_geometry(node: Any, geometry: VolumeGeometry) -> None:
     import vtk
 
@@ -31,7 +31,6 @@ def set_geometry(node: Any, geometry: VolumeGeometry) -> None:
         for column in range(4):
             matrix.SetElement(row, column, ijk_to_ras[row, column])
     node.SetIJKToRASMatrix(matrix)
-
 
 
 def volume_to_array(node: Any) -> tuple[np.ndarray, VolumeGeometry]:
@@ -45,9 +44,9 @@ def volume_to_array(node: Any) -> tuple[np.ndarray, VolumeGeometry]:
     return np.array(arrayFromVolume(node), copy=True), geometry_of(node)
 
 
-
-def new_volume_node(scene: Any, array: np.ndarray, geometry: VolumeGeometry, name: str,
-                    class_name: str = "vtkMRMLScalarVolumeNode") -> Any:
+def new_volume_node(
+    scene: Any, array: np.ndarray, geometry: VolumeGeometry, name: str, class_name: str = "vtkMRMLScalarVolumeNode"
+) -> Any:
     """Add a new volume node named ``name`` to ``scene`` holding a copy of ``array`` with ``geometry``."""
     array = np.asarray(array)
     if array.ndim != 3 and not (array.ndim == 4 and class_name != "vtkMRMLScalarVolumeNode"):
@@ -56,7 +55,6 @@ def new_volume_node(scene: Any, array: np.ndarray, geometry: VolumeGeometry, nam
     update_volume_node(node, array, geometry)
     node.CreateDefaultDisplayNodes()
     return node
-
 
 
 def new_table_node(scene: Any, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
@@ -79,14 +77,12 @@ def new_table_node(scene: Any, name: str, columns: Sequence[str], rows: Sequence
     return node
 
 
-
 def update_volume_node(node: Any, array: np.ndarray, geometry: VolumeGeometry) -> None:
     """Replace the voxels and geometry of an existing (output) volume node with a copy of ``array``."""
     from slicer.util import updateVolumeFromArray
 
     updateVolumeFromArray(node, np.ascontiguousarray(array))
     set_geometry(node, geometry)
-
 
 
 def describe_node(node: Any) -> str:

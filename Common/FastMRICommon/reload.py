@@ -10,15 +10,18 @@ before the modules it imports).
 from __future__ import annotations
 
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def forget_packages(prefixes: Iterable[str]) -> list[str]:
     """Remove each name in ``prefixes`` and every ``name.*`` submodule from ``sys.modules``; return the removed
     names, sorted. Objects already imported from them keep working: only later imports read the files again."""
     prefixes = tuple(prefixes)
-    removed = sorted(name for name in list(sys.modules)
-                     if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes))
+    removed = sorted(
+        name
+        for name in list(sys.modules)
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+    )
     for name in removed:
         del sys.modules[name]
     return removed

@@ -23,8 +23,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from .errors import InputError
 
@@ -39,11 +40,11 @@ class Setting:
     parameter-node name and command-line option when those are spelled otherwise (``noiseSD``, ``--size``)."""
 
     help: str
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
-    choices: Optional[tuple[str, ...]] = None
-    parameter: Optional[str] = None
-    option: Optional[str] = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    parameter: str | None = None
+    option: str | None = None
 
     def describe(self) -> str:
         """The help text with the allowed values, e.g. ``"coil count (1-32)"``."""
@@ -59,9 +60,15 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
-def setting(default: Any, help: str, minimum: Optional[float] = None, maximum: Optional[float] = None,
-            choices: Optional[Iterable[str]] = None, parameter: Optional[str] = None,
-            option: Optional[str] = None) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: Iterable[str] | None = None,
+    parameter: str | None = None,
+    option: str | None = None,
+) -> Any:
     """A dataclass field with ``default`` and its :class:`Setting` (module docstring). ValueError when the default
     itself is outside the range or choices, or when a range is given for choices."""
     meta = Setting(help, minimum, maximum, None if choices is None else tuple(choices), parameter, option)
@@ -101,8 +108,11 @@ class SettingField:
 def settings_fields(cls: type) -> list[SettingField]:
     """The fields of dataclass ``cls`` declared with :func:`setting`, in declaration order."""
     hints = typing.get_type_hints(cls)
-    return [SettingField(item.name, hints[item.name], item.default, item.metadata[METADATA_KEY])
-            for item in dataclasses.fields(cls) if METADATA_KEY in item.metadata]
+    return [
+        SettingField(item.name, hints[item.name], item.default, item.metadata[METADATA_KEY])
+        for item in dataclasses.fields(cls)
+        if METADATA_KEY in item.metadata
+    ]
 
 
 def settings_field(cls: type, name: str) -> SettingField:
@@ -125,8 +135,9 @@ def check_value(field: SettingField, value: Any) -> None:
     low = -float("inf") if meta.minimum is None else meta.minimum
     high = float("inf") if meta.maximum is None else meta.maximum
     if not low <= value <= high:
-        raise InputError(f"{field.name.replace('_', ' ')} must be between {_number(low)} and {_number(high)}; "
-                         f"got {_number(value)}")
+        raise InputError(
+            f"{field.name.replace('_', ' ')} must be between {_number(low)} and {_number(high)}; got {_number(value)}"
+        )
 
 
 def check_settings(instance: Any) -> None:
@@ -140,15 +151,29 @@ def argument_keywords(field: SettingField) -> dict[str, Any]:
     an option that ``add_arguments`` cannot name (e.g. ``--size`` for ``roi_size``). Values are range-checked
     when the settings object is made (:func:`check_settings`), not by argparse."""
     if field.kind is bool:
-        return {"dest": field.name, "action": argparse.BooleanOptionalAction, "default": field.default,
-                "help": field.setting.help}
-    return {"dest": field.name, "type": field.kind, "default": field.default, "choices": field.setting.choices,
-            "help": f"{field.setting.describe()}; default "
-                    f"{_number(field.default) if field.kind in (int, float) else field.default}"}
+        return {
+            "dest": field.name,
+            "action": argparse.BooleanOptionalAction,
+            "default": field.default,
+            "help": field.setting.help,
+        }
+    return {
+        "dest": field.name,
+        "type": field.kind,
+        "default": field.default,
+        "choices": field.setting.choices,
+        "help": f"{field.setting.describe()}; default "
+        f"{_number(field.default) if field.kind in (int, float) else field.default}",
+    }
 
 
-def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, skip: Iterable[str] = (),
-                  required: Iterable[str] = (), only: Optional[Iterable[str]] = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    skip: Iterable[str] = (),
+    required: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+) -> None:
     """Add one option per setting of ``cls`` (only the field names in ``only`` when given; never those in
     ``skip``) to ``parser``: ``--center-fraction`` for ``center_fraction``, with :func:`argument_keywords`. The
     fields named in ``required`` become required options (no default). Values are range-checked when the
@@ -176,15 +201,21 @@ def from_arguments(cls: type, args: argparse.Namespace, **overrides: Any) -> Any
 def from_parameters(cls: type, parameters: Any, **overrides: Any) -> Any:
     """An instance of ``cls`` from a parameter node wrapper (attributes named :attr:`SettingField.parameter_name`),
     with ``overrides`` (field names) replacing or standing in for parameters the node does not hold."""
-    values = {field.name: getattr(parameters, field.parameter_name) for field in settings_fields(cls)
-              if field.name not in overrides}
+    values = {
+        field.name: getattr(parameters, field.parameter_name)
+        for field in settings_fields(cls)
+        if field.name not in overrides
+    }
     values.update(overrides)
     return cls(**values)
 
 
-def parameter_annotations(classes: Iterable[type], within_range: Callable[[float, float], Any],
-                          choice: Callable[[list], Any], skip: Iterable[str] = ()
-                          ) -> tuple[dict[str, Any], dict[str, Any]]:
+def parameter_annotations(
+    classes: Iterable[type],
+    within_range: Callable[[float, float], Any],
+    choice: Callable[[list], Any],
+    skip: Iterable[str] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(annotations, defaults) of a parameter node class holding the settings of ``classes`` (except the field
     names in ``skip``): numbers with a range are ``Annotated[kind, within_range(minimum, maximum)]``, choices
     ``Annotated[str, choice([...])]``, others the plain kind. ``within_range`` / ``choice`` are
@@ -210,8 +241,12 @@ def parameter_annotations(classes: Iterable[type], within_range: Callable[[float
     return annotations, defaults
 
 
-def settings_parameters(classes: Iterable[type], within_range: Callable[[float, float], Any],
-                        choice: Callable[[list], Any], skip: Iterable[str] = ()) -> Callable[[type], type]:
+def settings_parameters(
+    classes: Iterable[type],
+    within_range: Callable[[float, float], Any],
+    choice: Callable[[list], Any],
+    skip: Iterable[str] = (),
+) -> Callable[[type], type]:
     """Class decorator for a module's parameter node class: adds the :func:`parameter_annotations` of
     ``classes`` to the class's own annotations and sets their defaults as class attributes. Put it *below*
     ``@parameterNodeWrapper`` (decorators apply bottom-up, so the wrapper sees the finished class)::

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +22,7 @@ from .errors import InputError
 from .geometry import VolumeGeometry
 from .mrml_nodes import describe_node, new_volume_node, volume_to_array
 
-
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-
 
 
 def file_suffix(path: Path) -> str:
@@ -31,21 +30,17 @@ def file_suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-
 def check_writable_suffix(path: Path) -> None:
     if file_suffix(path) not in VOLUME_SUFFIXES:
         raise InputError(f"cannot write {path.name}: use one of {', '.join(VOLUME_SUFFIXES)}")
-
 
 
 #: NIfTI datatype codes (``nifti1.h``) of real voxel types -> numpy dtype (byte order added from the header).
 NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
 
 
-
 #: Bytes read from a NIfTI data stream at a time.
 _NIFTI_CHUNK = 1 << 24
-
 
 
 @dataclass(frozen=True)
@@ -56,7 +51,6 @@ class NonfiniteVoxels:
     voxels: int
     flat_index: np.ndarray
     values: np.ndarray
-
 
 
 def _nifti_layout(header: bytes, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -79,15 +73,14 @@ def _nifti_layout(header: bytes, path: Path) -> tuple[tuple[int, ...], np.dtype,
     else:
         raise InputError(f"{path.name} is not a NIfTI file (no valid header)")
     rank = int(dims[0])
-    if not 1 <= rank <= 7 or np.any(dims[1:rank + 1] < 1) or offset < 0:
-        raise InputError(f"{path.name} has an invalid NIfTI header (dimensions {dims[:rank + 1].tolist()})")
+    if not 1 <= rank <= 7 or np.any(dims[1 : rank + 1] < 1) or offset < 0:
+        raise InputError(f"{path.name} has an invalid NIfTI header (dimensions {dims[: rank + 1].tolist()})")
     if code not in NIFTI_DTYPES:
         raise InputError(f"{path.name} has NIfTI datatype {code}, not a real voxel type this reader supports")
-    return tuple(int(d) for d in dims[1:rank + 1]), np.dtype(order + NIFTI_DTYPES[code]), offset
+    return tuple(int(d) for d in dims[1 : rank + 1]), np.dtype(order + NIFTI_DTYPES[code]), offset
 
 
-
-def nifti_shape(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
+def nifti_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
     """The dimensions of a ``.nii`` / ``.nii.gz`` file from its header; None for other formats."""
     import gzip
 
@@ -98,8 +91,7 @@ def nifti_shape(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
         return _nifti_layout(stream.read(540), path)[0]
 
 
-
-def nifti_nonfinite_values(path: str | os.PathLike) -> Optional[NonfiniteVoxels]:
+def nifti_nonfinite_values(path: str | os.PathLike) -> NonfiniteVoxels | None:
     """Check a ``.nii`` / ``.nii.gz`` file's voxel data against its header; None for other formats.
 
     Slicer's reader (ITK) fills the part missing from a truncated file with zeros and reads NaN / Inf as 0,
@@ -121,7 +113,7 @@ def nifti_nonfinite_values(path: str | os.PathLike) -> Optional[NonfiniteVoxels]
             voxels = int(np.prod(shape, dtype=np.int64))
             total = voxels * dtype.itemsize
             stream.read(max(0, offset - len(header)))  # the rest of the header: extensions
-            carry = header[offset:offset + total]  # data bytes read but not yet checked
+            carry = header[offset : offset + total]  # data bytes read but not yet checked
             while True:
                 wanted = total - seen - len(carry)
                 block = carry + (stream.read(min(_NIFTI_CHUNK, wanted)) if wanted > 0 else b"")
@@ -138,24 +130,26 @@ def nifti_nonfinite_values(path: str | os.PathLike) -> Optional[NonfiniteVoxels]
         raise InputError(f"{path.name} is damaged or truncated ({error}); cannot read it") from error
     if seen < total:
         grid = " x ".join(map(str, shape))
-        raise InputError(f"{path.name} is truncated: it holds {seen:,} of the {total:,} bytes of voxel data its header "
-                         f"gives ({grid} voxels of {dtype.itemsize} bytes)")
+        raise InputError(
+            f"{path.name} is truncated: it holds {seen:,} of the {total:,} bytes of voxel data its header "
+            f"gives ({grid} voxels of {dtype.itemsize} bytes)"
+        )
     found = np.concatenate(indices) if indices else np.empty(0, np.int64)
     return NonfiniteVoxels(voxels, found, np.concatenate(values)) if found.size else None
 
 
-
-def restore_nonfinite(array: np.ndarray, nonfinite: Optional[NonfiniteVoxels], path: Path) -> np.ndarray:
+def restore_nonfinite(array: np.ndarray, nonfinite: NonfiniteVoxels | None, path: Path) -> np.ndarray:
     """``array`` (read by Slicer from ``path``) with the file's NaN / Inf voxels put back."""
     if nonfinite is None:
         return array
     if array.size != nonfinite.voxels:
-        raise InputError(f"{path.name} holds NaN / Inf voxels, and its {nonfinite.voxels} values were read as "
-                         f"{array.size}: cannot tell which voxels they are")
+        raise InputError(
+            f"{path.name} holds NaN / Inf voxels, and its {nonfinite.voxels} values were read as "
+            f"{array.size}: cannot tell which voxels they are"
+        )
     restored = array.astype(np.promote_types(array.dtype, np.float32), copy=True)
     restored.reshape(-1)[nonfinite.flat_index] = nonfinite.values
     return restored
-
 
 
 def read_volume_array(path: str | os.PathLike) -> tuple[np.ndarray, VolumeGeometry]:
@@ -181,12 +175,10 @@ def read_volume_array(path: str | os.PathLike) -> tuple[np.ndarray, VolumeGeomet
     return restore_nonfinite(array, nonfinite, path), geometry
 
 
-
-def read_volume(scene: Any, path: str | os.PathLike, name: Optional[str] = None) -> Any:
+def read_volume(scene: Any, path: str | os.PathLike, name: str | None = None) -> Any:
     """Read a 3D image file into a new scalar volume node of ``scene``."""
     array, geometry = read_volume_array(path)
     return new_volume_node(scene, array, geometry, name or file_stem(Path(path)))
-
 
 
 @contextmanager
@@ -211,7 +203,6 @@ def atomic_write(path: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-
 def write_volume(node: Any, path: str | os.PathLike) -> Path:
     """Write a volume node to ``path`` (format from the extension), atomically (:func:`atomic_write`); the node
     is not modified."""
@@ -230,13 +221,11 @@ def write_volume(node: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-
 def write_volume_array(array: np.ndarray, geometry: VolumeGeometry, path: str | os.PathLike) -> Path:
     """Write ``array[k, j, i]`` with ``geometry`` to an image file (through a scratch scene), atomically."""
     import slicer
 
     return write_volume(new_volume_node(slicer.vtkMRMLScene(), array, geometry, file_stem(Path(path))), path)
-
 
 
 def file_stem(path: Path) -> str:

@@ -8,7 +8,6 @@ Importing this package does not import torch: ``Reconstructor`` is imported on f
 from __future__ import annotations
 
 from FastMRICommon.lazy_exports import lazy_exports
-
 from FastMRReconLib.kspace.simulate import AcquisitionConfig, simulate_volume
 
 #: Names exported from submodules that need torch, imported when first used.

@@ -18,13 +18,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from FastMRICommon.errors import InputError, ProgressCallback, report
 from FastMRICommon.volume_files import read_volume, write_volume
-
 from FastMRReconLib.metrics import RoiSettings, psnr, ssim
 from FastMRReconLib.study.reader_session import STUDY_METHODS
 from FastMRReconLib.study.reader_study import ReaderStudy, StudyCase, plot_summary, write_summary_csv
@@ -42,7 +40,7 @@ def find_cases(head_dir: Path) -> dict[str, dict[str, Path]]:
     """``{contrast: {"full", "undersampled", "truth": path}}`` of a sample-data folder."""
     cases = {}
     for full in sorted(head_dir.glob("head_*_full.nrrd")):
-        contrast = full.name[len("head_"):-len("_full.nrrd")]
+        contrast = full.name[len("head_") : -len("_full.nrrd")]
         accelerated = sorted(head_dir.glob(f"head_{contrast}_R*.nrrd"))
         truth = head_dir / f"head_{contrast}_truth.nrrd"
         if accelerated and truth.is_file():
@@ -61,8 +59,13 @@ def scripted_score(similarity: float, reader_index: int, rng: np.random.Generato
     return int(min(max(score, 1), 5))
 
 
-def run_demo(head_dir: str | os.PathLike, outdir: str | os.PathLike, model: Optional[str] = None,
-             roi_size: int = RoiSettings.roi_size, progress: Optional[ProgressCallback] = None) -> list[Path]:
+def run_demo(
+    head_dir: str | os.PathLike,
+    outdir: str | os.PathLike,
+    model: str | None = None,
+    roi_size: int = RoiSettings.roi_size,
+    progress: ProgressCallback | None = None,
+) -> list[Path]:
     """Write the files listed in the module docstring to ``outdir``; return their paths. ``model``: a model
     file (None: the shipped model); ``roi_size`` in pixels (``RoiSettings``)."""
     import slicer
@@ -80,19 +83,27 @@ def run_demo(head_dir: str | os.PathLike, outdir: str | os.PathLike, model: Opti
     reconstructor = Reconstructor.load(model)
     metrics, study_cases, written, arrays = {}, [], [], {}
     for index, (contrast, files) in enumerate(cases.items()):
-        nodes = {method: read_volume(scene, files[method], f"{contrast} {method}")
-                 for method in ("full", "undersampled")}
+        nodes = {
+            method: read_volume(scene, files[method], f"{contrast} {method}") for method in ("full", "undersampled")
+        }
         nodes["DNN"] = reconstruct_volume_node(nodes["undersampled"], reconstructor, name=f"{contrast} DNN")
         written.append(write_volume(nodes["DNN"], outdir / f"head_{contrast}_DNN.nrrd"))
         arrays[contrast] = {method: np.array(arrayFromVolume(node), float) for method, node in nodes.items()}
         full = arrays[contrast]["full"]
-        metrics[contrast] = {method: {"psnr_db": psnr(arrays[contrast][method], full),
-                                      "ssim": ssim(arrays[contrast][method], full)}
-                             for method in ("undersampled", "DNN")}
-        study_cases.append(StudyCase(f"head {contrast}", {
-            "full": os.path.relpath(files["full"], outdir),
-            "undersampled": os.path.relpath(files["undersampled"], outdir),
-            "DNN": f"head_{contrast}_DNN.nrrd"}))
+        metrics[contrast] = {
+            method: {"psnr_db": psnr(arrays[contrast][method], full), "ssim": ssim(arrays[contrast][method], full)}
+            for method in ("undersampled", "DNN")
+        }
+        study_cases.append(
+            StudyCase(
+                f"head {contrast}",
+                {
+                    "full": os.path.relpath(files["full"], outdir),
+                    "undersampled": os.path.relpath(files["undersampled"], outdir),
+                    "DNN": f"head_{contrast}_DNN.nrrd",
+                },
+            )
+        )
         if index == 0:
             truth = read_volume(scene, files["truth"], f"{contrast} truth")
             truth_array = np.array(arrayFromVolume(truth), float)
@@ -101,9 +112,17 @@ def run_demo(head_dir: str | os.PathLike, outdir: str | os.PathLike, model: Opti
             written.append(write_table_csv(roi_table_node(scene, rows), outdir / "roi_table.csv"))
         report(progress, (index + 1) / (len(cases) + 1), f"reconstructed {contrast}")
     metrics_path = outdir / "metrics.json"
-    metrics_path.write_text(json.dumps({"reference": "fully sampled volume (AV=2)", "convention":
-                                        "FastMRReconLib.metrics (data range = reference max, object mask, 7x7 SSIM)",
-                                        "contrasts": metrics}, indent=2) + "\n")
+    metrics_path.write_text(
+        json.dumps(
+            {
+                "reference": "fully sampled volume (AV=2)",
+                "convention": "FastMRReconLib.metrics (data range = reference max, object mask, 7x7 SSIM)",
+                "contrasts": metrics,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     written.append(metrics_path)
 
     with ReaderStudy.create(study_path, "FastMRRecon demo", METHODS, study_cases, seed=0) as study:
@@ -119,10 +138,14 @@ def run_demo(head_dir: str | os.PathLike, outdir: str | os.PathLike, model: Opti
         contrast = first.split(" ", 1)[1]
         middle = arrays[contrast]["full"].shape[0] // 2
         shown_images = [arrays[contrast][method][middle] for method in shown.values()]
-        written.append(blinded_panel(shown_images, list(shown), outdir / "side_by_side.png",
-                                     common_window(shown_images)))
+        written.append(
+            blinded_panel(shown_images, list(shown), outdir / "side_by_side.png", common_window(shown_images))
+        )
         summary = study.summary()
-    written += [study_path, write_summary_csv(summary, outdir / "reader_summary.csv"),
-                plot_summary(summary, outdir / "reader_summary.png", "FastMRRecon demo (scripted readers)")]
+    written += [
+        study_path,
+        write_summary_csv(summary, outdir / "reader_summary.csv"),
+        plot_summary(summary, outdir / "reader_summary.png", "FastMRRecon demo (scripted readers)"),
+    ]
     report(progress, 1.0, f"demo written to {outdir}")
     return written

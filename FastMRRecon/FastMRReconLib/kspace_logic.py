@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +17,6 @@ from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
 from FastMRICommon.geometry import VolumeGeometry
 from FastMRICommon.mrml_nodes import new_volume_node
 from FastMRICommon.volume_files import atomic_write, file_stem, file_suffix
-
 from FastMRReconLib.kspace.raw_kspace import read_raw_kspace
 
 #: The grid of a volume reconstructed from raw k-space (module docstring).
@@ -26,13 +25,19 @@ KSPACE_GEOMETRY = VolumeGeometry()
 COMPLEX_SUFFIXES = (".nii", ".nii.gz")
 
 
-def reconstruct_kspace_file(path: str | os.PathLike, reconstructor: Any, progress: Optional[ProgressCallback] = None,
-                            cancel: Optional[CancelCheck] = None, complex_output: bool = False) -> np.ndarray:
+def reconstruct_kspace_file(
+    path: str | os.PathLike,
+    reconstructor: Any,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    complex_output: bool = False,
+) -> np.ndarray:
     """The images ``[slices, ky, kx]`` (float32 magnitude, or complex64) of the raw k-space in ``path`` by
     ``reconstructor`` (a ``KspaceReconstructor``)."""
     raw = read_raw_kspace(path)
-    return reconstructor.reconstruct(raw.kspace, raw.mask, progress=progress, cancel=cancel,
-                                     complex_output=complex_output)
+    return reconstructor.reconstruct(
+        raw.kspace, raw.mask, progress=progress, cancel=cancel, complex_output=complex_output
+    )
 
 
 def write_complex_volume(array: np.ndarray, path: str | os.PathLike) -> Path:
@@ -48,8 +53,13 @@ def write_complex_volume(array: np.ndarray, path: str | os.PathLike) -> Path:
     return path
 
 
-def reconstruct_kspace_node(scene: Any, path: str | os.PathLike, reconstructor: Any,
-                            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Any:
+def reconstruct_kspace_node(
+    scene: Any,
+    path: str | os.PathLike,
+    reconstructor: Any,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> Any:
     """A new scalar volume node of ``scene`` holding the magnitude images of the raw k-space file ``path``, named
     after the file."""
     array = reconstruct_kspace_file(path, reconstructor, progress, cancel)

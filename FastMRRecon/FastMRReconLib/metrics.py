@@ -95,8 +95,9 @@ def ssim(image: np.ndarray, reference: np.ndarray) -> float:
     image, reference = _as_slices(image, reference)
     if min(image.shape[-2:]) < SSIM_WINDOW:
         raise InputError(f"SSIM needs images of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels")
-    values = ssim_map(torch.from_numpy(image[:, None]), torch.from_numpy(reference[:, None]),
-                      float(reference.max()))[:, 0].numpy()
+    values = ssim_map(torch.from_numpy(image[:, None]), torch.from_numpy(reference[:, None]), float(reference.max()))[
+        :, 0
+    ].numpy()
     half = SSIM_WINDOW // 2
     inside = object_mask(reference)[:, half:-half, half:-half]
     return float(values[inside].mean())
@@ -106,8 +107,9 @@ def ssim(image: np.ndarray, reference: np.ndarray) -> float:
 class RoiSettings:
     """The ROI size a user sets (the module's ``roiSize``, ``fastmrrecon roi-stats --size``), in pixels."""
 
-    roi_size: int = setting(4, "ROI side in pixels (a square in the point's slice, centred on it)", minimum=2,
-                            maximum=32, option="--size")
+    roi_size: int = setting(
+        4, "ROI side in pixels (a square in the point's slice, centred on it)", minimum=2, maximum=32, option="--size"
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -128,8 +130,7 @@ class RoiStats:
     cnr: float
 
 
-def roi_pixels(volume: np.ndarray, point_ijk: tuple[int, int, int],
-               size: int = RoiSettings.roi_size) -> np.ndarray:
+def roi_pixels(volume: np.ndarray, point_ijk: tuple[int, int, int], size: int = RoiSettings.roi_size) -> np.ndarray:
     """The ``size`` x ``size`` in-plane ROI of ``volume [k, j, i]`` at ``point_ijk`` (module docstring), float64;
     InputError for a size outside ``RoiSettings`` or an ROI that does not fit inside the image."""
     check_value(settings_field(RoiSettings, "roi_size"), size)
@@ -142,18 +143,33 @@ def roi_pixels(volume: np.ndarray, point_ijk: tuple[int, int, int],
     if not (0 <= k < slices) or not (0 <= i < columns and 0 <= j < rows):
         raise InputError(f"ROI point (i={i}, j={j}, k={k}) lies outside the image ({columns} x {rows} x {slices})")
     if low_i < 0 or low_j < 0 or low_i + size > columns or low_j + size > rows:
-        raise InputError(f"a {size}x{size} ROI at (i={i}, j={j}) does not fit inside the image: move it away from "
-                         "the edge")
-    return volume[k, low_j:low_j + size, low_i:low_i + size].astype(np.float64)
+        raise InputError(
+            f"a {size}x{size} ROI at (i={i}, j={j}) does not fit inside the image: move it away from the edge"
+        )
+    return volume[k, low_j : low_j + size, low_i : low_i + size].astype(np.float64)
 
 
-def roi_statistics(volume: np.ndarray, roi1: tuple[int, int, int], roi2: tuple[int, int, int],
-                   background: tuple[int, int, int], size: int = RoiSettings.roi_size) -> RoiStats:
+def roi_statistics(
+    volume: np.ndarray,
+    roi1: tuple[int, int, int],
+    roi2: tuple[int, int, int],
+    background: tuple[int, int, int],
+    size: int = RoiSettings.roi_size,
+) -> RoiStats:
     """SNR and CNR of ``volume`` from three ROI points (i, j, k) (module docstring)."""
     first, second, noise = (roi_pixels(volume, point, size) for point in (roi1, roi2, background))
     sd_background = float(noise.std(ddof=1))
     if not np.isfinite(sd_background) or sd_background == 0:
         raise InputError("the background ROI has zero SD (no noise measured): place it in a noisy background region")
     mean1, mean2 = float(first.mean()), float(second.mean())
-    return RoiStats(mean1, float(first.std(ddof=1)), mean2, float(second.std(ddof=1)), float(noise.mean()),
-                    sd_background, mean1 / sd_background, mean2 / sd_background, (mean1 - mean2) / sd_background)
+    return RoiStats(
+        mean1,
+        float(first.std(ddof=1)),
+        mean2,
+        float(second.std(ddof=1)),
+        float(noise.mean()),
+        sd_background,
+        mean1 / sd_background,
+        mean2 / sd_background,
+        (mean1 - mean2) / sd_background,
+    )

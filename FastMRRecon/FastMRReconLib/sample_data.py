@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
-
 
 from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.geometry import crop
-from FastMRICommon.volume_files import write_volume_array
-
 from FastMRICommon.model_files import sha256_file
-
-from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, TissueMaps, brain_centre_slice, label_tissue_maps,
-                                                   mni152_tissue_maps, shared_synthseg_dir, synthesize)
+from FastMRICommon.volume_files import write_volume_array
+from FastMRReconLib.anatomy.head_synthesis import (
+    PROTOCOLS,
+    TissueMaps,
+    brain_centre_slice,
+    label_tissue_maps,
+    mni152_tissue_maps,
+    shared_synthseg_dir,
+    synthesize,
+)
 from FastMRReconLib.kspace.simulate import AcquisitionConfig, SimulationSettings, simulate_volume
 
 
@@ -46,10 +49,17 @@ def head_slab_maps(slices: int = 16, source: str = "auto") -> tuple[TissueMaps, 
     return TissueMaps(fractions, geometry), origin
 
 
-def write_head_sample(outdir: str | Path, acceleration: float = SimulationSettings.acceleration,
-                      coils: int = SimulationSettings.coils, snr: float = SimulationSettings.snr,
-                      slices: int = 16, source: str = "auto", seed: int = SimulationSettings.seed,
-                      progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> list[Path]:
+def write_head_sample(
+    outdir: str | Path,
+    acceleration: float = SimulationSettings.acceleration,
+    coils: int = SimulationSettings.coils,
+    snr: float = SimulationSettings.snr,
+    slices: int = 16,
+    source: str = "auto",
+    seed: int = SimulationSettings.seed,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> list[Path]:
     """Write, for each contrast (T1w, T2w, PD, FLAIR), ``head_<C>_full.nrrd`` (R=1, AV=2) and
     ``head_<C>_R<acceleration>.nrrd`` (AV=1) plus ``head_<C>_truth.nrrd`` (noise-free), and a JSON
     description to ``outdir``; return the written paths. ``acceleration``, ``coils``, ``snr`` (object mean /
@@ -64,14 +74,20 @@ def write_head_sample(outdir: str | Path, acceleration: float = SimulationSettin
     for index, protocol in enumerate(PROTOCOLS.values()):
         raise_if_cancelled(cancel)
         truth = synthesize(maps, protocol)
-        for suffix, image in (("truth", truth), ("full", simulate_volume(truth, reference, cancel=cancel)),
-                              (tag, simulate_volume(truth, accelerated, cancel=cancel))):
+        for suffix, image in (
+            ("truth", truth),
+            ("full", simulate_volume(truth, reference, cancel=cancel)),
+            (tag, simulate_volume(truth, accelerated, cancel=cancel)),
+        ):
             written.append(write_volume_array(image, maps.geometry, outdir / f"head_{protocol.name}_{suffix}.nrrd"))
         report(progress, (index + 1) / len(PROTOCOLS), f"head slab: {protocol.name} written")
     description = {
-        "source": origin, "slices": slices, "spacing_mm": list(maps.geometry.spacing),
+        "source": origin,
+        "slices": slices,
+        "spacing_mm": list(maps.geometry.spacing),
         "contrasts": {p.name: {"TR_ms": p.tr_ms, "TE_ms": p.te_ms, "TI_ms": p.ti_ms} for p in PROTOCOLS.values()},
-        "full": reference.as_dict(), tag: accelerated.as_dict(),
+        "full": reference.as_dict(),
+        tag: accelerated.as_dict(),
         "files": [path.name for path in written],
     }
     info = outdir / "head_simulation.json"
@@ -91,9 +107,15 @@ def module_sample_source(thumbnail: str | Path) -> dict:
     """The keyword arguments of ``SampleData.SampleDataLogic.registerCustomSampleDataSource`` (Slicer's
     SampleData module) that register the module's sample under *Fast MRI*, loaded from the shipped file and
     checked against ``MODULE_SAMPLE_SHA256``; ``thumbnail``: the picture shown for it."""
-    return {"category": "Fast MRI", "sampleName": MODULE_SAMPLE_NAME, "thumbnailFileName": str(thumbnail),
-            "uris": (MODULE_SAMPLE_DIR / MODULE_SAMPLE_FILE).as_uri(), "fileNames": MODULE_SAMPLE_FILE,
-            "nodeNames": MODULE_SAMPLE_NAME, "checksums": f"SHA256:{MODULE_SAMPLE_SHA256}"}
+    return {
+        "category": "Fast MRI",
+        "sampleName": MODULE_SAMPLE_NAME,
+        "thumbnailFileName": str(thumbnail),
+        "uris": (MODULE_SAMPLE_DIR / MODULE_SAMPLE_FILE).as_uri(),
+        "fileNames": MODULE_SAMPLE_FILE,
+        "nodeNames": MODULE_SAMPLE_NAME,
+        "checksums": f"SHA256:{MODULE_SAMPLE_SHA256}",
+    }
 
 
 def module_sample_path() -> Path:

@@ -13,7 +13,6 @@ from typing import Any
 
 from FastMRICommon.errors import InputError
 from FastMRICommon.mrml_nodes import geometry_of, volume_to_array
-
 from FastMRReconLib.study.reader_session import STUDY_METHODS, ReaderSession
 from FastMRReconLib.study.reader_views import ReaderLayout
 from FastMRReconLib.study.roi_table import suggested_roi_points

@@ -6,13 +6,12 @@ the input is never modified.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
 from FastMRICommon.mrml_nodes import new_volume_node, update_volume_node, volume_to_array
-
 from FastMRReconLib.kspace.simulate import AcquisitionConfig, SimulationSettings, simulate_volume
 from FastMRReconLib.model.settings import STRENGTHS, check_noise_settings
 
@@ -32,9 +31,14 @@ def scalar_volume_array(node: Any) -> tuple[np.ndarray, Any]:
     return array.astype(np.float64), geometry
 
 
-def simulate_volume_node(node: Any, config: AcquisitionConfig, name: Optional[str] = None,
-                         combine: str = SimulationSettings.combine,
-                         progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Any:
+def simulate_volume_node(
+    node: Any,
+    config: AcquisitionConfig,
+    name: str | None = None,
+    combine: str = SimulationSettings.combine,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> Any:
     """A new volume holding the simulated accelerated scan of ``node`` combined by ``combine`` (see
     :func:`simulate_volume`), named ``"<input> R<R> AV<averages>"`` (plus ``" k<rows>x<columns>"``, the
     acquired k-space fractions, when not all of k-space is acquired) unless ``name`` is given."""
@@ -58,7 +62,7 @@ CHANGE_MAP_SHOWN_FROM = 1.0
 CHANGE_MAP_OPACITY = 0.4
 
 
-def noise_arguments(strength: str, noise_sd: Optional[float] = None) -> tuple[Optional[float], float]:
+def noise_arguments(strength: str, noise_sd: float | None = None) -> tuple[float | None, float]:
     """``(noise_sd, strength factor)`` for :func:`reconstruct_volume_node` from a strength name (of
     ``model.settings.STRENGTHS``) and a noise SD (image units; None: measured), checked before anything runs:
     one-line InputError for an unknown name or a noise SD that is not a positive number. Does not import
@@ -76,9 +80,9 @@ class ReconstructorCache:
     loading it the first time (torch is imported then)."""
 
     def __init__(self) -> None:
-        self._loaded: dict[tuple[Optional[str], str, bool], Any] = {}
+        self._loaded: dict[tuple[str | None, str, bool], Any] = {}
 
-    def get(self, path: Optional[str] = None, device: str = "auto", kspace: bool = False) -> Any:
+    def get(self, path: str | None = None, device: str = "auto", kspace: bool = False) -> Any:
         from FastMRReconLib.model.kspace_reconstructor import KspaceReconstructor
         from FastMRReconLib.model.reconstructor import Reconstructor
 
@@ -88,11 +92,18 @@ class ReconstructorCache:
         return self._loaded[key]
 
 
-def reconstruct_volume_node(node: Any, reconstructor: "Reconstructor", name: Optional[str] = None,
-                            output: Optional[Any] = None, batch_size: Optional[int] = None,
-                            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
-                            noise_sd: Optional[float] = None, strength: float = 1.0,
-                            change_map: bool = False) -> Any:
+def reconstruct_volume_node(
+    node: Any,
+    reconstructor: Reconstructor,
+    name: str | None = None,
+    output: Any | None = None,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    noise_sd: float | None = None,
+    strength: float = 1.0,
+    change_map: bool = False,
+) -> Any:
     """``reconstructor``'s output for ``node`` (slice by slice along ``k``, batches of ``batch_size`` slices,
     None: ``reconstructor.default_batch_size``; progress and cancellation between batches, so the GUI stays
     responsive) in ``output`` when given (its voxels and geometry are
@@ -106,8 +117,15 @@ def reconstruct_volume_node(node: Any, reconstructor: "Reconstructor", name: Opt
     if output is not None and (not output.IsA("vtkMRMLScalarVolumeNode") or output.IsA("vtkMRMLLabelMapVolumeNode")):
         raise InputError(f"the output {output.GetName()!r} must be a scalar volume")
     array, geometry = scalar_volume_array(node)
-    result = reconstructor.reconstruct(array, batch_size=batch_size, progress=progress, cancel=cancel,
-                                       noise_sd=noise_sd, strength=strength, return_change=change_map)
+    result = reconstructor.reconstruct(
+        array,
+        batch_size=batch_size,
+        progress=progress,
+        cancel=cancel,
+        noise_sd=noise_sd,
+        strength=strength,
+        return_change=change_map,
+    )
     result, change = result if change_map else (result, None)
     if output is None:
         output = _output_node(node, result, geometry, name or f"{node.GetName()} DNN")
@@ -115,8 +133,9 @@ def reconstruct_volume_node(node: Any, reconstructor: "Reconstructor", name: Opt
         update_volume_node(output, result, geometry)
         _window(output, result)
     if change is not None:
-        change_node = new_volume_node(node.GetScene(), change.astype(np.float32), geometry,
-                                      f"{output.GetName()} change [noise SD]")
+        change_node = new_volume_node(
+            node.GetScene(), change.astype(np.float32), geometry, f"{output.GetName()} change [noise SD]"
+        )
         display = change_node.GetDisplayNode()
         if display is not None:
             display.SetAndObserveColorNodeID(CHANGE_MAP_COLORS)

@@ -8,7 +8,6 @@ Importing this package does not import torch: ``fit``, ``IvimModel`` and ``IvimF
 from __future__ import annotations
 
 from FastMRICommon.lazy_exports import lazy_exports
-
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES, add_rician_noise, ivim_signal
 
 #: Names exported from submodules that need torch, imported when first used.

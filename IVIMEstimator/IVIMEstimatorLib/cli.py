@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def _bvalues_argument(args: argparse.Namespace):
     return read_bvalues_file(args.bvals_file) if args.bvals_file else None
 
 
-def _read_mask(path: Optional[Path], series, source: Path) -> Optional[np.ndarray]:
+def _read_mask(path: Path | None, series, source: Path) -> np.ndarray | None:
     """A mask volume (non-zero = inside) on the series' grid, or None."""
     if path is None:
         return None
@@ -56,6 +56,7 @@ def _progress_in_tenths() -> ProgressCallback:
         if int(10 * fraction) > logged[0]:
             logged[0] = int(10 * fraction)
             _progress(fraction, message)
+
     return progress
 
 
@@ -70,7 +71,7 @@ def _same_path(first: Path, second: Path) -> bool:
         return first.resolve() == second.resolve()
 
 
-def _check_output_file(path: Path, inputs: Sequence[Optional[Path]] = ()) -> None:
+def _check_output_file(path: Path, inputs: Sequence[Path | None] = ()) -> None:
     """``path`` can be written as a file: not one of ``inputs`` nor a folder (``check_outputs``), and no parent
     of it is a file."""
     check_outputs([source for source in inputs if source is not None], [path])
@@ -84,7 +85,7 @@ def _check_parents(path: Path, what: str) -> None:
         raise InputError(f"{what} {path} cannot be created: {parent} is a file")
 
 
-def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]) -> list[Path]:
+def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Path | None]) -> list[Path]:
     """The maps of an earlier fit in ``outdir``, which this fit replaces (only with ``--overwrite``; other files
     stay). Refuses an output folder that is an input, a file, or (without ``--overwrite``) not empty."""
     from IVIMEstimatorLib.fits.model import MAP_KEYS
@@ -99,21 +100,28 @@ def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Optional[Path]]
     entries = sorted(outdir.iterdir()) if outdir.is_dir() else []
     if entries and not overwrite:
         names = ", ".join(entry.name for entry in entries[:4]) + (", ..." if len(entries) > 4 else "")
-        raise InputError(f"the output folder {outdir} is not empty ({names}): choose an empty folder, or pass "
-                         "--overwrite to replace the maps of an earlier fit")
+        raise InputError(
+            f"the output folder {outdir} is not empty ({names}): choose an empty folder, or pass "
+            "--overwrite to replace the maps of an earlier fit"
+        )
     ours = {key + suffix for key in MAP_KEYS for suffix in EXPORT_FORMATS.values()}
     earlier = [entry for entry in entries if entry.name in ours or entry.name.startswith(STAGING_PREFIX)]
-    check_outputs([source for source in inputs if source is not None],  # never replace an input
-                  [entry for entry in earlier if entry.is_file()])
+    check_outputs(
+        [source for source in inputs if source is not None],  # never replace an input
+        [entry for entry in earlier if entry.is_file()],
+    )
     return earlier
 
 
-def _motion_correct(series, mask: Optional[np.ndarray], config):
+def _motion_correct(series, mask: np.ndarray | None, config):
     from IVIMEstimatorLib.motion import motion_correct
 
     result = motion_correct(series, mask=mask, config=config, progress=_progress)
-    log.info("motion correction: displacement per round %s mm; kept round %d",
-             ", ".join(f"{d:.3f}" for d in result.displacements_mm), result.chosen_round)
+    log.info(
+        "motion correction: displacement per round %s mm; kept round %d",
+        ", ".join(f"{d:.3f}" for d in result.displacements_mm),
+        result.chosen_round,
+    )
     return result
 
 
@@ -136,8 +144,11 @@ def cmd_register(args: argparse.Namespace) -> None:
         args.transforms_dir.mkdir(parents=True, exist_ok=True)
         for index, transform in enumerate(result.transforms):
             sitk.WriteTransform(transform, str(args.transforms_dir / f"{index:04d}.tfm"))
-        log.info("wrote %d transforms (volume -> template, as given to SimpleITK.Resample) to %s",
-                 len(result.transforms), args.transforms_dir)
+        log.info(
+            "wrote %d transforms (volume -> template, as given to SimpleITK.Resample) to %s",
+            len(result.transforms),
+            args.transforms_dir,
+        )
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
@@ -145,8 +156,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from IVIMEstimatorLib.map_logic import EXPORT_FORMATS, EstimateConfig, automatic_mask, select_bvalues, staged_files
     from IVIMEstimatorLib.motion import MotionConfig
 
-    config = from_arguments(EstimateConfig, args, model=None if args.model is None else str(args.model),
-                            motion=MotionConfig(rounds=args.rounds))
+    config = from_arguments(
+        EstimateConfig,
+        args,
+        model=None if args.model is None else str(args.model),
+        motion=MotionConfig(rounds=args.rounds),
+    )
     inputs = [args.dwi, args.mask, args.registration_mask, args.bvals_file, args.model]
     earlier = _earlier_fit(args.outdir, args.overwrite, inputs)
     series = read_series_array(args.dwi, _bvalues_argument(args))
@@ -160,8 +175,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
         mask = automatic_mask(series)
     if config.motion_correction:
         series = _motion_correct(series, _read_mask(args.registration_mask, series, args.dwi), config.motion).series
-    log.info("fitting %d voxels x %d b-values with %s", int(np.prod(series.volumes.shape[1:])) if mask is None
-             else int(mask.sum()), series.volumes.shape[0], config.method)
+    log.info(
+        "fitting %d voxels x %d b-values with %s",
+        int(np.prod(series.volumes.shape[1:])) if mask is None else int(mask.sum()),
+        series.volumes.shape[0],
+        config.method,
+    )
     maps = estimator.fit(series.signals, mask, progress=_progress_in_tenths()).maps()
     with staged_files(args.outdir, replace=earlier) as staging:  # all maps or none, never mixed with earlier ones
         for name, values in maps.items():
@@ -181,8 +200,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     _check_output_file(curve)
     _, history = train(config, out=args.out, device=args.device, progress=_progress)
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.plot(history["epoch"], history["train_loss"], "o-", label="training")
     axis.plot(history["epoch"], history["val_loss"], "s-", label="validation")
@@ -229,18 +250,27 @@ def _add_rounds_option(parser: argparse.ArgumentParser) -> None:
     from IVIMEstimatorLib.motion import MotionConfig
 
     rounds = settings_field(MotionConfig, "rounds")
-    parser.add_argument("--rounds", type=_rounds, default=rounds.default,
-                        help=f"{rounds.setting.help}; default {','.join(str(value) for value in rounds.default)}")
+    parser.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=rounds.default,
+        help=f"{rounds.setting.help}; default {','.join(str(value) for value in rounds.default)}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
-    parser = argparse.ArgumentParser(prog="ivimestimator", parents=[common],
-                                     description="IVIM maps (f, D, D*) from diffusion-weighted MR series.")
+    parser = argparse.ArgumentParser(
+        prog="ivimestimator", parents=[common], description="IVIM maps (f, D, D*) from diffusion-weighted MR series."
+    )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    sample = sub.add_parser("sample-data", parents=[common], help="write the placenta phantom sample data",
-                            description="Write a placenta-like IVIM DWI series (b = 0,10,20,50,80,100,150,200,300,500 "
-                                        "s/mm², Rician noise) with its ground-truth f, D, D* maps.")
+    sample = sub.add_parser(
+        "sample-data",
+        parents=[common],
+        help="write the placenta phantom sample data",
+        description="Write a placenta-like IVIM DWI series (b = 0,10,20,50,80,100,150,200,300,500 "
+        "s/mm², Rician noise) with its ground-truth f, D, D* maps.",
+    )
     sample.add_argument("outdir", type=Path, help="output folder (created)")
     sample.add_argument("--snr", type=positive_float, default=30.0, help="SNR at b = 0 in the placenta (default 30)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -249,32 +279,42 @@ def build_parser() -> argparse.ArgumentParser:
     from IVIMEstimatorLib.map_logic import EstimateConfig, ExportSettings
     from IVIMEstimatorLib.training.config import TrainingConfig
 
-    fit_parser = sub.add_parser("fit", parents=[common], help="IVIM maps of a 4D diffusion series",
-                                description="Fit f, D and D* (mm²/s) voxel by voxel and write f, D, Dstar, S0 (and SD "
-                                            "maps for bayes) with the input geometry, all of them or (on an error or "
-                                            "Ctrl-C) none.")
+    fit_parser = sub.add_parser(
+        "fit",
+        parents=[common],
+        help="IVIM maps of a 4D diffusion series",
+        description="Fit f, D and D* (mm²/s) voxel by voxel and write f, D, Dstar, S0 (and SD "
+        "maps for bayes) with the input geometry, all of them or (on an error or "
+        "Ctrl-C) none.",
+    )
     fit_parser.add_argument("dwi", type=Path, help="4D NIfTI/NRRD series, or a folder of 3D volumes")
     fit_parser.add_argument("outdir", type=Path, help="output folder: new or empty (created)")
-    fit_parser.add_argument("--overwrite", action="store_true",
-                            help="OUTDIR may hold the maps of an earlier fit: they are replaced by the new ones (other "
-                                 "files stay)")
+    fit_parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUTDIR may hold the maps of an earlier fit: they are replaced by the new ones (other files stay)",
+    )
     _add_bvalue_options(fit_parser)
     fit_parser.add_argument("--model", type=Path, help="network model file (default: the shipped one for the b-values)")
     fit_parser.add_argument("--mask", type=Path, help="mask volume (non-zero = fit), on the series' grid")
     add_arguments(fit_parser, EstimateConfig)
     export_format = settings_field(ExportSettings, "file_format")
     fit_parser.add_argument(export_format.option, **argument_keywords(export_format) | {"type": _export_format})
-    fit_parser.add_argument("--registration-mask", type=Path,
-                            help="mask restricting the registration metric (default: whole image)")
+    fit_parser.add_argument(
+        "--registration-mask", type=Path, help="mask restricting the registration metric (default: whole image)"
+    )
     _add_rounds_option(fit_parser)
     fit_parser.set_defaults(command=cmd_fit)
 
     register_parser = sub.add_parser(
-        "register", parents=[common], help="motion-correct a diffusion series",
+        "register",
+        parents=[common],
+        help="motion-correct a diffusion series",
         description="Register every volume to an iteratively refined mean template (rigid then affine, Mattes mutual "
-                    "information) and write the registered series with the input geometry; optionally one ITK .tfm "
-                    "per volume (0000.tfm, 0001.tfm, ... in volume order), each the transform that resamples that "
-                    "volume onto the template.")
+        "information) and write the registered series with the input geometry; optionally one ITK .tfm "
+        "per volume (0000.tfm, 0001.tfm, ... in volume order), each the transform that resamples that "
+        "volume onto the template.",
+    )
     register_parser.add_argument("dwi", type=Path, help="4D NIfTI/NRRD series, or a folder of 3D volumes")
     register_parser.add_argument("out", type=Path, help="registered 4D series to write (.nii.gz, .nrrd, .seq.nrrd)")
     _add_bvalue_options(register_parser)
@@ -283,27 +323,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rounds_option(register_parser)
     register_parser.set_defaults(command=cmd_register)
 
-    train_parser = sub.add_parser("train", parents=[common], help="train a network on synthetic signals",
-                                  description="Train SCDNN, MLP or IVIM-NET for a b-value protocol on synthetic "
-                                              "signals (prior, Rician SNR) and write the model file and its loss "
-                                              "curve (PNG).")
+    train_parser = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a network on synthetic signals",
+        description="Train SCDNN, MLP or IVIM-NET for a b-value protocol on synthetic "
+        "signals (prior, Rician SNR) and write the model file and its loss "
+        "curve (PNG).",
+    )
     train_parser.add_argument("--bvals", required=True, help="protocol b-values in s/mm², starting at 0")
     add_arguments(train_parser, TrainingConfig)
     train_parser.add_argument("--device", **argument_keywords(settings_field(EstimateConfig, "device")))
     train_parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt)")
     train_parser.set_defaults(command=cmd_train)
 
-    demo = sub.add_parser("demo", parents=[common], help="run the module's logic on the placenta sample data",
-                          description="Fit the placenta sample with every method (NRMSE against the truth), then "
-                                      "motion correction + SCDNN, export the maps and plot them and one voxel's fit "
-                                      "(see IVIMEstimatorLib.demo).")
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the module's logic on the placenta sample data",
+        description="Fit the placenta sample with every method (NRMSE against the truth), then "
+        "motion correction + SCDNN, export the maps and plot them and one voxel's fit "
+        "(see IVIMEstimatorLib.demo).",
+    )
     demo.add_argument("sample_dir", type=Path, help="folder written by `ivimestimator sample-data`")
     demo.add_argument("outdir", type=Path, help="output folder (created)")
     demo.set_defaults(command=cmd_demo)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     return run(build_parser(), argv)
 
 

@@ -19,14 +19,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from FastMRICommon.errors import InputError, ProgressCallback, report
 from FastMRICommon.volume_files import read_volume_array
 from IVIMEstimatorLib.diffusion_series import read_series
-
 from IVIMEstimatorLib.fits.methods import METHODS
 from IVIMEstimatorLib.map_logic import EstimateConfig, IvimModels, estimate_maps, export_maps, map_nodes, voxel_fit
 from IVIMEstimatorLib.phantoms.phantom import LABELS
@@ -43,11 +41,13 @@ def _scores(maps: dict[str, np.ndarray], truth: dict[str, np.ndarray], region: n
     """NRMSE per parameter over the region's fitted voxels, and the fraction of the region that was fitted."""
     fitted = region & np.isfinite(maps["f"])
     return {name: nrmse(maps[name][fitted] / factor, truth[name][fitted]) for name, factor in PARAMETERS} | {
-        "fitted_fraction": float(fitted.sum() / region.sum())}
+        "fitted_fraction": float(fitted.sum() / region.sum())
+    }
 
 
-def run_demo(sample_dir: str | os.PathLike, outdir: str | os.PathLike,
-             progress: Optional[ProgressCallback] = None) -> list[Path]:
+def run_demo(
+    sample_dir: str | os.PathLike, outdir: str | os.PathLike, progress: ProgressCallback | None = None
+) -> list[Path]:
     """Write the files listed in the module docstring; return their paths."""
     import slicer
 
@@ -71,7 +71,8 @@ def run_demo(sample_dir: str | os.PathLike, outdir: str | os.PathLike,
     start = time.perf_counter()
     corrected = estimate_maps(sequence, EstimateConfig(method="scdnn", motion_correction=True), models=models)
     metrics["scdnn_motion_corrected"] = _scores(corrected.maps, truth, placenta) | {
-        "seconds": time.perf_counter() - start}
+        "seconds": time.perf_counter() - start
+    }
     maps_dir = outdir / "maps"
     if maps_dir.exists():
         for old in maps_dir.iterdir():  # the demo's own previous export
@@ -79,8 +80,11 @@ def run_demo(sample_dir: str | os.PathLike, outdir: str | os.PathLike,
     written = export_maps(map_nodes(scene, corrected, "placenta SCDNN"), maps_dir, "nrrd")
     metrics_path = outdir / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    written += [metrics_path, _maps_figure(corrected.maps, truth, outdir / "maps.png"),
-                _voxel_figure(corrected, placenta, outdir / "voxel_fit.png")]
+    written += [
+        metrics_path,
+        _maps_figure(corrected.maps, truth, outdir / "maps.png"),
+        _voxel_figure(corrected, placenta, outdir / "voxel_fit.png"),
+    ]
     report(progress, 1.0, f"demo written to {outdir}")
     return written
 
@@ -93,8 +97,9 @@ def _maps_figure(maps: dict[str, np.ndarray], truth: dict[str, np.ndarray], path
 
     k = maps["f"].shape[0] // 2
     figure, axes = plt.subplots(2, 3, figsize=(10, 6.4))
-    for column, ((name, factor), (label, low, high)) in enumerate(zip(
-            PARAMETERS, (("f", 0, 0.6), ("D (10^-3 mm²/s)", 0, 3), ("D* (10^-3 mm²/s)", 0, 100)))):
+    for column, ((name, factor), (label, low, high)) in enumerate(
+        zip(PARAMETERS, (("f", 0, 0.6), ("D (10^-3 mm²/s)", 0, 3), ("D* (10^-3 mm²/s)", 0, 100)))
+    ):
         for row, (title, image) in enumerate((("SCDNN", maps[name][k]), ("truth", truth[name][k] * factor))):
             shown = axes[row, column].imshow(np.nan_to_num(image), cmap="viridis", vmin=low, vmax=high)
             axes[row, column].set_title(f"{label}: {title}", fontsize=9)
@@ -119,8 +124,11 @@ def _voxel_figure(result, placenta: np.ndarray, path: Path) -> Path:
     axes.plot(voxel.bvalues, voxel.signal, "o", label="measured")
     axes.plot(voxel.curve_b, voxel.curve, "-", label="fitted bi-exponential")
     values = voxel.values
-    axes.set_title(f"placenta voxel (i={i}, j={j}, k={k}): f {values['f']:.3f}, D {values['D']:.2f}, "
-                   f"D* {values['Dstar']:.0f} (10^-3 mm²/s)", fontsize=8)
+    axes.set_title(
+        f"placenta voxel (i={i}, j={j}, k={k}): f {values['f']:.3f}, D {values['D']:.2f}, "
+        f"D* {values['Dstar']:.0f} (10^-3 mm²/s)",
+        fontsize=8,
+    )
     axes.set_xlabel("b (s/mm²)")
     axes.set_ylabel("S / S0")
     axes.legend()

@@ -10,26 +10,32 @@ their MRML (slicer-core 5.11) read no NIfTI sequence.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 from FastMRICommon.errors import InputError
 from FastMRICommon.geometry import RAS_TO_LPS, VolumeGeometry
 from FastMRICommon.mrml_nodes import describe_node, geometry_of, new_volume_node, set_geometry, volume_to_array
-from FastMRICommon.volume_files import (VOLUME_SUFFIXES, atomic_write, check_writable_suffix, file_stem, file_suffix,
-                                        nifti_nonfinite_values, read_volume_array, restore_nonfinite)
-
+from FastMRICommon.volume_files import (
+    VOLUME_SUFFIXES,
+    atomic_write,
+    check_writable_suffix,
+    file_stem,
+    file_suffix,
+    nifti_nonfinite_values,
+    read_volume_array,
+    restore_nonfinite,
+)
 
 #: Sequence index names that mean "b-value" (compared case-insensitively).
 B_INDEX_NAMES = ("b", "bvalue", "b-value", "b_value", "bval")
 
 
-
 B_UNIT = "s/mm2"
-
 
 
 @dataclass
@@ -41,7 +47,7 @@ class DiffusionSeries:
     """
 
     volumes: np.ndarray
-    bvalues: Optional[np.ndarray]
+    bvalues: np.ndarray | None
     geometry: VolumeGeometry
 
     def __post_init__(self) -> None:
@@ -50,8 +56,7 @@ class DiffusionSeries:
         if self.bvalues is not None:
             self.bvalues = np.asarray(self.bvalues, dtype=float).ravel()
             if self.bvalues.size != self.volumes.shape[0]:
-                raise InputError(
-                    f"{self.bvalues.size} b-values given for {self.volumes.shape[0]} volumes")
+                raise InputError(f"{self.bvalues.size} b-values given for {self.volumes.shape[0]} volumes")
 
     @property
     def signals(self) -> np.ndarray:
@@ -59,8 +64,7 @@ class DiffusionSeries:
         return np.moveaxis(self.volumes, 0, -1)
 
 
-
-def series_from_nodes(source: Any, bvalues: Optional[Sequence[float]] = None) -> DiffusionSeries:
+def series_from_nodes(source: Any, bvalues: Sequence[float] | None = None) -> DiffusionSeries:
     """Read a diffusion series from what Slicer holds.
 
     ``source`` is a ``vtkMRMLSequenceNode`` of scalar volumes, a ``vtkMRMLDiffusionWeightedVolumeNode``, a
@@ -88,7 +92,9 @@ def series_from_nodes(source: Any, bvalues: Optional[Sequence[float]] = None) ->
         names = [f"{source.GetName()}[{index}]" for index in range(array.shape[-1])]
     else:
         raise InputError(
-            f"expected a sequence, diffusion-weighted or multi-volume node, or a list of volumes; got {describe_node(source)}")
+            "expected a sequence, diffusion-weighted or multi-volume node, or a list of volumes; "
+            f"got {describe_node(source)}"
+        )
     if len(arrays) == 0:
         raise InputError("the diffusion series is empty")
     for array, name in zip(arrays, names):
@@ -98,19 +104,24 @@ def series_from_nodes(source: Any, bvalues: Optional[Sequence[float]] = None) ->
         if array.shape != arrays[0].shape or not geometry.matches(geometries[0]):
             raise InputError(
                 f"volume {name!r} is not on the same grid as {names[0]!r} (shape {array.shape} vs {arrays[0].shape}); "
-                "resample the series onto one grid first")
+                "resample the series onto one grid first"
+            )
     chosen = bvalues if bvalues is not None else stored
-    return DiffusionSeries(np.stack(arrays).astype(np.float32, copy=False),
-                           None if chosen is None else np.asarray(chosen, float), geometries[0])
+    return DiffusionSeries(
+        np.stack(arrays).astype(np.float32, copy=False),
+        None if chosen is None else np.asarray(chosen, float),
+        geometries[0],
+    )
 
 
-
-def _read_sequence(sequence: Any) -> tuple[list, list, list, Optional[list[float]]]:
+def _read_sequence(sequence: Any) -> tuple[list, list, list, list[float] | None]:
     arrays, geometries, names = [], [], []
     for index in range(sequence.GetNumberOfDataNodes()):
         node = sequence.GetNthDataNode(index)
         if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
-            raise InputError(f"item {index} of sequence {sequence.GetName()!r} is {describe_node(node)}, not a scalar volume")
+            raise InputError(
+                f"item {index} of sequence {sequence.GetName()!r} is {describe_node(node)}, not a scalar volume"
+            )
         array, geometry = volume_to_array(node)
         arrays.append(array)
         geometries.append(geometry)
@@ -132,10 +143,8 @@ def _read_sequence(sequence: Any) -> tuple[list, list, list, Optional[list[float
     return arrays, geometries, names, stored
 
 
-
 def _is_b_index(name: str, unit: str) -> bool:
     return (name or "").strip().lower() in B_INDEX_NAMES or "s/mm" in (unit or "").replace("²", "2").lower()
-
 
 
 #: Attributes MultiVolumeImporter (``MultiVolumeImporterPlugin.py``, fedorov/MultiVolumeImporter) gives a DICOM
@@ -144,22 +153,21 @@ def _is_b_index(name: str, unit: str) -> bool:
 FRAME_LABELS = "MultiVolume.FrameLabels"
 
 
-
 FRAME_TAG = "MultiVolume.FrameIdentifyingDICOMTagName"
 
 
-
 FRAME_TAG_UNITS = "MultiVolume.FrameIdentifyingDICOMTagUnits"
-
 
 
 def is_multivolume(node: Any) -> bool:
     """A volume node holding one frame per scalar component: a vector volume, MultiVolumeExplorer's
     ``vtkMRMLMultiVolumeNode`` (a scalar volume subclass, checked by class name: slicer-core lacks it), or any
     scalar volume carrying MultiVolumeImporter's frame labels."""
-    return bool(node.IsA("vtkMRMLVectorVolumeNode") or node.IsA("vtkMRMLMultiVolumeNode")
-                or (node.IsA("vtkMRMLScalarVolumeNode") and node.GetAttribute(FRAME_LABELS) is not None))
-
+    return bool(
+        node.IsA("vtkMRMLVectorVolumeNode")
+        or node.IsA("vtkMRMLMultiVolumeNode")
+        or (node.IsA("vtkMRMLScalarVolumeNode") and node.GetAttribute(FRAME_LABELS) is not None)
+    )
 
 
 def _frames_array(node: Any) -> tuple[np.ndarray, VolumeGeometry]:
@@ -174,8 +182,7 @@ def _frames_array(node: Any) -> tuple[np.ndarray, VolumeGeometry]:
     return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape).copy(), geometry_of(node)
 
 
-
-def frame_label_bvalues(node: Any, frames: int) -> Optional[list[float]]:
+def frame_label_bvalues(node: Any, frames: int) -> list[float] | None:
     """b-values (s/mm²) from a node's MultiVolumeImporter frame labels when its frames are identified by a
     b-value tag (``Siemens.B-value``, ``GE.B-value``, ``Philips.B-value``, ``Standard.B-value``) or the tag's
     units are s/mm² (``sec/mm2``); None when there are no labels or they are not b-values (trigger times,
@@ -190,10 +197,11 @@ def frame_label_bvalues(node: Any, frames: int) -> Optional[list[float]]:
     except ValueError as error:
         raise InputError(f"multi-volume {node.GetName()!r} has non-numeric frame labels: {error}") from error
     if len(values) != frames:
-        raise InputError(f"multi-volume {node.GetName()!r} has {len(values)} b-values in {FRAME_LABELS} for {frames} "
-                         "frames: type the b-values instead")
+        raise InputError(
+            f"multi-volume {node.GetName()!r} has {len(values)} b-values in {FRAME_LABELS} for {frames} "
+            "frames: type the b-values instead"
+        )
     return values
-
 
 
 def new_sequence_node(scene: Any, series: DiffusionSeries, name: str) -> Any:
@@ -219,13 +227,11 @@ def new_sequence_node(scene: Any, series: DiffusionSeries, name: str) -> Any:
     return sequence
 
 
-
 def _format_b(b: float) -> str:
     return str(int(b)) if float(b).is_integer() else repr(float(b))
 
 
-
-def read_series_array(path: str | os.PathLike, bvalues: Optional[Sequence[float]] = None) -> DiffusionSeries:
+def read_series_array(path: str | os.PathLike, bvalues: Sequence[float] | None = None) -> DiffusionSeries:
     """Read a 4D image (NRRD or NIfTI) or a folder of 3D volumes (sorted by file name) as a series.
 
     b-values (s/mm²) come from ``bvalues`` when given, else from the file: the index of a sequence NRRD, or a
@@ -240,8 +246,9 @@ def read_series_array(path: str | os.PathLike, bvalues: Optional[Sequence[float]
         files = sorted(p for p in path.iterdir() if p.is_file() and file_suffix(p) in VOLUME_SUFFIXES)
         if not files:
             raise InputError(f"folder {path} holds no volume files ({', '.join(VOLUME_SUFFIXES)})")
-        series = series_from_nodes([new_volume_node(scratch, *read_volume_array(file), name=file.name)
-                                    for file in files], bvalues)
+        series = series_from_nodes(
+            [new_volume_node(scratch, *read_volume_array(file), name=file.name) for file in files], bvalues
+        )
         sidecars = sorted(path.glob("*.bval"))
         sidecar = sidecars[0] if len(sidecars) == 1 else None
     elif path.is_file() and file_suffix(path) in (".nii", ".nii.gz"):
@@ -262,8 +269,7 @@ def read_series_array(path: str | os.PathLike, bvalues: Optional[Sequence[float]
     return series
 
 
-
-def read_nifti_series_array(path: str | os.PathLike, bvalues: Optional[Sequence[float]] = None) -> DiffusionSeries:
+def read_nifti_series_array(path: str | os.PathLike, bvalues: Sequence[float] | None = None) -> DiffusionSeries:
     """Read a 4D NIfTI file (``.nii`` / ``.nii.gz``: i, j, k, volume) as a series, with SimpleITK (ITK's NIfTI
     reader, as Slicer's), so that it does not depend on the NIfTI sequence support of Slicer's storage node,
     which no released Slicer has. The file is checked first as in :func:`read_volume_array` (truncated:
@@ -281,25 +287,29 @@ def read_nifti_series_array(path: str | os.PathLike, bvalues: Optional[Sequence[
         raise InputError(f"cannot read {path} as a 4D series ({str(error).strip().splitlines()[-1]})") from error
     if image.GetDimension() != 4 or image.GetNumberOfComponentsPerPixel() != 1:
         components = image.GetNumberOfComponentsPerPixel()
-        raise InputError(f"cannot read {path} as a 4D series: it holds a {image.GetDimension()}D image"
-                         + (f" of {components}-component voxels" if components > 1 else "")
-                         + " (a series is one 4D NIfTI file: i, j, k, volume)")
+        raise InputError(
+            f"cannot read {path} as a 4D series: it holds a {image.GetDimension()}D image"
+            + (f" of {components}-component voxels" if components > 1 else "")
+            + " (a series is one 4D NIfTI file: i, j, k, volume)"
+        )
     direction = np.asarray(image.GetDirection(), float).reshape(4, 4)
     if not (np.allclose(direction[3, :3], 0.0) and np.allclose(direction[:3, 3], 0.0)):
         raise InputError(f"cannot read {path} as a 4D series: its 4th axis is not time (it mixes with space)")
     spacing, origin = image.GetSpacing()[:3], np.asarray(image.GetOrigin()[:3], float)
-    geometry = VolumeGeometry(tuple(float(v) for v in spacing), tuple((RAS_TO_LPS @ origin).tolist()),
-                              tuple(tuple(row) for row in (RAS_TO_LPS @ direction[:3, :3]).tolist()))
+    geometry = VolumeGeometry(
+        tuple(float(v) for v in spacing),
+        tuple((RAS_TO_LPS @ origin).tolist()),
+        tuple(tuple(row) for row in (RAS_TO_LPS @ direction[:3, :3]).tolist()),
+    )
     volumes = restore_nonfinite(sitk.GetArrayFromImage(image), nonfinite, path)  # [n, k, j, i]
-    return DiffusionSeries(volumes.astype(np.float32, copy=False),
-                           None if bvalues is None else np.asarray(bvalues, float), geometry)
+    return DiffusionSeries(
+        volumes.astype(np.float32, copy=False), None if bvalues is None else np.asarray(bvalues, float), geometry
+    )
 
 
-
-def read_series(scene: Any, path: str | os.PathLike, bvalues: Optional[Sequence[float]] = None) -> Any:
+def read_series(scene: Any, path: str | os.PathLike, bvalues: Sequence[float] | None = None) -> Any:
     """Read a 4D image or a folder of volumes (see :func:`read_series_array`) into a new sequence node."""
     return new_sequence_node(scene, read_series_array(path, bvalues), file_stem(Path(path)))
-
 
 
 def write_series(sequence: Any, path: str | os.PathLike) -> Path:
@@ -322,13 +332,11 @@ def write_series(sequence: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-
 def write_series_array(series: DiffusionSeries, path: str | os.PathLike) -> Path:
     """Write a :class:`DiffusionSeries` to a 4D file (through a scratch scene), b-values included."""
     import slicer
 
     return write_series(new_sequence_node(slicer.vtkMRMLScene(), series, file_stem(Path(path))), path)
-
 
 
 def read_bvalues_file(path: str | os.PathLike) -> np.ndarray:
@@ -337,7 +345,6 @@ def read_bvalues_file(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"no such b-value file: {path}")
     return parse_bvalues(path.read_text(), source=str(path))
-
 
 
 def parse_bvalues(text: str, source: str = "b-values") -> np.ndarray:

@@ -16,23 +16,23 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
-from FastMRICommon.gui_binding import placing_point_list
 from FastMRICommon.geometry import VolumeGeometry
+from FastMRICommon.gui_binding import placing_point_list
 from FastMRICommon.mrml_nodes import geometry_of, new_table_node, new_volume_node
 from FastMRICommon.settings import check_settings, setting
 from FastMRICommon.volume_files import write_volume
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries
-
 from IVIMEstimatorLib.fits.methods import METHODS
 from IVIMEstimatorLib.fits.model import IvimFit, IvimModel
 from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR, PRIORS
@@ -75,20 +75,38 @@ class EstimateConfig:
     setting). ``model``: a network model file (None: the shipped network for the protocol); ``motion``: the
     registration settings of motion correction."""
 
-    method: str = setting("scdnn", "estimator: the scdnn, mlp and ivimnet networks, segmented least squares (nlls) "
-                          "or the Bayes posterior mean with SD maps (bayes)", choices=METHODS)
-    bvalue_set: str = setting("all", "b-values fitted: all of the series', or the accelerated subset b = "
-                              + ", ".join(f"{b:g}" for b in ACCELERATED_BVALUES) + " s/mm²", choices=BVALUE_SETS)
-    motion_correction: bool = setting(False, "register the volumes to a mean template before fitting (rigid + "
-                                      "affine; see `register`)", option="--motion-correct")
-    auto_mask: bool = setting(True, "when no mask is given, fit only the object: voxels of the lowest-b image above "
-                              "a tenth of its 99th percentile (off: every voxel, air included)")
-    prior: str = setting(DEFAULT_PRIOR, "parameter prior of the bayes method and of a network trained for the "
-                         "protocol: placenta by default, the module's use case and the prior of the shipped placenta "
-                         "networks, so Bayes and network maps assume the same tissue; generic for other tissue",
-                         choices=tuple(PRIORS))
+    method: str = setting(
+        "scdnn",
+        "estimator: the scdnn, mlp and ivimnet networks, segmented least squares (nlls) "
+        "or the Bayes posterior mean with SD maps (bayes)",
+        choices=METHODS,
+    )
+    bvalue_set: str = setting(
+        "all",
+        "b-values fitted: all of the series', or the accelerated subset b = "
+        + ", ".join(f"{b:g}" for b in ACCELERATED_BVALUES)
+        + " s/mm²",
+        choices=BVALUE_SETS,
+    )
+    motion_correction: bool = setting(
+        False,
+        "register the volumes to a mean template before fitting (rigid + affine; see `register`)",
+        option="--motion-correct",
+    )
+    auto_mask: bool = setting(
+        True,
+        "when no mask is given, fit only the object: voxels of the lowest-b image above "
+        "a tenth of its 99th percentile (off: every voxel, air included)",
+    )
+    prior: str = setting(
+        DEFAULT_PRIOR,
+        "parameter prior of the bayes method and of a network trained for the "
+        "protocol: placenta by default, the module's use case and the prior of the shipped placenta "
+        "networks, so Bayes and network maps assume the same tissue; generic for other tissue",
+        choices=tuple(PRIORS),
+    )
     device: str = setting("auto", "torch device: auto = CUDA when present, else the CPU", choices=DEVICE_CHOICES)
-    model: Optional[str] = None
+    model: str | None = None
     motion: MotionConfig = field(default_factory=MotionConfig)
 
     def __post_init__(self) -> None:
@@ -104,8 +122,13 @@ class ExportSettings:
     """How maps are written: the module's *Export* (parameter ``exportFormat``) and ``ivimestimator fit``
     (``--format``, which also takes the suffix)."""
 
-    file_format: str = setting("nrrd", "map file format, also given as its suffix .nrrd or .nii.gz",
-                               choices=tuple(EXPORT_FORMATS), parameter="exportFormat", option="--format")
+    file_format: str = setting(
+        "nrrd",
+        "map file format, also given as its suffix .nrrd or .nii.gz",
+        choices=tuple(EXPORT_FORMATS),
+        parameter="exportFormat",
+        option="--format",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -119,7 +142,7 @@ class MapResult:
 
     maps: dict[str, np.ndarray]
     series: DiffusionSeries
-    mask: Optional[np.ndarray]
+    mask: np.ndarray | None
     fit: IvimFit
 
     @property
@@ -137,8 +160,10 @@ def select_bvalues(series: DiffusionSeries, bvalue_set: str) -> DiffusionSeries:
     keep = np.isin(b, ACCELERATED_BVALUES)
     missing = sorted(set(ACCELERATED_BVALUES.tolist()) - set(b[keep].tolist()))
     if missing:
-        raise InputError(f"the accelerated subset needs b = {', '.join(f'{v:g}' for v in missing)} s/mm², "
-                         "which the series does not have; use all b-values")
+        raise InputError(
+            f"the accelerated subset needs b = {', '.join(f'{v:g}' for v in missing)} s/mm², "
+            "which the series does not have; use all b-values"
+        )
     return DiffusionSeries(series.volumes[keep], b[keep], series.geometry)
 
 
@@ -159,8 +184,9 @@ def mask_from_node(node: Any, reference: Any, shape: tuple[int, int, int]) -> np
         existing = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
         labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "IVIM mask (temporary)")
         try:
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(node, segment_ids, labels,
-                                                                                         reference):
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                node, segment_ids, labels, reference
+            ):
                 raise InputError(f"the segmentation {node.GetName()!r} could not be resampled to the series grid")
             mask = slicer.util.arrayFromVolume(labels) > 0
         finally:  # remove the temporary label map and what came with it (display, colours); not the
@@ -173,8 +199,10 @@ def mask_from_node(node: Any, reference: Any, shape: tuple[int, int, int]) -> np
             raise InputError(f"the mask {node.GetName()!r} has no image data")
         mask = slicer.util.arrayFromVolume(node) > 0
         if mask.shape != shape or not geometry_of(node).matches(geometry_of(reference)):
-            raise InputError(f"the mask {node.GetName()!r} is on another grid than the series: resample it to the "
-                             "series first (or use a segmentation, which is resampled automatically)")
+            raise InputError(
+                f"the mask {node.GetName()!r} is on another grid than the series: resample it to the "
+                "series first (or use a segmentation, which is resampled automatically)"
+            )
     else:
         raise InputError(f"{node.GetName()!r} is not a label map, scalar volume or segmentation")
     if not mask.any():
@@ -237,9 +265,15 @@ class IvimModels:
         return self._models[key]
 
 
-def estimate_maps(source: Any, config: EstimateConfig = EstimateConfig(), bvalues_text: str = "",
-                  mask_node: Any = None, progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelCheck] = None, models: Optional[IvimModels] = None) -> MapResult:
+def estimate_maps(
+    source: Any,
+    config: EstimateConfig = EstimateConfig(),
+    bvalues_text: str = "",
+    mask_node: Any = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    models: IvimModels | None = None,
+) -> MapResult:
     """IVIM maps of the series held by ``source`` (module docstring); inputs are only read. ``models``: the
     estimators built by earlier calls, reused and added to (None: one is built for this call). The estimator
     is built before motion correction, so that a protocol without a network fails at once."""
@@ -257,8 +291,13 @@ def estimate_maps(source: Any, config: EstimateConfig = EstimateConfig(), bvalue
     if config.motion_correction:
         # registered on the whole field of view, as benchmarked (docs/benchmarks/registration.md); the mask
         # only selects the voxels to fit
-        series = motion_correct(series, None, config.motion, cancel=cancel,
-                                progress=None if progress is None else lambda f, m: progress(0.05 + 0.75 * f, m)).series
+        series = motion_correct(
+            series,
+            None,
+            config.motion,
+            cancel=cancel,
+            progress=None if progress is None else lambda f, m: progress(0.05 + 0.75 * f, m),
+        ).series
         fit_start = 0.8
     raise_if_cancelled(cancel)
     report(progress, fit_start, f"fitting ({config.method})")
@@ -310,7 +349,7 @@ def map_nodes(scene: Any, result: MapResult, base_name: str) -> dict[str, Any]:
 STAT_COLUMNS = ("parameter", "unit", "mean", "SD", "voxels")
 
 
-def map_statistics(maps: dict[str, np.ndarray], region: Optional[np.ndarray] = None) -> list[tuple]:
+def map_statistics(maps: dict[str, np.ndarray], region: np.ndarray | None = None) -> list[tuple]:
     """(parameter, unit, mean, SD, voxels) of each map over ``region`` (default: where fitted), NaN ignored."""
     rows = []
     for key, values in maps.items():
@@ -318,8 +357,15 @@ def map_statistics(maps: dict[str, np.ndarray], region: Optional[np.ndarray] = N
         if not inside.any():
             raise InputError("the region holds no fitted voxel")
         selected = values[inside].astype(np.float64)
-        rows.append((MAP_SPECS[key].label, MAP_SPECS[key].unit, float(selected.mean()),
-                     float(selected.std(ddof=1)) if selected.size > 1 else 0.0, int(selected.size)))
+        rows.append(
+            (
+                MAP_SPECS[key].label,
+                MAP_SPECS[key].unit,
+                float(selected.mean()),
+                float(selected.std(ddof=1)) if selected.size > 1 else 0.0,
+                int(selected.size),
+            )
+        )
     return rows
 
 
@@ -362,12 +408,15 @@ def voxel_chart_node(scene: Any, voxel: VoxelFit, name: str = "IVIM voxel") -> A
     reuses nothing, so every inspection is a new chart unless the caller removes the old one."""
     chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
     values = voxel.values
-    chart.SetTitle(f"voxel {voxel.ijk}: f {values['f']:.3f}, D {values['D']:.3f}, D* {values['Dstar']:.1f} "
-                   "(10^-3 mm2/s)")
+    chart.SetTitle(
+        f"voxel {voxel.ijk}: f {values['f']:.3f}, D {values['D']:.3f}, D* {values['Dstar']:.1f} (10^-3 mm2/s)"
+    )
     chart.SetXAxisTitle("b (s/mm2)")
     chart.SetYAxisTitle("S / S0")
-    for title, x, y, style in (("measured", voxel.bvalues, voxel.signal, "scatter"),
-                               ("fitted", voxel.curve_b, voxel.curve, "line")):
+    for title, x, y, style in (
+        ("measured", voxel.bvalues, voxel.signal, "scatter"),
+        ("fitted", voxel.curve_b, voxel.curve, "line"),
+    ):
         series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {title}")
         table = new_table_node(scene, f"{name} {title} table", ("b (s/mm2)", "S/S0"), list(zip(x, y)))
         series.SetAndObserveTableNodeID(table.GetID())
@@ -395,14 +444,19 @@ class VoxelPoint:
     full) is not taken while the module is hidden.
     """
 
-    def __init__(self, scene: Any, on_placed: Callable[[tuple[float, float, float]], None],
-                 on_list: Callable[[Any], None], name: str = "IVIM voxel") -> None:
+    def __init__(
+        self,
+        scene: Any,
+        on_placed: Callable[[tuple[float, float, float]], None],
+        on_list: Callable[[Any], None],
+        name: str = "IVIM voxel",
+    ) -> None:
         self._scene, self._on_placed, self._on_list, self._name = scene, on_placed, on_list, name
         self.node: Any = None  # the list the inspector reads
         self._replaced: list[Any] = []  # lists it followed away from, removed once the new point is placed
         self._observed: list[tuple[Any, int]] = []  # (node, observer tag) of the list in use
         self._selection: Any = None
-        self._selection_tag: Optional[int] = None
+        self._selection_tag: int | None = None
 
     def ensure(self) -> Any:
         """Follow placements again and return the list in use (shown by the place widget); a new list when
@@ -424,7 +478,7 @@ class VoxelPoint:
         self._unobserve_node()
         self._unobserve_selection()
 
-    def position(self) -> Optional[tuple[float, float, float]]:
+    def position(self) -> tuple[float, float, float] | None:
         """World (RAS) position of the placed point, or None before one is placed."""
         if self.node is None or self.node.GetNumberOfDefinedControlPoints() == 0:
             return None
@@ -438,8 +492,10 @@ class VoxelPoint:
         node.SetMaximumNumberOfControlPoints(1)
         node.SetHideFromEditors(True)
         self.node = node
-        self._observed = [(node, node.AddObserver(event, self._placed))
-                          for event in (node.PointPositionDefinedEvent, node.PointEndInteractionEvent)]
+        self._observed = [
+            (node, node.AddObserver(event, self._placed))
+            for event in (node.PointPositionDefinedEvent, node.PointEndInteractionEvent)
+        ]
         self._on_list(node)
 
     def _follow(self, caller: Any = None, event: Any = None) -> None:
@@ -469,8 +525,9 @@ class VoxelPoint:
         self._selection, self._selection_tag = None, None
 
 
-def export_maps(nodes: dict[str, Any], folder: str | os.PathLike,
-                file_format: str = ExportSettings.file_format) -> list[Path]:
+def export_maps(
+    nodes: dict[str, Any], folder: str | os.PathLike, file_format: str = ExportSettings.file_format
+) -> list[Path]:
     """Write every map node to ``folder`` as ``<node name as a file name><suffix>`` (``file_format``: a key of
     ``EXPORT_FORMATS``), all or none of them (``staged_files``); refuses to overwrite existing files (nothing is
     written then)."""

@@ -32,7 +32,6 @@ takes. All volumes share the input's grid, so the registered series keeps the in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -54,8 +53,11 @@ class MotionConfig:
     series would not always give the same transforms (seen: a 33% scaling on one run and 3% on another of
     the same data). One thread is slower; 5% sampling (was 10%) pays for it at the same accuracy."""
 
-    rounds: tuple[int, int] = setting((6, 10), "registration rounds MIN,MAX: at least MIN, then until a round moves "
-                                      "less than the tolerance, at most MAX (1 <= MIN <= MAX)")
+    rounds: tuple[int, int] = setting(
+        (6, 10),
+        "registration rounds MIN,MAX: at least MIN, then until a round moves "
+        "less than the tolerance, at most MAX (1 <= MIN <= MAX)",
+    )
     tolerance_mm: float = 0.1
     histogram_bins: int = 32
     sampling_fraction: float = 0.05
@@ -73,8 +75,11 @@ class MotionConfig:
         """InputError naming the rounds unless they are two whole numbers 1 <= MIN <= MAX (the one check of
         the rounds: ``ivimestimator``'s ``--rounds`` is checked here too)."""
         rounds = tuple(self.rounds)
-        if len(rounds) != 2 or not all(isinstance(value, (int, np.integer)) for value in rounds) \
-                or not 1 <= rounds[0] <= rounds[1]:
+        if (
+            len(rounds) != 2
+            or not all(isinstance(value, (int, np.integer)) for value in rounds)
+            or not 1 <= rounds[0] <= rounds[1]
+        ):
             raise InputError(f"rounds must be (min, max) with 1 <= min <= max, got {self.rounds}")
 
 
@@ -101,12 +106,14 @@ def check_plausible(transforms: list, max_scale_change: float) -> None:
     for index, transform in enumerate(transforms):
         worst = scale_change(transform)
         if worst > max_scale_change:
-            raise InputError(f"motion correction failed: volume {index + 1} would be scaled by {100 * worst:.0f}% "
-                             f"(more than {100 * max_scale_change:.0f}%, not tissue motion); restrict it with a mask "
-                             "around the organ, or estimate without motion correction")
+            raise InputError(
+                f"motion correction failed: volume {index + 1} would be scaled by {100 * worst:.0f}% "
+                f"(more than {100 * max_scale_change:.0f}%, not tissue motion); restrict it with a mask "
+                "around the organ, or estimate without motion correction"
+            )
 
 
-def _check_inputs(series: DiffusionSeries, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+def _check_inputs(series: DiffusionSeries, mask: np.ndarray | None) -> np.ndarray | None:
     volumes = series.volumes
     if volumes.shape[0] < 2:
         raise InputError(f"motion correction needs at least 2 volumes, got {volumes.shape[0]}")
@@ -124,8 +131,10 @@ def _check_inputs(series: DiffusionSeries, mask: Optional[np.ndarray]) -> Option
         raise InputError(f"mask shape {mask.shape} differs from the volume shape {volumes.shape[1:]}")
     mask = mask > 0
     if mask.sum() < 64:
-        raise InputError(f"the mask covers {int(mask.sum())} voxels; registration needs at least 64 "
-                         "(a mask that does not overlap the image?)")
+        raise InputError(
+            f"the mask covers {int(mask.sum())} voxels; registration needs at least 64 "
+            "(a mask that does not overlap the image?)"
+        )
     return mask
 
 
@@ -141,7 +150,9 @@ def transform_points(transform, points: np.ndarray) -> np.ndarray:
 
 def _displacement(transform, previous, points: np.ndarray) -> float:
     """Mean |T(x) - P(x)| over ``points`` (LPS, mm); ``previous`` None = identity."""
-    return float(np.mean(np.linalg.norm(transform_points(transform, points) - transform_points(previous, points), axis=1)))
+    return float(
+        np.mean(np.linalg.norm(transform_points(transform, points) - transform_points(previous, points), axis=1))
+    )
 
 
 def _homogeneous(transform) -> np.ndarray:
@@ -186,8 +197,13 @@ def _register(fixed, moving, initial, config: MotionConfig, fixed_mask, iteratio
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
-                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0,
+        minStep=1e-4,
+        numberOfIterations=iterations,
+        relaxationFactor=0.6,
+        gradientMagnitudeTolerance=1e-8,
+    )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel(list(config.shrink_factors))
     method.SetSmoothingSigmasPerLevel(list(config.smoothing_sigmas_mm))
@@ -202,8 +218,9 @@ def _register(fixed, moving, initial, config: MotionConfig, fixed_mask, iteratio
 def _rigid_then_affine(fixed, moving, config: MotionConfig, fixed_mask, seed: int):
     import SimpleITK as sitk
 
-    rigid = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                              sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    rigid = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY
+    )
     rigid = sitk.Euler3DTransform(_register(fixed, moving, rigid, config, fixed_mask, config.rigid_iterations, seed))
     affine = sitk.AffineTransform(3)
     affine.SetCenter(rigid.GetCenter())
@@ -218,8 +235,13 @@ def _refine_affine(fixed, moving, affine, config: MotionConfig, fixed_mask, seed
     return sitk.AffineTransform(_register(fixed, moving, affine, config, fixed_mask, config.affine_iterations, seed))
 
 
-def motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray] = None, config: MotionConfig = MotionConfig(),
-                   progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> MotionResult:
+def motion_correct(
+    series: DiffusionSeries,
+    mask: np.ndarray | None = None,
+    config: MotionConfig = MotionConfig(),
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> MotionResult:
     """Register every volume of ``series`` to an iteratively refined mean template (module docstring).
 
     ``mask``: optional boolean ``[k, j, i]`` on the series grid restricting the metric (e.g. the placenta
@@ -237,8 +259,13 @@ def motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray] = None, c
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
-def _motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray], config: MotionConfig,
-                    progress: Optional[ProgressCallback], cancel: Optional[CancelCheck]) -> MotionResult:
+def _motion_correct(
+    series: DiffusionSeries,
+    mask: np.ndarray | None,
+    config: MotionConfig,
+    progress: ProgressCallback | None,
+    cancel: CancelCheck | None,
+) -> MotionResult:
     import SimpleITK as sitk
 
     volumes = series.volumes.astype(np.float32)
@@ -254,7 +281,7 @@ def _motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray], config:
     current = volumes
     transforms: list = [None] * len(images)
     displacements: list[float] = []
-    best: Optional[tuple[float, int, list, np.ndarray]] = None  # the kept round: displacement, number, result
+    best: tuple[float, int, list, np.ndarray] | None = None  # the kept round: displacement, number, result
     steps, step, rejected = high * len(images), 0, 0
     for round_number in range(1, high + 1):
         previous = transforms
@@ -263,8 +290,9 @@ def _motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray], config:
         for volume_index, moving in enumerate(images):
             raise_if_cancelled(cancel)
             seed = 1 + config.seed + 1000 * round_number + volume_index  # MotionConfig; ITK's 0 = wall clock
-            template = array_to_sitk(((total - current[volume_index]) / (len(images) - 1)).astype(np.float32),
-                                     series.geometry)
+            template = array_to_sitk(
+                ((total - current[volume_index]) / (len(images) - 1)).astype(np.float32), series.geometry
+            )
             if previous[volume_index] is None:
                 transform, fallback = _rigid_then_affine(template, moving, config, fixed_mask, seed)
             else:
@@ -278,7 +306,8 @@ def _motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray], config:
         transforms = _remove_mean_transform(transforms)
         for volume_index, (moving, transform) in enumerate(zip(images, transforms)):
             registered[volume_index] = sitk.GetArrayFromImage(
-                sitk.Resample(moving, moving, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+                sitk.Resample(moving, moving, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+            )
         moved = float(np.mean([_displacement(t, p, points) for t, p in zip(transforms, previous)]))
         displacements.append(moved)
         if round_number >= low and (best is None or moved < best[0]):
@@ -288,7 +317,12 @@ def _motion_correct(series: DiffusionSeries, mask: Optional[np.ndarray], config:
             break
     moved, kept, transforms, registered = best
     check_plausible(transforms, config.max_scale_change)
-    report(progress, 1.0, f"kept round {kept} of {len(displacements)} (displacement {moved:.3f} mm)"
-           + (f"; {rejected} implausible registrations rejected" if rejected else ""))
-    return MotionResult(DiffusionSeries(registered, series.bvalues, series.geometry), transforms, displacements, kept,
-                        rejected)
+    report(
+        progress,
+        1.0,
+        f"kept round {kept} of {len(displacements)} (displacement {moved:.3f} mm)"
+        + (f"; {rejected} implausible registrations rejected" if rejected else ""),
+    )
+    return MotionResult(
+        DiffusionSeries(registered, series.bvalues, series.geometry), transforms, displacements, kept, rejected
+    )

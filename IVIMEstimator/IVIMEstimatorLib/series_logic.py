@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +17,7 @@ class SeriesSummary:
 
     volumes: int
     shape: tuple[int, int, int]
-    bvalues: Optional[tuple[float, ...]]
+    bvalues: tuple[float, ...] | None
     bvalues_source: str  # "data", "user" or "missing"
 
     def text(self) -> str:
@@ -41,8 +41,9 @@ def summarize_series(source: Any, bvalues_text: str = "") -> SeriesSummary:
     if series.bvalues is None:
         return SeriesSummary(series.volumes.shape[0], series.volumes.shape[1:], None, "missing")
     origin = "user" if bvalues_text.strip() else "data"
-    return SeriesSummary(series.volumes.shape[0], series.volumes.shape[1:],
-                         tuple(float(b) for b in series.bvalues), origin)
+    return SeriesSummary(
+        series.volumes.shape[0], series.volumes.shape[1:], tuple(float(b) for b in series.bvalues), origin
+    )
 
 
 class SummaryCache:
@@ -51,8 +52,8 @@ class SummaryCache:
     change, and reading a series copies all its voxels."""
 
     def __init__(self) -> None:
-        self._key: Optional[tuple] = None
-        self._summary: Optional[SeriesSummary] = None
+        self._key: tuple | None = None
+        self._summary: SeriesSummary | None = None
 
     def get(self, source: Any, bvalues_text: str = "") -> SeriesSummary:
         """``summarize_series(source, bvalues_text)``, from the cache when nothing changed (errors are not
@@ -70,8 +71,11 @@ def _modification_key(source: Any) -> tuple:
     key = []
     for node in nodes:
         key.append((node.GetID(), node.GetMTime()))
-        items = ([node.GetNthDataNode(i) for i in range(node.GetNumberOfDataNodes())]
-                 if node.IsA("vtkMRMLSequenceNode") else [node])
+        items = (
+            [node.GetNthDataNode(i) for i in range(node.GetNumberOfDataNodes())]
+            if node.IsA("vtkMRMLSequenceNode")
+            else [node]
+        )
         for item in items:
             image = item.GetImageData() if hasattr(item, "GetImageData") else None
             key.append((item.GetMTime(), None if image is None else image.GetMTime()))

@@ -11,8 +11,9 @@ only turns clicks and parameter-node fields into these calls.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,11 +21,20 @@ from FastMRICommon.device import torch_installed
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
 from FastMRICommon.geometry import ras_to_ijk
 from FastMRICommon.settings import from_parameters
-
 from IVIMEstimatorLib.fits.protocol_models import ProtocolTraining, has_shipped_model, protocol_training
-from IVIMEstimatorLib.map_logic import (EstimateConfig, IvimModels, MapResult, VoxelFit, estimate_maps, map_nodes,
-                                        map_statistics, mask_from_node, statistics_table_node, voxel_chart_node,
-                                        voxel_fit)
+from IVIMEstimatorLib.map_logic import (
+    EstimateConfig,
+    IvimModels,
+    MapResult,
+    VoxelFit,
+    estimate_maps,
+    map_nodes,
+    map_statistics,
+    mask_from_node,
+    statistics_table_node,
+    voxel_chart_node,
+    voxel_fit,
+)
 from IVIMEstimatorLib.series_logic import SeriesSummary, SummaryCache
 
 
@@ -50,7 +60,7 @@ class Readiness:
     ``needs_model`` (the method is a network, no model file is chosen and no shipped one fits the b-values:
     the *Retrain* offer)."""
 
-    summary: Optional[str]
+    summary: str | None
     ready: bool
     needs_model: bool
 
@@ -67,7 +77,7 @@ class IvimSession:
 
     def forget(self) -> None:
         """Drop what refers to the scene's nodes (the scene is being closed); the estimators stay."""
-        self.result: Optional[MapResult] = None
+        self.result: MapResult | None = None
         self.map_nodes: dict[str, Any] = {}
         self._chart = None
         self._shipped: dict[tuple, bool] = {}
@@ -107,16 +117,25 @@ class IvimSession:
         bvalues = self.summarize(source, parameters.bvalues).bvalues
         if bvalues is None:
             raise InputError("the series has no b-values stored; type them (one per volume, s/mm²)")
-        return protocol_training(bvalues, folder, parameters.method, parameters.prior, parameters.trainingSnr,
-                                 parameters.device)
+        return protocol_training(
+            bvalues, folder, parameters.method, parameters.prior, parameters.trainingSnr, parameters.device
+        )
 
-    def estimate(self, source: Any, config: EstimateConfig, bvalues_text: str = "", mask_node: Any = None,
-                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> dict[str, Any]:
+    def estimate(
+        self,
+        source: Any,
+        config: EstimateConfig,
+        bvalues_text: str = "",
+        mask_node: Any = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> dict[str, Any]:
         """New map volumes ``"<first node's name> <method> <map> [<unit>]"`` of ``source`` (a series node, or a
         list of scalar volumes with ``bvalues_text``), see ``map_logic.estimate_maps``; they become the session's
         result. Raises ``InputError``, ``ModelFileError``, or ``Cancelled`` (nothing is added then)."""
-        result = estimate_maps(source, config, bvalues_text, mask_node, progress=progress, cancel=cancel,
-                               models=self.models)
+        result = estimate_maps(
+            source, config, bvalues_text, mask_node, progress=progress, cancel=cancel, models=self.models
+        )
         first = source[0] if isinstance(source, (list, tuple)) else source
         self.result = result
         self.map_nodes = map_nodes(first.GetScene(), result, f"{first.GetName()} {config.method}")

@@ -13,8 +13,9 @@ ACQUIRED_BVALUES = np.array([0, 10, 20, 50, 80, 100, 150, 200, 300, 500], dtype=
 ACCELERATED_BVALUES = np.array([0, 20, 50, 150, 300, 500], dtype=float)
 
 
-def ivim_signal(bvalues: np.ndarray, f: np.ndarray, D: np.ndarray, Dstar: np.ndarray,
-                S0: np.ndarray | float = 1.0) -> np.ndarray:
+def ivim_signal(
+    bvalues: np.ndarray, f: np.ndarray, D: np.ndarray, Dstar: np.ndarray, S0: np.ndarray | float = 1.0
+) -> np.ndarray:
     """Bi-exponential IVIM signal, shape ``broadcast(f, D, Dstar, S0).shape + (n_b,)``.
 
     ``bvalues`` in s/mm²; ``D``, ``Dstar`` in mm²/s; ``f`` perfusion fraction; ``S0`` signal at b = 0.

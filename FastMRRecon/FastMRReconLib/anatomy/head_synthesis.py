@@ -22,7 +22,6 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -63,7 +62,7 @@ class Protocol:
     name: str
     tr_ms: float
     te_ms: float
-    ti_ms: Optional[float] = None
+    ti_ms: float | None = None
 
     def signal(self, tissue: Tissue) -> float:
         """Magnitude signal of ``tissue`` (arbitrary units, PD scale) under this protocol."""
@@ -103,7 +102,7 @@ class TissueMaps:
     [0, 1], on one grid; ``geometry`` None for a 2D slice."""
 
     fractions: dict[str, np.ndarray]
-    geometry: Optional[VolumeGeometry]
+    geometry: VolumeGeometry | None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -154,7 +153,7 @@ def label_tissue_maps(path: str | os.PathLike, partial_volume_mm: float = 0.5) -
     return TissueMaps(label_fractions(labels, tuple(partial_volume_mm / s for s in geometry.spacing[::-1])), geometry)
 
 
-def shared_synthseg_dir() -> Optional[Path]:
+def shared_synthseg_dir() -> Path | None:
     """``../shared/data/synthseg`` beside this repository (or ``$FASTMRI_SHARED/data/synthseg``) if present."""
     root = Path(os.environ.get("FASTMRI_SHARED", Path(__file__).resolve().parents[4] / "shared"))
     folder = root / "data" / "synthseg"
@@ -168,8 +167,14 @@ def random_bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength
     return np.exp(strength * log_field / len(axes)).astype(np.float32)
 
 
-def synthesize(maps: TissueMaps, protocol: Protocol, rng: Optional[np.random.Generator] = None,
-               property_jitter: float = 0.0, bias_strength: float = 0.0, texture: float = 0.0) -> np.ndarray:
+def synthesize(
+    maps: TissueMaps,
+    protocol: Protocol,
+    rng: np.random.Generator | None = None,
+    property_jitter: float = 0.0,
+    bias_strength: float = 0.0,
+    texture: float = 0.0,
+) -> np.ndarray:
     """The magnitude image of ``maps`` under ``protocol``, float32 ``[k, j, i]``, brightest tissue near 1.
 
     With an ``rng``: each tissue's PD, T1 and T2 are scaled by 1 + U(-``property_jitter``, +``property_jitter``),
@@ -188,8 +193,9 @@ def synthesize(maps: TissueMaps, protocol: Protocol, rng: Optional[np.random.Gen
     return render_tissue_signals(maps, signals, rng, bias_strength, texture)
 
 
-def random_contrast(maps: TissueMaps, rng: np.random.Generator, bias_strength: float = 0.0,
-                    texture: float = 0.0) -> np.ndarray:
+def random_contrast(
+    maps: TissueMaps, rng: np.random.Generator, bias_strength: float = 0.0, texture: float = 0.0
+) -> np.ndarray:
     """An image of ``maps`` in a random contrast: each tissue's signal drawn independently from U(0, 1)
     (domain randomisation, as SynthSeg trains: the network sees tissue boundaries and noise in contrasts no
     sequence produces, so that it restores any contrast rather than learning the four protocols'); air stays
@@ -200,8 +206,13 @@ def random_contrast(maps: TissueMaps, rng: np.random.Generator, bias_strength: f
     return render_tissue_signals(maps, signals, rng, bias_strength, texture)
 
 
-def render_tissue_signals(maps: TissueMaps, signals: dict[str, float], rng: Optional[np.random.Generator] = None,
-                          bias_strength: float = 0.0, texture: float = 0.0) -> np.ndarray:
+def render_tissue_signals(
+    maps: TissueMaps,
+    signals: dict[str, float],
+    rng: np.random.Generator | None = None,
+    bias_strength: float = 0.0,
+    texture: float = 0.0,
+) -> np.ndarray:
     """The fraction-weighted sum of per-tissue ``signals``, times a random bias field and texture (see
     :func:`synthesize`), scaled so that the brightest tissue is 1; float32."""
     if (bias_strength or texture) and rng is None:

@@ -15,9 +15,9 @@ nilearn's MNI152 2009a 1 mm T1 template (its wheel). Held out (``HELD_OUT_IMAGES
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 from scipy import ndimage
@@ -25,7 +25,7 @@ from scipy import ndimage
 from FastMRReconLib.anatomy.head_synthesis import shared_synthseg_dir
 
 
-def _realmr_dir() -> Optional[Path]:
+def _realmr_dir() -> Path | None:
     synthseg = shared_synthseg_dir()
     folder = None if synthseg is None else synthseg.parent / "realmr"
     return folder if folder is not None and folder.is_dir() else None
@@ -67,7 +67,7 @@ def _s1045() -> np.ndarray:
         return np.frombuffer(stream.read(), np.uint16).reshape(1, 256, 256)
 
 
-def _nifti(relative: str, volume_index: Optional[int] = None) -> np.ndarray:
+def _nifti(relative: str, volume_index: int | None = None) -> np.ndarray:
     import nibabel
 
     data = np.asanyarray(nibabel.load(_site_packages() / relative).dataobj)
@@ -103,8 +103,12 @@ TRAINING_IMAGES = (
 HELD_OUT_IMAGES = (
     RealImage("pyradiomics brain2 T1w", lambda: _nrrd_slices("pyradiomics_brain2.nrrd"), False, True),
     RealImage("matplotlib s1045", _s1045, False, False),
-    RealImage("dipy t1_coronal_slice", lambda: np.load(_site_packages() / "dipy/data/files/t1_coronal_slice.npy").T[None, ::-1],
-              False, False),
+    RealImage(
+        "dipy t1_coronal_slice",
+        lambda: np.load(_site_packages() / "dipy/data/files/t1_coronal_slice.npy").T[None, ::-1],
+        False,
+        False,
+    ),
     RealImage("dipy S0_10slices", lambda: _nifti("dipy/data/files/S0_10slices.nii.gz"), False, False),
     RealImage("nibabel example4d", lambda: _nifti("nibabel/tests/data/example4d.nii.gz", 0), False, False),
 )
@@ -117,8 +121,9 @@ def object_slices(volume: np.ndarray, axis: int, fraction: float = 0.3) -> np.nd
     return np.flatnonzero(area >= fraction * area.max())
 
 
-def draw_slice(volume: np.ndarray, volumetric: bool, rng: np.random.Generator,
-               zoom_range: tuple[float, float] = (0.6, 1.4)) -> tuple[np.ndarray, int]:
+def draw_slice(
+    volume: np.ndarray, volumetric: bool, rng: np.random.Generator, zoom_range: tuple[float, float] = (0.6, 1.4)
+) -> tuple[np.ndarray, int]:
     """(a random 2D slice of a rescaled ``volume``, its axis): slice well inside the object, any axis when
     ``volumetric``, zoomed (cubic spline, log-uniform in ``zoom_range``: other pixel sizes), rotated +-10
     degrees, flipped at random, a gamma of 0.7-1.4 on its intensities (other contrast weightings), clipped

@@ -13,8 +13,9 @@ import numpy as np
 from FastMRICommon.errors import InputError
 
 
-def coil_sensitivities(shape: tuple[int, int], n_coils: int = 8, ring_radius: float = 1.3,
-                       seed: int | None = None) -> np.ndarray:
+def coil_sensitivities(
+    shape: tuple[int, int], n_coils: int = 8, ring_radius: float = 1.3, seed: int | None = None
+) -> np.ndarray:
     """Complex sensitivities ``[n_coils, rows, columns]`` with RSS 1 everywhere.
 
     ``ring_radius`` is the loops' distance from the centre in units of the half field of view; a seed jitters

@@ -22,7 +22,7 @@ def central_lines(n_lines: int, count: int) -> np.ndarray:
     centre of ``fft.fft2c``)."""
     mask = np.zeros(n_lines, dtype=bool)
     start = n_lines // 2 - count // 2
-    mask[start:start + count] = True
+    mask[start : start + count] = True
     return mask
 
 

@@ -19,8 +19,9 @@ from FastMRICommon.errors import InputError
 DENSITY_GROWTH = 3.0
 
 
-def _throw(shape: tuple[int, int], radius_scale: float, order: np.ndarray, distance: np.ndarray,
-           calibration: np.ndarray) -> np.ndarray:
+def _throw(
+    shape: tuple[int, int], radius_scale: float, order: np.ndarray, distance: np.ndarray, calibration: np.ndarray
+) -> np.ndarray:
     rows, columns = shape
     blocked = np.zeros((rows, columns), bool)
     mask = calibration.copy()
@@ -35,17 +36,20 @@ def _throw(shape: tuple[int, int], radius_scale: float, order: np.ndarray, dista
         if size < 1:
             continue
         if size not in discs:
-            y, x = np.mgrid[-size:size + 1, -size:size + 1]
+            y, x = np.mgrid[-size : size + 1, -size : size + 1]
             discs[size] = y**2 + x**2 < radius**2
         disc = discs[size]
         r0, r1, c0, c1 = r - size, r + size + 1, c - size, c + size + 1
-        clipped = disc[max(0, -r0): disc.shape[0] - max(0, r1 - rows), max(0, -c0): disc.shape[1] - max(0, c1 - columns)]
-        blocked[max(0, r0): min(rows, r1), max(0, c0): min(columns, c1)] |= clipped
+        clipped = disc[
+            max(0, -r0) : disc.shape[0] - max(0, r1 - rows), max(0, -c0) : disc.shape[1] - max(0, c1 - columns)
+        ]
+        blocked[max(0, r0) : min(rows, r1), max(0, c0) : min(columns, c1)] |= clipped
     return mask
 
 
-def poisson_disc_mask(shape: tuple[int, int], acceleration: float, calibration: int = 24,
-                      seed: int | None = None) -> np.ndarray:
+def poisson_disc_mask(
+    shape: tuple[int, int], acceleration: float, calibration: int = 24, seed: int | None = None
+) -> np.ndarray:
     """``bool[rows, columns]``: a variable-density Poisson-disc mask (module docstring) of ``shape`` with about
     ``rows * columns / acceleration`` samples, including a ``calibration`` x ``calibration`` fully sampled
     centre (clipped to the matrix). ``acceleration`` from 2 to 16."""
@@ -57,14 +61,18 @@ def poisson_disc_mask(shape: tuple[int, int], acceleration: float, calibration: 
     target = int(round(rows * columns / acceleration))
     calibration_mask = np.zeros(shape, bool)
     size_r, size_c = min(calibration, rows), min(calibration, columns)
-    calibration_mask[rows // 2 - size_r // 2: rows // 2 - size_r // 2 + size_r,
-                     columns // 2 - size_c // 2: columns // 2 - size_c // 2 + size_c] = True
+    calibration_mask[
+        rows // 2 - size_r // 2 : rows // 2 - size_r // 2 + size_r,
+        columns // 2 - size_c // 2 : columns // 2 - size_c // 2 + size_c,
+    ] = True
     if calibration_mask.sum() >= target:
-        raise InputError(f"the {size_r} x {size_c} calibration block alone exceeds the {target} samples of R = "
-                         f"{acceleration:g}")
+        raise InputError(
+            f"the {size_r} x {size_c} calibration block alone exceeds the {target} samples of R = {acceleration:g}"
+        )
     rng = np.random.default_rng(seed)
-    y, x = np.meshgrid((np.arange(rows) - rows // 2) / (rows / 2), (np.arange(columns) - columns // 2) / (columns / 2),
-                       indexing="ij")
+    y, x = np.meshgrid(
+        (np.arange(rows) - rows // 2) / (rows / 2), (np.arange(columns) - columns // 2) / (columns / 2), indexing="ij"
+    )
     distance = np.minimum(np.sqrt(x**2 + y**2) / np.sqrt(2), 1.0)
     order = rng.permutation(rows * columns)
     low, high = 0.0, 4.0 * np.sqrt(acceleration)

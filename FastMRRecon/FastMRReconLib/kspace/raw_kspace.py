@@ -26,13 +26,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
-
 from FastMRReconLib.kspace.fft import ifft2c
 
 #: Fewest calibration samples along each axis: coil maps need a few low frequencies in both directions.
@@ -55,7 +53,7 @@ class RawKspace:
     (None: the non-zero samples)."""
 
     kspace: np.ndarray
-    mask: Optional[np.ndarray] = None
+    mask: np.ndarray | None = None
 
 
 def check_kspace(kspace: np.ndarray) -> np.ndarray:
@@ -69,13 +67,17 @@ def check_kspace(kspace: np.ndarray) -> np.ndarray:
         raise InputError("k-space must be complex (real data are not raw k-space: use `reconstruct` for images)")
     slices, coils, rows, columns = kspace.shape
     if coils < 2:
-        raise InputError(f"the k-space has {coils} coil: the network needs multi-coil data (at least 2 coils; the "
-                         "coil axis is the second of [slices, coils, ky, kx])")
+        raise InputError(
+            f"the k-space has {coils} coil: the network needs multi-coil data (at least 2 coils; the "
+            "coil axis is the second of [slices, coils, ky, kx])"
+        )
     if min(rows, columns) < 2 * MIN_CALIBRATION:
         raise InputError(f"a {rows} x {columns} k-space matrix is too small (at least {2 * MIN_CALIBRATION} per axis)")
     if max(rows, columns) > MAX_MATRIX or kspace.size > MAX_SAMPLES:
-        raise InputError(f"k-space of shape {kspace.shape} is larger than handled at once (matrix up to {MAX_MATRIX}, "
-                         f"{MAX_SAMPLES} samples): split the slices")
+        raise InputError(
+            f"k-space of shape {kspace.shape} is larger than handled at once (matrix up to {MAX_MATRIX}, "
+            f"{MAX_SAMPLES} samples): split the slices"
+        )
     if not np.all(np.isfinite(kspace)):
         raise InputError("the k-space holds NaN or infinite samples")
     if not np.any(kspace):
@@ -83,7 +85,7 @@ def check_kspace(kspace: np.ndarray) -> np.ndarray:
     return kspace.astype(np.complex64, copy=False)
 
 
-def acquired_mask(kspace: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+def acquired_mask(kspace: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """The acquired samples of one slice ``kspace [coils, ky, kx]``: ``mask`` (checked against the data) or where
     any coil is non-zero; bool ``[ky, kx]``."""
     found = np.any(kspace != 0, axis=0)
@@ -126,8 +128,10 @@ def calibration_box(mask: np.ndarray) -> tuple[slice, slice]:
         if c1 < columns and mask[r0:r1, c1].all():
             c1, grown = c1 + 1, True
     if min(r1 - r0, c1 - c0) < MIN_CALIBRATION:
-        raise InputError(f"the fully sampled centre is only {r1 - r0} x {c1 - c0} samples; coil maps need at least "
-                         f"{MIN_CALIBRATION} x {MIN_CALIBRATION}")
+        raise InputError(
+            f"the fully sampled centre is only {r1 - r0} x {c1 - c0} samples; coil maps need at least "
+            f"{MIN_CALIBRATION} x {MIN_CALIBRATION}"
+        )
     return slice(r0, r1), slice(c0, c1)
 
 
@@ -138,16 +142,18 @@ def _central(block: slice, size: int) -> slice:
     return slice(start, start + size)
 
 
-def box_coil_maps(kspace: np.ndarray, box: tuple[slice, slice], threshold: float = 0.05,
-                  dilation: int = 4) -> np.ndarray:
+def box_coil_maps(
+    kspace: np.ndarray, box: tuple[slice, slice], threshold: float = 0.05, dilation: int = 4
+) -> np.ndarray:
     """Coil sensitivities ``[coils, ky, kx]`` complex64 from the calibration ``box`` of one slice's ``kspace``:
     the central ``MAX_CALIBRATION`` samples of the box per axis, Hann-tapered in both directions, give
     low-resolution coil images; each over their root-sum-of-squares is that coil's map (``kspace.sense``'s
     ratio method), zero outside the object (RSS below ``threshold`` of its maximum, dilated)."""
     rows, columns = (_central(part, MAX_CALIBRATION) for part in box)
     window = np.zeros(kspace.shape[-2:])
-    window[rows, columns] = np.outer(np.hanning(rows.stop - rows.start + 2)[1:-1],
-                                     np.hanning(columns.stop - columns.start + 2)[1:-1])
+    window[rows, columns] = np.outer(
+        np.hanning(rows.stop - rows.start + 2)[1:-1], np.hanning(columns.stop - columns.start + 2)[1:-1]
+    )
     low = ifft2c(kspace * window)
     rss = np.sqrt(np.sum(np.abs(low) ** 2, axis=0))
     support = ndimage.binary_fill_holes(ndimage.binary_dilation(rss > threshold * rss.max(), iterations=dilation))
@@ -212,8 +218,9 @@ def _read_ismrmrd(dataset, path: Path) -> RawKspace:
     data = dataset["data"][()]
     head = data["head"]
     if "trajectory_dimensions" in head.dtype.names and np.any(head["trajectory_dimensions"] > 0):
-        raise InputError(f"{path.name} holds non-Cartesian data (a k-space trajectory): only Cartesian k-space is "
-                         "reconstructed here")
+        raise InputError(
+            f"{path.name} holds non-Cartesian data (a k-space trajectory): only Cartesian k-space is reconstructed here"
+        )
     rows, _ = _encoded_matrix(dataset, path)
     flags = head["flags"].astype(np.uint64)
     skip = np.zeros(len(data), bool)

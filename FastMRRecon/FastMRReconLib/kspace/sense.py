@@ -18,12 +18,10 @@ mask whose k-space centre line is not acquired has no calibration region and rai
 
 from __future__ import annotations
 
-
 import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import InputError
-
 from FastMRReconLib.kspace.fft import ifft2c
 
 #: Tikhonov lambda of the conventional SENSE reconstruction (module docstring).
@@ -44,8 +42,14 @@ def calibration_lines(mask: np.ndarray, phase_encode_axis: int = 0) -> np.ndarra
     return np.arange(low, high + 1)
 
 
-def estimate_coil_maps(kspace: np.ndarray, mask: np.ndarray, phase_encode_axis: int = 0,
-                       threshold: float = 0.05, dilation: int = 4, max_calibration_lines: int = 24) -> np.ndarray:
+def estimate_coil_maps(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    phase_encode_axis: int = 0,
+    threshold: float = 0.05,
+    dilation: int = 4,
+    max_calibration_lines: int = 24,
+) -> np.ndarray:
     """Coil sensitivities ``[coils, rows, columns]`` from the calibration region of ``kspace [coils, rows,
     columns]`` (see the module docstring); RSS 1 inside the object, 0 outside. At most the central
     ``max_calibration_lines`` lines are used (as ESPIRiT's default calibration size), so that the maps stay
@@ -55,10 +59,12 @@ def estimate_coil_maps(kspace: np.ndarray, mask: np.ndarray, phase_encode_axis: 
     lines = calibration_lines(mask, phase_encode_axis)
     if lines.size > max_calibration_lines:
         middle = lines.size // 2
-        lines = lines[middle - max_calibration_lines // 2: middle - max_calibration_lines // 2 + max_calibration_lines]
+        lines = lines[middle - max_calibration_lines // 2 : middle - max_calibration_lines // 2 + max_calibration_lines]
     if lines.size < 4:
-        raise InputError(f"only {lines.size} fully sampled central k-space lines; coil maps need at least 4 "
-                         "(raise --center-fraction, or combine by root-sum-of-squares: --combine rss)")
+        raise InputError(
+            f"only {lines.size} fully sampled central k-space lines; coil maps need at least 4 "
+            "(raise --center-fraction, or combine by root-sum-of-squares: --combine rss)"
+        )
     n_lines = kspace.shape[1 + phase_encode_axis]
     window = np.zeros(n_lines)
     window[lines] = np.hanning(lines.size + 2)[1:-1]
@@ -70,8 +76,14 @@ def estimate_coil_maps(kspace: np.ndarray, mask: np.ndarray, phase_encode_axis: 
     return np.where(support, low / np.maximum(rss, 1e-12), 0).astype(np.complex64)
 
 
-def cg_sense(kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray, iterations: int = 15,
-             regularization: float = DEFAULT_REGULARIZATION, tolerance: float = 1e-6) -> np.ndarray:
+def cg_sense(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    maps: np.ndarray,
+    iterations: int = 15,
+    regularization: float = DEFAULT_REGULARIZATION,
+    tolerance: float = 1e-6,
+) -> np.ndarray:
     """Complex image(s) from undersampled multi-coil k-space by CG-SENSE.
 
     ``kspace``: ``[coils, rows, columns]`` or a batch ``[slices, coils, rows, columns]`` (zeros where not
@@ -122,8 +134,13 @@ def cg_sense(kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray, iterations:
     return x[0] if single else x
 
 
-def sense_reconstruction(kspace: np.ndarray, mask: np.ndarray, phase_encode_axis: int = 0,
-                         iterations: int = 15, regularization: float = DEFAULT_REGULARIZATION) -> np.ndarray:
+def sense_reconstruction(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    phase_encode_axis: int = 0,
+    iterations: int = 15,
+    regularization: float = DEFAULT_REGULARIZATION,
+) -> np.ndarray:
     """Magnitude image of one slice's ``kspace [coils, rows, columns]``: coil maps from its own calibration
     lines, then CG-SENSE. On the scale of a root-sum-of-squares image of the same data."""
     maps = estimate_coil_maps(kspace, mask, phase_encode_axis)

@@ -22,18 +22,15 @@ over a volume (coil combination, CG-SENSE, noise estimates) must stay finite.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import numpy as np
 
-from FastMRICommon.errors import InputError, ProgressCallback, CancelCheck, raise_if_cancelled, report
+from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.settings import check_settings, setting
-
 from FastMRReconLib.kspace.coils import coil_sensitivities
 from FastMRReconLib.kspace.fft import fft2c, ifft2c
 from FastMRReconLib.kspace.masks import MASKS, central_lines, make_mask
 from FastMRReconLib.kspace.sense import sense_reconstruction
-
 
 #: Most negative value accepted in a magnitude image, as a fraction of its 99th percentile (module docstring).
 NEGATIVE_TOLERANCE = 0.10
@@ -46,13 +43,17 @@ def check_magnitude(image: np.ndarray) -> None:
     cannot carry (module docstring)."""
     largest = float(np.max(np.abs(image)))
     if largest > MAX_MAGNITUDE:
-        raise InputError(f"the image has values beyond ±{MAX_MAGNITUDE:.0e} (largest {largest:.3g}), where float32 "
-                         "arithmetic overflows: rescale the image")
+        raise InputError(
+            f"the image has values beyond ±{MAX_MAGNITUDE:.0e} (largest {largest:.3g}), where float32 "
+            "arithmetic overflows: rescale the image"
+        )
     minimum, high = float(np.min(image)), float(np.percentile(image, 99))
     if minimum < -NEGATIVE_TOLERANCE * max(high, 0.0):
-        raise InputError(f"the image has negative values (minimum {minimum:.3g}, below -{NEGATIVE_TOLERANCE:.0%} "
-                         f"of its 99th percentile {high:.3g}): give a magnitude image (>= 0), not a real part, phase "
-                         "or difference image")
+        raise InputError(
+            f"the image has negative values (minimum {minimum:.3g}, below -{NEGATIVE_TOLERANCE:.0%} "
+            f"of its 99th percentile {high:.3g}): give a magnitude image (>= 0), not a real part, phase "
+            "or difference image"
+        )
 
 
 #: Coil combinations of :func:`simulate_volume`: CG-SENSE with calibration coil maps, or zero-filled
@@ -69,33 +70,66 @@ class SimulationSettings:
     The ranges are what the module and the command line offer; the simulation itself accepts more (any
     R >= 1, an infinite SNR: :class:`AcquisitionConfig`), which training and benchmarks use."""
 
-    acceleration: float = setting(2.0, "undersampling factor R (1 = fully sampled): acquired phase-encoding "
-                                  "lines = all lines / R", minimum=1.0, maximum=16.0)
-    mask: str = setting("equispaced", "line pattern: equally spaced lines, or random ones denser near the "
-                        "k-space centre", choices=tuple(MASKS))
-    center_fraction: float = setting(0.08, "fraction of the central phase-encoding lines always acquired: the "
-                                     "calibration region of the coil maps", minimum=0.01, maximum=0.5)
+    acceleration: float = setting(
+        2.0,
+        "undersampling factor R (1 = fully sampled): acquired phase-encoding lines = all lines / R",
+        minimum=1.0,
+        maximum=16.0,
+    )
+    mask: str = setting(
+        "equispaced",
+        "line pattern: equally spaced lines, or random ones denser near the k-space centre",
+        choices=tuple(MASKS),
+    )
+    center_fraction: float = setting(
+        0.08,
+        "fraction of the central phase-encoding lines always acquired: the calibration region of the coil maps",
+        minimum=0.01,
+        maximum=0.5,
+    )
     coils: int = setting(8, "receive coils", minimum=1, maximum=32)
     averages: int = setting(1, "signal averages: the noise SD falls with their square root", minimum=1, maximum=8)
-    snr: float = setting(30.0, "object mean / noise SD of a fully sampled single-average image", minimum=1.0,
-                         maximum=1e6)
-    resolution_rows: float = setting(1.0, "acquired fraction of k-space along each slice's rows (1 = all), "
-                                     "zero-filled to the matrix as scanners interpolate", minimum=0.1, maximum=1.0)
-    resolution_columns: float = setting(1.0, "acquired fraction of k-space along each slice's columns (1 = all), "
-                                        "zero-filled like the rows", minimum=0.1, maximum=1.0)
-    combine: str = setting("sense", "coil combination: CG-SENSE with calibration coil maps (what the network "
-                           "expects), or zero-filled root-sum-of-squares", choices=COMBINATIONS)
-    seed: int = setting(0, "random seed: the same seed gives the same mask, coils, phase and noise", minimum=0,
-                        maximum=2**31 - 1)
+    snr: float = setting(
+        30.0, "object mean / noise SD of a fully sampled single-average image", minimum=1.0, maximum=1e6
+    )
+    resolution_rows: float = setting(
+        1.0,
+        "acquired fraction of k-space along each slice's rows (1 = all), "
+        "zero-filled to the matrix as scanners interpolate",
+        minimum=0.1,
+        maximum=1.0,
+    )
+    resolution_columns: float = setting(
+        1.0,
+        "acquired fraction of k-space along each slice's columns (1 = all), zero-filled like the rows",
+        minimum=0.1,
+        maximum=1.0,
+    )
+    combine: str = setting(
+        "sense",
+        "coil combination: CG-SENSE with calibration coil maps (what the network "
+        "expects), or zero-filled root-sum-of-squares",
+        choices=COMBINATIONS,
+    )
+    seed: int = setting(
+        0, "random seed: the same seed gives the same mask, coils, phase and noise", minimum=0, maximum=2**31 - 1
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
 
-    def acquisition(self) -> "AcquisitionConfig":
+    def acquisition(self) -> AcquisitionConfig:
         """The simulation these settings describe (``combine`` is :func:`simulate_volume`'s argument)."""
-        return AcquisitionConfig(acceleration=self.acceleration, mask=self.mask, center_fraction=self.center_fraction,
-                                 coils=self.coils, averages=self.averages, snr=self.snr,
-                                 resolution=(self.resolution_rows, self.resolution_columns), seed=self.seed)
+        return AcquisitionConfig(
+            acceleration=self.acceleration,
+            mask=self.mask,
+            center_fraction=self.center_fraction,
+            coils=self.coils,
+            averages=self.averages,
+            snr=self.snr,
+            resolution=(self.resolution_rows, self.resolution_columns),
+            seed=self.seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -156,14 +190,21 @@ def smooth_phase(shape: tuple[int, int], rng: np.random.Generator, strength: flo
     """A random low-order (quadratic) phase map in radians, within about +-``strength``."""
     y, x = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
     coefficients = rng.uniform(-1, 1, 6) * strength / 3
-    return coefficients[0] + coefficients[1] * x + coefficients[2] * y + coefficients[3] * x * y \
-        + coefficients[4] * x**2 + coefficients[5] * y**2
+    return (
+        coefficients[0]
+        + coefficients[1] * x
+        + coefficients[2] * y
+        + coefficients[3] * x * y
+        + coefficients[4] * x**2
+        + coefficients[5] * y**2
+    )
 
 
 def acquired_region(shape: tuple[int, int], resolution: tuple[float, float]) -> np.ndarray:
     """True on the central ``resolution`` fraction of each k-space axis of ``shape`` (at least 8 samples)."""
-    rows, columns = (central_lines(size, min(size, max(8, int(round(fraction * size)))))
-                     for size, fraction in zip(shape, resolution))
+    rows, columns = (
+        central_lines(size, min(size, max(8, int(round(fraction * size))))) for size, fraction in zip(shape, resolution)
+    )
     return np.logical_and.outer(rows, columns)
 
 
@@ -177,8 +218,9 @@ def object_mean(image: np.ndarray) -> float:
     return float(inside.mean())
 
 
-def simulate_slice(image: np.ndarray, config: AcquisitionConfig, rng: np.random.Generator,
-                   noise_reference: Optional[float] = None) -> SimulatedSlice:
+def simulate_slice(
+    image: np.ndarray, config: AcquisitionConfig, rng: np.random.Generator, noise_reference: float | None = None
+) -> SimulatedSlice:
     """Simulate the accelerated acquisition of one 2D magnitude ``image`` (see the module docstring).
 
     ``noise_reference`` is the signal level the SNR refers to (default: this slice's object mean); pass the
@@ -192,9 +234,11 @@ def simulate_slice(image: np.ndarray, config: AcquisitionConfig, rng: np.random.
     complex_image = image * np.exp(1j * smooth_phase(image.shape, rng))
     maps = coil_sensitivities(image.shape, config.coils, seed=int(rng.integers(2**31)))
     lines = make_mask(config.mask, config.acceleration, config.center_fraction)(
-        image.shape[config.phase_encode_axis], seed=int(rng.integers(2**31)))
-    mask = (lines[:, None] if config.phase_encode_axis == 0 else lines[None, :]) & acquired_region(image.shape,
-                                                                                                    config.resolution)
+        image.shape[config.phase_encode_axis], seed=int(rng.integers(2**31))
+    )
+    mask = (lines[:, None] if config.phase_encode_axis == 0 else lines[None, :]) & acquired_region(
+        image.shape, config.resolution
+    )
     sigma = reference / (config.snr * np.sqrt(config.averages))
     # SD sigma in each of the real and imaginary channels (the Rician convention): magnitude SNR = mean / sigma
     noise = sigma * (rng.standard_normal(maps.shape) + 1j * rng.standard_normal(maps.shape))
@@ -212,9 +256,14 @@ def zero_filled_rss(kspace: np.ndarray) -> np.ndarray:
     return rss_combine(ifft2c(kspace))
 
 
-def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str = SimulationSettings.combine,
-                    progress: Optional[ProgressCallback] = None,
-                    cancel: Optional[CancelCheck] = None, kspace_out: Optional[list] = None) -> np.ndarray:
+def simulate_volume(
+    volume: np.ndarray,
+    config: AcquisitionConfig,
+    combine: str = SimulationSettings.combine,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    kspace_out: list | None = None,
+) -> np.ndarray:
     """Simulate the accelerated scan of ``volume[k, j, i]`` slice by slice (2D k-space per ``k`` slice) and
     return its conventional reconstruction, same shape, float32, on the input's intensity scale (the volume must
     be a magnitude image: ``check_magnitude``):
@@ -239,7 +288,10 @@ def simulate_volume(volume: np.ndarray, config: AcquisitionConfig, combine: str 
         scan = simulate_slice(image.astype(float), config, rng, reference)
         if kspace_out is not None:
             kspace_out.append(scan.kspace)
-        result[index] = (sense_reconstruction(scan.kspace, scan.mask, config.phase_encode_axis) if combine == "sense"
-                         else zero_filled_rss(scan.kspace))
+        result[index] = (
+            sense_reconstruction(scan.kspace, scan.mask, config.phase_encode_axis)
+            if combine == "sense"
+            else zero_filled_rss(scan.kspace)
+        )
         report(progress, (index + 1) / volume.shape[0], f"simulated slice {index + 1}/{volume.shape[0]}")
     return result

@@ -14,16 +14,19 @@ otherwise reach them and run tens of times slower.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 
 from FastMRICommon.device import select_device
 from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model
-
-from FastMRReconLib.kspace.raw_kspace import (acquired_mask, box_coil_maps, calibration_box, check_kspace,
-                                              kspace_noise_sd)
+from FastMRReconLib.kspace.raw_kspace import (
+    acquired_mask,
+    box_coil_maps,
+    calibration_box,
+    check_kspace,
+    kspace_noise_sd,
+)
 from FastMRReconLib.kspace.sense import DEFAULT_REGULARIZATION
 from FastMRReconLib.model.reconstructor import MODELS_DIR
 from FastMRReconLib.model.unrolled import UnrolledConfig, UnrolledNetwork, normalised_batch
@@ -36,20 +39,25 @@ REGISTRY = {KSPACE_ARCHITECTURE: lambda **config: UnrolledNetwork(UnrolledConfig
 class KspaceReconstructor:
     """A loaded unrolled network on a device (module docstring)."""
 
-    def __init__(self, network: UnrolledNetwork, device: str = "cpu", metadata: Optional[dict] = None) -> None:
+    def __init__(self, network: UnrolledNetwork, device: str = "cpu", metadata: dict | None = None) -> None:
         self.network = network.to(device).eval()
         self.device = device
         self.metadata = metadata or {}
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, device: str = "auto") -> "KspaceReconstructor":
+    def load(cls, path: str | os.PathLike | None = None, device: str = "auto") -> KspaceReconstructor:
         """The model in ``path`` (None: the shipped one) on ``device`` ("auto" = CUDA when present)."""
         model: ModelFile = load_shipped_model(MODELS_DIR, KSPACE_MODEL) if path is None else load_model_file(path)
         return cls(model.build(REGISTRY), select_device(device), model.metadata)
 
-    def reconstruct(self, kspace: np.ndarray, mask: Optional[np.ndarray] = None,
-                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
-                    complex_output: bool = False) -> np.ndarray:
+    def reconstruct(
+        self,
+        kspace: np.ndarray,
+        mask: np.ndarray | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+        complex_output: bool = False,
+    ) -> np.ndarray:
         """The image of every slice of ``kspace`` (module docstring); ``mask``: bool ``[ky, kx]``, ``[slices, ky,
         kx]``, or 1D over kx (fastMRI) or ky; None: the non-zero samples."""
         import torch
@@ -66,10 +74,11 @@ class KspaceReconstructor:
                 acquired = acquired_mask(slice_kspace, slice_mask)
                 slice_kspace = slice_kspace * acquired
                 maps = box_coil_maps(slice_kspace, calibration_box(acquired))
-                tensors = [torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device)
-                           for array in (slice_kspace, maps, acquired.astype(np.float32))]
-                noise = torch.tensor([kspace_noise_sd(slice_kspace, acquired)], dtype=torch.float32,
-                                     device=self.device)
+                tensors = [
+                    torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device)
+                    for array in (slice_kspace, maps, acquired.astype(np.float32))
+                ]
+                noise = torch.tensor([kspace_noise_sd(slice_kspace, acquired)], dtype=torch.float32, device=self.device)
                 batch = normalised_batch(tensors[0], tensors[1], tensors[2], noise, DEFAULT_REGULARIZATION)
                 image = self.network(batch["start"], batch["kspace"], tensors[1], tensors[2], batch["noise"])
                 result[index] = (image[0] * batch["scale"][0]).cpu().numpy()

@@ -19,7 +19,6 @@ cropped back.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -35,7 +34,7 @@ class NetworkConfig:
 
     channels: int = 16
     depth: int = 4
-    max_channels: Optional[int] = 64
+    max_channels: int | None = 64
     fidelity_channels: int = 16
     fidelity_layers: int = 3
     #: A noise-SD map is a second input channel of both stages (module docstring).
@@ -57,8 +56,13 @@ def _activation() -> nn.LeakyReLU:
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.InstanceNorm2d(out_channels), _activation(),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.InstanceNorm2d(out_channels), _activation())
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.InstanceNorm2d(out_channels),
+        _activation(),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        nn.InstanceNorm2d(out_channels),
+        _activation(),
+    )
 
 
 class ResidualUNet(nn.Module):
@@ -69,12 +73,14 @@ class ResidualUNet(nn.Module):
     input channel, so a noise map fed only to the first convolution would lose its level. The maps start
     as the identity (zero weights)."""
 
-    def __init__(self, channels: int, depth: int, max_channels: Optional[int] = None, in_channels: int = 1,
-                 embedding: int = 0) -> None:
+    def __init__(
+        self, channels: int, depth: int, max_channels: int | None = None, in_channels: int = 1, embedding: int = 0
+    ) -> None:
         super().__init__()
         widths = [min(channels * 2**level, max_channels or channels * 2**level) for level in range(depth + 1)]
-        self.down = nn.ModuleList([_block(in_channels, widths[0])]
-                                  + [_block(widths[i], widths[i + 1]) for i in range(depth)])
+        self.down = nn.ModuleList(
+            [_block(in_channels, widths[0])] + [_block(widths[i], widths[i + 1]) for i in range(depth)]
+        )
         self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)])
         self.merge = nn.ModuleList([_block(2 * widths[i], widths[i]) for i in range(depth)])
         self.head = nn.Conv2d(widths[0], 1, 1)
@@ -84,8 +90,9 @@ class ResidualUNet(nn.Module):
             self.merge_film = nn.ModuleList([_film(embedding, width) for width in widths[:-1]])
 
     @staticmethod
-    def _run(block: nn.Sequential, film: Optional[nn.Linear], x: torch.Tensor,
-             embedding: Optional[torch.Tensor]) -> torch.Tensor:
+    def _run(
+        block: nn.Sequential, film: nn.Linear | None, x: torch.Tensor, embedding: torch.Tensor | None
+    ) -> torch.Tensor:
         if film is None or embedding is None:
             return block(x)
         scales = film(embedding)[..., None, None].chunk(4, dim=1)  # (gamma, beta) after each of the two norms
@@ -97,8 +104,9 @@ class ResidualUNet(nn.Module):
                 norms += 1
         return x
 
-    def forward(self, image: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, noise: torch.Tensor | None = None, embedding: torch.Tensor | None = None
+    ) -> torch.Tensor:
         skips, x = [], image if noise is None else torch.cat([image, noise], dim=1)
         for level, block in enumerate(self.down):
             film = None if self.down_film is None else self.down_film[level]
@@ -153,8 +161,9 @@ class FidelityNet(nn.Module):
             with torch.no_grad():
                 self.body[-1].bias[1] = 4.0
 
-    def forward(self, restored: torch.Tensor, original: torch.Tensor,
-                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, restored: torch.Tensor, original: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         inputs = [restored, original] + ([] if noise is None else [noise])
         out = self.body(torch.cat(inputs, dim=1))
         if not self.gated:
@@ -171,8 +180,7 @@ class ReconstructionNetwork(nn.Module):
         super().__init__()
         self.config = config
         extra = int(config.noise_input)
-        self.unet = ResidualUNet(config.channels, config.depth, config.max_channels, 1 + extra,
-                                 NOISE_EMBEDDING * extra)
+        self.unet = ResidualUNet(config.channels, config.depth, config.max_channels, 1 + extra, NOISE_EMBEDDING * extra)
         self.fidelity = FidelityNet(config.fidelity_channels, config.fidelity_layers, 2 + extra, config.noise_input)
         self.embedding = NoiseEmbedding(NOISE_EMBEDDING) if config.noise_input else None
 
@@ -181,19 +189,20 @@ class ReconstructionNetwork(nn.Module):
         """Smallest height/width accepted: the coarsest level must keep at least 2 x 2 pixels."""
         return 2 ** (self.config.depth + 1)
 
-    def forward(self, image: torch.Tensor,
-                noise: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = image.shape[-2:]
         if min(height, width) < self.min_size:
-            raise InputError(f"images must be at least {self.min_size} x {self.min_size} pixels, "
-                             f"got {height} x {width}")
+            raise InputError(
+                f"images must be at least {self.min_size} x {self.min_size} pixels, got {height} x {width}"
+            )
         if (noise is not None) != self.config.noise_input:
-            raise InputError("this network " + ("needs a noise map" if self.config.noise_input
-                                                else "takes no noise map"))
+            raise InputError(
+                "this network " + ("needs a noise map" if self.config.noise_input else "takes no noise map")
+            )
         multiple = 2**self.config.depth
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
 
-        def padded(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        def padded(tensor: torch.Tensor | None) -> torch.Tensor | None:
             if tensor is None or not (pad_h or pad_w):
                 return tensor
             return F.pad(tensor, (0, pad_w, 0, pad_h), mode="reflect")

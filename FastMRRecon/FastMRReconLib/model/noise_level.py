@@ -139,7 +139,7 @@ def _tile_map(array: np.ndarray, band: np.ndarray, overall: float) -> np.ndarray
     local = np.full((rows, columns), overall)
     for row in range(rows):
         for column in range(columns):
-            estimate = _quiet_sd(padded[row * tile:(row + 1) * tile, column * tile:(column + 1) * tile])
+            estimate = _quiet_sd(padded[row * tile : (row + 1) * tile, column * tile : (column + 1) * tile])
             if np.isfinite(estimate) and estimate > 0:
                 local[row, column] = estimate
     local = np.clip(local, LOCAL_RANGE[0] * overall, LOCAL_RANGE[1] * overall)
@@ -161,6 +161,9 @@ def noise_maps(volume: np.ndarray) -> np.ndarray:
     estimates = np.array([_quiet_sd(band) for band in bands])
     valid = estimates[np.isfinite(estimates) & (estimates > 0)]
     fallback = max(float(np.median(valid)) if valid.size else 0.0, _floor(array.reshape(-1, array.shape[-1])))
-    return np.stack([_tile_map(image, band, max(estimate, _floor(image)) if np.isfinite(estimate) and estimate > 0
-                               else fallback)
-                     for image, band, estimate in zip(images, bands, estimates)])
+    return np.stack(
+        [
+            _tile_map(image, band, max(estimate, _floor(image)) if np.isfinite(estimate) and estimate > 0 else fallback)
+            for image, band, estimate in zip(images, bands, estimates)
+        ]
+    )

@@ -41,17 +41,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from FastMRICommon.device import select_device, select_precision
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model
-
+from FastMRReconLib.kspace.simulate import check_magnitude, object_mean
 from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork
 from FastMRReconLib.model.noise_level import noise_maps
-from FastMRReconLib.kspace.simulate import check_magnitude, object_mean
 from FastMRReconLib.model.settings import MAX_STRENGTH, STRENGTHS, check_noise_settings  # noqa: F401 (re-exported)
 
 log = logging.getLogger("fastmrrecon")
@@ -126,8 +124,9 @@ def check_image(image: np.ndarray, min_size: int) -> np.ndarray:
     if np.iscomplexobj(array):
         raise InputError("complex input: give a magnitude image (the scanner's or |complex image|)")
     if array.ndim not in (2, 3):
-        raise InputError(f"expected a 2D image (H, W) or a volume (slices, H, W), got {array.ndim}D shape "
-                         f"{array.shape}")
+        raise InputError(
+            f"expected a 2D image (H, W) or a volume (slices, H, W), got {array.ndim}D shape {array.shape}"
+        )
     if not np.issubdtype(array.dtype, np.number) or array.dtype == bool:
         raise InputError(f"expected a numeric image, got dtype {array.dtype}")
     if not np.all(np.isfinite(array)):
@@ -145,8 +144,14 @@ def check_image(image: np.ndarray, min_size: int) -> np.ndarray:
 class Reconstructor:
     """A loaded reconstruction network on a device (see the module docstring)."""
 
-    def __init__(self, network: ReconstructionNetwork, device: str = "cpu", metadata: Optional[dict] = None,
-                 gate: Optional[SnrGate] = SNR_GATE, precision: str = "auto") -> None:
+    def __init__(
+        self,
+        network: ReconstructionNetwork,
+        device: str = "cpu",
+        metadata: dict | None = None,
+        gate: SnrGate | None = SNR_GATE,
+        precision: str = "auto",
+    ) -> None:
         self.network = network.to(device).eval()
         self.device = device
         #: The autocast dtype of inference (None: float32), from ``precision`` (module docstring).
@@ -156,8 +161,9 @@ class Reconstructor:
         self.gate = gate
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
-             precision: str = "auto") -> "Reconstructor":
+    def load(
+        cls, path: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto"
+    ) -> Reconstructor:
         """The model in ``path`` (None: the shipped default, checked against its SHA-256) on ``device``
         ("auto" = CUDA when present, else CPU) computing in ``precision`` (module docstring)."""
         model: ModelFile = load_shipped_model(MODELS_DIR, DEFAULT_MODEL) if path is None else load_model_file(path)
@@ -168,8 +174,9 @@ class Reconstructor:
         """Whether the network takes the noise map (module docstring)."""
         return bool(getattr(self.network.config, "noise_input", False))
 
-    def noise_sd_maps(self, volume: np.ndarray, noise_sd: Optional[float] = None,
-                      levels: Optional[np.ndarray] = None) -> np.ndarray:
+    def noise_sd_maps(
+        self, volume: np.ndarray, noise_sd: float | None = None, levels: np.ndarray | None = None
+    ) -> np.ndarray:
         """Noise SD per pixel of ``volume [slices, H, W]``: measured, or ``noise_sd`` everywhere; ``levels``:
         the slices' ``object_levels`` when the caller has them."""
         if noise_sd is not None:
@@ -178,14 +185,21 @@ class Reconstructor:
         levels = (object_levels(volume) if levels is None else levels) / np.median(maps, axis=(1, 2))
         median_snr = float(np.nanmedian(levels)) if np.isfinite(levels).any() else float("inf")
         if median_snr < LOW_SNR:
-            log.warning("the image is mostly noise (SNR about %.1f): the reconstruction cannot recover much",
-                        median_snr)
+            log.warning(
+                "the image is mostly noise (SNR about %.1f): the reconstruction cannot recover much", median_snr
+            )
         return maps
 
-    def reconstruct(self, image: np.ndarray, batch_size: Optional[int] = None,
-                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
-                    noise_sd: Optional[float] = None, strength: float = 1.0,
-                    return_change: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def reconstruct(
+        self,
+        image: np.ndarray,
+        batch_size: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+        noise_sd: float | None = None,
+        strength: float = 1.0,
+        return_change: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The restored image, same shape and intensity scale as ``image`` (module docstring), float32;
         ``batch_size`` slices at a time (None: ``default_batch_size``). ``noise_sd`` (None: measured) and
         ``strength`` set the noise level the network is told; with ``return_change`` also the change map
@@ -213,8 +227,11 @@ class Reconstructor:
                 told = None
                 if self.noise_aware:
                     told = torch.from_numpy(strength * sigma[start:stop] / scale)[:, None].to(self.device)
-                with torch.autocast(torch.device(self.device).type, dtype=self.autocast_dtype or torch.float32,
-                                    enabled=self.autocast_dtype is not None):
+                with torch.autocast(
+                    torch.device(self.device).type,
+                    dtype=self.autocast_dtype or torch.float32,
+                    enabled=self.autocast_dtype is not None,
+                ):
                     final = self.network(batch, told)[1]
                 final = final[:, 0].float().cpu().numpy() * scale
                 if weights is not None:

@@ -12,14 +12,12 @@ line also numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
 from FastMRICommon.device import DEVICE_CHOICES, PRECISION_CHOICES
 from FastMRICommon.errors import InputError
 from FastMRICommon.settings import check_settings, setting
-
 from FastMRReconLib.kspace.simulate import MAX_MAGNITUDE
 
 #: Named strengths, mildest first: the factor on the noise level the network is told.
@@ -28,12 +26,14 @@ STRENGTHS = {"low": 0.5, "medium": 1.0, "high": 1.5}
 MAX_STRENGTH = 2.0
 
 
-def check_noise_settings(noise_sd: Optional[float], strength: float) -> None:
+def check_noise_settings(noise_sd: float | None, strength: float) -> None:
     """One-line InputError for a noise SD (image units; None: measured) that is not a positive finite number,
     or a strength factor outside [0, ``MAX_STRENGTH``]."""
     if noise_sd is not None and not (np.isfinite(noise_sd) and noise_sd > 0):
-        raise InputError(f"the noise SD must be a positive number (the image's units), got {noise_sd}; "
-                         "to treat the image as noise-free use strength 0")
+        raise InputError(
+            f"the noise SD must be a positive number (the image's units), got {noise_sd}; "
+            "to treat the image as noise-free use strength 0"
+        )
     if not (np.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
         raise InputError(f"the strength must be between 0 and {MAX_STRENGTH:g}, got {strength}")
 
@@ -46,23 +46,36 @@ class ReconstructionSettings:
     :meth:`noise_arguments` also checks that a given noise SD is > 0. ``noise_sd`` is in the image's intensity
     units; it is used only with ``set_noise_sd`` (0 is the parameter node's unset value, refused when used)."""
 
-    device: str = setting("auto", "where the network runs: auto = CUDA when present, else the CPU",
-                          choices=DEVICE_CHOICES)
-    precision: str = setting("auto", "arithmetic of the network: auto = bfloat16 on a CPU with native bfloat16, "
-                             "else float32", choices=PRECISION_CHOICES)
-    strength: str = setting("medium", "noise level the network is told, relative to the measured one: "
-                            + ", ".join(f"{name} {factor:g}" for name, factor in STRENGTHS.items()),
-                            choices=tuple(STRENGTHS))
-    set_noise_sd: bool = setting(False, "use noise_sd for every slice instead of measuring the noise",
-                                 parameter="setNoiseSD")
-    noise_sd: float = setting(0.0, "noise SD of the input in its intensity units (> 0)", minimum=0.0,
-                              maximum=MAX_MAGNITUDE, parameter="noiseSD")
+    device: str = setting(
+        "auto", "where the network runs: auto = CUDA when present, else the CPU", choices=DEVICE_CHOICES
+    )
+    precision: str = setting(
+        "auto",
+        "arithmetic of the network: auto = bfloat16 on a CPU with native bfloat16, else float32",
+        choices=PRECISION_CHOICES,
+    )
+    strength: str = setting(
+        "medium",
+        "noise level the network is told, relative to the measured one: "
+        + ", ".join(f"{name} {factor:g}" for name, factor in STRENGTHS.items()),
+        choices=tuple(STRENGTHS),
+    )
+    set_noise_sd: bool = setting(
+        False, "use noise_sd for every slice instead of measuring the noise", parameter="setNoiseSD"
+    )
+    noise_sd: float = setting(
+        0.0,
+        "noise SD of the input in its intensity units (> 0)",
+        minimum=0.0,
+        maximum=MAX_MAGNITUDE,
+        parameter="noiseSD",
+    )
     change_map: bool = setting(False, "also make the change map |output - input| / noise SD")
 
     def __post_init__(self) -> None:
         check_settings(self)
 
-    def noise_arguments(self) -> tuple[Optional[float], float]:
+    def noise_arguments(self) -> tuple[float | None, float]:
         """``(noise_sd or None when measured, strength factor)`` for ``Reconstructor.reconstruct``; InputError
         for a given noise SD that is not > 0."""
         noise_sd = float(self.noise_sd) if self.set_noise_sd else None

@@ -70,9 +70,11 @@ class SenseOperator:
         return self.adjoint(self.forward(image))
 
 
-def conjugate_gradient(operator: SenseOperator, rhs: torch.Tensor, mu: torch.Tensor, start: torch.Tensor,
-                       iterations: int) -> torch.Tensor:
+def conjugate_gradient(
+    operator: SenseOperator, rhs: torch.Tensor, mu: torch.Tensor, start: torch.Tensor, iterations: int
+) -> torch.Tensor:
     """``iterations`` CG steps on ``(A^H A + mu) x = rhs`` from ``start`` (batched; every step differentiable)."""
+
     def apply(x: torch.Tensor) -> torch.Tensor:
         return operator.normal(x) + mu * x
 
@@ -91,8 +93,9 @@ def conjugate_gradient(operator: SenseOperator, rhs: torch.Tensor, mu: torch.Ten
     return x
 
 
-def sense_start(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, regularization: float,
-                iterations: int = 15) -> torch.Tensor:
+def sense_start(
+    kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, regularization: float, iterations: int = 15
+) -> torch.Tensor:
     """CG-SENSE images ``[batch, rows, columns]`` of a batch (``kspace.sense.cg_sense`` in torch: Tikhonov
     ``regularization``, the solution times ``1 + regularization``), without gradients."""
     with torch.no_grad():
@@ -102,14 +105,19 @@ def sense_start(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, re
         return conjugate_gradient(operator, rhs, mu, torch.zeros_like(rhs), iterations) * (1.0 + regularization)
 
 
-def normalised_batch(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, noise_sd: torch.Tensor,
-                     regularization: float) -> dict:
+def normalised_batch(
+    kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, noise_sd: torch.Tensor, regularization: float
+) -> dict:
     """The network's inputs from a batch of acquisitions: the CG-SENSE start, and the k-space, start and noise SD
     divided by ``scale``, the 99th percentile of ``|start|`` per image (``[batch]``, also returned)."""
     start = sense_start(kspace, maps, mask, regularization)
     scale = torch.quantile(start.abs().flatten(1), 0.99, dim=1).clamp(min=1e-12)
-    return {"start": start / scale[:, None, None], "kspace": kspace / scale[:, None, None, None],
-            "noise": noise_sd / scale, "scale": scale}
+    return {
+        "start": start / scale[:, None, None],
+        "kspace": kspace / scale[:, None, None, None],
+        "noise": noise_sd / scale,
+        "scale": scale,
+    }
 
 
 class Denoiser(nn.Module):
@@ -152,8 +160,9 @@ class UnrolledNetwork(nn.Module):
     def mu(self) -> torch.Tensor:
         return nn.functional.softplus(self.raw_mu)
 
-    def forward(self, start: torch.Tensor, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, start: torch.Tensor, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         operator = SenseOperator(maps, mask)
         rhs = operator.adjoint(kspace)
         x, mu = start, self.mu

@@ -11,11 +11,11 @@ context for a package file is ``package.file``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Optional
+from typing import Any
 
 from FastMRICommon.errors import InputError
-
 from FastMRReconLib.study.reader_session import SCORE_CHOICES, STUDY_METHODS, ReaderSession
 from FastMRReconLib.study.reader_study import LIKERT
 from FastMRReconLib.study.reader_views import ReaderLayout, data_probe_annotations
@@ -23,25 +23,41 @@ from FastMRReconLib.study.reader_views import ReaderLayout, data_probe_annotatio
 try:
     from slicer.i18n import tr as _
 except ImportError:  # slicer-core outside Slicer: no translations
+
     def _(text: str) -> str:
         return text
 
+
 #: The widgets of the module's .ui the panel uses (``ui.<name>``).
-WIDGETS = ("studyFullSelector", "studyUndersampledSelector", "studyDnnSelector", "addCaseButton", "pendingCasesLabel",
-           "studyPathLineEdit", "createStudyButton", "startReadingButton", "caseLabel", "scoreAComboBox",
-           "scoreBComboBox", "scoreCComboBox", "readerStatusLabel", "nextCaseButton", "finishReadingButton")
+WIDGETS = (
+    "studyFullSelector",
+    "studyUndersampledSelector",
+    "studyDnnSelector",
+    "addCaseButton",
+    "pendingCasesLabel",
+    "studyPathLineEdit",
+    "createStudyButton",
+    "startReadingButton",
+    "caseLabel",
+    "scoreAComboBox",
+    "scoreBComboBox",
+    "scoreCComboBox",
+    "readerStatusLabel",
+    "nextCaseButton",
+    "finishReadingButton",
+)
 
 
 class SlicerGui:
     """What the panel needs from the running Slicer application (``slicer`` is imported when used)."""
 
-    def layout_manager(self) -> Optional[Any]:
+    def layout_manager(self) -> Any | None:
         """Slicer's layout manager; None without the main window (``--no-main-window``)."""
         import slicer
 
         return slicer.app.layoutManager()
 
-    def annotations(self) -> Optional[Any]:
+    def annotations(self) -> Any | None:
         import slicer
 
         return data_probe_annotations(slicer.modules)
@@ -70,25 +86,33 @@ class ReaderStudyPanel:
     blinded in the reader layout, each score box saves its score at once, *Next case* and *Finish* (the
     unblinded summary as a table and a chart) follow. Errors are shown by ``gui.error_display``."""
 
-    def __init__(self, ui: Any, scene: Any, reader: Callable[[], str], gui: Optional[Any] = None) -> None:
+    def __init__(self, ui: Any, scene: Any, reader: Callable[[], str], gui: Any | None = None) -> None:
         self.ui, self.reader, self.gui = ui, reader, gui or SlicerGui()
         self.session = ReaderSession(scene)
-        self.layout: Optional[ReaderLayout] = None  # on screen while reading
+        self.layout: ReaderLayout | None = None  # on screen while reading
         self.boxes = {"A": ui.scoreAComboBox, "B": ui.scoreBComboBox, "C": ui.scoreCComboBox}
         for label, box in self.boxes.items():
             box.addItems([_("not scored")] + [f"{score} {LIKERT[score]}" for score in SCORE_CHOICES])
             box.connect("activated(int)", lambda index, label=label: self.on_score(label, index))
-        for button, slot in ((ui.addCaseButton, self.on_add_case), (ui.createStudyButton, self.on_create_study),
-                             (ui.startReadingButton, self.on_start_reading), (ui.nextCaseButton, self.on_next_case),
-                             (ui.finishReadingButton, self.on_finish_reading)):
+        for button, slot in (
+            (ui.addCaseButton, self.on_add_case),
+            (ui.createStudyButton, self.on_create_study),
+            (ui.startReadingButton, self.on_start_reading),
+            (ui.nextCaseButton, self.on_next_case),
+            (ui.finishReadingButton, self.on_finish_reading),
+        ):
             button.connect("clicked(bool)", slot)
         self.update()
 
     def on_add_case(self) -> None:
         with self.gui.error_display(_("Adding the case failed.")):
-            count = self.session.add_case([self.ui.studyFullSelector.currentNode(),
-                                           self.ui.studyUndersampledSelector.currentNode(),
-                                           self.ui.studyDnnSelector.currentNode()])
+            count = self.session.add_case(
+                [
+                    self.ui.studyFullSelector.currentNode(),
+                    self.ui.studyUndersampledSelector.currentNode(),
+                    self.ui.studyDnnSelector.currentNode(),
+                ]
+            )
             self.ui.pendingCasesLabel.text = _("{count} case(s) ready").format(count=count)
             self.ui.createStudyButton.enabled = True
 
@@ -105,8 +129,9 @@ class ReaderStudyPanel:
             if manager is None:
                 raise InputError(_("The reader study needs Slicer's main window (its slice views)."))
             self.session.open(self.ui.studyPathLineEdit.currentPath)
-            self.layout = ReaderLayout(self.session.scene, manager.layoutLogic().GetLayoutNode(), manager,
-                                       self.gui.annotations())
+            self.layout = ReaderLayout(
+                self.session.scene, manager.layoutLogic().GetLayoutNode(), manager, self.gui.annotations()
+            )
             self.layout.enter()
             self.on_next_case()
 
@@ -139,12 +164,19 @@ class ReaderStudyPanel:
             if label in state.given:
                 box.currentIndex = SCORE_CHOICES.index(state.given[label]) + 1
         self.ui.nextCaseButton.enabled, self.ui.finishReadingButton.enabled = state.can_advance, state.can_finish
-        self.ui.readerStatusLabel.text = _("Scores saved: {count} of {total}").format(
-            count=len(state.given), total=len(STUDY_METHODS)) if state.reading else ""
+        self.ui.readerStatusLabel.text = (
+            _("Scores saved: {count} of {total}").format(count=len(state.given), total=len(STUDY_METHODS))
+            if state.reading
+            else ""
+        )
         if state.can_finish:
-            self.ui.caseLabel.text = _("{case}: {remaining} of {count} cases left to score").format(
-                case=state.case, remaining=state.remaining, count=state.total) if state.reading else \
-                _("All {count} cases scored. Finish to see the summary.").format(count=state.total)
+            self.ui.caseLabel.text = (
+                _("{case}: {remaining} of {count} cases left to score").format(
+                    case=state.case, remaining=state.remaining, count=state.total
+                )
+                if state.reading
+                else _("All {count} cases scored. Finish to see the summary.").format(count=state.total)
+            )
 
     def close(self) -> None:
         """Close the study and leave the reader layout (when the section or the scene closes)."""

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from FastMRICommon.errors import InputError
 from FastMRICommon.mrml_nodes import new_table_node, volume_to_array
 from FastMRICommon.volume_files import read_volume, write_volume
-
-from FastMRReconLib.study.reader_study import (LIKERT, SUMMARY_COLUMNS, MethodSummary, ReaderStudy, StudyCase,
-                                               claim_new_study)
+from FastMRReconLib.study.reader_study import (
+    LIKERT,
+    SUMMARY_COLUMNS,
+    MethodSummary,
+    ReaderStudy,
+    StudyCase,
+    claim_new_study,
+)
 from FastMRReconLib.study.reader_views import apply_window, common_window, show_blinded
 from FastMRReconLib.volume_logic import scalar_volume_array
 
@@ -27,8 +33,9 @@ STUDY_METHODS = ("full", "undersampled", "DNN")
 SCORE_CHOICES = tuple(sorted(LIKERT, reverse=True))
 
 
-def create_study_from_nodes(path: str | os.PathLike, name: str, methods: Sequence[str],
-                            cases: Sequence[Sequence[Any]], seed: int = 0) -> ReaderStudy:
+def create_study_from_nodes(
+    path: str | os.PathLike, name: str, methods: Sequence[str], cases: Sequence[Sequence[Any]], seed: int = 0
+) -> ReaderStudy:
     """A new study whose case ``n`` holds the volume nodes ``cases[n]`` (one per method, same order).
 
     The volumes are written as NRRD to ``<study name>_volumes/`` beside the study file under neutral names
@@ -78,8 +85,12 @@ def load_blinded_case(scene: Any, study: ReaderStudy, case_id: str, reader: str)
 
 def summary_table_node(scene: Any, summary: Sequence[MethodSummary], name: str = "Reader study summary") -> Any:
     """A new table node with the unblinded summary (columns ``SUMMARY_COLUMNS``)."""
-    return new_table_node(scene, name, SUMMARY_COLUMNS,
-                          [(entry.reader, entry.method, entry.count, entry.mean, entry.sd) for entry in summary])
+    return new_table_node(
+        scene,
+        name,
+        SUMMARY_COLUMNS,
+        [(entry.reader, entry.method, entry.count, entry.mean, entry.sd) for entry in summary],
+    )
 
 
 def summary_chart_node(scene: Any, summary: Sequence[MethodSummary], name: str = "Reader study scores") -> Any:
@@ -109,7 +120,7 @@ class ReadingState:
     scores can be given), ``can_advance`` (every version of the case scored) and ``can_finish`` (a study is
     open)."""
 
-    case: Optional[str] = None
+    case: str | None = None
     given: dict[str, int] = field(default_factory=dict)
     remaining: int = 0
     total: int = 0
@@ -130,21 +141,24 @@ class ReaderSession:
         self.scene = scene
         self.methods = tuple(methods)
         self.pending: list[list[Any]] = []  # volume nodes of each case added, one per method
-        self.study: Optional[ReaderStudy] = None
-        self.case: Optional[str] = None
+        self.study: ReaderStudy | None = None
+        self.case: str | None = None
         self.case_nodes: dict[str, Any] = {}  # {label: blinded volume node} of the case on screen
 
     # -- a new study ----------------------------------------------------------------------------------------
     def add_case(self, nodes: Sequence[Any]) -> int:
         """Add a case: one distinct volume node per method, in ``methods`` order; returns the cases added."""
         nodes = list(nodes)
-        if len(nodes) != len(self.methods) or any(node is None for node in nodes) \
-                or len({node.GetID() for node in nodes}) != len(nodes):
+        if (
+            len(nodes) != len(self.methods)
+            or any(node is None for node in nodes)
+            or len({node.GetID() for node in nodes}) != len(nodes)
+        ):
             raise InputError(f"select {len(self.methods)} different volumes: {', '.join(self.methods)}")
         self.pending.append(nodes)
         return len(self.pending)
 
-    def create(self, path: str | os.PathLike, seed: Optional[int] = None) -> Path:
+    def create(self, path: str | os.PathLike, seed: int | None = None) -> Path:
         """Write the added cases as a new study file ``path`` (its name: the file name's stem; blinding
         ``seed``: random unless given) and forget them; returns the path (``create_study_from_nodes``)."""
         if not path:
@@ -152,8 +166,9 @@ class ReaderSession:
         if not self.pending:
             raise InputError("add at least one case first")
         path = Path(path)
-        create_study_from_nodes(path, path.stem, self.methods, self.pending,
-                                seed=secrets.randbelow(2**31) if seed is None else seed).close()
+        create_study_from_nodes(
+            path, path.stem, self.methods, self.pending, seed=secrets.randbelow(2**31) if seed is None else seed
+        ).close()
         self.pending = []
         return path
 
@@ -166,7 +181,7 @@ class ReaderSession:
         self.study = ReaderStudy.open(path)
         return self.study
 
-    def show_next_case(self, reader: str) -> Optional[str]:
+    def show_next_case(self, reader: str) -> str | None:
         """Remove the case on screen, then show ``reader``'s next case that is not fully scored: its versions
         as blinded volume nodes, one per reader view, in one grey window (``common_window``: no version stands
         out by its display). Returns the case id, or None when the reader has scored every case."""
@@ -175,8 +190,10 @@ class ReaderSession:
         self.case = study.next_case(reader)
         if self.case is not None:
             self.case_nodes = load_blinded_case(self.scene, study, self.case, reader)
-            apply_window(list(self.case_nodes.values()),
-                         common_window([volume_to_array(node)[0] for node in self.case_nodes.values()]))
+            apply_window(
+                list(self.case_nodes.values()),
+                common_window([volume_to_array(node)[0] for node in self.case_nodes.values()]),
+            )
             show_blinded(self.scene, [node.GetID() for node in self.case_nodes.values()])
         return self.case
 
@@ -195,8 +212,9 @@ class ReaderSession:
         if self.case is None:
             return ReadingState(total=total, can_finish=True)
         given = self.study.reader_scores(reader, self.case)
-        return ReadingState(self.case, given, self.study.remaining(reader), total, True,
-                            len(given) == len(self.methods), True)
+        return ReadingState(
+            self.case, given, self.study.remaining(reader), total, True, len(given) == len(self.methods), True
+        )
 
     def finish(self) -> tuple[Any, Any]:
         """Close the study and return new nodes with its unblinded summary: (table, bar chart). InputError

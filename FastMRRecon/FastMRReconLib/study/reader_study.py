@@ -27,11 +27,11 @@ import os
 import sqlite3
 import string
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -90,8 +90,11 @@ def _reader_name(reader: str) -> str:
 def check_design(methods: Sequence[str], cases: Sequence[StudyCase]) -> tuple[str, ...]:
     """The methods as a tuple, after checking that they and the cases make a study (InputError if not)."""
     methods = tuple(methods)
-    if not 2 <= len(methods) <= len(string.ascii_uppercase) or len(set(methods)) != len(methods) or \
-            not all(isinstance(method, str) and method for method in methods):
+    if (
+        not 2 <= len(methods) <= len(string.ascii_uppercase)
+        or len(set(methods)) != len(methods)
+        or not all(isinstance(method, str) and method for method in methods)
+    ):
         raise InputError(f"a study needs at least two distinct methods, got {list(methods)}")
     if not cases:
         raise InputError("a study needs at least one case")
@@ -99,10 +102,15 @@ def check_design(methods: Sequence[str], cases: Sequence[StudyCase]) -> tuple[st
     if len(set(ids)) != len(ids):
         raise InputError("case ids must be unique")
     for case in cases:
-        if not isinstance(case.volumes, dict) or set(case.volumes) != set(methods) or \
-                not all(isinstance(volume, str) and volume for volume in case.volumes.values()):
-            raise InputError(f"case {case.case_id!r} must have one volume per method {list(methods)}, "
-                             f"has {sorted(case.volumes) if isinstance(case.volumes, dict) else case.volumes!r}")
+        if (
+            not isinstance(case.volumes, dict)
+            or set(case.volumes) != set(methods)
+            or not all(isinstance(volume, str) and volume for volume in case.volumes.values())
+        ):
+            raise InputError(
+                f"case {case.case_id!r} must have one volume per method {list(methods)}, "
+                f"has {sorted(case.volumes) if isinstance(case.volumes, dict) else case.volumes!r}"
+            )
     return methods
 
 
@@ -116,8 +124,7 @@ def claim_new_study(path: str | os.PathLike) -> Iterator[Path]:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except FileExistsError:
-        raise InputError(f"{path} already exists: open it to continue that study, or choose a new file name") \
-            from None
+        raise InputError(f"{path} already exists: open it to continue that study, or choose a new file name") from None
     try:
         yield path
     except BaseException:
@@ -151,7 +158,8 @@ class ReaderStudy:
             self.methods: tuple[str, ...] = tuple(methods)
             self.cases: tuple[StudyCase, ...] = tuple(
                 StudyCase(case_id, json.loads(volumes))
-                for case_id, volumes in connection.execute("SELECT case_id, volumes FROM cases ORDER BY position"))
+                for case_id, volumes in connection.execute("SELECT case_id, volumes FROM cases ORDER BY position")
+            )
             check_design(self.methods, self.cases)
             unknown = {row[0] for row in connection.execute("SELECT DISTINCT method FROM scores")} - set(methods)
             if unknown:
@@ -162,8 +170,15 @@ class ReaderStudy:
             raise _malformed(path, str(error) or type(error).__name__) from None
 
     @classmethod
-    def create(cls, path: str | os.PathLike, name: str, methods: Sequence[str], cases: Sequence[StudyCase],
-               seed: int = 0, claimed: bool = False) -> "ReaderStudy":
+    def create(
+        cls,
+        path: str | os.PathLike,
+        name: str,
+        methods: Sequence[str],
+        cases: Sequence[StudyCase],
+        seed: int = 0,
+        claimed: bool = False,
+    ) -> ReaderStudy:
         """A new study file; never overwrites an existing file (nothing is lost). Of processes creating the
         same file at once, exactly one succeeds; the others get InputError (module docstring). With
         ``claimed`` the caller already holds ``path`` (:func:`claim_new_study`)."""
@@ -176,12 +191,21 @@ class ReaderStudy:
                 try:
                     with connection:
                         connection.executescript(_SCHEMA)
-                        connection.executemany("INSERT INTO study VALUES (?, ?)", [
-                            ("format", FORMAT), ("study_id", uuid.uuid4().hex), ("name", name),
-                            ("seed", str(int(seed))), ("methods", json.dumps(list(methods))),
-                            ("created", datetime.now(timezone.utc).isoformat())])
-                        connection.executemany("INSERT INTO cases VALUES (?, ?, ?)", [
-                            (index, case.case_id, json.dumps(case.volumes)) for index, case in enumerate(cases)])
+                        connection.executemany(
+                            "INSERT INTO study VALUES (?, ?)",
+                            [
+                                ("format", FORMAT),
+                                ("study_id", uuid.uuid4().hex),
+                                ("name", name),
+                                ("seed", str(int(seed))),
+                                ("methods", json.dumps(list(methods))),
+                                ("created", datetime.now(UTC).isoformat()),
+                            ],
+                        )
+                        connection.executemany(
+                            "INSERT INTO cases VALUES (?, ?, ?)",
+                            [(index, case.case_id, json.dumps(case.volumes)) for index, case in enumerate(cases)],
+                        )
                 finally:
                     connection.close()
                 os.replace(partial, path)  # onto the placeholder we claimed
@@ -195,7 +219,7 @@ class ReaderStudy:
                 raise
 
     @classmethod
-    def open(cls, path: str | os.PathLike, expected_study_id: Optional[str] = None) -> "ReaderStudy":
+    def open(cls, path: str | os.PathLike, expected_study_id: str | None = None) -> ReaderStudy:
         """Open an existing study file; a file that is not a (well-formed) study, or (with
         ``expected_study_id``) a file of another study, is refused with a one-line error and left untouched."""
         path = Path(path)
@@ -221,7 +245,7 @@ class ReaderStudy:
     def close(self) -> None:
         self._connection.close()
 
-    def __enter__(self) -> "ReaderStudy":
+    def __enter__(self) -> ReaderStudy:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -230,7 +254,7 @@ class ReaderStudy:
     # -- blinding -------------------------------------------------------------------------------------------
     def labels(self) -> tuple[str, ...]:
         """The blinded labels: A, B, C, ... one per method."""
-        return tuple(string.ascii_uppercase[:len(self.methods)])
+        return tuple(string.ascii_uppercase[: len(self.methods)])
 
     def case(self, case_id: str) -> StudyCase:
         for case in self.cases:
@@ -268,17 +292,19 @@ class ReaderStudy:
             self._connection.execute(
                 "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (reader, case_id, method) DO UPDATE SET "
                 "score = excluded.score, label = excluded.label, scored_at = excluded.scored_at",
-                (reader, case_id, shown[label], label, int(score), datetime.now(timezone.utc).isoformat()))
+                (reader, case_id, shown[label], label, int(score), datetime.now(UTC).isoformat()),
+            )
 
     def reader_scores(self, reader: str, case_id: str) -> dict[str, int]:
         """``{label: score}`` already given by ``reader`` in ``case_id`` (blinded: labels, not methods)."""
         reader = _reader_name(reader)
         method_to_label = {method: label for label, method in self.blinded(case_id, reader).items()}
-        rows = self._connection.execute("SELECT method, score FROM scores WHERE reader = ? AND case_id = ?",
-                                        (reader, case_id))
+        rows = self._connection.execute(
+            "SELECT method, score FROM scores WHERE reader = ? AND case_id = ?", (reader, case_id)
+        )
         return {method_to_label[method]: score for method, score in rows}
 
-    def next_case(self, reader: str) -> Optional[str]:
+    def next_case(self, reader: str) -> str | None:
         """The first case in ``reader``'s order that is not fully scored, None when all are done."""
         for case_id in self.case_order(reader):
             if len(self.reader_scores(reader, case_id)) < len(self.methods):
@@ -303,8 +329,15 @@ class ReaderStudy:
             for method in self.methods:
                 values = np.array([s for r, m, s in rows if m == method and reader in ("all", r)], float)
                 if values.size:
-                    result.append(MethodSummary(reader, method, int(values.size), float(values.mean()),
-                                                float(values.std(ddof=1)) if values.size > 1 else 0.0))
+                    result.append(
+                        MethodSummary(
+                            reader,
+                            method,
+                            int(values.size),
+                            float(values.mean()),
+                            float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                        )
+                    )
         return result
 
 
@@ -338,8 +371,14 @@ def plot_summary(summary: Sequence[MethodSummary], path: str | os.PathLike, titl
     for index, method in enumerate(methods):
         rows = {row.reader: row for row in summary if row.method == method}
         x = [position + (index - (len(methods) - 1) / 2) * width for position in range(len(readers))]
-        axes.bar(x, [rows[r].mean if r in rows else np.nan for r in readers], width,
-                 yerr=[rows[r].sd if r in rows else 0 for r in readers], capsize=3, label=method)
+        axes.bar(
+            x,
+            [rows[r].mean if r in rows else np.nan for r in readers],
+            width,
+            yerr=[rows[r].sd if r in rows else 0 for r in readers],
+            capsize=3,
+            label=method,
+        )
     axes.set_xticks(range(len(readers)), [f"{r}\n(all readers)" if r == "all" else r for r in readers])
     axes.set_ylim(0, 6.2)
     axes.set_yticks(range(1, 6))

@@ -18,9 +18,10 @@ hides and restores what only the GUI has: view controllers, corner annotations.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -44,11 +45,13 @@ def reader_layout_xml(labels: Sequence[str], orientation: str = "Axial") -> str:
         f'<property name="orientation">{orientation}</property>'
         f'<property name="viewlabel">{label}</property>'
         f'<property name="viewcolor">{_VIEW_COLOURS[name]}</property>'
-        "</view></item>" for name, label in zip(VIEW_NAMES, (escape(str(label)) for label in labels)))
+        "</view></item>"
+        for name, label in zip(VIEW_NAMES, (escape(str(label)) for label in labels))
+    )
     return f'<layout type="horizontal">{items}</layout>'
 
 
-def install_reader_layout(layout_node: Optional[Any], labels: Sequence[str] = "ABC") -> bool:
+def install_reader_layout(layout_node: Any | None, labels: Sequence[str] = "ABC") -> bool:
     """Register (or update) the reader layout ``READER_LAYOUT_ID`` in ``layout_node``; False when there is
     none (Slicer without a main window, e.g. ``--no-main-window`` in the generic module tests, has no layout
     manager), where the reader study cannot be shown."""
@@ -60,11 +63,11 @@ def install_reader_layout(layout_node: Optional[Any], labels: Sequence[str] = "A
     return True
 
 
-def _slice_node(scene: Any, name: str) -> Optional[Any]:
+def _slice_node(scene: Any, name: str) -> Any | None:
     return next((node for node in _nodes(scene, "vtkMRMLSliceNode") if node.GetLayoutName() == name), None)
 
 
-def _composite_node(scene: Any, name: str) -> Optional[Any]:
+def _composite_node(scene: Any, name: str) -> Any | None:
     return next((node for node in _nodes(scene, "vtkMRMLSliceCompositeNode") if node.GetLayoutName() == name), None)
 
 
@@ -76,7 +79,7 @@ class _ViewState:
     field_of_view: tuple[float, float, float]
     label: str
     color: tuple[float, float, float]
-    layers: Optional[tuple[Optional[str], Optional[str], Optional[str], bool]]  # background, foreground, label, linked
+    layers: tuple[str | None, str | None, str | None, bool] | None  # background, foreground, label, linked
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class SavedViews:
     views: tuple[_ViewState, ...]
 
     @classmethod
-    def save(cls, scene: Any) -> "SavedViews":
+    def save(cls, scene: Any) -> SavedViews:
         views = []
         for name in VIEW_NAMES:
             node = _slice_node(scene, name)
@@ -96,12 +99,24 @@ class SavedViews:
                 continue
             matrix = node.GetSliceToRAS()
             composite = _composite_node(scene, name)
-            views.append(_ViewState(
-                name, node.GetDefaultOrientation() or "",
-                tuple(matrix.GetElement(row, column) for row in range(4) for column in range(4)),
-                tuple(node.GetFieldOfView()), node.GetLayoutLabel() or "", tuple(node.GetLayoutColor()),
-                None if composite is None else (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID(),
-                                                composite.GetLabelVolumeID(), bool(composite.GetLinkedControl()))))
+            views.append(
+                _ViewState(
+                    name,
+                    node.GetDefaultOrientation() or "",
+                    tuple(matrix.GetElement(row, column) for row in range(4) for column in range(4)),
+                    tuple(node.GetFieldOfView()),
+                    node.GetLayoutLabel() or "",
+                    tuple(node.GetLayoutColor()),
+                    None
+                    if composite is None
+                    else (
+                        composite.GetBackgroundVolumeID(),
+                        composite.GetForegroundVolumeID(),
+                        composite.GetLabelVolumeID(),
+                        bool(composite.GetLinkedControl()),
+                    ),
+                )
+            )
         return cls(tuple(views))
 
     def restore(self, scene: Any) -> None:
@@ -140,7 +155,7 @@ def set_view_arrangement(layout_node: Any, layout_id: int) -> None:
     layout_node.SetViewArrangement(layout_id)
 
 
-def data_probe_annotations(modules: Any) -> Optional[Any]:
+def data_probe_annotations(modules: Any) -> Any | None:
     """The DataProbe module's slice-view annotations from ``slicer.modules`` (DataProbe makes them only with
     the main window), or None."""
     info = getattr(getattr(modules, "DataProbeInstance", None), "infoWidget", None)
@@ -158,11 +173,12 @@ class ReaderLayout:
     them relabelled: module docstring); it does nothing when the layout is not entered.
     """
 
-    def __init__(self, scene: Any, layout_node: Optional[Any], layout_manager: Optional[Any] = None,
-                 annotations: Optional[Any] = None) -> None:
+    def __init__(
+        self, scene: Any, layout_node: Any | None, layout_manager: Any | None = None, annotations: Any | None = None
+    ) -> None:
         self.scene, self.layout_node = scene, layout_node
         self.layout_manager, self.annotations = layout_manager, annotations
-        self._saved: Optional[tuple[SavedViews, int, Optional[bool]]] = None  # views, arrangement, annotations
+        self._saved: tuple[SavedViews, int, bool | None] | None = None  # views, arrangement, annotations
 
     @property
     def entered(self) -> bool:
@@ -251,8 +267,13 @@ def apply_window(volume_nodes: Sequence[Any], window: tuple[float, float]) -> No
         display.SetWindowLevelMinMax(*window)
 
 
-def blinded_panel(images: Sequence[np.ndarray], labels: Sequence[str], path: str | os.PathLike,
-                  window: tuple[float, float], title: str = "") -> Path:
+def blinded_panel(
+    images: Sequence[np.ndarray],
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    window: tuple[float, float],
+    title: str = "",
+) -> Path:
     """A PNG of 2D ``images`` side by side, labelled only by ``labels``, all in the same grey ``window``
     (low, high), with the Likert scale below: what a reader sees."""
     import matplotlib
@@ -265,8 +286,9 @@ def blinded_panel(images: Sequence[np.ndarray], labels: Sequence[str], path: str
     if len(images) != len(labels) or not images:
         raise InputError("give one label per image")
     height, width = np.asarray(images[0]).shape
-    figure, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.2 * height / width + 0.9),
-                                facecolor="black")
+    figure, axes = plt.subplots(
+        1, len(images), figsize=(3.2 * len(images), 3.2 * height / width + 0.9), facecolor="black"
+    )
     for axis, image, label in zip(np.atleast_1d(axes), images, labels):
         axis.imshow(np.asarray(image), cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
         axis.set_axis_off()

@@ -12,9 +12,10 @@ SNR 2 and CNR against a reference volume. Results go to a new table node and, on
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -22,13 +23,25 @@ from scipy import ndimage
 from FastMRICommon.errors import InputError
 from FastMRICommon.geometry import ijk_to_ras
 from FastMRICommon.mrml_nodes import new_table_node
-
 from FastMRReconLib.metrics import RoiSettings, RoiStats, roi_statistics
 from FastMRReconLib.volume_logic import scalar_volume_array
 
 ROI_NAMES = ("ROI 1", "ROI 2", "background")
-TABLE_COLUMNS = ("volume", "ROI 1 mean", "ROI 1 SD", "ROI 2 mean", "ROI 2 SD", "background mean", "background SD",
-                 "SNR ROI 1", "SNR ROI 2", "CNR", "SNR ROI 1 change %", "SNR ROI 2 change %", "CNR change %")
+TABLE_COLUMNS = (
+    "volume",
+    "ROI 1 mean",
+    "ROI 1 SD",
+    "ROI 2 mean",
+    "ROI 2 SD",
+    "background mean",
+    "background SD",
+    "SNR ROI 1",
+    "SNR ROI 2",
+    "CNR",
+    "SNR ROI 1 change %",
+    "SNR ROI 2 change %",
+    "CNR change %",
+)
 
 
 @dataclass(frozen=True)
@@ -43,15 +56,27 @@ class RoiRow:
 
     def values(self) -> tuple:
         s = self.stats
-        return (self.volume, s.mean1, s.sd1, s.mean2, s.sd2, s.mean_background, s.sd_background, s.snr1, s.snr2,
-                s.cnr, self.snr1_change, self.snr2_change, self.cnr_change)
+        return (
+            self.volume,
+            s.mean1,
+            s.sd1,
+            s.mean2,
+            s.sd2,
+            s.mean_background,
+            s.sd_background,
+            s.snr1,
+            s.snr2,
+            s.cnr,
+            self.snr1_change,
+            self.snr2_change,
+            self.cnr_change,
+        )
 
 
 def world_to_ijk(volume_node: Any, point_ras: Sequence[float]) -> np.ndarray:
     """Continuous voxel index (i, j, k) of a world RAS point in ``volume_node`` (through its transform)."""
-    import vtk
-
     import slicer
+    import vtk
 
     point = [float(v) for v in point_ras]
     parent = volume_node.GetParentTransformNode()
@@ -70,8 +95,9 @@ def roi_points(markups: Any, volume_node: Any) -> tuple[tuple[int, int, int], ..
         raise InputError("select the point list holding the three ROI points")
     count = markups.GetNumberOfControlPoints()
     if count != len(ROI_NAMES):
-        raise InputError(f"place exactly three points (ROI 1, ROI 2, background) in {markups.GetName()!r}; "
-                         f"it has {count}")
+        raise InputError(
+            f"place exactly three points (ROI 1, ROI 2, background) in {markups.GetName()!r}; it has {count}"
+        )
     points = []
     for index in range(count):
         position = [0.0, 0.0, 0.0]
@@ -84,8 +110,9 @@ def _change(value: float, reference: float) -> float:
     return float(100.0 * (value - reference) / abs(reference)) if reference != 0 else float("nan")
 
 
-def compare_volumes(volumes: Sequence[Any], markups: Any, reference: Optional[Any] = None,
-                    size: int = RoiSettings.roi_size) -> list[RoiRow]:
+def compare_volumes(
+    volumes: Sequence[Any], markups: Any, reference: Any | None = None, size: int = RoiSettings.roi_size
+) -> list[RoiRow]:
     """ROI statistics of each volume node (module docstring); ``reference`` (default: the first volume) must
     be one of ``volumes``. Any volume whose ROIs cannot be measured stops the whole comparison with a
     one-line error naming it (nothing is half-written)."""
@@ -103,8 +130,16 @@ def compare_volumes(volumes: Sequence[Any], markups: Any, reference: Optional[An
         except InputError as error:
             raise InputError(f"{node.GetName()!r}: {error}") from None
     base = dict(measured)[reference]
-    return [RoiRow(node.GetName(), stats, _change(stats.snr1, base.snr1), _change(stats.snr2, base.snr2),
-                   _change(stats.cnr, base.cnr)) for node, stats in measured]
+    return [
+        RoiRow(
+            node.GetName(),
+            stats,
+            _change(stats.snr1, base.snr1),
+            _change(stats.snr2, base.snr2),
+            _change(stats.cnr, base.cnr),
+        )
+        for node, stats in measured
+    ]
 
 
 def homogeneous_roi_points(truth: np.ndarray, size: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -144,8 +179,14 @@ def noisy_air_point(truth: np.ndarray, volumes: list[np.ndarray], size: int) -> 
     return int(i), int(j), k
 
 
-def suggested_roi_points(scene: Any, reference: Any, volumes: Sequence[Any], size: int = RoiSettings.roi_size,
-                         truth: Optional[np.ndarray] = None, name: str = "ROI points") -> Any:
+def suggested_roi_points(
+    scene: Any,
+    reference: Any,
+    volumes: Sequence[Any],
+    size: int = RoiSettings.roi_size,
+    truth: np.ndarray | None = None,
+    name: str = "ROI points",
+) -> Any:
     """A new point list in ``scene`` with ROI 1, ROI 2 and the background (labelled ``ROI_NAMES``) on the
     middle slice of ``reference`` (a volume node): :func:`homogeneous_roi_points` of ``truth`` and
     :func:`noisy_air_point` of ``truth`` and ``volumes`` (volume nodes on the reference's grid), at their RAS

@@ -12,8 +12,8 @@ combined with the same maps (at R = 1 the SENSE solution is the exact coil combi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -82,12 +82,17 @@ class MaskSampler:
     """Draws masks (``MASK_KINDS``) for one matrix size. 2D Poisson-disc masks take a fraction of a second to
     draw, so ``pool`` of them per acceleration are drawn once and reused, flipped at random."""
 
-    def __init__(self, shape: tuple[int, int], config: KspaceExampleConfig, rng: np.random.Generator,
-                 pool: int = 6) -> None:
+    def __init__(
+        self, shape: tuple[int, int], config: KspaceExampleConfig, rng: np.random.Generator, pool: int = 6
+    ) -> None:
         self.shape, self.config = shape, config
-        self.poisson = {acceleration: [poisson_disc_mask(shape, acceleration, config.calibration_block,
-                                                         seed=int(rng.integers(2**31))) for _ in range(pool)]
-                        for acceleration in config.poisson_accelerations}
+        self.poisson = {
+            acceleration: [
+                poisson_disc_mask(shape, acceleration, config.calibration_block, seed=int(rng.integers(2**31)))
+                for _ in range(pool)
+            ]
+            for acceleration in config.poisson_accelerations
+        }
 
     def __call__(self, kind: str, acceleration: float, rng: np.random.Generator) -> np.ndarray:
         """A ``bool[rows, columns]`` mask of ``kind``; 1D masks select rows (ky lines)."""
@@ -108,8 +113,9 @@ def calibration_maps(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return box_coil_maps(kspace, calibration_box(mask))
 
 
-def simulate_example(image: np.ndarray, rng: np.random.Generator, masks: MaskSampler,
-                     config: KspaceExampleConfig = KspaceExampleConfig()) -> KspaceExample:
+def simulate_example(
+    image: np.ndarray, rng: np.random.Generator, masks: MaskSampler, config: KspaceExampleConfig = KspaceExampleConfig()
+) -> KspaceExample:
     """One training example from a magnitude ``image`` (module docstring)."""
     obj = fit_patch(np.asarray(image, np.float64), config.patch, rng)
     if rng.random() < 0.5:
@@ -142,8 +148,10 @@ def stack_examples(examples: Sequence[KspaceExample]) -> dict:
     def padded(array: np.ndarray) -> np.ndarray:
         return np.concatenate([array, np.zeros((coils - array.shape[0],) + array.shape[1:], array.dtype)])
 
-    return {"kspace": np.stack([padded(e.kspace) for e in examples]),
-            "maps": np.stack([padded(e.maps) for e in examples]),
-            "mask": np.stack([e.mask for e in examples]).astype(np.float32),
-            "noise_sd": np.array([e.noise_sd for e in examples], np.float32),
-            "target": np.stack([e.target for e in examples])}
+    return {
+        "kspace": np.stack([padded(e.kspace) for e in examples]),
+        "maps": np.stack([padded(e.maps) for e in examples]),
+        "mask": np.stack([e.mask for e in examples]).astype(np.float32),
+        "noise_sd": np.array([e.noise_sd for e in examples], np.float32),
+        "target": np.stack([e.target for e in examples]),
+    }

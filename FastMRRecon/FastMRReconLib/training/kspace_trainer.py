@@ -16,18 +16,23 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from FastMRICommon.errors import InputError
-from FastMRReconLib.metrics import psnr, ssim
 from FastMRReconLib.kspace.sense import DEFAULT_REGULARIZATION
+from FastMRReconLib.metrics import psnr, ssim
 from FastMRReconLib.model.unrolled import UnrolledConfig, UnrolledNetwork, normalised_batch
-from FastMRReconLib.training.kspace_examples import (KspaceExample, KspaceExampleConfig, MaskSampler,
-                                                     simulate_example, stack_examples)
+from FastMRReconLib.training.kspace_examples import (
+    KspaceExample,
+    KspaceExampleConfig,
+    MaskSampler,
+    simulate_example,
+    stack_examples,
+)
 
 log = logging.getLogger("fastmrrecon")
 
@@ -63,17 +68,25 @@ def network_batch(examples: Sequence[KspaceExample], device) -> dict:
     is divided by the same scale."""
     import torch
 
-    arrays = {key: torch.from_numpy(np.ascontiguousarray(value)).to(device)
-              for key, value in stack_examples(examples).items()}
-    batch = normalised_batch(arrays["kspace"], arrays["maps"], arrays["mask"], arrays["noise_sd"],
-                             DEFAULT_REGULARIZATION)
-    return {**batch, "maps": arrays["maps"], "mask": arrays["mask"],
-            "target": arrays["target"] / batch["scale"][:, None, None]}
+    arrays = {
+        key: torch.from_numpy(np.ascontiguousarray(value)).to(device) for key, value in stack_examples(examples).items()
+    }
+    batch = normalised_batch(
+        arrays["kspace"], arrays["maps"], arrays["mask"], arrays["noise_sd"], DEFAULT_REGULARIZATION
+    )
+    return {
+        **batch,
+        "maps": arrays["maps"],
+        "mask": arrays["mask"],
+        "target": arrays["target"] / batch["scale"][:, None, None],
+    }
 
 
-def validation_examples(objects: Sequence[np.ndarray], count: int, seed: int,
-                        config: KspaceExampleConfig = KspaceExampleConfig()) -> list[KspaceExample]:
-    """``count`` fixed examples (seeded) from ``objects``."""
+def validation_examples(
+    objects: Sequence[np.ndarray], count: int, seed: int, config: KspaceExampleConfig | None = None
+) -> list[KspaceExample]:
+    """``count`` fixed examples (seeded) from ``objects`` (``config`` None: the default examples)."""
+    config = config or KspaceExampleConfig()
     rng = np.random.default_rng(seed)
     masks = MaskSampler((config.patch, config.patch), config, rng)
     return [simulate_example(objects[int(rng.integers(len(objects)))], rng, masks, config) for _ in range(count)]
@@ -103,9 +116,14 @@ def _settings(config: KspaceTrainingConfig) -> dict:
     return settings
 
 
-def train(objects: Sequence[np.ndarray], config: KspaceTrainingConfig, validation: Sequence[KspaceExample],
-          device="cpu", checkpoint: Optional[str | os.PathLike] = None,
-          progress: Optional[Callable[[float, str], None]] = None) -> KspaceTrainingResult:
+def train(
+    objects: Sequence[np.ndarray],
+    config: KspaceTrainingConfig,
+    validation: Sequence[KspaceExample],
+    device="cpu",
+    checkpoint: str | os.PathLike | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> KspaceTrainingResult:
     """Train on examples simulated from ``objects`` (magnitude images); resume from ``checkpoint`` when it exists."""
     import torch
 
@@ -135,29 +153,45 @@ def train(objects: Sequence[np.ndarray], config: KspaceTrainingConfig, validatio
         network.train()
         for group in optimiser.param_groups:
             group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done / config.steps)))
-        examples = [simulate_example(objects[int(rng.integers(len(objects)))], rng, masks, config.examples)
-                    for _ in range(config.batch_size)]
+        examples = [
+            simulate_example(objects[int(rng.integers(len(objects)))], rng, masks, config.examples)
+            for _ in range(config.batch_size)
+        ]
         batch = network_batch(examples, device)
         output = network(batch["start"], batch["kspace"], batch["maps"], batch["mask"], batch["noise"])
         target = batch["target"]
-        loss = config.l1_weight * (output - target).abs().mean() \
+        loss = (
+            config.l1_weight * (output - target).abs().mean()
             + (1 - ssim_torch(output.abs()[:, None], target.abs()[:, None], 1.0)).mean()
+        )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(float(loss.detach()))
         done += 1
         if progress is not None and done % 10 == 0:
-            progress(done / config.steps, f"step {done}/{config.steps} loss {np.mean(losses[-10:]):.4f} "
-                     f"mu {float(network.mu):.3f} ({(time.perf_counter() - began) / max(done, 1):.2f} s/step)")
+            progress(
+                done / config.steps,
+                f"step {done}/{config.steps} loss {np.mean(losses[-10:]):.4f} "
+                f"mu {float(network.mu):.3f} ({(time.perf_counter() - began) / max(done, 1):.2f} s/step)",
+            )
         if validation and (done % config.validate_every == 0 or done == config.steps):
             history.append({"step": done, **evaluate(network, validation, device)})
             log.info("validation at step %d: %s", done, history[-1])
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
             temporary = checkpoint.with_name(checkpoint.name + ".part")
-            torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(), "step": done,
-                        "losses": losses, "history": history, "seconds": time.perf_counter() - began,
-                        "settings": _settings(config)}, temporary)
+            torch.save(
+                {
+                    "network": network.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "step": done,
+                    "losses": losses,
+                    "history": history,
+                    "seconds": time.perf_counter() - began,
+                    "settings": _settings(config),
+                },
+                temporary,
+            )
             temporary.replace(checkpoint)
     network.eval()
     return KspaceTrainingResult(network, losses, history, time.perf_counter() - began)

@@ -25,24 +25,36 @@ ringing and correlated noise, as in real images.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
-
-from FastMRReconLib.anatomy.head_synthesis import (PROTOCOLS, Protocol, TissueMaps, label_fractions,
-                                                   mni152_tissue_maps, random_contrast, read_label_map,
-                                                   shared_synthseg_dir, synthesize)
+from FastMRReconLib.anatomy.head_synthesis import (
+    PROTOCOLS,
+    Protocol,
+    TissueMaps,
+    label_fractions,
+    mni152_tissue_maps,
+    random_contrast,
+    read_label_map,
+    shared_synthseg_dir,
+    synthesize,
+)
+from FastMRReconLib.anatomy.real_anatomy import RealImage, draw_slice
+from FastMRReconLib.kspace.fft import fft2c
 from FastMRReconLib.kspace.masks import MASKS
 from FastMRReconLib.kspace.sense import sense_reconstruction
-from FastMRReconLib.kspace.fft import fft2c
-from FastMRReconLib.anatomy.real_anatomy import RealImage, draw_slice
-from FastMRReconLib.kspace.simulate import (AcquisitionConfig, SimulationSettings, acquired_region, object_mean,
-                                            simulate_slice)
+from FastMRReconLib.kspace.simulate import (
+    AcquisitionConfig,
+    SimulationSettings,
+    acquired_region,
+    object_mean,
+    simulate_slice,
+)
 
 #: Slice orientations, in the order of the axis of the ``[k, j, i]`` (axial LPS) head volume they cut.
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -102,16 +114,17 @@ class SlicePair:
 class HeadSource:
     """One subject's tissue fractions, as 3D arrays ``[k, j, i]`` (1 mm) from which slices are drawn."""
 
-    def __init__(self, name: str, fractions: Optional[dict[str, np.ndarray]] = None,
-                 labels: Optional[np.ndarray] = None) -> None:
+    def __init__(
+        self, name: str, fractions: dict[str, np.ndarray] | None = None, labels: np.ndarray | None = None
+    ) -> None:
         self.name, self._fractions, self._labels = name, fractions, labels
 
     @classmethod
-    def synthseg(cls, path: Path) -> "HeadSource":
+    def synthseg(cls, path: Path) -> HeadSource:
         return cls(path.name, labels=read_label_map(path)[0])
 
     @classmethod
-    def mni152(cls) -> "HeadSource":
+    def mni152(cls) -> HeadSource:
         return cls("MNI152", fractions=mni152_tissue_maps().fractions)
 
     @property
@@ -142,8 +155,9 @@ def synthseg_sources(split: str) -> list[HeadSource]:
     return [HeadSource.synthseg(path) for path in chosen]
 
 
-def _warp(fractions: dict[str, np.ndarray], rng: np.random.Generator, shape: tuple[int, int],
-          pixel_mm: float) -> dict[str, np.ndarray]:
+def _warp(
+    fractions: dict[str, np.ndarray], rng: np.random.Generator, shape: tuple[int, int], pixel_mm: float
+) -> dict[str, np.ndarray]:
     """Resample the slice's 1 mm fractions to ``pixel_mm`` pixels on a ``shape`` matrix centred on the head,
     rotated and elastically deformed.
 
@@ -157,16 +171,23 @@ def _warp(fractions: dict[str, np.ndarray], rng: np.random.Generator, shape: tup
     angle = np.radians(rng.uniform(-10, 10))
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     fine = SUPERSAMPLING
-    rows, columns = np.meshgrid((np.arange(shape[0] * fine) + 0.5) / fine - shape[0] / 2,
-                                (np.arange(shape[1] * fine) + 0.5) / fine - shape[1] / 2, indexing="ij")
+    rows, columns = np.meshgrid(
+        (np.arange(shape[0] * fine) + 0.5) / fine - shape[0] / 2,
+        (np.arange(shape[1] * fine) + 0.5) / fine - shape[1] / 2,
+        indexing="ij",
+    )
     source = np.einsum("ab,bij->aij", rotation / zoom, np.stack([rows, columns])) + centre[:, None, None]
     strength = rng.uniform(0, 3.0)  # elastic displacement SD, pixels, smooth over ~16 pixels
     for axis in range(2):
         field = ndimage.gaussian_filter(rng.standard_normal(shape), 16.0)
         source[axis] += strength * np.kron(field / max(field.std(), 1e-9), np.ones((fine, fine)))
-    return {name: ndimage.map_coordinates(fraction, source, order=0, mode="constant", cval=0.0)
-            .reshape(shape[0], fine, shape[1], fine).mean(axis=(1, 3)).astype(np.float32)
-            for name, fraction in fractions.items()}
+    return {
+        name: ndimage.map_coordinates(fraction, source, order=0, mode="constant", cval=0.0)
+        .reshape(shape[0], fine, shape[1], fine)
+        .mean(axis=(1, 3))
+        .astype(np.float32)
+        for name, fraction in fractions.items()
+    }
 
 
 def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -176,22 +197,38 @@ def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float
 
 def _jittered(protocol: Protocol, rng: np.random.Generator) -> Protocol:
     scale = rng.uniform(0.8, 1.2, 3)
-    return replace(protocol, tr_ms=protocol.tr_ms * scale[0], te_ms=protocol.te_ms * scale[1],
-                   ti_ms=None if protocol.ti_ms is None else protocol.ti_ms * scale[2])
+    return replace(
+        protocol,
+        tr_ms=protocol.tr_ms * scale[0],
+        te_ms=protocol.te_ms * scale[1],
+        ti_ms=None if protocol.ti_ms is None else protocol.ti_ms * scale[2],
+    )
 
 
-def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator,
-              config: PairConfig = PairConfig()) -> tuple[np.ndarray, np.ndarray]:
+def scan_pair(
+    image: np.ndarray, acceleration: float, rng: np.random.Generator, config: PairConfig = PairConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """(AV=1 accelerated SENSE input, AV=2 fully sampled SENSE reference) of one magnitude ``image``."""
     if config.reference not in REFERENCES:
         raise InputError(f"reference must be one of {', '.join(REFERENCES)}, not {config.reference!r}")
     accelerated = AcquisitionConfig(
-        acceleration=acceleration, mask=str(rng.choice(sorted(MASKS))), center_fraction=config.center_fraction,
-        coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)), averages=1,
-        snr=(np.inf if config.noise_free_fraction and rng.random() < config.noise_free_fraction
-             else _log_uniform(rng, config.snr_range)), phase_encode_axis=int(rng.integers(2)),
-        resolution=((1.0, 1.0) if tuple(config.resolution_range) == (1.0, 1.0) else
-                    tuple(float(rng.uniform(*config.resolution_range)) for _ in range(2))))
+        acceleration=acceleration,
+        mask=str(rng.choice(sorted(MASKS))),
+        center_fraction=config.center_fraction,
+        coils=int(rng.integers(config.coil_range[0], config.coil_range[1] + 1)),
+        averages=1,
+        snr=(
+            np.inf
+            if config.noise_free_fraction and rng.random() < config.noise_free_fraction
+            else _log_uniform(rng, config.snr_range)
+        ),
+        phase_encode_axis=int(rng.integers(2)),
+        resolution=(
+            (1.0, 1.0)
+            if tuple(config.resolution_range) == (1.0, 1.0)
+            else tuple(float(rng.uniform(*config.resolution_range)) for _ in range(2))
+        ),
+    )
     reference_config = replace(accelerated, acceleration=1.0, averages=2)
     level = object_mean(image)
     scan = simulate_slice(image, accelerated, rng, level)
@@ -204,8 +241,14 @@ def scan_pair(image: np.ndarray, acceleration: float, rng: np.random.Generator,
     return input_image, sense_reconstruction(full.kspace, full.mask, accelerated.phase_encode_axis)
 
 
-def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: PairConfig = PairConfig(),
-               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> list[SlicePair]:
+def make_pairs(
+    sources: Sequence[HeadSource],
+    count: int,
+    seed: int,
+    config: PairConfig = PairConfig(),
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> list[SlicePair]:
     """``count`` random pairs (module docstring) drawn from ``sources``; the same seed gives the same pairs."""
     if not sources:
         raise InputError("no head sources to synthesise training pairs from")
@@ -235,8 +278,14 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
         if contrast == RANDOM_CONTRAST:
             image = random_contrast(maps, rng, bias_strength=0.3, texture=float(rng.uniform(*config.texture_range)))
         else:
-            image = synthesize(maps, _jittered(PROTOCOLS[contrast], rng), rng, property_jitter=0.1, bias_strength=0.3,
-                               texture=float(rng.uniform(*config.texture_range)))
+            image = synthesize(
+                maps,
+                _jittered(PROTOCOLS[contrast], rng),
+                rng,
+                property_jitter=0.1,
+                bias_strength=0.3,
+                texture=float(rng.uniform(*config.texture_range)),
+            )
         image = image.astype(np.float64)
         acceleration = float(rng.choice(config.accelerations))
         input_image, reference = scan_pair(image, acceleration, rng, config)
@@ -245,9 +294,14 @@ def make_pairs(sources: Sequence[HeadSource], count: int, seed: int, config: Pai
     return pairs
 
 
-def make_image_pairs(images: Sequence[RealImage], count: int, seed: int, config: PairConfig = PairConfig(),
-                     progress: Optional[ProgressCallback] = None,
-                     cancel: Optional[CancelCheck] = None) -> list[SlicePair]:
+def make_image_pairs(
+    images: Sequence[RealImage],
+    count: int,
+    seed: int,
+    config: PairConfig = PairConfig(),
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> list[SlicePair]:
     """``count`` pairs whose objects are slices of real ``images`` (``real_anatomy.draw_slice``: zoom,
     rotation, flips, gamma), scanned as :func:`scan_pair`; contrast ``REAL_CONTRAST``, subject = image name.
     The same seed gives the same pairs."""
@@ -287,7 +341,16 @@ def load_pairs(path: str | os.PathLike) -> list[SlicePair]:
     with np.load(path) as data:
         count = len(data["contrast"])
         orientations = data["orientation"] if "orientation" in data.files else ["unknown"] * count
-        return [SlicePair(data[f"input_{index}"], data[f"reference_{index}"], str(contrast), float(acceleration),
-                          str(subject), str(orientation))
-                for index, (contrast, acceleration, subject, orientation) in enumerate(
-                    zip(data["contrast"], data["acceleration"], data["subject"], orientations))]
+        return [
+            SlicePair(
+                data[f"input_{index}"],
+                data[f"reference_{index}"],
+                str(contrast),
+                float(acceleration),
+                str(subject),
+                str(orientation),
+            )
+            for index, (contrast, acceleration, subject, orientation) in enumerate(
+                zip(data["contrast"], data["acceleration"], data["subject"], orientations)
+            )
+        ]

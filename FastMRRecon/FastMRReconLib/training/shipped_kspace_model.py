@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from FastMRICommon.model_files import ManifestEntry, ModelFile, save_model_file, write_manifest_entry
-
 from FastMRReconLib.model.kspace_reconstructor import KSPACE_ARCHITECTURE, KSPACE_MODEL
 from FastMRReconLib.model.reconstructor import MODELS_DIR
 from FastMRReconLib.model.unrolled import UnrolledConfig
@@ -30,18 +29,29 @@ from FastMRReconLib.training.shipped_model import TRAINING_SETS, VALIDATION_WIDE
 log = logging.getLogger("fastmrrecon")
 
 #: Training of the shipped k-space model.
-CONFIG = KspaceTrainingConfig(steps=1000, batch_size=3, lr=1e-3, l1_weight=10.0, seed=0, checkpoint_every=50,
-                              validate_every=400, network=UnrolledConfig(unrolls=5, channels=32, layers=5,
-                                                                         cg_iterations=4),
-                              examples=KspaceExampleConfig(patch=128, coil_range=(6, 12)))
+CONFIG = KspaceTrainingConfig(
+    steps=1000,
+    batch_size=3,
+    lr=1e-3,
+    l1_weight=10.0,
+    seed=0,
+    checkpoint_every=50,
+    validate_every=400,
+    network=UnrolledConfig(unrolls=5, channels=32, layers=5, cg_iterations=4),
+    examples=KspaceExampleConfig(patch=128, coil_range=(6, 12)),
+)
 VALIDATION_COUNT, VALIDATION_SEED = 24, 11
 
 
-def model_card(sha256: str, config: KspaceTrainingConfig, history: list[dict], held_out: dict, seconds: float,
-               objects: int) -> str:
+def model_card(
+    sha256: str, config: KspaceTrainingConfig, history: list[dict], held_out: dict, seconds: float, objects: int
+) -> str:
     """The Markdown card of the shipped k-space model."""
-    curve = "\n".join(f"| {entry['step']} | {entry['start_psnr']:.2f} / {entry['start_ssim']:.4f} | "
-                      f"{entry['psnr']:.2f} / {entry['ssim']:.4f} |" for entry in history)
+    curve = "\n".join(
+        f"| {entry['step']} | {entry['start_psnr']:.2f} / {entry['start_ssim']:.4f} | "
+        f"{entry['psnr']:.2f} / {entry['ssim']:.4f} |"
+        for entry in history
+    )
     return f"""# {KSPACE_MODEL}
 
 Unrolled, data-consistent network for raw multi-coil Cartesian k-space (MoDL: Aggarwal et al., IEEE TMI 2019):
@@ -55,8 +65,8 @@ subjects, T1w / T2w / PD / FLAIR and random contrasts; real training images: vox
 MNI152 T1). Each step simulates new acquisitions ({config.examples.patch} x {config.examples.patch} crops, smooth
 phase, {config.examples.coil_range[0]}-{config.examples.coil_range[1]} coils, SNR
 {config.examples.snr_range[0]:g}-{config.examples.snr_range[1]:g} and {config.examples.noise_free_fraction:.0%}
-noise-free; 1D equispaced / variable-density masks R = {', '.join(f'{r:g}' for r in config.examples.line_accelerations)}
-and 2D Poisson-disc R = {', '.join(f'{r:g}' for r in config.examples.poisson_accelerations)}). Target: the
+noise-free; 1D equispaced / variable-density masks R = {", ".join(f"{r:g}" for r in config.examples.line_accelerations)}
+and 2D Poisson-disc R = {", ".join(f"{r:g}" for r in config.examples.poisson_accelerations)}). Target: the
 noise-free fully sampled k-space combined with the calibration coil maps.
 
 ## Protocol
@@ -65,8 +75,8 @@ decay, loss {config.l1_weight:g} x L1 (complex) + (1 - SSIM) of the magnitude), 
 cores), {seconds / 3600:.1f} h.
 
 ## Held-out evaluation ({VALIDATION_COUNT} simulated acquisitions of SynthSeg validation subjects)
-PSNR dB / SSIM of the magnitude against the target: CG-SENSE {held_out['start_psnr']:.2f} /
-{held_out['start_ssim']:.4f}, network {held_out['psnr']:.2f} / {held_out['ssim']:.4f}.
+PSNR dB / SSIM of the magnitude against the target: CG-SENSE {held_out["start_psnr"]:.2f} /
+{held_out["start_ssim"]:.4f}, network {held_out["psnr"]:.2f} / {held_out["ssim"]:.4f}.
 
 | step | CG-SENSE | network |
 |---|---|---|
@@ -81,27 +91,37 @@ def build(work_dir: Path, models_dir: Path = MODELS_DIR, device: str = "cpu") ->
     import torch
 
     torch.set_flush_denormal(True)
-    objects = [pair.reference for pair_set in TRAINING_SETS
-               for pair in load_pairs(pairs_file(work_dir, pair_set, "train"))]
+    objects = [
+        pair.reference for pair_set in TRAINING_SETS for pair in load_pairs(pairs_file(work_dir, pair_set, "train"))
+    ]
     held_out = [pair.reference for pair in load_pairs(pairs_file(work_dir, VALIDATION_WIDE, "validation"))]
     validation = validation_examples(held_out, VALIDATION_COUNT, VALIDATION_SEED, CONFIG.examples)
     progress = lambda fraction, message: log.info("[%3d%%] %s", round(100 * fraction), message)  # noqa: E731
     result = train(objects, CONFIG, validation, device, work_dir / "kspace_checkpoint.pt", progress)
     scores = evaluate(result.network, validation, device)
     path = models_dir / KSPACE_MODEL
-    model = ModelFile(KSPACE_ARCHITECTURE, CONFIG.network.as_dict(),
-                      {key: value.cpu() for key, value in result.network.state_dict().items()},
-                      {"training": CONFIG.as_dict(), "held_out": scores, "validation": result.validation,
-                       "objects": len(objects), "seconds": result.seconds})
+    model = ModelFile(
+        KSPACE_ARCHITECTURE,
+        CONFIG.network.as_dict(),
+        {key: value.cpu() for key, value in result.network.state_dict().items()},
+        {
+            "training": CONFIG.as_dict(),
+            "held_out": scores,
+            "validation": result.validation,
+            "objects": len(objects),
+            "seconds": result.seconds,
+        },
+    )
     sha256 = save_model_file(path, model)
     card = path.with_suffix(".md")
     card.write_text(model_card(sha256, CONFIG, result.validation, scores, result.seconds, len(objects)))
-    write_manifest_entry(models_dir, ManifestEntry(path.name, sha256, card.name,
-                                                   "unrolled k-space network, multi-coil Cartesian, R 2-8"))
+    write_manifest_entry(
+        models_dir, ManifestEntry(path.name, sha256, card.name, "unrolled k-space network, multi-coil Cartesian, R 2-8")
+    )
     return path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path("build/recon-model"), help="pairs and checkpoint")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)

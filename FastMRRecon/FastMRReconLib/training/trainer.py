@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, save_model_file
-
 from FastMRReconLib.metrics import psnr, ssim, ssim_torch
 from FastMRReconLib.model.network import NetworkConfig, ReconstructionNetwork, widened_state
 from FastMRReconLib.model.noise_level import noise_maps
@@ -51,7 +50,7 @@ class TrainingConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     #: A model file whose weights start the network (``network.widened_state``: a network without noise
     #: input may start a noise-aware one); None: random initialisation.
-    warm_start: Optional[str] = None
+    warm_start: str | None = None
 
 
 @dataclass
@@ -82,8 +81,9 @@ def distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def _batch(pairs: list[tuple[np.ndarray, ...]], config: TrainingConfig, step: int,
-           rank: int = 0) -> tuple[np.ndarray, ...]:
+def _batch(
+    pairs: list[tuple[np.ndarray, ...]], config: TrainingConfig, step: int, rank: int = 0
+) -> tuple[np.ndarray, ...]:
     """(inputs, references, noise maps), each ``[batch, 1, patch, patch]`` float32."""
     rng = np.random.default_rng([config.seed, step] + ([rank] if rank else []))
     stacks: tuple[list, ...] = tuple([] for _ in pairs[0])
@@ -127,8 +127,10 @@ def scores_by_contrast(reconstructor: Reconstructor, pairs: Sequence[SlicePair])
             entry["input_ssim"].append(ssim(pair.input, pair.reference))
             entry["psnr"].append(psnr(output, pair.reference))
             entry["ssim"].append(ssim(output, pair.reference))
-    return {key: {name: float(np.mean(values)) for name, values in entry.items()} | {"slices": len(entry["psnr"])}
-            for key, entry in table.items()}
+    return {
+        key: {name: float(np.mean(values)) for name, values in entry.items()} | {"slices": len(entry["psnr"])}
+        for key, entry in table.items()
+    }
 
 
 def validate(network: ReconstructionNetwork, pairs: Sequence[SlicePair], device: str) -> dict:
@@ -139,10 +141,15 @@ def validate(network: ReconstructionNetwork, pairs: Sequence[SlicePair], device:
     return {key: value for key, value in overall.items() if key != "slices"}
 
 
-def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
-          validation: Sequence[SlicePair] = (), device: str = "cpu",
-          checkpoint: Optional[str | os.PathLike] = None, progress: Optional[ProgressCallback] = None,
-          cancel: Optional[CancelCheck] = None) -> TrainingResult:
+def train(
+    pairs: Sequence[SlicePair],
+    config: TrainingConfig = TrainingConfig(),
+    validation: Sequence[SlicePair] = (),
+    device: str = "cpu",
+    checkpoint: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> TrainingResult:
     """Train a network on ``pairs``; resume from ``checkpoint`` when that file exists (module docstring)."""
     import torch
 
@@ -188,8 +195,12 @@ def train(pairs: Sequence[SlicePair], config: TrainingConfig = TrainingConfig(),
             history.append({"step": done, **validate(network, validation, device)})
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
             _save_checkpoint(checkpoint, network, optimiser, config, done, losses, history, time.perf_counter() - began)
-        report(progress, done / config.steps, f"step {done}/{config.steps}: loss {np.mean(losses[-50:]):.4f}"
-               + (f", validation PSNR {history[-1]['psnr']:.2f} dB SSIM {history[-1]['ssim']:.4f}" if history else ""))
+        report(
+            progress,
+            done / config.steps,
+            f"step {done}/{config.steps}: loss {np.mean(losses[-50:]):.4f}"
+            + (f", validation PSNR {history[-1]['psnr']:.2f} dB SSIM {history[-1]['ssim']:.4f}" if history else ""),
+        )
     network.eval()
     return TrainingResult(network, losses, history, time.perf_counter() - began)
 
@@ -201,26 +212,55 @@ def _jsonable(config: TrainingConfig) -> dict:
 def _resumable(settings: dict) -> dict:
     """The settings a resumed run must share with its checkpoint (all but the number of steps, and where the
     warm start's weights came from: they only matter at step 0)."""
-    return {key: value for key, value in settings.items()
-            if key not in ("steps", "checkpoint_every", "validate_every", "warm_start")}
+    return {
+        key: value
+        for key, value in settings.items()
+        if key not in ("steps", "checkpoint_every", "validate_every", "warm_start")
+    }
 
 
-def _save_checkpoint(path: Path, network, optimiser, config: TrainingConfig, step: int, losses: list[float],
-                     history: list[dict], seconds: float) -> None:
+def _save_checkpoint(
+    path: Path,
+    network,
+    optimiser,
+    config: TrainingConfig,
+    step: int,
+    losses: list[float],
+    history: list[dict],
+    seconds: float,
+) -> None:
     import torch
 
     temporary = path.with_suffix(path.suffix + ".part")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(), "config": _jsonable(config),
-                "step": step, "losses": losses, "validation": history, "seconds": seconds}, temporary)
+    torch.save(
+        {
+            "network": network.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "config": _jsonable(config),
+            "step": step,
+            "losses": losses,
+            "validation": history,
+            "seconds": seconds,
+        },
+        temporary,
+    )
     os.replace(temporary, path)
 
 
 def model_file(result: TrainingResult, config: TrainingConfig, metadata: dict) -> ModelFile:
     """The trained network as a model file with its training settings and ``metadata``."""
-    return ModelFile(ARCHITECTURE, config.network.as_dict(), result.network.state_dict(),
-                     {"training": _jsonable(config), "training_seconds": result.seconds,
-                      "validation": result.validation, **metadata})
+    return ModelFile(
+        ARCHITECTURE,
+        config.network.as_dict(),
+        result.network.state_dict(),
+        {
+            "training": _jsonable(config),
+            "training_seconds": result.seconds,
+            "validation": result.validation,
+            **metadata,
+        },
+    )
 
 
 def save_trained(path: str | os.PathLike, result: TrainingResult, config: TrainingConfig, metadata: dict) -> str:

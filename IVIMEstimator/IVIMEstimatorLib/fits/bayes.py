@@ -38,6 +38,7 @@ class BayesGrid:
 
 def make_grid(prior: Prior, bvalues: np.ndarray, config: BayesConfig = BayesConfig()) -> BayesGrid:
     """The grid covering ``prior``'s support (cell centres), its model curves and log prior weights."""
+
     def centres(low: float, high: float, n: int) -> np.ndarray:
         edges = np.linspace(low, high, n + 1)
         return (edges[:-1] + edges[1:]) / 2
@@ -69,14 +70,14 @@ def fit_bayes(y: np.ndarray, grid: BayesGrid, chunk: int = 2048, device: str = "
     tensors = {torch.float32: _GridTensors(grid, centre, torch.float32, device)}
     moments = np.empty((len(y), 7))  # 3 means, 3 mean squares, S0
     for start in range(0, len(y), chunk):
-        block = y[start:start + chunk]
+        block = y[start : start + chunk]
         result, relative_residual = tensors[torch.float32].posterior_moments(block)
         clean = relative_residual < FLOAT32_MIN_RELATIVE_RESIDUAL
         if clean.any():
             if torch.float64 not in tensors:
                 tensors[torch.float64] = _GridTensors(grid, centre, torch.float64, device)
             result[clean] = tensors[torch.float64].posterior_moments(block[clean])[0]
-        moments[start:start + len(block)] = result
+        moments[start : start + len(block)] = result
     out = {"S0": moments[:, 6]}
     for column, key in enumerate(("f", "D", "Dstar")):
         mean = moments[:, column]
@@ -115,6 +116,7 @@ class _GridTensors:
             log_post.sub_(torch.amax(log_post, dim=1, keepdim=True))
             weight = log_post.exp_()
             total = torch.sum(weight, dim=1, keepdim=True)
-            moments = torch.cat([weight @ self.theta_moments, torch.sum(weight * scale, dim=1, keepdim=True)],
-                                dim=1) / total
+            moments = (
+                torch.cat([weight @ self.theta_moments, torch.sum(weight * scale, dim=1, keepdim=True)], dim=1) / total
+            )
         return moments.double().cpu().numpy(), relative.double().cpu().numpy()

@@ -5,12 +5,11 @@ documents the methods, units, input handling and errors). To fit several series 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from FastMRICommon.errors import CancelCheck, ProgressCallback
-
 from IVIMEstimatorLib.fits.model import CHUNK_VOXELS, IvimModel
 from IVIMEstimatorLib.fits.network_models import MODELS_DIR, ModelSource, find_shipped_model
 from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR
@@ -18,9 +17,18 @@ from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR
 __all__ = ["CHUNK_VOXELS", "MODELS_DIR", "find_shipped_model", "fit"]
 
 
-def fit(signals: Any, bvalues: Any, method: str = "scdnn", model: ModelSource = None, mask: Any = None,
-        prior: str = DEFAULT_PRIOR, device: str = "auto", progress: Optional[ProgressCallback] = None,
-        cancel: Optional[CancelCheck] = None, chunk_voxels: int = CHUNK_VOXELS) -> dict[str, np.ndarray]:
+def fit(
+    signals: Any,
+    bvalues: Any,
+    method: str = "scdnn",
+    model: ModelSource = None,
+    mask: Any = None,
+    prior: str = DEFAULT_PRIOR,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    chunk_voxels: int = CHUNK_VOXELS,
+) -> dict[str, np.ndarray]:
     """IVIM maps of ``signals`` (real array ``(..., n_b)``, any S0 scale) at ``bvalues`` (s/mm², one per signal).
 
     Returns float32 maps of shape ``signals.shape[:-1]`` (NaN where not fitted): ``f``, ``D`` and ``Dstar``

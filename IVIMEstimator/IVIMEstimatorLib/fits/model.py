@@ -35,13 +35,12 @@ that processes its events in the progress callback keeps a working *Cancel*.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from FastMRICommon.device import DEVICE_CHOICES, select_device
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
-
 from IVIMEstimatorLib.fits.bayes import BayesConfig, fit_bayes, make_grid
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE, METHODS
 from IVIMEstimatorLib.fits.network_models import ModelSource, load_network, normalised_inputs, resolve_model
@@ -68,8 +67,14 @@ class IvimModel:
     ``method``, ``prior`` (a ``Prior``), ``device``, ``model_file`` (the network's ``ModelFile``, or None).
     """
 
-    def __init__(self, bvalues: Any, method: str = "scdnn", model: ModelSource = None, prior: str = DEFAULT_PRIOR,
-                 device: str = "auto") -> None:
+    def __init__(
+        self,
+        bvalues: Any,
+        method: str = "scdnn",
+        model: ModelSource = None,
+        prior: str = DEFAULT_PRIOR,
+        device: str = "auto",
+    ) -> None:
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         acquired = np.asarray(bvalues, dtype=float).ravel()
@@ -95,8 +100,14 @@ class IvimModel:
     def __repr__(self) -> str:
         return f"IvimModel(bvalues=[{', '.join(f'{b:g}' for b in self.bvalues)}], method={self.method!r})"
 
-    def fit(self, signals: Any, mask: Any = None, progress: Optional[ProgressCallback] = None,
-            cancel: Optional[CancelCheck] = None, chunk_voxels: int = CHUNK_VOXELS) -> IvimFit:
+    def fit(
+        self,
+        signals: Any,
+        mask: Any = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+        chunk_voxels: int = CHUNK_VOXELS,
+    ) -> IvimFit:
         """Fit ``signals`` (real array ``(..., n_b)``, any S0 scale, the last axis in the order of the
         acquired b-values); returns an ``IvimFit`` whose maps have the voxel shape ``signals.shape[:-1]``.
 
@@ -179,10 +190,10 @@ class IvimFit:
     D: np.ndarray
     Dstar: np.ndarray
     S0: np.ndarray
-    f_sd: Optional[np.ndarray] = None
-    D_sd: Optional[np.ndarray] = None
-    Dstar_sd: Optional[np.ndarray] = None
-    model: Optional[IvimModel] = field(default=None, repr=False)
+    f_sd: np.ndarray | None = None
+    D_sd: np.ndarray | None = None
+    Dstar_sd: np.ndarray | None = None
+    model: IvimModel | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:

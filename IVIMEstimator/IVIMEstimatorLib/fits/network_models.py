@@ -18,13 +18,12 @@ import numpy as np
 
 from FastMRICommon.errors import InputError, ModelFileError
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model, read_manifest
-
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 
 #: The shipped networks and their manifest (SHA-256 of each file).
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "IVIMEstimator"
 #: A network's model: None (the shipped one for the b-values), a model file path, or a loaded ModelFile.
-ModelSource = Union[None, str, os.PathLike, ModelFile]
+ModelSource = Union[None, str, os.PathLike, ModelFile]  # noqa: UP007 (a runtime alias: | fails on os.PathLike)
 
 
 def format_bvalues(bvalues: np.ndarray) -> str:
@@ -53,8 +52,10 @@ def find_shipped_model(method: str, bvalues: np.ndarray, models_dir: Path = MODE
         if model.architecture == architecture and fits_protocol(model, bvalues):
             return model
     values = format_bvalues(bvalues)
-    raise InputError(f"no shipped {method} model for b-values {values} s/mm²; train one with `ivimestimator train "
-                     f"--method {method} --bvals {values} --out MODEL.pt` and pass it as the model")
+    raise InputError(
+        f"no shipped {method} model for b-values {values} s/mm²; train one with `ivimestimator train "
+        f"--method {method} --bvals {values} --out MODEL.pt` and pass it as the model"
+    )
 
 
 def resolve_model(method: str, model: ModelSource, bvalues: np.ndarray) -> ModelFile:
@@ -67,9 +68,11 @@ def resolve_model(method: str, model: ModelSource, bvalues: np.ndarray) -> Model
     if loaded.architecture != METHOD_ARCHITECTURE[method]:
         raise ModelFileError(f"the model is a {loaded.architecture}, not a {method} network")
     if not fits_protocol(loaded, bvalues):
-        raise InputError(f"the model was trained for b-values {format_bvalues(trained_bvalues(loaded))} s/mm², the "
-                         f"data have {format_bvalues(bvalues)}: train a model for this protocol "
-                         f"(`ivimestimator train --method {method} --bvals ...`)")
+        raise InputError(
+            f"the model was trained for b-values {format_bvalues(trained_bvalues(loaded))} s/mm², the "
+            f"data have {format_bvalues(bvalues)}: train a model for this protocol "
+            f"(`ivimestimator train --method {method} --bvals ...`)"
+        )
     return loaded
 
 

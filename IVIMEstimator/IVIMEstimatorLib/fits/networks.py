@@ -39,8 +39,14 @@ class ScdnnNet(nn.Module):
     units: ISTA iteration units; D_range, Dstar_range: grid of the linear-combination layers (mm²/s).
     """
 
-    def __init__(self, n_bvalues: int, dictionary_size: int = 600, units: int = 3,
-                 D_range: tuple[float, float] = (0.8e-3, 2.5e-3), Dstar_range: tuple[float, float] = (10e-3, 150e-3)):
+    def __init__(
+        self,
+        n_bvalues: int,
+        dictionary_size: int = 600,
+        units: int = 3,
+        D_range: tuple[float, float] = (0.8e-3, 2.5e-3),
+        Dstar_range: tuple[float, float] = (10e-3, 150e-3),
+    ):
         super().__init__()
         if dictionary_size % 2:
             raise ValueError("dictionary_size must be even")
@@ -66,7 +72,7 @@ class ScdnnNet(nn.Module):
             x = _hard_threshold(c + layer(x), self.thresholds[index + 1])
         x = torch.relu(x)
         x = x / (x.sum(dim=1, keepdim=True) + 1e-8)  # normalisation layer: [0, 1], sums to 1
-        tissue, perfusion = x[:, :self.half], x[:, self.half:]
+        tissue, perfusion = x[:, : self.half], x[:, self.half :]
         f = perfusion.sum(dim=1)
         D = (tissue / (tissue.sum(dim=1, keepdim=True) + 1e-8)) @ self.D_values
         Dstar = (perfusion / (perfusion.sum(dim=1, keepdim=True) + 1e-8)) @ self.Dstar_values
@@ -76,8 +82,15 @@ class ScdnnNet(nn.Module):
 class MlpNet(nn.Module):
     """Fully connected network: signals -> (f, D, D*) squashed into the given ranges by sigmoids."""
 
-    def __init__(self, n_bvalues: int, width: int = 128, depth: int = 3, f_range: tuple[float, float] = (0.0, 1.0),
-                 D_range: tuple[float, float] = (0.0, 5e-3), Dstar_range: tuple[float, float] = (3e-3, 0.3)):
+    def __init__(
+        self,
+        n_bvalues: int,
+        width: int = 128,
+        depth: int = 3,
+        f_range: tuple[float, float] = (0.0, 1.0),
+        D_range: tuple[float, float] = (0.0, 5e-3),
+        Dstar_range: tuple[float, float] = (3e-3, 0.3),
+    ):
         super().__init__()
         layers, size = [], n_bvalues
         for _ in range(depth):

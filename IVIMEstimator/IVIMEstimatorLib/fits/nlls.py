@@ -69,13 +69,13 @@ def segmented_start(y: np.ndarray, b: np.ndarray, config: NllsConfig) -> np.ndar
     return np.stack([S0, f, D, Dstar], axis=1)
 
 
-def grid_start(y: np.ndarray, b: np.ndarray, config: NllsConfig,
-               chunk: int = 8192) -> np.ndarray:
+def grid_start(y: np.ndarray, b: np.ndarray, config: NllsConfig, chunk: int = 8192) -> np.ndarray:
     """Best (S0, f, D, D*) per voxel over a (D, D*) grid (D linear, D* log-spaced inside the bounds) with the
     two compartment amplitudes solved by linear least squares (pairs needing a negative amplitude excluded)."""
     D_values = np.linspace(max(config.D_bounds[0], 1e-5), config.D_bounds[1], config.grid_D)
-    Dstar_values = np.exp(np.linspace(np.log(config.Dstar_bounds[0]), np.log(config.Dstar_bounds[1]),
-                                      config.grid_Dstar))
+    Dstar_values = np.exp(
+        np.linspace(np.log(config.Dstar_bounds[0]), np.log(config.Dstar_bounds[1]), config.grid_Dstar)
+    )
     D, Dstar = (axis.ravel() for axis in np.meshgrid(D_values, Dstar_values, indexing="ij"))
     keep = Dstar > D
     D, Dstar = D[keep], Dstar[keep]
@@ -83,7 +83,7 @@ def grid_start(y: np.ndarray, b: np.ndarray, config: NllsConfig,
     inverse_gram = np.linalg.inv(np.einsum("gbk,gbl->gkl", basis, basis))  # [G, 2, 2]
     best_amplitudes, best = np.empty((len(y), 2)), np.empty(len(y), dtype=int)
     for start in range(0, len(y), chunk):  # memory: chunk x G x 2 floats
-        block = y[start:start + chunk]
+        block = y[start : start + chunk]
         projections = np.einsum("gbk,nb->ngk", basis, block)
         amplitudes = np.einsum("gkl,ngl->ngk", inverse_gram, projections)
         # residual of the least-squares fit: |y|^2 - (A^T y) . amplitudes
@@ -104,20 +104,23 @@ def _model_and_jacobian(q: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nd
     S0, f, D, Dstar = (q * SCALE).T
     e1, e2 = np.exp(-np.outer(D, b)), np.exp(-np.outer(Dstar, b))
     mix = (1 - f)[:, None] * e1 + f[:, None] * e2
-    jacobian = np.stack([mix, S0[:, None] * (e2 - e1), -(S0 * (1 - f))[:, None] * b * e1,
-                         -(S0 * f)[:, None] * b * e2], axis=2) * SCALE
+    jacobian = (
+        np.stack([mix, S0[:, None] * (e2 - e1), -(S0 * (1 - f))[:, None] * b * e1, -(S0 * f)[:, None] * b * e2], axis=2)
+        * SCALE
+    )
     return S0[:, None] * mix, jacobian
 
 
-def fit_biexponential(y: np.ndarray, b: np.ndarray,
-                      config: NllsConfig = NllsConfig()) -> tuple[np.ndarray, np.ndarray]:
+def fit_biexponential(y: np.ndarray, b: np.ndarray, config: NllsConfig = NllsConfig()) -> tuple[np.ndarray, np.ndarray]:
     """Bi-exponential fit of ``y [n, n_b]`` (normalised signals) at ``b`` (s/mm²) from both starts (steps 1-3):
     (S0, f, D, D*) as ``[n, 4]`` (D, D* in mm²/s) and the residual sums of squares ``[n]``."""
     low, high = config.bounds()
-    q, cost = _levenberg_marquardt(y, b, np.clip(segmented_start(y, b, config) / SCALE, low, high), low, high,
-                                   _model_and_jacobian, config)
-    grid_q, grid_cost = _levenberg_marquardt(y, b, np.clip(grid_start(y, b, config) / SCALE, low, high), low, high,
-                                             _model_and_jacobian, config)
+    q, cost = _levenberg_marquardt(
+        y, b, np.clip(segmented_start(y, b, config) / SCALE, low, high), low, high, _model_and_jacobian, config
+    )
+    grid_q, grid_cost = _levenberg_marquardt(
+        y, b, np.clip(grid_start(y, b, config) / SCALE, low, high), low, high, _model_and_jacobian, config
+    )
     better = grid_cost < cost
     q[better], cost[better] = grid_q[better], grid_cost[better]
     return q * SCALE, cost
@@ -127,8 +130,9 @@ def fit_biexponential(y: np.ndarray, b: np.ndarray,
 MONO_SCALE = SCALE[[0, 2]]
 
 
-def fit_monoexponential(y: np.ndarray, b: np.ndarray,
-                        config: NllsConfig = NllsConfig()) -> tuple[np.ndarray, np.ndarray]:
+def fit_monoexponential(
+    y: np.ndarray, b: np.ndarray, config: NllsConfig = NllsConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """Mono-exponential fit S0 exp(-b D) of ``y [n, n_b]`` at ``b`` (s/mm²), within the S0 and D bounds:
     (S0, D) as ``[n, 2]`` (D in mm²/s) and the residual sums of squares ``[n]``. Start: the log-linear fit
     weighted by S² (the log of a noisy small signal is unreliable), then Levenberg-Marquardt."""
@@ -164,13 +168,21 @@ def fit_nlls(y: np.ndarray, b: np.ndarray, config: NllsConfig = NllsConfig()) ->
     parameters, rss_bi = fit_biexponential(y, b, config)
     mono, rss_mono = fit_monoexponential(y, b, config)
     simpler = prefers_monoexponential(rss_mono, rss_bi, len(b))
-    parameters[simpler] = np.stack([mono[simpler, 0], np.zeros(simpler.sum()), mono[simpler, 1],
-                                    np.zeros(simpler.sum())], axis=1)
+    parameters[simpler] = np.stack(
+        [mono[simpler, 0], np.zeros(simpler.sum()), mono[simpler, 1], np.zeros(simpler.sum())], axis=1
+    )
     return parameters
 
 
-def _levenberg_marquardt(y: np.ndarray, b: np.ndarray, q: np.ndarray, low: np.ndarray, high: np.ndarray,
-                         model_and_jacobian, config: NllsConfig) -> tuple[np.ndarray, np.ndarray]:
+def _levenberg_marquardt(
+    y: np.ndarray,
+    b: np.ndarray,
+    q: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    model_and_jacobian,
+    config: NllsConfig,
+) -> tuple[np.ndarray, np.ndarray]:
     """Bounds-projected LM from the scaled start ``q [n, p]`` within ``low``, ``high`` (scaled), for the model
     ``model_and_jacobian(q, b) -> (signals [n, n_b], Jacobian [n, n_b, p])``; returns the scaled parameters
     and residual sums of squares."""
@@ -194,8 +206,12 @@ def _levenberg_marquardt(y: np.ndarray, b: np.ndarray, q: np.ndarray, low: np.nd
         better = trial_cost < cost[index]
         accepted = index[better]
         gain = cost[accepted] - trial_cost[better]
-        q[accepted], model[accepted], jacobian[accepted], cost[accepted] = \
-            trial[better], trial_model[better], trial_jacobian[better], trial_cost[better]
+        q[accepted], model[accepted], jacobian[accepted], cost[accepted] = (
+            trial[better],
+            trial_model[better],
+            trial_jacobian[better],
+            trial_cost[better],
+        )
         damping[accepted] = np.maximum(damping[accepted] / 3, 1e-7)
         damping[index[~better]] *= 4
         converged = np.zeros(len(y), dtype=bool)

@@ -7,7 +7,6 @@ log-uniformly, as is usual for IVIM simulations. ``placenta`` is the training pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -22,8 +21,8 @@ class Prior:
     f_range: tuple[float, float]
     D_range: tuple[float, float]
     Dstar_range: tuple[float, float]
-    f_mean: Optional[float] = None
-    f_sd: Optional[float] = None
+    f_mean: float | None = None
+    f_sd: float | None = None
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` draws of (f, D, D*)."""
@@ -37,8 +36,14 @@ class Prior:
 
     def log_density(self, f: np.ndarray, D: np.ndarray, Dstar: np.ndarray) -> np.ndarray:
         """Log prior density (up to a constant) of parameter values; -inf outside the support."""
-        inside = (f >= self.f_range[0]) & (f <= self.f_range[1]) & (D >= self.D_range[0]) & (D <= self.D_range[1]) \
-            & (Dstar >= self.Dstar_range[0]) & (Dstar <= self.Dstar_range[1])
+        inside = (
+            (f >= self.f_range[0])
+            & (f <= self.f_range[1])
+            & (D >= self.D_range[0])
+            & (D <= self.D_range[1])
+            & (Dstar >= self.Dstar_range[0])
+            & (Dstar <= self.Dstar_range[1])
+        )
         log_p = -np.log(np.clip(Dstar, 1e-12, None))  # log-uniform D*
         if self.f_mean is not None:
             log_p = log_p - 0.5 * ((f - self.f_mean) / self.f_sd) ** 2

@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from FastMRICommon.device import DEVICE_CHOICES
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback
-
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 from IVIMEstimatorLib.training.config import TrainingConfig
 
@@ -61,7 +59,7 @@ class ProtocolTraining:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def run(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Path:
+    def run(self, progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> Path:
         """Train the network and write it to ``path`` (refused if it exists; its folder is created); return
         ``path``. Cancelling writes nothing."""
         from IVIMEstimatorLib.training.trainer import train  # imports torch
@@ -73,9 +71,14 @@ class ProtocolTraining:
         return self.path
 
 
-def protocol_training(bvalues: ArrayLike, folder: str | os.PathLike, method: str = TrainingConfig.method,
-                      prior: str = TrainingConfig.prior, snr: float = TrainingConfig.snr,
-                      device: str = "auto") -> ProtocolTraining:
+def protocol_training(
+    bvalues: ArrayLike,
+    folder: str | os.PathLike,
+    method: str = TrainingConfig.method,
+    prior: str = TrainingConfig.prior,
+    snr: float = TrainingConfig.snr,
+    device: str = "auto",
+) -> ProtocolTraining:
     """The ``ProtocolTraining`` of ``method`` for ``bvalues`` (s/mm², as acquired: repeats and order do not
     matter; b = 0 required) on synthetic signals from ``prior`` at ``snr`` (the other settings are
     ``TrainingConfig``'s, those of the shipped networks), on ``device``, written to ``folder/MODEL_FOLDER/

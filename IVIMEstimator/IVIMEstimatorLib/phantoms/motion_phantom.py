@@ -2,7 +2,8 @@
 
 Each volume moves the object by its own random affine transform (rotation about random axes, translation,
 scale and shear) before it is acquired: the object is moved on thin slices, each acquired thick slice
-averages them, then Rician noise is added, as in an acquisition. ``residual_displacements`` measures what a correction left.
+averages them, then Rician noise is added, as in an acquisition. ``residual_displacements`` measures what a
+correction left.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import numpy as np
 
 from FastMRICommon.geometry import VolumeGeometry, array_to_sitk, physical_points_lps
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries
-
 from IVIMEstimatorLib.motion import transform_points
 from IVIMEstimatorLib.phantoms.phantom import PlacentaPhantom, placenta_phantom
 from IVIMEstimatorLib.signal_model import ACQUIRED_BVALUES, add_rician_noise, ivim_signal
@@ -58,7 +58,7 @@ def random_affine(rng: np.random.Generator, motion: MotionRange, centre: np.ndar
 def _thin_slice_runs(fine: np.ndarray, oversampling: int, margin: int) -> np.ndarray:
     """A finely sampled stack ``[fine k, ...]`` without ``margin`` thick slices each side, grouped as
     ``[thick k, oversampling, ...]``: the thin slices of each thick slice."""
-    inner = fine[margin * oversampling: fine.shape[0] - margin * oversampling]
+    inner = fine[margin * oversampling : fine.shape[0] - margin * oversampling]
     return inner.reshape(inner.shape[0] // oversampling, oversampling, *inner.shape[1:])
 
 
@@ -74,11 +74,16 @@ def _majority_labels(fine: np.ndarray, oversampling: int, margin: int) -> np.nda
     return counts.argmax(axis=0).astype(np.uint8)
 
 
-def moving_placenta_phantom(motion: MotionRange = MotionRange(), bvalues: np.ndarray = ACQUIRED_BVALUES,
-                            snr: float = 30.0, seed: int = 0, moved: bool = True,
-                            shape: tuple[int, int, int] = (15, 128, 128),
-                            spacing_mm: tuple[float, float, float] = (1.25, 1.25, 4.0),
-                            slice_oversampling: int = 4) -> MovingPhantom:
+def moving_placenta_phantom(
+    motion: MotionRange = MotionRange(),
+    bvalues: np.ndarray = ACQUIRED_BVALUES,
+    snr: float = 30.0,
+    seed: int = 0,
+    moved: bool = True,
+    shape: tuple[int, int, int] = (15, 128, 128),
+    spacing_mm: tuple[float, float, float] = (1.25, 1.25, 4.0),
+    slice_oversampling: int = 4,
+) -> MovingPhantom:
     """The placenta phantom acquired as ``shape`` (slices, rows, columns; default 128 x 128 x 15 voxels of
     1.25 x 1.25 x 4 mm) with every volume moved (``moved=False``: the same noise draw without motion, the
     motion-free control).
@@ -96,11 +101,14 @@ def moving_placenta_phantom(motion: MotionRange = MotionRange(), bvalues: np.nda
     fine_spacing = (spacing_mm[0], spacing_mm[1], spacing_mm[2] / slice_oversampling)
     fine_shape = ((slices + 2 * margin) * slice_oversampling, rows, columns)
     fine = placenta_phantom(shape=fine_shape, spacing_mm=fine_spacing, bvalues=bvalues[:1], snr=snr, seed=seed)
-    geometry = VolumeGeometry(spacing=tuple(float(s) for s in spacing_mm), origin=(
-        -(columns - 1) / 2 * spacing_mm[0], -(rows - 1) / 2 * spacing_mm[1], -(slices - 1) / 2 * spacing_mm[2]))
+    geometry = VolumeGeometry(
+        spacing=tuple(float(s) for s in spacing_mm),
+        origin=(-(columns - 1) / 2 * spacing_mm[0], -(rows - 1) / 2 * spacing_mm[1], -(slices - 1) / 2 * spacing_mm[2]),
+    )
     reference = array_to_sitk(np.zeros(fine_shape, np.float32), fine.series.geometry)
-    centre = np.array(reference.TransformContinuousIndexToPhysicalPoint(
-        [(size - 1) / 2 for size in reference.GetSize()]))
+    centre = np.array(
+        reference.TransformContinuousIndexToPhysicalPoint([(size - 1) / 2 for size in reference.GetSize()])
+    )
     rng = np.random.default_rng(seed + 1)
     transforms, volumes = [], []
     for b in bvalues:
@@ -112,9 +120,15 @@ def moving_placenta_phantom(motion: MotionRange = MotionRange(), bvalues: np.nda
         transforms.append(transform)
     noisy = add_rician_noise(np.stack(volumes), fine.sigma, np.random.default_rng(seed + 2)).astype(np.float32)
     series = DiffusionSeries(noisy, np.asarray(bvalues, float), geometry)
-    truth = PlacentaPhantom(series, *(_slice_profile(getattr(fine, key), slice_oversampling, margin).astype(np.float32)
-                                      for key in ("f", "D", "Dstar", "S0")),
-                            labels=_majority_labels(fine.labels, slice_oversampling, margin), sigma=fine.sigma)
+    truth = PlacentaPhantom(
+        series,
+        *(
+            _slice_profile(getattr(fine, key), slice_oversampling, margin).astype(np.float32)
+            for key in ("f", "D", "Dstar", "S0")
+        ),
+        labels=_majority_labels(fine.labels, slice_oversampling, margin),
+        sigma=fine.sigma,
+    )
     return MovingPhantom(series, truth, transforms)
 
 
@@ -127,8 +141,12 @@ def residual_displacements(moving: MovingPhantom, corrections: list, region: np.
     points = physical_points_lps(moving.series.geometry, np.argwhere(region))
 
     def mapped(correction_list):
-        return np.stack([transform_points(motion, transform_points(correction, points))
-                         for motion, correction in zip(moving.motion, correction_list)])  # [volumes, points, 3]
+        return np.stack(
+            [
+                transform_points(motion, transform_points(correction, points))
+                for motion, correction in zip(moving.motion, correction_list)
+            ]
+        )  # [volumes, points, 3]
 
     result = {}
     for label, correction_list in (("before", [None] * len(moving.motion)), ("after", corrections)):

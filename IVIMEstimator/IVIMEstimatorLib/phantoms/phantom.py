@@ -3,7 +3,8 @@
 Compartments (label values in ``PlacentaPhantom.labels``): 1 placenta (a crescent along the anterior
 uterine wall, lobular cotyledon-like variation of f, D, D*), 2 amniotic fluid (free water: f 0,
 D 3.0e-3 mm²/s, long T2 so bright at b = 0), 3 fetus (an ellipsoidal trunk), 4 maternal tissue; fetus and
-maternal tissue have a smooth 3D texture of S0 (+-25%, ~3 mm), as organs, fat and muscle give. S0 is 1 in the placenta, and
+maternal tissue have a smooth 3D texture of S0 (+-25%, ~3 mm), as organs, fat and muscle give. S0 is 1 in the
+placenta, and
 the noise SD is S0_placenta / SNR, so "SNR 30 at b = 0" holds in the placenta.
 """
 
@@ -16,7 +17,6 @@ from scipy import ndimage
 
 from FastMRICommon.geometry import VolumeGeometry
 from IVIMEstimatorLib.diffusion_series import DiffusionSeries
-
 from IVIMEstimatorLib.signal_model import ACQUIRED_BVALUES, add_rician_noise, ivim_signal
 
 LABELS = {"placenta": 1, "amniotic fluid": 2, "fetus": 3, "maternal tissue": 4}
@@ -48,15 +48,24 @@ def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, sigma_voxels
     return (field - field.min()) / max(np.ptp(field), 1e-12)
 
 
-def placenta_phantom(shape: tuple[int, int, int] = (15, 128, 128), spacing_mm: tuple[float, float, float] = (1.25, 1.25, 4.0),
-                     bvalues: np.ndarray = ACQUIRED_BVALUES, snr: float = 30.0, seed: int = 0) -> PlacentaPhantom:
+def placenta_phantom(
+    shape: tuple[int, int, int] = (15, 128, 128),
+    spacing_mm: tuple[float, float, float] = (1.25, 1.25, 4.0),
+    bvalues: np.ndarray = ACQUIRED_BVALUES,
+    snr: float = 30.0,
+    seed: int = 0,
+) -> PlacentaPhantom:
     """Build the phantom on a ``shape = (slices, rows, columns)`` grid with ``spacing_mm`` (i, j, k) and
     simulate its signal at ``bvalues`` (s/mm²) with Rician noise at ``snr`` (placenta, b = 0)."""
     rng = np.random.default_rng(seed)
     slices, rows, columns = shape
     dx, dy, dz = spacing_mm
-    z, y, x = np.meshgrid((np.arange(slices) - (slices - 1) / 2) * dz, (np.arange(rows) - (rows - 1) / 2) * dy,
-                          (np.arange(columns) - (columns - 1) / 2) * dx, indexing="ij")
+    z, y, x = np.meshgrid(
+        (np.arange(slices) - (slices - 1) / 2) * dz,
+        (np.arange(rows) - (rows - 1) / 2) * dy,
+        (np.arange(columns) - (columns - 1) / 2) * dx,
+        indexing="ij",
+    )
     taper = np.sqrt(np.clip(1 - (z / 90.0) ** 2, 0.2, 1))  # ellipsoids: sections shrink away from the centre
     scale = min(rows * dy, columns * dx) / 160.0
 
@@ -92,8 +101,17 @@ def placenta_phantom(shape: tuple[int, int, int] = (15, 128, 128), spacing_mm: t
     sigma = 1.0 / snr
     clean = ivim_signal(bvalues, f, D, Dstar, S0)
     noisy = add_rician_noise(clean, sigma, rng).astype(np.float32)
-    geometry = VolumeGeometry(spacing=tuple(float(s) for s in spacing_mm), origin=(
-        -(columns - 1) / 2 * dx, -(rows - 1) / 2 * dy, -(slices - 1) / 2 * dz))
+    geometry = VolumeGeometry(
+        spacing=tuple(float(s) for s in spacing_mm),
+        origin=(-(columns - 1) / 2 * dx, -(rows - 1) / 2 * dy, -(slices - 1) / 2 * dz),
+    )
     series = DiffusionSeries(np.moveaxis(noisy, -1, 0), np.asarray(bvalues, float), geometry)
-    return PlacentaPhantom(series, f.astype(np.float32), D.astype(np.float32), Dstar.astype(np.float32),
-                           S0.astype(np.float32), labels, sigma)
+    return PlacentaPhantom(
+        series,
+        f.astype(np.float32),
+        D.astype(np.float32),
+        Dstar.astype(np.float32),
+        S0.astype(np.float32),
+        labels,
+        sigma,
+    )

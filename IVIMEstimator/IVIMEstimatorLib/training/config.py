@@ -10,7 +10,6 @@ import numpy as np
 
 from FastMRICommon.errors import InputError
 from FastMRICommon.settings import check_settings, setting
-
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR, PRIORS
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
@@ -25,20 +24,28 @@ class TrainingConfig:
 
     method: str = setting("scdnn", "network to train", choices=tuple(METHOD_ARCHITECTURE))
     bvalues: tuple[float, ...] = tuple(float(b) for b in ACCELERATED_BVALUES)
-    prior: str = setting(DEFAULT_PRIOR, "prior the synthetic signals' f, D and D* (mm²/s) are drawn from",
-                         choices=tuple(PRIORS))
-    snr: float = setting(30.0, "SNR at b = 0 of the synthetic signals (Rician noise)", minimum=5.0, maximum=200.0,
-                         parameter="trainingSnr")
-    samples: int = setting(200_000, "synthetic signals: nine tenths to train on, one tenth to validate on", minimum=1,
-                           maximum=10_000_000)
+    prior: str = setting(
+        DEFAULT_PRIOR, "prior the synthetic signals' f, D and D* (mm²/s) are drawn from", choices=tuple(PRIORS)
+    )
+    snr: float = setting(
+        30.0,
+        "SNR at b = 0 of the synthetic signals (Rician noise)",
+        minimum=5.0,
+        maximum=200.0,
+        parameter="trainingSnr",
+    )
+    samples: int = setting(
+        200_000, "synthetic signals: nine tenths to train on, one tenth to validate on", minimum=1, maximum=10_000_000
+    )
     epochs: int = setting(10, "passes over the training signals", minimum=1, maximum=1000)
     warmup_epochs: int = 3
     batch_size: int = 128
     learning_rate: float = 1e-4
     dictionary_size: int = 600
     units: int = 3
-    seed: int = setting(0, "random seed of the synthetic signals and of the network's initial weights", minimum=0,
-                        maximum=2**31 - 1)
+    seed: int = setting(
+        0, "random seed of the synthetic signals and of the network's initial weights", minimum=0, maximum=2**31 - 1
+    )
     gradient_clip: float = 1.0  # maximum gradient norm: a safeguard against rare exploding steps
     architecture_options: dict = field(default_factory=dict)
 
@@ -50,8 +57,10 @@ class TrainingConfig:
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.samples < self.minimum_samples():
-            raise InputError(f"training needs at least {self.minimum_samples()} synthetic signals (10 batches of "
-                             f"{self.batch_size}: 90% to train on, 10% to validate), got {self.samples}")
+            raise InputError(
+                f"training needs at least {self.minimum_samples()} synthetic signals (10 batches of "
+                f"{self.batch_size}: 90% to train on, 10% to validate), got {self.samples}"
+            )
 
     def minimum_samples(self) -> int:
         """Fewest signals ``train`` accepts: ten batches, so that the 10% validation split holds a batch."""

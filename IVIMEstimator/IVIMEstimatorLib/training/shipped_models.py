@@ -12,15 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
-from FastMRICommon.model_files import (ManifestEntry, ModelFile, load_shipped_model, save_model_file, sha256_file,
-                                       write_manifest_entry)
-
+from FastMRICommon.model_files import (
+    ManifestEntry,
+    ModelFile,
+    load_shipped_model,
+    save_model_file,
+    sha256_file,
+    write_manifest_entry,
+)
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 from IVIMEstimatorLib.fits.network_models import MODELS_DIR
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES, ACQUIRED_BVALUES
@@ -50,8 +55,10 @@ SHIPPED: tuple[ShippedModel, ...] = tuple(
     for protocol, bvalues, prior, label in (
         ("accelerated", ACCELERATED_BVALUES, "placenta", "placenta, accelerated protocol (b0 + 5 b-values)"),
         ("acquired", ACQUIRED_BVALUES, "placenta", "placenta, acquired protocol (10 b-values)"),
-        ("osipi18", OSIPI_BVALUES, "generic", "body, OSIPI TF2.4 18-value protocol"))
-    for method in METHOD_ARCHITECTURE)
+        ("osipi18", OSIPI_BVALUES, "generic", "body, OSIPI TF2.4 18-value protocol"),
+    )
+    for method in METHOD_ARCHITECTURE
+)
 
 
 def held_out_evaluation(model: ModelFile, spec: ShippedModel) -> dict:
@@ -66,10 +73,11 @@ def held_out_evaluation(model: ModelFile, spec: ShippedModel) -> dict:
     data = synthetic_set(get_prior(spec.prior), bvalues, HELD_OUT_SIGNALS, spec.snr, HELD_OUT_SEED)
     truth = {"f": data.f, "D": data.D, "Dstar": data.Dstar}
     result = {}
-    for name, maps in (("network", fit(data.signals, bvalues, method=spec.method, model=model, device="cpu")),
-                       ("bayes_reference", fit(data.signals, bvalues, method="bayes", prior=spec.prior, device="cpu"))):
-        result[name] = {key: round(nrmse(maps[key], value), 4)
-                        for key, value in truth.items()}
+    for name, maps in (
+        ("network", fit(data.signals, bvalues, method=spec.method, model=model, device="cpu")),
+        ("bayes_reference", fit(data.signals, bvalues, method="bayes", prior=spec.prior, device="cpu")),
+    ):
+        result[name] = {key: round(nrmse(maps[key], value), 4) for key, value in truth.items()}
     return result
 
 
@@ -114,9 +122,11 @@ def build(spec: ShippedModel, models_dir: Path, device: str = "cpu") -> dict:
     from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
     config = TrainingConfig(method=spec.method, bvalues=spec.bvalues, prior=spec.prior, snr=spec.snr)
-    model, _ = train(config, device=device,
-                     progress=lambda fraction, message: log.info("%s [%3d%%] %s", spec.file, round(100 * fraction),
-                                                                 message))
+    model, _ = train(
+        config,
+        device=device,
+        progress=lambda fraction, message: log.info("%s [%3d%%] %s", spec.file, round(100 * fraction), message),
+    )
     evaluation = held_out_evaluation(model, spec)
     model.metadata["metrics"]["held_out_nrmse"] = evaluation
     path = models_dir / spec.file
@@ -133,10 +143,11 @@ def rewrite_card(spec: ShippedModel, models_dir: Path) -> None:
     model = load_shipped_model(models_dir, spec.file)
     sha256 = sha256_file(models_dir / spec.file)
     (models_dir / spec.file).with_suffix(".md").write_text(
-        model_card(spec, model, sha256, model.metadata["metrics"]["held_out_nrmse"]))
+        model_card(spec, model, sha256, model.metadata["metrics"]["held_out_nrmse"])
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Retrain the shipped IVIM networks (all, or those named).")
     parser.add_argument("names", nargs="*", help="file names from the list (default: all)")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)

@@ -29,8 +29,9 @@ def synthetic_set(prior: Prior, bvalues: np.ndarray, n: int, snr: float, seed: i
     f, D, Dstar = prior.sample(n, rng)
     clean = ivim_signal(bvalues, f, D, Dstar, 1.0)
     signals = add_rician_noise(clean, 1.0 / snr, rng).astype(np.float32)
-    return SyntheticSet(signals, f.astype(np.float32), D.astype(np.float32), Dstar.astype(np.float32),
-                        np.asarray(bvalues, float), snr)
+    return SyntheticSet(
+        signals, f.astype(np.float32), D.astype(np.float32), Dstar.astype(np.float32), np.asarray(bvalues, float), snr
+    )
 
 
 def nrmse(estimate: np.ndarray, truth: np.ndarray) -> float:

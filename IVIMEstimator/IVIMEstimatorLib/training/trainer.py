@@ -10,14 +10,12 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from FastMRICommon.device import select_device
 from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, save_model_file
-
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE
 from IVIMEstimatorLib.fits.network_models import normalised_inputs
 from IVIMEstimatorLib.fits.networks import REGISTRY
@@ -31,8 +29,13 @@ def build_network(config: TrainingConfig):
     prior = get_prior(config.prior)
     n_inputs = len(config.bvalues) - 1  # b = 0 is the normaliser, not an input
     if config.method == "scdnn":
-        kwargs = dict(n_bvalues=n_inputs, dictionary_size=config.dictionary_size, units=config.units,
-                      D_range=prior.D_range, Dstar_range=prior.Dstar_range)
+        kwargs = dict(
+            n_bvalues=n_inputs,
+            dictionary_size=config.dictionary_size,
+            units=config.units,
+            D_range=prior.D_range,
+            Dstar_range=prior.Dstar_range,
+        )
     else:
         kwargs = dict(n_bvalues=n_inputs, f_range=prior.f_range, D_range=prior.D_range, Dstar_range=prior.Dstar_range)
     kwargs.update(config.architecture_options)
@@ -48,8 +51,13 @@ def _learning_rate(config: TrainingConfig, step: int, steps_per_epoch: int) -> f
     return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu",
-          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> tuple[ModelFile, dict]:
+def train(
+    config: TrainingConfig,
+    out: Path | None = None,
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> tuple[ModelFile, dict]:
     """Train a network for ``config`` on ``device`` ("auto": CUDA when present, else the CPU; "cpu"; "cuda"); save
     it to ``out`` when given. Returns the model file content and the history (per-epoch train/validation loss
     and validation NRMSE of f, D, D*)."""
@@ -88,7 +96,7 @@ def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu
         total = 0.0
         for first in range(0, split, config.batch_size):
             raise_if_cancelled(cancel)
-            index = order[first:first + config.batch_size]
+            index = order[first : first + config.batch_size]
             for group in optimiser.param_groups:
                 group["lr"] = _learning_rate(config, step, steps_per_epoch)
             loss = loss_of(inputs[index].to(device), targets[index].to(device))
@@ -111,19 +119,32 @@ def train(config: TrainingConfig, out: Optional[Path] = None, device: str = "cpu
         history["val_loss"].append(val_loss)
         history["val_nrmse"].append(nrmse)
         history["seconds"].append(time.time() - start)
-        report(progress, (epoch + 1) / config.epochs,
-               f"epoch {epoch + 1}/{config.epochs}: val loss {val_loss:.4g}, "
-               f"NRMSE f {nrmse[0]:.3f} D {nrmse[1]:.3f} D* {nrmse[2]:.3f}")
+        report(
+            progress,
+            (epoch + 1) / config.epochs,
+            f"epoch {epoch + 1}/{config.epochs}: val loss {val_loss:.4g}, "
+            f"NRMSE f {nrmse[0]:.3f} D {nrmse[1]:.3f} D* {nrmse[2]:.3f}",
+        )
     network.cpu()
-    model = ModelFile(architecture, kwargs, network.state_dict(), {
-        "method": config.method, "protocol": {"bvalues": bvalues.tolist(), "units": "s/mm2"},
-        "training": {**asdict(config), "bvalues": bvalues.tolist(), "device": device,
-                     "seconds": round(time.time() - start, 1)},
-        "data": f"synthetic: prior {config.prior}, Rician noise SNR {config.snr}, {config.samples} signals "
-                "(90/10 split)",
-        "metrics": {"validation_nrmse": dict(zip(("f", "D", "Dstar"), history["val_nrmse"][-1]))},
-        "history": history,
-    })
+    model = ModelFile(
+        architecture,
+        kwargs,
+        network.state_dict(),
+        {
+            "method": config.method,
+            "protocol": {"bvalues": bvalues.tolist(), "units": "s/mm2"},
+            "training": {
+                **asdict(config),
+                "bvalues": bvalues.tolist(),
+                "device": device,
+                "seconds": round(time.time() - start, 1),
+            },
+            "data": f"synthetic: prior {config.prior}, Rician noise SNR {config.snr}, {config.samples} signals "
+            "(90/10 split)",
+            "metrics": {"validation_nrmse": dict(zip(("f", "D", "Dstar"), history["val_nrmse"][-1]))},
+            "history": history,
+        },
+    )
     if out is not None:
         save_model_file(out, model)
     return model, history
