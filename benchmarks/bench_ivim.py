@@ -122,7 +122,7 @@ def section_table1(report: dict) -> str:
     return (
         f"## Table 1: accuracy on the accelerated protocol\n\n{N_SIGNALS} held-out signals (seed "
         f"{HELD_OUT_SEED + 1}), placenta prior, Rician SNR 30, b = 0,20,50,150,300,500 s/mm². Networks: the "
-        f"shipped models; `bayes`: the method as users run it (prior `generic`, grid 31x31x36, Gaussian "
+        f"shipped models; `bayes`: with the uninformative `generic` prior (the module's default, the placenta prior, is the data's own prior here and would favour it; grid 31x31x36, Gaussian "
         f"likelihood with S0 and sigma marginalised); the limit is the posterior mean under the data's true "
         f"generative model (placenta prior, S0 = 1, Rician noise of known sigma) on a 31x31x36 grid.\n\nNRMSE (rmse / mean of truth):\n\n{table(rows)}\n\n"
         f"MSE (f unitless, D and D* in (mm²/s)²):\n\n{table(rows, 'mse')}\n\n"
