@@ -18,9 +18,8 @@ Data:
    (``sigpy_tutorial_cartesian_ksp``, Poisson disc, 12% sampled), against the same reference (its k-space is
    reflected and scaled differently: every method's image is flipped on both axes, shifted and scaled by the
    one flip, shift and gain that best match CG-SENSE to the reference).
-2. Simulated held-out slices: SynthSeg validation subjects (the references of the shipped model's
-   ``VALIDATION_WIDE`` pairs) and the held-out real images, 12 coils, SNR 30, the same masks and R; reference:
-   the object's magnitude.
+2. Simulated held-out slices: the first slices of the held-out real images (``real_anatomy.HELD_OUT_IMAGES``,
+   never a training object), 12 coils, SNR 30, the same masks and R; reference: the object's magnitude.
 """
 
 from __future__ import annotations

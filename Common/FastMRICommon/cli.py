@@ -85,11 +85,11 @@ def _quiet_vtk(verbose: bool) -> None:
 def check_outputs(inputs: Iterable[str | os.PathLike], outputs: Iterable[str | os.PathLike]) -> None:
     """One-line InputError when an output names one of the inputs (under any spelling or link) or a folder:
     a command may replace an existing output file, never an input."""
-    inputs = [Path(path) for path in inputs]
+    sources = [Path(path) for path in inputs]
     for output in (Path(path) for path in outputs):
         if output.is_dir():
             raise InputError(f"the output {output} is a folder: give a file name")
-        for source in inputs:
+        for source in sources:
             if _same_file(output, source):
                 raise InputError(f"the output {output} is the input {source}: write the output to another file")
 

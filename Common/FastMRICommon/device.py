@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
+
+if TYPE_CHECKING:  # torch is imported lazily at run time (importing it is slow)
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 #: Arithmetic of a network's inference: "auto" = bfloat16 on a CPU with native bfloat16 instructions
@@ -13,7 +16,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "float32", "bfloat16")
 
 
-def select_device(preference: str = "auto") -> torch.device:  # noqa: F821 (torch imported lazily)
+def select_device(preference: str = "auto") -> torch.device:
     """Return the torch device for ``preference``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``
     or ``"cuda"`` (an :class:`InputError` when no CUDA device is present)."""
     import torch
@@ -38,7 +41,7 @@ def native_bfloat16_cpu() -> bool:
         return False
 
 
-def select_precision(device: torch.device, preference: str = "auto") -> torch.dtype | None:  # noqa: F821
+def select_precision(device: torch.device, preference: str = "auto") -> torch.dtype | None:
     """The autocast dtype for inference on ``device``: None (float32) or ``torch.bfloat16``; ``"auto"``
     (``PRECISION_CHOICES``) takes bfloat16 only on a CPU with native support, where it halves the time of a
     convolutional network; on a GPU and other CPUs it stays float32."""

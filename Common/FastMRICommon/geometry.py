@@ -7,14 +7,26 @@ in mm.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
 
+if TYPE_CHECKING:  # SimpleITK is imported lazily at run time
+    import SimpleITK
+
 GEOMETRY_TOLERANCE_MM = 1e-3
+
+
+def vector3(values: Iterable[float]) -> tuple[float, float, float]:
+    """``values`` (e.g. a spacing, an origin, a NumPy array) as a tuple of exactly three floats."""
+    items = [float(v) for v in values]
+    if len(items) != 3:
+        raise InputError(f"expected 3 values (i, j, k), got {len(items)}")
+    return items[0], items[1], items[2]
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,7 @@ class VolumeGeometry:
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
-def array_to_sitk(array: np.ndarray, geometry: VolumeGeometry) -> SimpleITK.Image:  # noqa: F821
+def array_to_sitk(array: np.ndarray, geometry: VolumeGeometry) -> SimpleITK.Image:
     """A SimpleITK image of ``array[k, j, i]`` with ``geometry`` (ITK works in LPS; converted here)."""
     import SimpleITK as sitk
 
@@ -89,14 +101,14 @@ def physical_points_lps(geometry: VolumeGeometry, index: np.ndarray) -> np.ndarr
     return ijk_to_ras(geometry, np.asarray(index, float)[:, ::-1]) @ RAS_TO_LPS.T
 
 
-def sitk_to_array(image: SimpleITK.Image) -> tuple[np.ndarray, VolumeGeometry]:  # noqa: F821
+def sitk_to_array(image: SimpleITK.Image) -> tuple[np.ndarray, VolumeGeometry]:
     """``(array[k, j, i], geometry)`` of a 3D SimpleITK image (a copy)."""
     import SimpleITK as sitk
 
     directions = RAS_TO_LPS @ np.asarray(image.GetDirection(), float).reshape(3, 3)
     geometry = VolumeGeometry(
-        tuple(float(v) for v in image.GetSpacing()),
-        tuple((RAS_TO_LPS @ np.asarray(image.GetOrigin(), float)).tolist()),
+        vector3(image.GetSpacing()),
+        vector3(RAS_TO_LPS @ np.asarray(image.GetOrigin(), float)),
         tuple(tuple(row) for row in directions.tolist()),
     )
     return sitk.GetArrayFromImage(image), geometry

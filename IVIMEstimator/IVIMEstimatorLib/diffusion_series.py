@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from FastMRICommon.errors import InputError
-from FastMRICommon.geometry import RAS_TO_LPS, VolumeGeometry
+from FastMRICommon.geometry import RAS_TO_LPS, VolumeGeometry, vector3
 from FastMRICommon.mrml_nodes import describe_node, geometry_of, new_volume_node, set_geometry, volume_to_array
 from FastMRICommon.volume_files import (
     VOLUME_SUFFIXES,
@@ -297,8 +297,8 @@ def read_nifti_series_array(path: str | os.PathLike, bvalues: Sequence[float] | 
         raise InputError(f"cannot read {path} as a 4D series: its 4th axis is not time (it mixes with space)")
     spacing, origin = image.GetSpacing()[:3], np.asarray(image.GetOrigin()[:3], float)
     geometry = VolumeGeometry(
-        tuple(float(v) for v in spacing),
-        tuple((RAS_TO_LPS @ origin).tolist()),
+        vector3(spacing),
+        vector3(RAS_TO_LPS @ origin),
         tuple(tuple(row) for row in (RAS_TO_LPS @ direction[:3, :3]).tolist()),
     )
     volumes = restore_nonfinite(sitk.GetArrayFromImage(image), nonfinite, path)  # [n, k, j, i]

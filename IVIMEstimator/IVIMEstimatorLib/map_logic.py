@@ -484,7 +484,7 @@ class VoxelPoint:
             return None
         position = [0.0, 0.0, 0.0]
         self.node.GetNthControlPointPositionWorld(0, position)
-        return tuple(position)
+        return position[0], position[1], position[2]
 
     def _use(self, node: Any) -> None:
         self._unobserve_node()

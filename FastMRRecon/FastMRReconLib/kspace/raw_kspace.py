@@ -210,7 +210,12 @@ def _encoded_matrix(dataset, path: Path) -> tuple[int, int]:
     size = None if space is None else next((e for e in space if e.tag.endswith("matrixSize")), None)
     if size is None:
         raise InputError(f"{path.name}: the ISMRMRD header gives no encoded matrix size")
-    values = {child.tag.split("}")[-1]: int(child.text) for child in size}
+    values = {}
+    for child in size:
+        name = child.tag.split("}")[-1]
+        if child.text is None:
+            raise InputError(f"{path.name}: the ISMRMRD header's encoded matrix size gives no {name}")
+        values[name] = int(child.text)
     return values["y"], values["x"]
 
 
@@ -257,7 +262,8 @@ def _read_cfl(path: Path) -> RawKspace:
         array = array[..., None]
     if array.ndim > 4 and any(size > 1 for size in array.shape[4:]):
         raise InputError(f"{header.name}: dimensions beyond [x, y, z, coils] are not read ({dims})")
-    array = array.reshape(array.shape[:4], order="F")  # [ky, kx, slices, coils]
+    ky, kx, slices, coils = array.shape[:4]
+    array = array.reshape((ky, kx, slices, coils), order="F")
     if array.shape[3] == 1 and array.shape[2] > 1:  # written as [x, y, coils] (module docstring)
         array = array.transpose(0, 1, 3, 2)
     return RawKspace(np.ascontiguousarray(array.transpose(2, 3, 0, 1)))

@@ -30,7 +30,8 @@ DEFAULT_REGULARIZATION = 0.03
 
 def calibration_lines(mask: np.ndarray, phase_encode_axis: int = 0) -> np.ndarray:
     """Indices of the contiguous block of acquired phase-encoding lines around the k-space centre."""
-    lines = np.asarray(mask).any(axis=1 - phase_encode_axis) if np.ndim(mask) == 2 else np.asarray(mask, bool)
+    array = np.asarray(mask)
+    lines = np.asarray(array.any(axis=1 - phase_encode_axis) if array.ndim == 2 else array, bool)
     centre = lines.size // 2
     if not lines[centre]:
         raise InputError("the k-space centre line is not acquired: no calibration region for coil maps")

@@ -87,8 +87,8 @@ def _quiet_sd(band: np.ndarray) -> float:
     """Noise SD from the quietest object windows of ``band`` (module docstring); the median estimate when
     there are fewer than ``MIN_WINDOWS``; NaN when that fails too."""
     rows, columns = band.shape[0] // WINDOW, band.shape[1] // WINDOW
-    windows = band[: rows * WINDOW, : columns * WINDOW].reshape(rows, WINDOW, columns, WINDOW)
-    windows = windows.transpose(0, 2, 1, 3).reshape(rows * columns, -1)
+    blocks = band[: rows * WINDOW, : columns * WINDOW].reshape(rows, WINDOW, columns, WINDOW)
+    windows = blocks.transpose(0, 2, 1, 3).reshape(rows * columns, -1)
     energy = np.mean(windows[np.all(np.isfinite(windows), axis=1)] ** 2, axis=1)
     if energy.size < MIN_WINDOWS:
         return _mad_sd(band)

@@ -89,7 +89,15 @@ def world_to_ijk(volume_node: Any, point_ras: Sequence[float]) -> np.ndarray:
     return np.array(matrix.MultiplyPoint(point + [1.0])[:3])
 
 
-def roi_points(markups: Any, volume_node: Any) -> tuple[tuple[int, int, int], ...]:
+Voxel = tuple[int, int, int]
+
+
+def _voxel(point_ijk: np.ndarray) -> Voxel:
+    i, j, k = (int(v) for v in np.rint(point_ijk))
+    return i, j, k
+
+
+def roi_points(markups: Any, volume_node: Any) -> tuple[Voxel, Voxel, Voxel]:
     """The voxel (i, j, k) of each of the three points (ROI 1, ROI 2, background) in ``volume_node``."""
     if markups is None or not markups.IsA("vtkMRMLMarkupsNode"):
         raise InputError("select the point list holding the three ROI points")
@@ -102,8 +110,9 @@ def roi_points(markups: Any, volume_node: Any) -> tuple[tuple[int, int, int], ..
     for index in range(count):
         position = [0.0, 0.0, 0.0]
         markups.GetNthControlPointPositionWorld(index, position)
-        points.append(tuple(int(v) for v in np.rint(world_to_ijk(volume_node, position))))
-    return tuple(points)
+        points.append(_voxel(world_to_ijk(volume_node, position)))
+    roi1, roi2, background = points
+    return roi1, roi2, background
 
 
 def _change(value: float, reference: float) -> float:
@@ -126,7 +135,8 @@ def compare_volumes(
     for node in volumes:
         array, _ = scalar_volume_array(node)
         try:
-            measured.append((node, roi_statistics(array, *roi_points(markups, node), size=size)))
+            roi1, roi2, background = roi_points(markups, node)
+            measured.append((node, roi_statistics(array, roi1, roi2, background, size=size)))
         except InputError as error:
             raise InputError(f"{node.GetName()!r}: {error}") from None
     base = dict(measured)[reference]

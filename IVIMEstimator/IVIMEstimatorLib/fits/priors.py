@@ -24,12 +24,23 @@ class Prior:
     f_mean: float | None = None
     f_sd: float | None = None
 
+    def __post_init__(self) -> None:
+        if (self.f_mean is None) != (self.f_sd is None):
+            raise ValueError(f"prior {self.name!r}: give both f_mean and f_sd (normal f) or neither (uniform f)")
+
+    def _f_normal(self) -> tuple[float, float] | None:
+        """(mean, SD) of f's normal distribution, or None when f is uniform."""
+        if self.f_mean is None or self.f_sd is None:
+            return None
+        return self.f_mean, self.f_sd
+
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` draws of (f, D, D*)."""
-        if self.f_mean is None:
+        normal = self._f_normal()
+        if normal is None:
             f = rng.uniform(*self.f_range, n)
         else:
-            f = np.clip(rng.normal(self.f_mean, self.f_sd, n), *self.f_range)
+            f = np.clip(rng.normal(*normal, n), *self.f_range)
         D = rng.uniform(*self.D_range, n)
         Dstar = np.exp(rng.uniform(np.log(self.Dstar_range[0]), np.log(self.Dstar_range[1]), n))
         return f, D, Dstar
@@ -45,8 +56,10 @@ class Prior:
             & (Dstar <= self.Dstar_range[1])
         )
         log_p = -np.log(np.clip(Dstar, 1e-12, None))  # log-uniform D*
-        if self.f_mean is not None:
-            log_p = log_p - 0.5 * ((f - self.f_mean) / self.f_sd) ** 2
+        normal = self._f_normal()
+        if normal is not None:
+            mean, sd = normal
+            log_p = log_p - 0.5 * ((f - mean) / sd) ** 2
         return np.where(inside, log_p, -np.inf)
 
 

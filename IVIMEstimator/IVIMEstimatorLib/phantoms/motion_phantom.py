@@ -102,7 +102,7 @@ def moving_placenta_phantom(
     fine_shape = ((slices + 2 * margin) * slice_oversampling, rows, columns)
     fine = placenta_phantom(shape=fine_shape, spacing_mm=fine_spacing, bvalues=bvalues[:1], snr=snr, seed=seed)
     geometry = VolumeGeometry(
-        spacing=tuple(float(s) for s in spacing_mm),
+        spacing=(float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2])),
         origin=(-(columns - 1) / 2 * spacing_mm[0], -(rows - 1) / 2 * spacing_mm[1], -(slices - 1) / 2 * spacing_mm[2]),
     )
     reference = array_to_sitk(np.zeros(fine_shape, np.float32), fine.series.geometry)
@@ -120,12 +120,16 @@ def moving_placenta_phantom(
         transforms.append(transform)
     noisy = add_rician_noise(np.stack(volumes), fine.sigma, np.random.default_rng(seed + 2)).astype(np.float32)
     series = DiffusionSeries(noisy, np.asarray(bvalues, float), geometry)
+
+    def acquired(fine_map: np.ndarray) -> np.ndarray:
+        return _slice_profile(fine_map, slice_oversampling, margin).astype(np.float32)
+
     truth = PlacentaPhantom(
         series,
-        *(
-            _slice_profile(getattr(fine, key), slice_oversampling, margin).astype(np.float32)
-            for key in ("f", "D", "Dstar", "S0")
-        ),
+        f=acquired(fine.f),
+        D=acquired(fine.D),
+        Dstar=acquired(fine.Dstar),
+        S0=acquired(fine.S0),
         labels=_majority_labels(fine.labels, slice_oversampling, margin),
         sigma=fine.sigma,
     )

@@ -102,7 +102,7 @@ def placenta_phantom(
     clean = ivim_signal(bvalues, f, D, Dstar, S0)
     noisy = add_rician_noise(clean, sigma, rng).astype(np.float32)
     geometry = VolumeGeometry(
-        spacing=tuple(float(s) for s in spacing_mm),
+        spacing=(float(dx), float(dy), float(dz)),
         origin=(-(columns - 1) / 2 * dx, -(rows - 1) / 2 * dy, -(slices - 1) / 2 * dz),
     )
     series = DiffusionSeries(np.moveaxis(noisy, -1, 0), np.asarray(bvalues, float), geometry)
