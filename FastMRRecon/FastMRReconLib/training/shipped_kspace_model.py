@@ -28,7 +28,8 @@ from FastMRReconLib.training.shipped_model import TRAINING_SETS, VALIDATION_WIDE
 
 log = logging.getLogger("fastmrrecon")
 
-#: Training of the shipped k-space model.
+#: Training of the shipped k-space model. The shipped weights are those of step 950 of this 1000-step schedule
+#: (the run was stopped there for time; its card says so); ``make kspace-model`` runs all 1000 steps.
 CONFIG = KspaceTrainingConfig(
     steps=1000,
     batch_size=3,
