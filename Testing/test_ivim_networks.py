@@ -33,6 +33,14 @@ def test_scdnn_outputs_stay_in_the_prior_ranges_and_f_is_a_fraction():
     assert net.thresholds.grad is not None and net.thresholds.grad.abs().sum() > 0  # learnable threshold
 
 
+def test_scdnn_keeps_the_module_half_method():
+    # ScdnnNet stored its half dictionary size as ``self.half``, hiding nn.Module.half(): calling it raised
+    # "'int' object is not callable" instead of converting the network to float16
+    net = ScdnnNet(5, dictionary_size=40, units=2)
+    assert net.half() is net
+    assert all(parameter.dtype == torch.float16 for parameter in net.parameters())
+
+
 @pytest.mark.parametrize("method", ["scdnn", "mlp", "ivimnet"])
 def test_short_training_learns_and_its_file_fits_data(tmp_path, method):
     config = TrainingConfig(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import InputError
 
@@ -14,6 +14,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 #: Arithmetic of a network's inference: "auto" = bfloat16 on a CPU with native bfloat16 instructions
 #: (AVX512-BF16 or AMX), float32 elsewhere; "float32"; "bfloat16".
 PRECISION_CHOICES = ("auto", "float32", "bfloat16")
+#: A torch device or its name ("cpu", "cuda", "cuda:1"): what ``Module.to`` and ``Tensor.to`` accept.
+DeviceLike: TypeAlias = "str | torch.device"
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -41,7 +43,7 @@ def native_bfloat16_cpu() -> bool:
         return False
 
 
-def select_precision(device: torch.device, preference: str = "auto") -> torch.dtype | None:
+def select_precision(device: DeviceLike, preference: str = "auto") -> torch.dtype | None:
     """The autocast dtype for inference on ``device``: None (float32) or ``torch.bfloat16``; ``"auto"``
     (``PRECISION_CHOICES``) takes bfloat16 only on a CPU with native support, where it halves the time of a
     convolutional network; on a GPU and other CPUs it stays float32."""

@@ -119,7 +119,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         raise InputError("--change-map must name another file than the input and the output")
     array, geometry = _read_scalar_volume(args.input)
     reconstructor = Reconstructor.load(args.model, device=args.device, precision=args.precision)
-    result = reconstructor.reconstruct(
+    reconstructed = reconstructor.reconstruct(
         array,
         batch_size=args.batch_size,
         progress=_progress,
@@ -127,7 +127,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         strength=args.strength,
         return_change=args.change_map is not None,
     )
-    result, change = result if args.change_map is not None else (result, None)
+    # a tuple (image, change map) exactly when a change map is asked for
+    result, change = reconstructed if isinstance(reconstructed, tuple) else (reconstructed, None)
     write_volume_array(result, geometry, args.output)
     log.info("wrote %s (%d slices of %d x %d, device %s)", args.output, *result.shape, reconstructor.device)
     if change is not None:

@@ -43,9 +43,9 @@ def head_slab_maps(slices: int = 16, source: str = "auto") -> tuple[TissueMaps, 
         maps, origin = mni152_tissue_maps(), "nilearn MNI152 2009a GM/WM maps"
     centre = brain_centre_slice(maps.fractions)
     k = slice(max(centre - slices // 2, 0), max(centre - slices // 2, 0) + slices)
-    fractions, geometry = {}, maps.geometry
+    fractions, geometry = {}, maps.volume_geometry()
     for name, fraction in maps.fractions.items():
-        fractions[name], geometry = crop(fraction, maps.geometry, k)
+        fractions[name], geometry = crop(fraction, maps.volume_geometry(), k)
     return TissueMaps(fractions, geometry), origin
 
 
@@ -67,6 +67,7 @@ def write_head_sample(
     maps from ``source`` (:func:`head_slab_maps`)."""
     outdir = Path(outdir)
     maps, origin = head_slab_maps(slices, source)
+    geometry = maps.volume_geometry()
     accelerated = AcquisitionConfig(acceleration=acceleration, coils=coils, averages=1, snr=snr, seed=seed)
     reference = replace(accelerated, acceleration=1.0, averages=2, seed=seed + 1)
     tag = f"R{acceleration:g}".replace(".", "p")
@@ -79,12 +80,12 @@ def write_head_sample(
             ("full", simulate_volume(truth, reference, cancel=cancel)),
             (tag, simulate_volume(truth, accelerated, cancel=cancel)),
         ):
-            written.append(write_volume_array(image, maps.geometry, outdir / f"head_{protocol.name}_{suffix}.nrrd"))
+            written.append(write_volume_array(image, geometry, outdir / f"head_{protocol.name}_{suffix}.nrrd"))
         report(progress, (index + 1) / len(PROTOCOLS), f"head slab: {protocol.name} written")
     description = {
         "source": origin,
         "slices": slices,
-        "spacing_mm": list(maps.geometry.spacing),
+        "spacing_mm": list(geometry.spacing),
         "contrasts": {p.name: {"TR_ms": p.tr_ms, "TE_ms": p.te_ms, "TI_ms": p.ti_ms} for p in PROTOCOLS.values()},
         "full": reference.as_dict(),
         tag: accelerated.as_dict(),
@@ -139,4 +140,4 @@ def write_module_sample(path: str | Path, slices: int = 8, seed: int = 0) -> Pat
     config = AcquisitionConfig(acceleration=1.0, coils=8, averages=2, snr=30.0, seed=seed)
     image = simulate_volume(synthesize(maps, PROTOCOLS["T2w"]), config)
     scaled = np.clip(np.rint(image * (4000.0 / np.percentile(image, 99.9))), 0, 32767).astype(np.int16)
-    return write_volume_array(scaled, maps.geometry, path)
+    return write_volume_array(scaled, maps.volume_geometry(), path)

@@ -117,7 +117,7 @@ def reconstruct_volume_node(
     if output is not None and (not output.IsA("vtkMRMLScalarVolumeNode") or output.IsA("vtkMRMLLabelMapVolumeNode")):
         raise InputError(f"the output {output.GetName()!r} must be a scalar volume")
     array, geometry = scalar_volume_array(node)
-    result = reconstructor.reconstruct(
+    reconstructed = reconstructor.reconstruct(
         array,
         batch_size=batch_size,
         progress=progress,
@@ -126,7 +126,8 @@ def reconstruct_volume_node(
         strength=strength,
         return_change=change_map,
     )
-    result, change = result if change_map else (result, None)
+    # a tuple (image, change map) exactly when change_map
+    result, change = reconstructed if isinstance(reconstructed, tuple) else (reconstructed, None)
     if output is None:
         output = _output_node(node, result, geometry, name or f"{node.GetName()} DNN")
     else:

@@ -64,7 +64,7 @@ class DiffusionSeries:
         return np.moveaxis(self.volumes, 0, -1)
 
 
-def series_from_nodes(source: Any, bvalues: Sequence[float] | None = None) -> DiffusionSeries:
+def series_from_nodes(source: Any, bvalues: Sequence[float] | np.ndarray | None = None) -> DiffusionSeries:
     """Read a diffusion series from what Slicer holds.
 
     ``source`` is a ``vtkMRMLSequenceNode`` of scalar volumes, a ``vtkMRMLDiffusionWeightedVolumeNode``, a

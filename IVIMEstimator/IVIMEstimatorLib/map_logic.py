@@ -279,7 +279,7 @@ def estimate_maps(
     is built before motion correction, so that a protocol without a network fails at once."""
     report(progress, 0.0, "reading the series")
     series = select_bvalues(load_series(source, bvalues_text), config.bvalue_set)
-    estimator = (models if models is not None else IvimModels()).get(series.bvalues, config)
+    estimator = (models if models is not None else IvimModels()).get(require_bvalues(series), config)
     shape = series.volumes.shape[1:]
     mask = None
     if mask_node is not None:

@@ -315,6 +315,8 @@ def _motion_correct(
         total, current = registered.sum(axis=0, dtype=np.float64), registered
         if round_number >= low and moved < config.tolerance_mm:
             break
+    if best is None:  # not reached: config.validate() makes 1 <= MIN <= MAX, so round MAX is a candidate
+        raise InputError(f"rounds must be (min, max) with 1 <= min <= max, got {config.rounds}")
     moved, kept, transforms, registered = best
     check_plausible(transforms, config.max_scale_change)
     report(

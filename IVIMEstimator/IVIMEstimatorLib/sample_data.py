@@ -10,6 +10,7 @@ import slicer
 from FastMRICommon.volume_files import write_volume_array
 from IVIMEstimatorLib.diffusion_series import new_sequence_node, write_series
 from IVIMEstimatorLib.phantoms.phantom import LABELS, placenta_phantom
+from IVIMEstimatorLib.series_logic import require_bvalues
 from IVIMEstimatorLib.signal_model import ACQUIRED_BVALUES
 
 
@@ -36,7 +37,7 @@ def write_placenta_sample(
     info.write_text(
         json.dumps(
             {
-                "bvalues_s_per_mm2": phantom.series.bvalues.tolist(),
+                "bvalues_s_per_mm2": require_bvalues(phantom.series).tolist(),
                 "snr_at_b0_in_placenta": snr,
                 "noise": "Rician",
                 "noise_sigma": phantom.sigma,

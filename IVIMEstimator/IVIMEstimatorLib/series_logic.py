@@ -59,10 +59,11 @@ class SummaryCache:
         """``summarize_series(source, bvalues_text)``, from the cache when nothing changed (errors are not
         cached: they are raised again on every call)."""
         key = (_modification_key(source), bvalues_text)
-        if key != self._key:
-            self._summary = summarize_series(source, bvalues_text)  # an error leaves the old key: no match next time
-            self._key = key
-        return self._summary
+        summary = self._summary
+        if key != self._key or summary is None:
+            summary = summarize_series(source, bvalues_text)  # an error leaves the old key: no match next time
+            self._summary, self._key = summary, key
+        return summary
 
 
 def _modification_key(source: Any) -> tuple:

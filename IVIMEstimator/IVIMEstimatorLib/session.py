@@ -96,8 +96,11 @@ class IvimSession:
             summary = self.summarize(source, parameters.bvalues)
         except ValueError as error:  # InputError: the line says what is wrong
             return Readiness(str(error), False, False)
-        ready = summary.bvalues is not None
-        needs_model = ready and not parameters.modelPath and self.needs_training(parameters.method, summary.bvalues)
+        bvalues = summary.bvalues
+        ready = bvalues is not None
+        needs_model = (
+            bvalues is not None and not parameters.modelPath and self.needs_training(parameters.method, bvalues)
+        )
         return Readiness(summary.text(), ready, needs_model)
 
     def needs_training(self, method: str, bvalues: Sequence[float]) -> bool:

@@ -108,6 +108,12 @@ class TissueMaps:
     def shape(self) -> tuple[int, ...]:
         return next(iter(self.fractions.values())).shape
 
+    def volume_geometry(self) -> VolumeGeometry:
+        """``geometry``, which maps of a volume have; a ValueError for the maps of a 2D slice (None)."""
+        if self.geometry is None:
+            raise ValueError("these tissue maps are a 2D slice: they have no volume geometry")
+        return self.geometry
+
 
 def brain_centre_slice(fractions: dict[str, np.ndarray]) -> int:
     """Index k of the brain's (grey + white matter) centre of mass in ``[k, j, i]`` tissue fractions."""
@@ -187,7 +193,7 @@ def synthesize(
     for name in maps.fractions:
         tissue = TISSUES[name]
         if property_jitter:
-            scale = 1 + rng.uniform(-property_jitter, property_jitter, 3)
+            scale = 1 + _require_rng(rng).uniform(-property_jitter, property_jitter, 3)
             tissue = Tissue(tissue.pd * scale[0], tissue.t1_ms * scale[1], tissue.t2_ms * scale[2])
         signals[name] = protocol.signal(tissue)
     return render_tissue_signals(maps, signals, rng, bias_strength, texture)
@@ -206,6 +212,12 @@ def random_contrast(
     return render_tissue_signals(maps, signals, rng, bias_strength, texture)
 
 
+def _require_rng(rng: np.random.Generator | None) -> np.random.Generator:
+    if rng is None:
+        raise InputError("random variation needs an rng")
+    return rng
+
+
 def render_tissue_signals(
     maps: TissueMaps,
     signals: dict[str, float],
@@ -222,7 +234,8 @@ def render_tissue_signals(
         image += np.float32(signals[name]) * fraction
     peak = max(signals.values(), default=0.0)
     if bias_strength:
-        image *= random_bias_field(image.shape, rng, bias_strength)
+        image *= random_bias_field(image.shape, _require_rng(rng), bias_strength)
     if texture:
-        image *= 1 + texture * ndimage.gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), 1.0) * 2.5
+        noise = _require_rng(rng).standard_normal(image.shape).astype(np.float32)
+        image *= 1 + texture * ndimage.gaussian_filter(noise, 1.0) * 2.5
     return np.clip(image / max(peak, 1e-6), 0, None).astype(np.float32)

@@ -31,6 +31,15 @@ def _realmr_dir() -> Path | None:
     return folder if folder is not None and folder.is_dir() else None
 
 
+def _realmr_file(name: str) -> Path:
+    """``name`` in ``../shared/data/realmr``; FileNotFoundError when that folder is absent (``RealImage.shared``
+    images are only loaded when ``available``)."""
+    folder = _realmr_dir()
+    if folder is None:
+        raise FileNotFoundError(f"{name}: the shared data folder ../shared/data/realmr is not present")
+    return folder / name
+
+
 def _site_packages() -> Path:
     import nibabel
 
@@ -43,14 +52,14 @@ def _normalised(array: np.ndarray) -> np.ndarray:
 
 
 def _voxelmorph() -> np.ndarray:
-    with np.load(_realmr_dir() / "voxelmorph_test_scan.npz") as data:
+    with np.load(_realmr_file("voxelmorph_test_scan.npz")) as data:
         return data["vol"]
 
 
 def _nrrd_slices(name: str) -> np.ndarray:
     import SimpleITK as sitk
 
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(_realmr_dir() / name)))  # [k, j, i]: axial slices
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(_realmr_file(name))))  # [k, j, i]: axial slices
 
 
 def _mni152_t1() -> np.ndarray:
@@ -69,8 +78,12 @@ def _s1045() -> np.ndarray:
 
 def _nifti(relative: str, volume_index: int | None = None) -> np.ndarray:
     import nibabel
+    from nibabel.dataobj_images import DataobjImage
 
-    data = np.asanyarray(nibabel.load(_site_packages() / relative).dataobj)
+    image = nibabel.load(_site_packages() / relative)
+    if not isinstance(image, DataobjImage):  # nibabel.load types its result as any file-based image
+        raise TypeError(f"{relative} is not an image with voxel data")
+    data = np.asanyarray(image.dataobj)
     data = data[..., volume_index] if volume_index is not None else data
     data = data.reshape(data.shape[:3])  # a trailing singleton axis (one volume) is dropped
     return np.moveaxis(data, 2, 0)[:, ::-1].swapaxes(1, 2)  # axial slices [k, rows, columns], anterior up

@@ -263,8 +263,8 @@ def _read_cfl(path: Path) -> RawKspace:
     if array.ndim > 4 and any(size > 1 for size in array.shape[4:]):
         raise InputError(f"{header.name}: dimensions beyond [x, y, z, coils] are not read ({dims})")
     ky, kx, slices, coils = array.shape[:4]
-    array = array.reshape((ky, kx, slices, coils), order="F")
-    if array.shape[3] == 1 and array.shape[2] > 1:  # written as [x, y, coils] (module docstring)
+    array = array.reshape((ky, kx, slices, coils), order="F")  # [ky, kx, slices, coils]
+    if coils == 1 and slices > 1:  # written as [x, y, coils] (module docstring)
         array = array.transpose(0, 1, 3, 2)
     return RawKspace(np.ascontiguousarray(array.transpose(2, 3, 0, 1)))
 

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from FastMRICommon.device import select_device
+from FastMRICommon.device import DeviceLike, select_device
 from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model
 from FastMRReconLib.kspace.raw_kspace import (
@@ -39,7 +39,7 @@ REGISTRY = {KSPACE_ARCHITECTURE: lambda **config: UnrolledNetwork(UnrolledConfig
 class KspaceReconstructor:
     """A loaded unrolled network on a device (module docstring)."""
 
-    def __init__(self, network: UnrolledNetwork, device: str = "cpu", metadata: dict | None = None) -> None:
+    def __init__(self, network: UnrolledNetwork, device: DeviceLike = "cpu", metadata: dict | None = None) -> None:
         self.network = network.to(device).eval()
         self.device = device
         self.metadata = metadata or {}

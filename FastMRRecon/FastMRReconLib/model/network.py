@@ -19,6 +19,7 @@ cropped back.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -91,7 +92,7 @@ class ResidualUNet(nn.Module):
 
     @staticmethod
     def _run(
-        block: nn.Sequential, film: nn.Linear | None, x: torch.Tensor, embedding: torch.Tensor | None
+        block: nn.Sequential, film: nn.Module | None, x: torch.Tensor, embedding: torch.Tensor | None
     ) -> torch.Tensor:
         if film is None or embedding is None:
             return block(x)
@@ -110,13 +111,22 @@ class ResidualUNet(nn.Module):
         skips, x = [], image if noise is None else torch.cat([image, noise], dim=1)
         for level, block in enumerate(self.down):
             film = None if self.down_film is None else self.down_film[level]
-            x = self._run(block, film, x if level == 0 else F.avg_pool2d(x, 2), embedding)
+            # self.down holds only _block()s (nn.ModuleList types its items as nn.Module)
+            x = self._run(cast(nn.Sequential, block), film, x if level == 0 else F.avg_pool2d(x, 2), embedding)
             skips.append(x)
         x = skips.pop()
         for level in reversed(range(len(self.up))):
             film = None if self.merge_film is None else self.merge_film[level]
-            x = self._run(self.merge[level], film, torch.cat([self.up[level](x), skips.pop()], dim=1), embedding)
+            merge = cast(nn.Sequential, self.merge[level])  # only _block()s
+            x = self._run(merge, film, torch.cat([self.up[level](x), skips.pop()], dim=1), embedding)
         return image + self.head(x)
+
+
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of ``conv``, made by its default ``bias=True`` (torch types it as optional)."""
+    if conv.bias is None:
+        raise ValueError("this convolution was built without a bias")
+    return conv.bias
 
 
 def _film(embedding: int, width: int) -> nn.Linear:
@@ -153,13 +163,14 @@ class FidelityNet(nn.Module):
         modules: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1), _activation()]
         for _ in range(layers - 2):
             modules += [nn.Conv2d(channels, channels, 3, padding=1), _activation()]
-        modules.append(nn.Conv2d(channels, 2 if gated else 1, 3, padding=1))
+        last = nn.Conv2d(channels, 2 if gated else 1, 3, padding=1)
+        modules.append(last)
         self.body = nn.Sequential(*modules)
-        nn.init.zeros_(self.body[-1].weight)  # starts as the identity on the stage-1 output
-        nn.init.zeros_(self.body[-1].bias)
+        nn.init.zeros_(last.weight)  # starts as the identity on the stage-1 output
+        nn.init.zeros_(conv_bias(last))
         if gated:
             with torch.no_grad():
-                self.body[-1].bias[1] = 4.0
+                conv_bias(last)[1] = 4.0
 
     def forward(
         self, restored: torch.Tensor, original: torch.Tensor, noise: torch.Tensor | None = None
@@ -208,7 +219,12 @@ class ReconstructionNetwork(nn.Module):
             return F.pad(tensor, (0, pad_w, 0, pad_h), mode="reflect")
 
         image_padded, noise_padded = padded(image), padded(noise)
-        embedding = None if noise is None else self.embedding(noise.mean(dim=(1, 2, 3)))
+        if noise is None:
+            embedding = None
+        elif self.embedding is None:  # not reached: a noise map is refused above unless config.noise_input
+            raise InputError("this network takes no noise map")
+        else:
+            embedding = self.embedding(noise.mean(dim=(1, 2, 3)))
         restored = self.unet(image_padded, noise_padded, embedding)
         final = self.fidelity(restored, image_padded, noise_padded)
         return restored[..., :height, :width], final[..., :height, :width]

@@ -41,10 +41,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 
-from FastMRICommon.device import select_device, select_precision
+from FastMRICommon.device import DeviceLike, select_device, select_precision
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model
 from FastMRReconLib.kspace.simulate import check_magnitude, object_mean
@@ -97,7 +98,7 @@ class SnrGate:
 SNR_GATE = SnrGate(full=15.0, none=30.0, per="slice")
 
 
-def default_batch_size(device: str, slice_shape: tuple[int, int]) -> int:
+def default_batch_size(device: DeviceLike, slice_shape: tuple[int, int]) -> int:
     """Slices per batch for ``device`` and in-plane ``slice_shape`` (module docstring)."""
     if str(device).startswith("cuda"):
         return GPU_BATCH_SLICES
@@ -147,7 +148,7 @@ class Reconstructor:
     def __init__(
         self,
         network: ReconstructionNetwork,
-        device: str = "cpu",
+        device: DeviceLike = "cpu",
         metadata: dict | None = None,
         gate: SnrGate | None = SNR_GATE,
         precision: str = "auto",
@@ -190,6 +191,43 @@ class Reconstructor:
             )
         return maps
 
+    @overload
+    def reconstruct(
+        self,
+        image: np.ndarray,
+        batch_size: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+        noise_sd: float | None = None,
+        strength: float = 1.0,
+        return_change: Literal[False] = False,
+    ) -> np.ndarray: ...
+
+    @overload
+    def reconstruct(
+        self,
+        image: np.ndarray,
+        batch_size: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+        noise_sd: float | None = None,
+        strength: float = 1.0,
+        *,
+        return_change: Literal[True],
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @overload
+    def reconstruct(
+        self,
+        image: np.ndarray,
+        batch_size: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+        noise_sd: float | None = None,
+        strength: float = 1.0,
+        return_change: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
+
     def reconstruct(
         self,
         image: np.ndarray,
@@ -212,11 +250,16 @@ class Reconstructor:
         if batch_size < 1:
             raise InputError(f"the batch size must be at least 1, got {batch_size}")
         scales = slice_scales(volume)
-        levels = object_levels(volume) if self.noise_aware or return_change else None
-        sigma = self.noise_sd_maps(volume, noise_sd, levels) if levels is not None else None
-        weights = None
-        if self.noise_aware and self.gate is not None:
-            weights = self.gate.weights(self.gate.told_snr(levels, sigma, strength))
+        sigma: np.ndarray | None = None  # noise SD maps: what a noise-aware network is told, the change map's unit
+        told_sd: np.ndarray | None = None
+        weights: np.ndarray | None = None
+        if self.noise_aware or return_change:
+            levels = object_levels(volume)
+            sigma = self.noise_sd_maps(volume, noise_sd, levels)
+            if self.noise_aware:
+                told_sd = strength * sigma
+                if self.gate is not None:
+                    weights = self.gate.weights(self.gate.told_snr(levels, sigma, strength))
         result = np.empty_like(volume)
         with torch.inference_mode():
             for start in range(0, volume.shape[0], batch_size):
@@ -225,8 +268,8 @@ class Reconstructor:
                 scale = scales[start:stop, None, None]
                 batch = torch.from_numpy(volume[start:stop] / scale)[:, None].to(self.device)
                 told = None
-                if self.noise_aware:
-                    told = torch.from_numpy(strength * sigma[start:stop] / scale)[:, None].to(self.device)
+                if told_sd is not None:
+                    told = torch.from_numpy(told_sd[start:stop] / scale)[:, None].to(self.device)
                 with torch.autocast(
                     torch.device(self.device).type,
                     dtype=self.autocast_dtype or torch.float32,
@@ -240,6 +283,8 @@ class Reconstructor:
                 report(progress, stop / volume.shape[0], f"reconstructed slice {stop}/{volume.shape[0]}")
         if volume.min() >= 0:  # a magnitude image stays non-negative
             np.maximum(result, 0, out=result)
-        if np.ndim(image) == 2:
-            return (result[0], (np.abs(result - volume) / sigma)[0]) if return_change else result[0]
-        return (result, np.abs(result - volume) / sigma) if return_change else result
+        if not return_change:
+            return result[0] if np.ndim(image) == 2 else result
+        assert sigma is not None  # computed above whenever return_change
+        change = np.abs(result - volume) / sigma
+        return (result[0], change[0]) if np.ndim(image) == 2 else (result, change)

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from FastMRReconLib.model.network import conv_bias
+
 #: Multiplies the normalised noise SD fed to the denoiser (so that its typical values, 0.002-0.3, are O(0.1-1)).
 NOISE_GAIN = 10.0
 
@@ -129,9 +131,10 @@ class Denoiser(nn.Module):
         modules: list[nn.Module] = [nn.Conv2d(inputs, channels, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(layers - 2):
             modules += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        modules.append(nn.Conv2d(channels, 2, 3, padding=1))
-        nn.init.zeros_(modules[-1].weight)  # starts as the identity
-        nn.init.zeros_(modules[-1].bias)
+        last = nn.Conv2d(channels, 2, 3, padding=1)
+        modules.append(last)
+        nn.init.zeros_(last.weight)  # starts as the identity
+        nn.init.zeros_(conv_bias(last))
         self.body = nn.Sequential(*modules)
         self.noise_input = noise_input
 

@@ -25,7 +25,7 @@ ringing and correlated noise, as in real images.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -119,6 +119,12 @@ class HeadSource:
     ) -> None:
         self.name, self._fractions, self._labels = name, fractions, labels
 
+    def _fraction_maps(self) -> dict[str, np.ndarray]:
+        """The 3D tissue fractions of a source made without labels."""
+        if self._fractions is None:
+            raise ValueError(f"head source {self.name!r} has neither tissue fractions nor labels")
+        return self._fractions
+
     @classmethod
     def synthseg(cls, path: Path) -> HeadSource:
         return cls(path.name, labels=read_label_map(path)[0])
@@ -129,18 +135,23 @@ class HeadSource:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._labels.shape if self._labels is not None else next(iter(self._fractions.values())).shape
+        return self._labels.shape if self._labels is not None else next(iter(self._fraction_maps().values())).shape
 
     def head_mask(self) -> np.ndarray:
         if self._labels is not None:
             return self._labels > 0
-        return sum(self._fractions.values()) > 0.5
+        return _total(self._fraction_maps().values()) > 0.5
 
     def slice_fractions(self, axis: int, index: int) -> dict[str, np.ndarray]:
         """Tissue fractions of one 2D slice (partial volume: 0.5 mm Gaussian on label maps)."""
         if self._labels is not None:
             return label_fractions(np.take(self._labels, index, axis=axis), 0.5)
-        return {name: np.take(fraction, index, axis=axis) for name, fraction in self._fractions.items()}
+        return {name: np.take(fraction, index, axis=axis) for name, fraction in self._fraction_maps().items()}
+
+
+def _total(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    """The element-wise sum of ``arrays``, added in order (as ``sum``, which types its result as maybe 0)."""
+    return np.asarray(sum(arrays))
 
 
 def synthseg_sources(split: str) -> list[HeadSource]:
@@ -165,7 +176,7 @@ def _warp(
     fractions a pixel covers), so tissue boundaries stay as sharp as the pixel grid, as in a scan; plain
     interpolation would blur every edge by about a pixel and teach the network to blur real edges."""
     first = next(iter(fractions.values()))
-    head = sum(fractions.values())
+    head = _total(fractions.values())
     centre = np.array(ndimage.center_of_mass(head)) if head.sum() > 0 else (np.array(first.shape) - 1) / 2
     zoom = 1.0 / pixel_mm
     angle = np.radians(rng.uniform(-10, 10))
@@ -226,7 +237,7 @@ def scan_pair(
         resolution=(
             (1.0, 1.0)
             if tuple(config.resolution_range) == (1.0, 1.0)
-            else tuple(float(rng.uniform(*config.resolution_range)) for _ in range(2))
+            else (float(rng.uniform(*config.resolution_range)), float(rng.uniform(*config.resolution_range)))
         ),
     )
     reference_config = replace(accelerated, acceleration=1.0, averages=2)
@@ -272,7 +283,10 @@ def make_pairs(
         candidates = np.flatnonzero(area > 0.3 * area.max())  # slices well inside the head
         fractions = source.slice_fractions(axis, int(rng.choice(candidates)))
         pixel_mm = _log_uniform(rng, config.pixel_range)
-        shape = tuple(max(MIN_MATRIX, 2 * int(round(rng.choice(FIELDS_OF_VIEW_MM) / pixel_mm / 2))) for _ in range(2))
+        matrix_rows, matrix_columns = (
+            max(MIN_MATRIX, 2 * int(round(rng.choice(FIELDS_OF_VIEW_MM) / pixel_mm / 2))) for _ in range(2)
+        )
+        shape = (matrix_rows, matrix_columns)
         maps = TissueMaps(_warp(fractions, rng, shape, pixel_mm), None)
         contrast = str(rng.choice(list(config.contrasts)))
         if contrast == RANDOM_CONTRAST:
@@ -332,7 +346,7 @@ def save_pairs(pairs: Sequence[SlicePair], path: str | os.PathLike) -> Path:
     arrays["subject"] = np.array([pair.subject for pair in pairs])
     arrays["orientation"] = np.array([pair.orientation for pair in pairs])
     path = Path(path)
-    np.savez(path, **arrays)
+    np.savez(path, allow_pickle=True, **arrays)  # numpy's default, named so that mypy types **arrays as arrays
     return path
 
 

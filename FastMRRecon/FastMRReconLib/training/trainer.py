@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from FastMRICommon.device import DeviceLike
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, save_model_file
 from FastMRReconLib.metrics import psnr, ssim, ssim_torch
@@ -82,7 +83,7 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def _batch(
-    pairs: list[tuple[np.ndarray, ...]], config: TrainingConfig, step: int, rank: int = 0
+    pairs: Sequence[tuple[np.ndarray, ...]], config: TrainingConfig, step: int, rank: int = 0
 ) -> tuple[np.ndarray, ...]:
     """(inputs, references, noise maps), each ``[batch, 1, patch, patch]`` float32."""
     rng = np.random.default_rng([config.seed, step] + ([rank] if rank else []))
@@ -133,7 +134,7 @@ def scores_by_contrast(reconstructor: Reconstructor, pairs: Sequence[SlicePair])
     }
 
 
-def validate(network: ReconstructionNetwork, pairs: Sequence[SlicePair], device: str) -> dict:
+def validate(network: ReconstructionNetwork, pairs: Sequence[SlicePair], device: DeviceLike) -> dict:
     """Mean PSNR/SSIM of the network's output and of its input over all ``pairs``; leaves the network in
     training mode."""
     overall = scores_by_contrast(Reconstructor(network, device), pairs)["all"]
@@ -145,7 +146,7 @@ def train(
     pairs: Sequence[SlicePair],
     config: TrainingConfig = TrainingConfig(),
     validation: Sequence[SlicePair] = (),
-    device: str = "cpu",
+    device: DeviceLike = "cpu",
     checkpoint: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
@@ -172,7 +173,7 @@ def train(
         optimiser.load_state_dict(state["optimiser"])
         start, losses, history = state["step"], list(state["losses"]), list(state["validation"])
         seconds = state["seconds"]
-    model = network
+    model: torch.nn.Module = network  # what is trained: the network, or its distributed wrapper
     if world > 1:  # every process starts from rank 0's weights; gradients are averaged
         on_gpu = torch.device(device).type == "cuda"
         model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device] if on_gpu else None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from FastMRICommon.device import DeviceLike
 from IVIMEstimatorLib.fits.priors import Prior
 from IVIMEstimatorLib.signal_model import ivim_signal
 
@@ -57,7 +58,7 @@ def make_grid(prior: Prior, bvalues: np.ndarray, config: BayesConfig = BayesConf
 FLOAT32_MIN_RELATIVE_RESIDUAL = 1e-4
 
 
-def fit_bayes(y: np.ndarray, grid: BayesGrid, chunk: int = 2048, device: str = "cpu") -> dict[str, np.ndarray]:
+def fit_bayes(y: np.ndarray, grid: BayesGrid, chunk: int = 2048, device: DeviceLike = "cpu") -> dict[str, np.ndarray]:
     """Posterior means and SDs for signals ``y [n, n_b]``: keys f, D, Dstar, S0 and f_sd, D_sd, Dstar_sd.
 
     Computed with torch on ``device``, ``chunk`` voxels at a time (memory: a few chunk x grid-size arrays), in

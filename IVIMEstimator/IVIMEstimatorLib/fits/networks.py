@@ -53,17 +53,18 @@ class ScdnnNet(nn.Module):
         half = dictionary_size // 2
         self.extract = nn.Linear(n_bvalues, n_bvalues)
         self.A = nn.Linear(n_bvalues, dictionary_size, bias=False)
-        self.B = nn.ModuleList([nn.Linear(dictionary_size, dictionary_size, bias=False) for _ in range(units)])
+        iterations = [nn.Linear(dictionary_size, dictionary_size, bias=False) for _ in range(units)]
+        self.B = nn.ModuleList(iterations)
         self.thresholds = nn.Parameter(torch.full((units + 1,), 0.01))
         with torch.no_grad():
             nn.init.eye_(self.extract.weight)
             self.extract.bias.zero_()
-            for layer in self.B:
+            for layer in iterations:
                 layer.weight.mul_(0.1)
         self.D_values = nn.Parameter(torch.linspace(*D_range, half) * 1e3)  # in 10⁻³ mm²/s
         log_Dstar = torch.linspace(math.log(Dstar_range[0]), math.log(Dstar_range[1]), half)
         self.Dstar_values = nn.Parameter(torch.exp(log_Dstar) * 1e3)
-        self.half = half
+        self.half_size = half  # not ``self.half``: that would hide nn.Module.half()
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         c = self.A(self.extract(y))
@@ -72,7 +73,7 @@ class ScdnnNet(nn.Module):
             x = _hard_threshold(c + layer(x), self.thresholds[index + 1])
         x = torch.relu(x)
         x = x / (x.sum(dim=1, keepdim=True) + 1e-8)  # normalisation layer: [0, 1], sums to 1
-        tissue, perfusion = x[:, : self.half], x[:, self.half :]
+        tissue, perfusion = x[:, : self.half_size], x[:, self.half_size :]
         f = perfusion.sum(dim=1)
         D = (tissue / (tissue.sum(dim=1, keepdim=True) + 1e-8)) @ self.D_values
         Dstar = (perfusion / (perfusion.sum(dim=1, keepdim=True) + 1e-8)) @ self.Dstar_values
@@ -81,6 +82,9 @@ class ScdnnNet(nn.Module):
 
 class MlpNet(nn.Module):
     """Fully connected network: signals -> (f, D, D*) squashed into the given ranges by sigmoids."""
+
+    low: torch.Tensor  # buffers (register_buffer)
+    high: torch.Tensor
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ from IVIMEstimatorLib.training.config import TrainingConfig
 MODEL_FOLDER = "IVIMEstimatorModels"
 
 
-def has_shipped_model(method: str, bvalues: np.ndarray) -> bool:
+def has_shipped_model(method: str, bvalues: ArrayLike) -> bool:
     """True when ``method`` is a classic fit, or a shipped network exists for exactly these b-values (s/mm²)."""
     from IVIMEstimatorLib.fits.network_models import find_shipped_model  # imports torch
 

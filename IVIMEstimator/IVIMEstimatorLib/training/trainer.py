@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -22,6 +23,17 @@ from IVIMEstimatorLib.fits.networks import REGISTRY
 from IVIMEstimatorLib.fits.priors import get_prior
 from IVIMEstimatorLib.training.config import TrainingConfig
 from IVIMEstimatorLib.training.synthetic import synthetic_set
+
+
+class TrainingHistory(TypedDict):
+    """Per epoch: its number, the mean training and the validation loss, the validation NRMSE of (f, D, D*)
+    and the seconds since training began."""
+
+    epoch: list[int]
+    train_loss: list[float]
+    val_loss: list[float]
+    val_nrmse: list[list[float]]
+    seconds: list[float]
 
 
 def build_network(config: TrainingConfig):
@@ -57,7 +69,7 @@ def train(
     device: str = "cpu",
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
-) -> tuple[ModelFile, dict]:
+) -> tuple[ModelFile, TrainingHistory]:
     """Train a network for ``config`` on ``device`` ("auto": CUDA when present, else the CPU; "cpu"; "cuda"); save
     it to ``out`` when given. Returns the model file content and the history (per-epoch train/validation loss
     and validation NRMSE of f, D, D*)."""
@@ -79,7 +91,7 @@ def train(
     scale = targets[:split].mean(dim=0).to(device)
     positive_b = torch.from_numpy(bvalues[bvalues > 0].astype(np.float32)).to(device)
     steps_per_epoch = math.ceil(split / config.batch_size)
-    history = {"epoch": [], "train_loss": [], "val_loss": [], "val_nrmse": [], "seconds": []}
+    history: TrainingHistory = {"epoch": [], "train_loss": [], "val_loss": [], "val_nrmse": [], "seconds": []}
     start, step = time.time(), 0
 
     def loss_of(batch_inputs, batch_targets):
