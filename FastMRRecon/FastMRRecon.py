@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import qt
@@ -25,22 +24,15 @@ from FastMRICommon.button_jobs import ButtonJobs
 from FastMRICommon.device import ensure_torch_with_pytorch_utils
 from FastMRICommon.gui_binding import ParameterGui, placing_point_list
 from FastMRICommon.reload import forget_packages
-from FastMRICommon.settings import from_parameters, settings_parameters
+from FastMRICommon.settings import settings_parameters
 from FastMRReconLib.kspace.simulate import SimulationSettings
-from FastMRReconLib.kspace_logic import reconstruct_kspace_node
 from FastMRReconLib.metrics import RoiSettings
 from FastMRReconLib.model.settings import ReconstructionSettings
+from FastMRReconLib.module_logic import ReconModuleLogic
 from FastMRReconLib.sample_data import MODULE_SAMPLE_NAME, module_sample_source
 from FastMRReconLib.study.reader_panel import ReaderStudyPanel
-from FastMRReconLib.study.roi_table import ROI_NAMES, compare_volumes, roi_table_node, write_table_csv
-from FastMRReconLib.volume_logic import (
-    CHANGE_MAP_OPACITY,
-    CHANGE_MAP_REFERENCE,
-    ReconstructorCache,
-    noise_arguments,
-    reconstruct_volume_node,
-    simulate_volume_node,
-)
+from FastMRReconLib.study.roi_table import ROI_NAMES, write_table_csv
+from FastMRReconLib.volume_logic import CHANGE_MAP_OPACITY, CHANGE_MAP_REFERENCE
 
 
 class FastMRRecon(ScriptedLoadableModule):
@@ -272,62 +264,12 @@ class FastMRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.roiStatusLabel.text = _("Wrote {path}").format(path=path)
 
 
-class FastMRReconLogic(ScriptedLoadableModuleLogic):
-    """Can be used without the GUI; all computation is in FastMRReconLib."""
-
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.reconstructors = ReconstructorCache()  # each model file's network, loaded once per device
+class FastMRReconLogic(ScriptedLoadableModuleLogic, ReconModuleLogic):
+    """Can be used without the GUI: the computations are ReconModuleLogic's (FastMRReconLib.module_logic); this
+    class adds the parameter node."""
 
     def getParameterNode(self):
         return FastMRReconParameterNode(super().getParameterNode())
-
-    def reconstruct(
-        self,
-        parameters: FastMRReconParameterNode,
-        modelPath: str | None = None,
-        progress=None,
-        cancel=None,
-        rawKspacePath: str | None = None,
-    ):
-        """The network's reconstruction of ``parameters.reconInputVolume`` in ``reconOutputVolume`` (or a new
-        volume "<input> DNN", which becomes the output), at ``parameters.strength`` with ``noiseSD`` when
-        ``setNoiseSD`` (else the measured noise); with ``changeMap`` the output references a new change-map
-        volume as ``CHANGE_MAP_REFERENCE``. Bad settings raise InputError before the model is loaded. With
-        ``rawKspacePath``: a new volume from that raw k-space file by the k-space network (kspace_logic)."""
-        if rawKspacePath:
-            network = self.reconstructors.get(modelPath, parameters.device, kspace=True)
-            return reconstruct_kspace_node(slicer.mrmlScene, rawKspacePath, network, progress, cancel)
-        noiseSD, strength = noise_arguments(parameters.strength, parameters.noiseSD if parameters.setNoiseSD else None)
-        network = self.reconstructors.get(modelPath, parameters.device)
-        output = reconstruct_volume_node(
-            parameters.reconInputVolume,
-            network,
-            output=parameters.reconOutputVolume,
-            progress=progress,
-            cancel=cancel,
-            noise_sd=noiseSD,
-            strength=strength,
-            change_map=parameters.changeMap,
-        )
-        parameters.reconOutputVolume = output
-        return output
-
-    def simulate(self, parameters: FastMRReconParameterNode, progress=None, cancel=None):
-        """A new volume: the simulated accelerated scan of ``parameters.inputVolume`` (SimulationSettings)."""
-        settings = from_parameters(SimulationSettings, parameters)
-        logging.info("FastMRRecon: simulating %s", settings)
-        return simulate_volume_node(
-            parameters.inputVolume, settings.acquisition(), combine=settings.combine, progress=progress, cancel=cancel
-        )
-
-    def roiTable(self, parameters: FastMRReconParameterNode, volumes):
-        """A new table of ROI statistics of ``volumes`` (reference: ``parameters.roiReference``, or the first)."""
-        rows = compare_volumes(
-            volumes, parameters.roiPoints, reference=parameters.roiReference, size=parameters.roiSize
-        )
-        parameters.roiTable = roi_table_node(parameters.roiPoints.GetScene(), rows)
-        return parameters.roiTable
 
 
 class FastMRReconTest(ScriptedLoadableModuleTest):

@@ -3,6 +3,7 @@ statistics, export and retraining for any protocol. Thin Slicer module: the widg
 parameter node and to the logic, whose state and computation are IVIMEstimatorLib's (``session.IvimSession``)."""
 
 import os
+from typing import Union
 
 import slicer
 import vtk
@@ -78,17 +79,13 @@ class IVIMEstimatorParameterNode:
     "None".
     """
 
-    inputSeries: (
-        vtkMRMLSequenceNode
-        | vtkMRMLDiffusionWeightedVolumeNode
-        | vtkMRMLVectorVolumeNode
-        | vtkMRMLMultiVolumeNode
-        | None
-    )
+    inputSeries: Union[
+        vtkMRMLSequenceNode, vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLVectorVolumeNode, vtkMRMLMultiVolumeNode, None
+    ]
     bvalues: str = ""
-    maskNode: vtkMRMLLabelMapVolumeNode | vtkMRMLSegmentationNode | None
+    maskNode: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     modelPath: str = ""
-    statsRegion: vtkMRMLLabelMapVolumeNode | vtkMRMLSegmentationNode | None
+    statsRegion: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
 
 
 class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -294,38 +291,10 @@ class IVIMEstimatorLogic(ScriptedLoadableModuleLogic, IvimSession):
 
 
 class IVIMEstimatorTest(ScriptedLoadableModuleTest):
-    def setUp(self):
-        slicer.mrmlScene.Clear()
+    """Runs in Slicer on the placenta phantom (the scenario: IVIMEstimatorLib.self_test)."""
 
     def runTest(self):
-        self.setUp()
-        self.test_estimate_inspect_export()
+        from IVIMEstimatorLib.self_test import run_module_scenario
 
-    def test_estimate_inspect_export(self):
-        """The placenta phantom as a sequence node (b-values read from its index): SCDNN maps with units, a
-        voxel's fitted curve, statistics and export of all maps."""
-        import tempfile
-
-        import numpy as np
-
-        from FastMRICommon.geometry import ijk_to_ras
-        from IVIMEstimatorLib.diffusion_series import new_sequence_node
-        from IVIMEstimatorLib.phantoms.phantom import placenta_phantom
-
-        phantom = placenta_phantom(shape=(3, 32, 32))
-        sequence = new_sequence_node(slicer.mrmlScene, phantom.series, "placenta")
-        logic = IVIMEstimatorLogic()
-        parameters = logic.getParameterNode()
-        parameters.inputSeries, parameters.method = sequence, "scdnn"
-        summary = logic.summarize(sequence, parameters.bvalues)
-        self.assertEqual((summary.volumes, summary.bvalues_source, summary.bvalues[-1]), (10, "data", 500.0))
-        nodes = logic.estimate(sequence, estimate_config(parameters))
-        self.assertEqual(nodes["D"].GetName(), "placenta scdnn D [10^-3 mm2/s]")
-        D, placenta = slicer.util.arrayFromVolume(nodes["D"]), phantom.labels == 1
-        self.assertAlmostEqual(float(np.median(D[placenta])), float(np.median(phantom.D[placenta]) * 1e3), delta=0.5)
-        k, j, i = np.argwhere(placenta)[0]
-        chart, voxel = logic.inspect(ijk_to_ras(logic.result.geometry, (i, j, k)))
-        self.assertEqual((chart.GetNumberOfPlotSeriesNodes(), voxel.ijk), (2, (i, j, k)))
-        self.assertEqual(logic.statistics().GetNumberOfRows(), len(nodes))
-        self.assertEqual(len(export_maps(logic.map_nodes, tempfile.mkdtemp(), "nifti")), len(nodes))
-        self.delayDisplay("Test passed")
+        slicer.mrmlScene.Clear()
+        run_module_scenario(self, IVIMEstimatorLogic(), slicer.mrmlScene)

@@ -200,9 +200,15 @@ def test_wrong_widget_types_and_unbound_parameters_are_noticed(tmp_path):
 
 
 def test_the_recon_logic_passes_the_noise_options_through():
-    """FastMRReconLogic.reconstruct (Slicer-only code) reads the new fields and hands them to the Lib."""
-    tree = ast.parse((REPO / "FastMRRecon" / "FastMRRecon.py").read_text())
-    logic = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "FastMRReconLogic")
+    """The module logic's reconstruct (ReconModuleLogic, the base of the module file's FastMRReconLogic) reads the
+    parameter node's fields and hands them to the Lib."""
+    module = ast.parse((REPO / "FastMRRecon" / "FastMRRecon.py").read_text())
+    widget_logic = next(
+        node for node in module.body if isinstance(node, ast.ClassDef) and node.name == "FastMRReconLogic"
+    )
+    assert "ReconModuleLogic" in [ast.unparse(base) for base in widget_logic.bases]
+    tree = ast.parse((REPO / "FastMRRecon" / "FastMRReconLib" / "module_logic.py").read_text())
+    logic = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "ReconModuleLogic")
     method = next(node for node in logic.body if isinstance(node, ast.FunctionDef) and node.name == "reconstruct")
     calls = {ast.unparse(node.func): node for node in ast.walk(method) if isinstance(node, ast.Call)}
     keywords = {k.arg: ast.unparse(k.value) for k in calls["reconstruct_volume_node"].keywords}

@@ -314,3 +314,21 @@ def test_retrain_trains_for_the_series_protocol_with_the_panel_settings_and_reus
 
 def replace_fields(namespace: SimpleNamespace, **fields) -> SimpleNamespace:
     return SimpleNamespace(**{**vars(namespace), **fields})
+
+
+def test_the_module_self_test_scenario_runs_on_a_real_scene(scene):
+    """The scenario IVIMEstimatorTest runs in Slicer (IVIMEstimatorLib.self_test), with the module's logic as the
+    module file makes it (IvimSession + a parameter node holding the module's fields)."""
+    import unittest
+
+    from IVIMEstimatorLib.self_test import run_module_scenario
+
+    class Logic(IvimSession):
+        def __init__(self):
+            super().__init__()
+            self.parameters = parameters(inputSeries=None, maskNode=None, statsRegion=None)
+
+        def getParameterNode(self):
+            return self.parameters
+
+    run_module_scenario(unittest.TestCase(), Logic(), scene)

@@ -23,6 +23,7 @@ from FastMRICommon.volume_files import read_volume
 from FastMRReconLib.metrics import roi_statistics
 from FastMRReconLib.model.reconstructor import Reconstructor
 from FastMRReconLib.model.settings import STRENGTHS
+from FastMRReconLib.module_logic import ReconModuleLogic
 from FastMRReconLib.sample_data import MODULE_SAMPLE_DIR, MODULE_SAMPLE_FILE, MODULE_SAMPLE_SHA256, module_sample_path
 from FastMRReconLib.study.reader_session import (
     create_study_from_nodes,
@@ -1094,17 +1095,17 @@ def test_suggested_roi_points_follow_the_reference_and_its_transform(scene):
 
 
 # -- the module's self-test scenario, outside Slicer -----------------------------------------------------------------
-class ModuleLogicStandIn:
-    """FastMRReconLogic's methods as the module file writes them (the module needs Slicer's GUI), on a
-    parameter object holding the same fields and defaults as the module's parameter node."""
+class ModuleLogicStandIn(ReconModuleLogic):
+    """FastMRReconLogic as the module file makes it (ReconModuleLogic + the parameter node; the module needs
+    Slicer's GUI), on a parameter object holding the same fields and defaults as the module's parameter node."""
 
     def __init__(self):
         from FastMRICommon.settings import parameter_annotations
         from FastMRReconLib.kspace.simulate import SimulationSettings
         from FastMRReconLib.metrics import RoiSettings
         from FastMRReconLib.model.settings import ReconstructionSettings
-        from FastMRReconLib.volume_logic import ReconstructorCache
 
+        super().__init__()
         _, defaults = parameter_annotations(
             (ReconstructionSettings, SimulationSettings, RoiSettings),
             lambda *range_: None,
@@ -1112,7 +1113,7 @@ class ModuleLogicStandIn:
             skip=("precision",),
         )
         self.parameters = SimpleNamespace(
-            **defaults,
+            **{**defaults, "device": "cpu"},
             reconInputVolume=None,
             reconOutputVolume=None,
             inputVolume=None,
@@ -1121,38 +1122,9 @@ class ModuleLogicStandIn:
             roiTable=None,
             readerName="",
         )
-        self.reconstructors = ReconstructorCache()
 
     def getParameterNode(self):
         return self.parameters
-
-    def reconstruct(self, parameters, modelPath=None, progress=None, cancel=None):
-        noiseSD, strength = noise_arguments(parameters.strength, parameters.noiseSD if parameters.setNoiseSD else None)
-        output = reconstruct_volume_node(
-            parameters.reconInputVolume,
-            self.reconstructors.get(modelPath, "cpu"),
-            output=parameters.reconOutputVolume,
-            noise_sd=noiseSD,
-            strength=strength,
-            change_map=parameters.changeMap,
-        )
-        parameters.reconOutputVolume = output
-        return output
-
-    def simulate(self, parameters, progress=None, cancel=None):
-        from FastMRICommon.settings import from_parameters
-        from FastMRReconLib.kspace.simulate import SimulationSettings
-        from FastMRReconLib.volume_logic import simulate_volume_node
-
-        settings = from_parameters(SimulationSettings, parameters)
-        return simulate_volume_node(parameters.inputVolume, settings.acquisition(), combine=settings.combine)
-
-    def roiTable(self, parameters, volumes):
-        rows = compare_volumes(
-            volumes, parameters.roiPoints, reference=parameters.roiReference, size=parameters.roiSize
-        )
-        parameters.roiTable = roi_table_node(parameters.roiPoints.GetScene(), rows)
-        return parameters.roiTable
 
 
 @pytest.mark.parametrize("main_window", [True, False])
