@@ -6,12 +6,13 @@
 samples (the mask, or the non-zero samples), coil maps from the calibration block (``raw_kspace.box_coil_maps``),
 the noise SD measured from the k-space edges (``raw_kspace.kspace_noise_sd``), the CG-SENSE start, the network.
 Then a final data-consistency step (``final_consistency``): ``argmin ||A x - y||² + eps ||x - x_net||²`` with
-``eps = clip(FINAL_CONSISTENCY_GAIN x noise SD, FINAL_CONSISTENCY_RANGE)`` (normalised units), so that the acquired
-samples are followed closely when the data are clean and the network's denoising is kept when they are noisy:
-the network alone, trained on simulated objects, moved clean real k-space below CG-SENSE (smoothing real
+``eps = clip(FINAL_CONSISTENCY_GAIN x noise SD, FINAL_CONSISTENCY_RANGE)`` (normalised units), so that the
+acquired samples are followed closely when the data are clean and the network's denoising is kept when they are
+noisy: the network alone, trained on simulated objects, moved clean real k-space below CG-SENSE (smoothing real
 texture); the gain was chosen on the benchmark's real scan and simulated held-out slices
-(``docs/benchmarks/recon_kspace.md``). Returns the complex image ``[slices, ky, kx]`` (``complex_output``) or its magnitude, float32, in the units of
-the data (the orthonormal FFT's image scale). Progress is reported and cancellation honoured between slices.
+(``docs/benchmarks/recon_kspace.md``). Returns the complex image ``[slices, ky, kx]`` (``complex_output``) or
+its magnitude, float32, in the units of the data (the orthonormal FFT's image scale). Progress is reported and
+cancellation honoured between slices.
 Denormal floats are flushed to zero (``torch.set_flush_denormal``): conjugate gradients on noise-free data
 otherwise reach them and run tens of times slower.
 """
