@@ -113,8 +113,11 @@ def test_every_format_is_written_under_its_own_name_only(tmp_path, suffix, files
 
 
 WRITER = """
+import signal
 import sys
 import numpy as np
+# as in a terminal: a shell that starts a job in the background (nohup ... &) leaves SIGINT ignored in it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from FastMRICommon.geometry import VolumeGeometry
 from FastMRICommon.volume_files import write_volume_array
 volume = np.random.default_rng(0).random((160, 256, 256), dtype=np.float32)  # incompressible: a slow write

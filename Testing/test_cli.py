@@ -229,6 +229,7 @@ def test_ivim_sample_data(tmp_path):
     assert (tmp_path / "ivim" / "placenta_dwi.bval").is_file()
 
 
+@pytest.mark.slow
 def test_ivim_fit_writes_maps_with_the_series_geometry(tmp_path):
     assert run("ivimestimator", "sample-data", str(tmp_path / "s")).returncode == 0
     result = run(

@@ -211,6 +211,7 @@ def test_bayes_adds_sd_maps(scene, sequence, phantom):
     assert np.nanmedian(result.maps["D_sd"]) > 0
 
 
+@pytest.mark.slow
 def test_ivim_demo_outputs(tmp_path, run_cli):
     from IVIMEstimatorLib.sample_data import write_placenta_sample
 

@@ -663,6 +663,7 @@ def test_module_sample_file_matches_its_registered_checksum(scene):
     assert spacing == pytest.approx((1.0, 1.0, 1.0))
 
 
+@pytest.mark.slow
 def test_make_demo_reconstruction_outputs(tmp_path, run_cli):
     head = tmp_path / "head"
     assert (
