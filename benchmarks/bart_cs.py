@@ -34,6 +34,28 @@ def read_cfl(stem: Path) -> np.ndarray:
     return np.fromfile(stem.with_suffix(".cfl"), np.complex64).reshape(dims, order="F")
 
 
+def bart_espirit_pics(
+    kspace: np.ndarray, calibration: tuple[int, int], regularization: float, iterations: int = 50, map_sets: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images ``[map_sets, rows, columns]``, maps ``[map_sets, coils, rows, columns]``), complex, of one slice's
+    ``kspace [coils, rows, columns]``: ``ecalib`` (``map_sets`` sets of ESPIRiT maps from the ``calibration``
+    (rows, columns) region) + ``pics`` l1-wavelet."""
+    coils, rows, columns = kspace.shape
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        write_cfl(folder / "k", np.transpose(kspace, (1, 2, 0))[:, :, None, :])
+        region = f"{calibration[0]}:{calibration[1]}:1"
+        ecalib = ["bart", "ecalib", f"-m{map_sets}", "-r", region, str(folder / "k"), str(folder / "s")]
+        subprocess.run(ecalib, check=True, capture_output=True)
+        pics = ["bart", "pics", "-S", "-l1", "-r", f"{regularization:g}", "-i", str(iterations)]
+        subprocess.run(
+            [*pics, str(folder / "k"), str(folder / "s"), str(folder / "x")], check=True, capture_output=True
+        )
+        maps = read_cfl(folder / "s").reshape(rows, columns, coils, map_sets, order="F")
+        images = read_cfl(folder / "x").reshape(rows, columns, map_sets, order="F")
+    return np.moveaxis(images, -1, 0), np.moveaxis(maps, (2, 3), (1, 0))
+
+
 def bart_cs_sense(
     kspace: np.ndarray,
     mask: np.ndarray,
@@ -48,37 +70,5 @@ def bart_cs_sense(
     if calibration is None:
         lines = calibration_lines(mask, phase_encode_axis).size
         calibration = (lines, lines)
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        write_cfl(folder / "k", np.transpose(kspace, (1, 2, 0))[:, :, None, :])
-        subprocess.run(
-            [
-                "bart",
-                "ecalib",
-                "-m1",
-                "-r",
-                f"{calibration[0]}:{calibration[1]}:1",
-                str(folder / "k"),
-                str(folder / "s"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                "bart",
-                "pics",
-                "-S",
-                "-l1",
-                "-r",
-                f"{regularization:g}",
-                "-i",
-                str(iterations),
-                str(folder / "k"),
-                str(folder / "s"),
-                str(folder / "x"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return np.abs(read_cfl(folder / "x")).astype(np.float32)
+    images, _ = bart_espirit_pics(kspace, calibration, regularization, iterations)
+    return np.abs(images[0]).astype(np.float32)

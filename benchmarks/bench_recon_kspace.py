@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bart_cs import bart_available, bart_cs_sense  # noqa: E402
+from bart_cs import bart_available, bart_cs_sense, bart_espirit_pics  # noqa: E402
 from bench_recon_do_no_harm import held_out_slices  # noqa: E402
 
 from FastMRReconLib.anatomy.real_anatomy import TRAINING_IMAGES  # noqa: E402
@@ -152,11 +152,8 @@ def alias_residuals(kspace_net: KspaceReconstructor) -> dict:
     """Data consistency on ``espirit_brain_alias_8ch`` (a field of view smaller than the head: ESPIRiT needs two
     sets of maps there; no fully sampled reference exists): ||A x - y|| / ||y|| over the acquired samples, with
     A built from each method's own maps (ours: ``box_coil_maps``; BART: ``ecalib -m1`` / ``-m2``)."""
-    import subprocess
-    import tempfile
 
     import scipy.io
-    from bart_cs import read_cfl, write_cfl
 
     data = scipy.io.loadmat(REALMR / "espirit_brain_alias_8ch.mat")["DATA"]
     kspace = np.ascontiguousarray(data.transpose(2, 0, 1)).astype(np.complex64)  # [coils, 320 (readout), 256]
@@ -171,38 +168,10 @@ def alias_residuals(kspace_net: KspaceReconstructor) -> dict:
     result = {"CG-SENSE": residual(cg_sense(kspace, mask, ours)[None], ours[None])}
     network_image = kspace_net.reconstruct(kspace, mask, complex_output=True)
     result["k-space network"] = residual(network_image[None], ours[None])
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        write_cfl(folder / "k", np.transpose(kspace, (1, 2, 0))[:, :, None, :])
-        for sets in (1, 2):
-            calibration = f"{min(24, rows.stop - rows.start)}:{min(24, columns.stop - columns.start)}:1"
-            subprocess.run(
-                ["bart", "ecalib", f"-m{sets}", "-r", calibration, str(folder / "k"), str(folder / "s")],
-                check=True,
-                capture_output=True,
-            )
-            subprocess.run(
-                [
-                    "bart",
-                    "pics",
-                    "-S",
-                    "-l1",
-                    "-r",
-                    "0.001",
-                    "-i",
-                    "50",
-                    str(folder / "k"),
-                    str(folder / "s"),
-                    str(folder / "x"),
-                ],
-                check=True,
-                capture_output=True,
-            )
-            maps = read_cfl(folder / "s").reshape(kspace.shape[1], kspace.shape[2], kspace.shape[0], sets, order="F")
-            images = read_cfl(folder / "x").reshape(kspace.shape[1], kspace.shape[2], sets, order="F")
-            result[f"BART CS-SENSE, {sets} map set{'s' if sets > 1 else ''}"] = residual(
-                np.moveaxis(images, -1, 0), np.moveaxis(maps, (2, 3), (1, 0))
-            )
+    calibration = (min(24, rows.stop - rows.start), min(24, columns.stop - columns.start))
+    for sets in (1, 2):
+        images, maps = bart_espirit_pics(kspace, calibration, 0.001, map_sets=sets)
+        result[f"BART CS-SENSE, {sets} map set{'s' if sets > 1 else ''}"] = residual(images, maps)
     return result
 
 
