@@ -28,6 +28,7 @@ def fit(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     chunk_voxels: int = CHUNK_VOXELS,
+    noise_sd: float | None = None,
 ) -> dict[str, np.ndarray]:
     """IVIM maps of ``signals`` (real array ``(..., n_b)``, any S0 scale) at ``bvalues`` (s/mm², one per signal).
 
@@ -36,4 +37,5 @@ def fit(
     SDs). The arguments are those of ``IvimModel`` and ``IvimModel.fit``; raises ``InputError`` on bad input,
     ``ModelFileError`` on a damaged model file, ``Cancelled`` when ``cancel()`` returns True.
     """
-    return IvimModel(bvalues, method, model, prior, device).fit(signals, mask, progress, cancel, chunk_voxels).maps()
+    estimator = IvimModel(bvalues, method, model, prior, device)
+    return estimator.fit(signals, mask, progress, cancel, chunk_voxels, noise_sd).maps()

@@ -46,12 +46,17 @@ from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE, METHODS
 from IVIMEstimatorLib.fits.network_models import ModelSource, load_network, normalised_inputs, resolve_model
 from IVIMEstimatorLib.fits.nlls import NllsConfig, fit_nlls
 from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR, get_prior
+from IVIMEstimatorLib.noise import NoiseEstimate, residual_noise_sd
 from IVIMEstimatorLib.signal_model import ivim_signal
 
 #: Voxels fitted between two progress reports / cancel checks.
 CHUNK_VOXELS = 2048
 #: The maps an ``IvimFit`` can hold, in the order ``IvimFit.maps`` lists them.
 MAP_KEYS = ("f", "D", "Dstar", "S0", "f_sd", "D_sd", "Dstar_sd")
+
+
+#: Voxels whose fit residuals measure the noise when it is not given (``IvimModel.fit``).
+NOISE_VOXELS = 2000
 
 
 class IvimModel:
@@ -107,14 +112,20 @@ class IvimModel:
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
         chunk_voxels: int = CHUNK_VOXELS,
+        noise_sd: float | None = None,
     ) -> IvimFit:
         """Fit ``signals`` (real array ``(..., n_b)``, any S0 scale, the last axis in the order of the
         acquired b-values); returns an ``IvimFit`` whose maps have the voxel shape ``signals.shape[:-1]``.
 
         ``mask``: boolean, of the voxel shape (None: every voxel). ``progress(fraction, message)`` is called
         after every ``chunk_voxels`` fitted voxels and ``cancel()`` polled before each chunk (True raises
-        ``Cancelled``; nothing is returned). The inputs are not modified.
+        ``Cancelled``; nothing is returned). The inputs are not modified. ``noise_sd`` (signal units, > 0) is
+        the series' noise SD when known; None: measured from the fit residuals of up to ``NOISE_VOXELS`` voxels
+        (``noise.residual_noise_sd``) when there are enough voxels and b-values, else left unknown; either way
+        reported as ``IvimFit.noise``.
         """
+        if noise_sd is not None and not (np.isfinite(noise_sd) and noise_sd > 0):
+            raise InputError(f"the noise SD must be a positive number, got {noise_sd}")
         if chunk_voxels < 1:
             raise InputError(f"chunk_voxels must be >= 1, got {chunk_voxels}")
         signals = np.asarray(signals)
@@ -149,7 +160,20 @@ class IvimModel:
             full = np.full(flat.shape[0], np.nan, dtype=np.float32)
             full[valid] = np.concatenate([part[key] for part in parts]) * (reference[valid] if key == "S0" else 1.0)
             maps[key] = full.reshape(spatial)
-        return IvimFit(**maps, model=self)
+        return IvimFit(**maps, model=self, noise=self._noise(measured, noise_sd))
+
+    def _noise(self, measured: np.ndarray, noise_sd: float | None) -> NoiseEstimate | None:
+        """The given noise SD, or the residual estimate from a seeded sample of the fitted voxels (None when it
+        cannot be measured: too few voxels or b-values, no b = 0)."""
+        if noise_sd is not None:
+            return NoiseEstimate(float(noise_sd), "given", 0)
+        sample = measured
+        if len(sample) > NOISE_VOXELS:
+            sample = sample[np.random.default_rng(0).choice(len(sample), NOISE_VOXELS, replace=False)]
+        try:
+            return residual_noise_sd(sample, self.bvalues)
+        except InputError:
+            return None
 
     def _per_bvalue(self, signals: np.ndarray) -> np.ndarray:
         """``signals [n, n_acquired]`` as ``[n, n_unique]``: columns sorted by b, repeats averaged."""
@@ -182,7 +206,8 @@ class IvimFit:
     """The maps of one fit, float32 arrays of the voxel shape, NaN where a voxel was not fitted (outside the
     mask, or an invalid signal): ``f`` (fraction), ``D`` and ``Dstar`` (mm²/s), ``S0`` (signal units), and for
     the Bayes method the posterior SDs ``f_sd``, ``D_sd``, ``Dstar_sd`` (same units; None otherwise).
-    ``model`` is the ``IvimModel`` that fitted them (None for maps made otherwise, e.g. a phantom's truth).
+    ``model`` is the ``IvimModel`` that fitted them (None for maps made otherwise, e.g. a phantom's truth);
+    ``noise`` the noise SD it was given or measured.
     Index it like the voxel axes (``fit[k, j, i]``, ``fit[mask]``) for the fit of those voxels.
     """
 
@@ -194,6 +219,8 @@ class IvimFit:
     D_sd: np.ndarray | None = None
     Dstar_sd: np.ndarray | None = None
     model: IvimModel | None = field(default=None, repr=False)
+    #: The series' noise SD (``noise.NoiseEstimate``: given, or measured from the fit residuals), or None.
+    noise: NoiseEstimate | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
