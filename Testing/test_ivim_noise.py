@@ -77,3 +77,20 @@ def test_the_fit_reports_the_noise_it_was_given_or_measured():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(InputError, match="noise SD must be a positive number"):
             model.fit(signals[:50], noise_sd=bad)
+
+
+def test_the_fit_command_reports_the_measured_or_given_noise(tmp_path, run_cli):
+    from IVIMEstimatorLib.diffusion_series import write_series_array
+
+    series = placenta_phantom(shape=(3, 48, 48), snr=25.0, seed=7).series
+    path = write_series_array(series, tmp_path / "dwi.nii.gz")
+    result = run_cli("ivimestimator", "fit", str(path), str(tmp_path / "maps"), "--method", "nlls")
+    assert result.returncode == 0, result.stderr
+    reported = float(result.stderr.split("noise SD ")[1].split()[0])
+    assert "(background)" in result.stderr and reported * 25.0 == pytest.approx(1.0, rel=0.05)
+    result = run_cli(
+        "ivimestimator", "fit", str(path), str(tmp_path / "given"), "--method", "nlls", "--noise-sd", "0.5"
+    )
+    assert result.returncode == 0 and "noise SD 0.5 (given)" in result.stderr
+    result = run_cli("ivimestimator", "fit", str(path), str(tmp_path / "bad"), "--noise-sd", "0")
+    assert result.returncode == 2 and not (tmp_path / "bad").exists()

@@ -169,6 +169,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         raise InputError(f"{args.dwi} stores no b-values: give --bvals or --bvals-file")
     series = select_bvalues(series, config.bvalue_set)
     mask = _read_mask(args.mask, series, args.dwi)
+    noise_sd, noise_source = (args.noise_sd, "given") if args.noise_sd is not None else _measured_noise_sd(series)
     # the estimator (network read and checked against the b-values) before the registration, which takes minutes
     estimator = IvimModel(series.bvalues, config.method, config.model, config.prior, config.device)
     if mask is None and config.auto_mask:
@@ -181,13 +182,25 @@ def cmd_fit(args: argparse.Namespace) -> None:
         series.volumes.shape[0],
         config.method,
     )
-    maps = estimator.fit(series.signals, mask, progress=_progress_in_tenths()).maps()
+    fitted = estimator.fit(series.signals, mask, progress=_progress_in_tenths(), noise_sd=noise_sd)
+    if fitted.noise is not None:
+        log.info("noise SD %.4g (%s)", fitted.noise.sd, noise_source or fitted.noise.source)
+    maps = fitted.maps()
     with staged_files(args.outdir, replace=earlier) as staging:  # all maps or none, never mixed with earlier ones
         for name, values in maps.items():
             write_volume_array(values, series.geometry, staging / f"{name}{EXPORT_FORMATS[args.file_format]}")
     if earlier:
         log.info("replaced %d files of an earlier fit", len(earlier))
     log.info("wrote %s to %s (D, D* in mm²/s)", ", ".join(maps), args.outdir)
+
+
+def _measured_noise_sd(series) -> tuple[float | None, str | None]:
+    """(the series' noise SD from its background, "background"; ``noise.background_noise_sd``), or (None, None):
+    the fit then measures it from its residuals."""
+    from IVIMEstimatorLib.noise import background_noise_sd
+
+    found = background_noise_sd(series.volumes)
+    return (None, None) if found is None else (found.sd, "background")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -297,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bvalue_options(fit_parser)
     fit_parser.add_argument("--model", type=Path, help="network model file (default: the shipped one for the b-values)")
     fit_parser.add_argument("--mask", type=Path, help="mask volume (non-zero = fit), on the series' grid")
+    fit_parser.add_argument(
+        "--noise-sd",
+        type=positive_float,
+        help="noise SD of the series in its signal units (default: measured from its background, else from the "
+        "fit residuals, and reported)",
+    )
     add_arguments(fit_parser, EstimateConfig)
     export_format = settings_field(ExportSettings, "file_format")
     fit_parser.add_argument(export_format.option, **argument_keywords(export_format) | {"type": _export_format})
