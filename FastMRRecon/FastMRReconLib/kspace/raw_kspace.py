@@ -321,9 +321,14 @@ def write_raw_kspace(path: str | os.PathLike, kspace: np.ndarray) -> Path:
 
 
 def write_bart(path: str | os.PathLike, kspace: np.ndarray) -> Path:
-    """Write one slice's ``kspace [coils, ky, kx]`` as BART ``.cfl``/``.hdr`` (``[ky, kx, 1, coils]``)."""
-    base = Path(path).with_suffix("")
+    """Write one slice's ``kspace [coils, ky, kx]`` as BART ``.cfl``/``.hdr`` (``[ky, kx, 1, coils]``), atomically
+    (both files written under a temporary folder and renamed, the ``.cfl`` last)."""
+    from FastMRICommon.volume_files import atomic_write
+
+    data = Path(path).with_suffix(".cfl")
     array = np.asarray(kspace, np.complex64).transpose(1, 2, 0)[:, :, None, :]
-    base.with_suffix(".hdr").write_text("# Dimensions\n" + " ".join(str(size) for size in array.shape) + "\n")
-    array.ravel(order="F").tofile(base.with_suffix(".cfl"))
-    return base.with_suffix(".cfl")
+    with atomic_write(data) as temporary:
+        header = "# Dimensions\n" + " ".join(str(size) for size in array.shape) + "\n"
+        temporary.with_suffix(".hdr").write_text(header)
+        array.ravel(order="F").tofile(temporary)
+    return data
