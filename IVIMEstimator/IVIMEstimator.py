@@ -66,8 +66,8 @@ vtkMRMLMultiVolumeNode = getattr(slicer, "vtkMRMLMultiVolumeNode", vtkMRMLVector
 @settings_parameters((TrainingConfig,), WithinRange, Choice, skip=("method", "prior", "samples", "epochs", "seed"))
 class IVIMEstimatorParameterNode:
     """The module's state, saved with the scene: the settings of EstimateConfig (method, bvalueSet, motionCorrection,
-    autoMask, prior, device), ExportSettings (exportFormat) and TrainingConfig (trainingSnr; its method and prior
-    are EstimateConfig's), with their defaults, choices and ranges (FastMRICommon.settings), and these fields:
+    autoMask, prior, device), ExportSettings (exportFormat) and TrainingConfig (trainingSnrLow/High), with their
+    defaults, choices and ranges (FastMRICommon.settings), and these fields:
 
     inputSeries - a sequence, diffusion-weighted or multi-volume node; bvalues - typed b-values (s/mm², comma
     separated; empty = those stored in the data); maskNode - label map or segmentation; modelPath - network model
@@ -220,7 +220,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         if nodes:
             slicer.util.setSliceViewerLayers(background=nodes["f"], fit=True)
-            self.ui.statusLabel.text = _("Created {count} maps").format(count=len(nodes))
+            self.ui.statusLabel.text = "; ".join([_("Created {n} maps").format(n=len(nodes)), *self.logic.fit_notes()])
             self.onStatisticsButton()
 
     def onRetrainButton(self) -> None:
@@ -239,12 +239,13 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 not slicer.util.confirmOkCancelDisplay(
                     _(
                         "Train a {method} network for b = {bvalues} s/mm² on synthetic signals ({prior} prior, "
-                        "SNR {snr:g}) on {device}? This takes several minutes; it can be cancelled."
+                        "SNR {low:g}-{high:g}) on {device}? This takes several minutes; it can be cancelled."
                     ).format(
                         method=config.method,
                         bvalues=", ".join(f"{b:g}" for b in config.bvalues),
                         prior=config.prior,
-                        snr=config.snr,
+                        low=config.snr_low,
+                        high=config.snr_high,
                         device=training.device,
                     )
                 )
@@ -283,8 +284,7 @@ class IVIMEstimatorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class IVIMEstimatorLogic(ScriptedLoadableModuleLogic, IvimSession):
-    """Can be used without the GUI. The state (last result and its map nodes, the estimators built so far) and
-    all computation are IvimSession's (IVIMEstimatorLib.session); this class adds the parameter node."""
+    """Usable without the GUI: its state and computation are IvimSession's; this class adds the parameter node."""
 
     def getParameterNode(self):
         return IVIMEstimatorParameterNode(super().getParameterNode())

@@ -242,8 +242,14 @@ def test_the_command_line_defaults_are_the_settings_fields():
     )
     train = parser.parse_args(["train", "--bvals", BVALS, "--out", "model.pt"])
     for field in settings_fields(TrainingConfig):
-        assert getattr(train, field.name) == field.default, field.name
-    assert (train.method, train.prior, train.snr, train.device) == ("scdnn", "placenta", 30.0, fit.device)
+        if field.name not in ("snr_low", "snr_high"):  # one option for both: --snr-range
+            assert getattr(train, field.name) == field.default, field.name
+    assert train.snr_range == (TrainingConfig.snr_low, TrainingConfig.snr_high) == (8.0, 150.0)
+    assert (train.method, train.prior, train.device) == ("scdnn", "placenta", fit.device)
+    assert parser.parse_args(["train", "--bvals", BVALS, "--snr-range", "20,40", "--out", "m.pt"]).snr_range == (
+        20.0,
+        40.0,
+    )
     chosen = parser.parse_args(
         [
             "fit",
@@ -272,8 +278,14 @@ def test_the_command_line_defaults_are_the_settings_fields():
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["train", "--bvals", BVALS, "--snr", "300", "--out", "m.pt"], "snr must be between 5 and 200; got 300"),
-        (["train", "--bvals", BVALS, "--snr", "2", "--out", "m.pt"], "snr must be between 5 and 200; got 2"),
+        (
+            ["train", "--bvals", BVALS, "--snr-range", "8,3000", "--out", "m.pt"],
+            "snr high must be between 2 and 1000; got 3000",
+        ),
+        (
+            ["train", "--bvals", BVALS, "--snr-range", "1,30", "--out", "m.pt"],
+            "snr low must be between 2 and 1000; got 1",
+        ),
         (["train", "--bvals", BVALS, "--epochs", "0", "--out", "m.pt"], "epochs must be between 1 and 1000; got 0"),
         (["train", "--bvals", BVALS, "--seed", "-1", "--out", "m.pt"], "seed must be between 0 and 2147483647; got -1"),
         (

@@ -203,7 +203,8 @@ def parameters(**fields) -> SimpleNamespace:
             "device": "cpu",
             "modelPath": "",
             "bvalues": "",
-            "trainingSnr": 30.0,
+            "trainingSnrLow": 8.0,
+            "trainingSnrHigh": 150.0,
             **fields,
         }
     )
@@ -285,11 +286,17 @@ def test_retrain_trains_for_the_series_protocol_with_the_panel_settings_and_reus
     sequence = new_sequence_node(scene, phantom.series, "placenta")
     session = IvimSession()
     typed = "0, 7, 20, 50, 150, 300, 500, 600, 700, 800"  # no shipped network fits these
-    panel = parameters(method="mlp", bvalues=typed, trainingSnr=40.0, device="cpu")
+    panel = parameters(method="mlp", bvalues=typed, trainingSnrLow=10.0, trainingSnrHigh=90.0, device="cpu")
     training = session.protocol_training(sequence, panel, tmp_path)
-    assert training.path == tmp_path / MODEL_FOLDER / "mlp_b0-7-20-50-150-300-500-600-700-800_placenta_snr40.pt"
+    assert training.path == tmp_path / MODEL_FOLDER / "mlp_b0-7-20-50-150-300-500-600-700-800_placenta_snr10-90.pt"
     config = training.config
-    assert (config.method, config.prior, config.snr, training.device) == ("mlp", "placenta", 40.0, "cpu")
+    assert (config.method, config.prior, config.snr_low, config.snr_high, training.device) == (
+        "mlp",
+        "placenta",
+        10.0,
+        90.0,
+        "cpu",
+    )
     assert config.bvalues == (0.0, 7.0, 20.0, 50.0, 150.0, 300.0, 500.0, 600.0, 700.0, 800.0)
     assert (config.samples, config.epochs) == (TrainingConfig().samples, TrainingConfig().epochs)  # the shipped ones
     assert not training.exists
@@ -301,7 +308,8 @@ def test_retrain_trains_for_the_series_protocol_with_the_panel_settings_and_reus
     nodes = session.estimate(sequence, estimate_config(replace_fields(panel, modelPath=str(training.path))), typed)
     assert nodes["f"].GetName() == "placenta mlp f [fraction]"
     for fields, message in (
-        ({"trainingSnr": 300.0}, "snr must be between 5 and 200; got 300"),
+        ({"trainingSnrHigh": 3000.0}, "snr high must be between 2 and 1000; got 3000"),
+        ({"trainingSnrLow": 100.0, "trainingSnrHigh": 50.0}, "lowest training SNR \\(100\\) exceeds the highest"),
         ({"method": "nlls"}, "method must be one of scdnn, mlp, ivimnet; got 'nlls'"),
         ({"device": "tpu"}, "device must be one of auto, cpu, cuda; got 'tpu'"),
         ({"bvalues": "5, 7, 20, 50, 150, 300, 500, 600, 700, 800"}, "needs a b = 0 volume"),

@@ -480,6 +480,7 @@ def test_the_parameter_node_and_the_command_line_take_each_setting_from_one_fiel
     parser = build_parser()
     fit = vars(parser.parse_args(["fit", "dwi.nii.gz", "maps"]))
     train = vars(parser.parse_args(["train", "--bvals", "0,10,20", "--out", "m.pt"]))
+    train["snr_low"], train["snr_high"] = train["snr_range"]  # one option, --snr-range, for the two settings
     fields = {field.parameter_name: (field, train) for field in settings_fields(TrainingConfig)}
     fields |= {
         field.parameter_name: (field, fit) for cls in (EstimateConfig, ExportSettings) for field in settings_fields(cls)
@@ -492,7 +493,8 @@ def test_the_parameter_node_and_the_command_line_take_each_setting_from_one_fiel
         "prior",
         "device",
         "exportFormat",
-        "trainingSnr",
+        "trainingSnrLow",
+        "trainingSnrHigh",
     }
     for name, annotation in annotations.items():
         field, cli = fields[name]
@@ -503,11 +505,14 @@ def test_the_parameter_node_and_the_command_line_take_each_setting_from_one_fiel
             assert [v.choices for v in validators] == [list(field.setting.choices)], name
         elif field.setting.minimum is not None:
             assert [(v.minimum, v.maximum) for v in validators] == [(field.setting.minimum, field.setting.maximum)]
-    assert (defaults["prior"], defaults["autoMask"], defaults["trainingSnr"]) == ("placenta", True, 30.0)
-    assert (annotations["trainingSnr"].__metadata__[0].minimum, annotations["trainingSnr"].__metadata__[0].maximum) == (
-        5.0,
-        200.0,
+    assert (defaults["prior"], defaults["autoMask"], defaults["trainingSnrLow"], defaults["trainingSnrHigh"]) == (
+        "placenta",
+        True,
+        8.0,
+        150.0,
     )
+    bounds = annotations["trainingSnrHigh"].__metadata__[0]
+    assert (bounds.minimum, bounds.maximum) == (2.0, 1000.0)
     assert set(typing.get_args(annotations["exportFormat"])[1].choices) == set(EXPORT_FORMATS)
 
 
@@ -524,7 +529,8 @@ def test_out_of_range_settings_are_refused_naming_the_setting():
         (lambda: ExportSettings("png"), "file format must be one of nrrd, nifti; got 'png'"),
         (lambda: MotionConfig(rounds=(3, 2)), r"rounds must be \(min, max\) with 1 <= min <= max"),
         (lambda: MotionConfig(rounds=(1.5, 2)), "rounds must be"),
-        (lambda: TrainingConfig(snr=250.0).validate(), "snr must be between 5 and 200; got 250"),
+        (lambda: TrainingConfig(snr_high=2500.0).validate(), "snr high must be between 2 and 1000; got 2500"),
+        (lambda: TrainingConfig(snr_low=50.0, snr_high=20.0).validate(), r"lowest training SNR \(50\) exceeds"),
         (lambda: TrainingConfig(method="nlls").validate(), "method must be one of scdnn, mlp, ivimnet; got 'nlls'"),
     ):
         with pytest.raises(InputError, match=message):

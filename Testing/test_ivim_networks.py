@@ -83,7 +83,10 @@ def test_each_shipped_model_is_listed_checked_and_described(spec):
     model = load_shipped_model(MODELS_DIR, spec.file)
     assert model.architecture == METHOD_ARCHITECTURE[spec.method]
     assert model.metadata["protocol"]["bvalues"] == list(spec.bvalues)
-    assert model.metadata["training"]["prior"] == spec.prior and model.metadata["training"]["snr"] == spec.snr
+    training = model.metadata["training"]
+    assert training["prior"] == spec.prior
+    assert (training["snr_low"], training["snr_high"]) == (TrainingConfig.snr_low, TrainingConfig.snr_high)
+    assert model.config["noise_input"] and model.config["uncertainty"]  # told the SNR, gives SD maps
 
 
 def test_fit_picks_the_shipped_model_matching_the_bvalues():

@@ -85,6 +85,18 @@ def _check_parents(path: Path, what: str) -> None:
         raise InputError(f"{what} {path} cannot be created: {parent} is a file")
 
 
+def snr_range(text: str) -> tuple[float, float]:
+    """argparse type of ``--snr-range``: ``LOW,HIGH``, two numbers with LOW <= HIGH (their range is checked by
+    ``TrainingConfig``)."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give two numbers LOW,HIGH, got {text!r}") from None
+    if not low <= high:
+        raise argparse.ArgumentTypeError(f"LOW must not exceed HIGH, got {text!r}")
+    return low, high
+
+
 def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Path | None]) -> list[Path]:
     """The maps of an earlier fit in ``outdir``, which this fit replaces (only with ``--overwrite``; other files
     stay). Refuses an output folder that is an input, a file, or (without ``--overwrite``) not empty."""
@@ -104,7 +116,7 @@ def _earlier_fit(outdir: Path, overwrite: bool, inputs: Sequence[Path | None]) -
             f"the output folder {outdir} is not empty ({names}): choose an empty folder, or pass "
             "--overwrite to replace the maps of an earlier fit"
         )
-    ours = {key + suffix for key in MAP_KEYS for suffix in EXPORT_FORMATS.values()}
+    ours = {key + suffix for key in MAP_KEYS for suffix in EXPORT_FORMATS.values()} | {WARNINGS_FILE}
     earlier = [entry for entry in entries if entry.name in ours or entry.name.startswith(STAGING_PREFIX)]
     check_outputs(
         [source for source in inputs if source is not None],  # never replace an input
@@ -155,6 +167,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from IVIMEstimatorLib.fits.model import IvimModel
     from IVIMEstimatorLib.map_logic import EXPORT_FORMATS, EstimateConfig, automatic_mask, select_bvalues, staged_files
     from IVIMEstimatorLib.motion import MotionConfig
+    from IVIMEstimatorLib.noise import background_noise_sd
 
     config = from_arguments(
         EstimateConfig,
@@ -169,7 +182,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         raise InputError(f"{args.dwi} stores no b-values: give --bvals or --bvals-file")
     series = select_bvalues(series, config.bvalue_set)
     mask = _read_mask(args.mask, series, args.dwi)
-    noise_sd, noise_source = (args.noise_sd, "given") if args.noise_sd is not None else _measured_noise_sd(series)
+    noise_sd = args.noise_sd if args.noise_sd is not None else background_noise_sd(series.volumes)
     # the estimator (network read and checked against the b-values) before the registration, which takes minutes
     estimator = IvimModel(series.bvalues, config.method, config.model, config.prior, config.device)
     if mask is None and config.auto_mask:
@@ -184,29 +197,32 @@ def cmd_fit(args: argparse.Namespace) -> None:
     )
     fitted = estimator.fit(series.signals, mask, progress=_progress_in_tenths(), noise_sd=noise_sd)
     if fitted.noise is not None:
-        log.info("noise SD %.4g (%s)", fitted.noise.sd, noise_source or fitted.noise.source)
+        log.info("noise SD %.4g (%s)", fitted.noise.sd, fitted.noise.source)
     maps = fitted.maps()
     with staged_files(args.outdir, replace=earlier) as staging:  # all maps or none, never mixed with earlier ones
         for name, values in maps.items():
             write_volume_array(values, series.geometry, staging / f"{name}{EXPORT_FORMATS[args.file_format]}")
+        if fitted.warnings:  # logged by the fit; kept beside the maps for whoever reads them later
+            (staging / WARNINGS_FILE).write_text("".join(f"{warning}\n" for warning in fitted.warnings))
     if earlier:
         log.info("replaced %d files of an earlier fit", len(earlier))
     log.info("wrote %s to %s (D, D* in mm²/s)", ", ".join(maps), args.outdir)
 
 
-def _measured_noise_sd(series) -> tuple[float | None, str | None]:
-    """(the series' noise SD from its background, "background"; ``noise.background_noise_sd``), or (None, None):
-    the fit then measures it from its residuals."""
-    from IVIMEstimatorLib.noise import background_noise_sd
-
-    found = background_noise_sd(series.volumes)
-    return (None, None) if found is None else (found.sd, "background")
+#: Written beside the maps when the fit has warnings (``IvimFit.warnings``), one per line.
+WARNINGS_FILE = "warnings.txt"
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from IVIMEstimatorLib.training.trainer import TrainingConfig, train
+    from IVIMEstimatorLib.training.trainer import TrainingConfig, describe_snr, train
 
-    config = from_arguments(TrainingConfig, args, bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")))
+    config = from_arguments(
+        TrainingConfig,
+        args,
+        bvalues=tuple(parse_bvalues(args.bvals, source="--bvals")),
+        snr_low=args.snr_range[0],
+        snr_high=args.snr_range[1],
+    )
     config.validate()
     curve = args.out.with_suffix(".loss.png")
     _check_output_file(args.out)
@@ -223,7 +239,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     axis.set_xlabel("epoch")
     axis.set_ylabel("loss")
     axis.set_yscale("log")
-    axis.set_title(f"{args.method}, b = {args.bvals} s/mm², prior {args.prior}, SNR {args.snr:g}")
+    axis.set_title(f"{args.method}, b = {args.bvals} s/mm², prior {args.prior}, {describe_snr(config)}")
     axis.legend()
     figure.tight_layout()
     figure.savefig(curve, dpi=100)
@@ -351,7 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
         "curve (PNG).",
     )
     train_parser.add_argument("--bvals", required=True, help="protocol b-values in s/mm², starting at 0")
-    add_arguments(train_parser, TrainingConfig)
+    add_arguments(train_parser, TrainingConfig, skip=("snr_low", "snr_high"))
+    low, high = settings_field(TrainingConfig, "snr_low"), settings_field(TrainingConfig, "snr_high")
+    train_parser.add_argument(
+        "--snr-range",
+        type=snr_range,
+        default=(low.default, high.default),
+        metavar="LOW,HIGH",
+        help=f"SNRs at b = 0 of the synthetic signals, drawn log-uniformly (the network is told each one; "
+        f"LOW = HIGH: one SNR); each {low.setting.minimum:g}-{low.setting.maximum:g}; default "
+        f"{low.default:g},{high.default:g}",
+    )
     train_parser.add_argument("--device", **argument_keywords(settings_field(EstimateConfig, "device")))
     train_parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt)")
     train_parser.set_defaults(command=cmd_train)

@@ -6,9 +6,11 @@ segments are merged; both resampled to the series grid by Slicer's segmentation 
 optionally motion correction (``motion.motion_correct``), and one of the five methods (``fits.model.IvimModel``,
 built once per protocol and method and kept in an ``IvimModels``) on all b-values or the accelerated subset
 (b = 0, 20, 50, 150, 300, 500 s/mm²). Result maps, in display units: f (fraction), D and D* (10⁻³ mm²/s), S0
-(signal units), the Bayes method's posterior SDs, and the fit residual (RMS over b of (S - fitted S) / S0, a
-fraction of S0). Voxels outside the mask or without a valid fit are NaN in the arrays and 0 in the volume
-nodes (shown transparent below the colour window). Errors are ``InputError`` with a one-line reason.
+(signal units), the SDs of f, D and D* (the Bayes method's posterior SDs, the networks' SD maps), and the fit
+residual (RMS over b of (S - fitted S) / S0, a fraction of S0). Voxels outside the mask or without a valid
+fit are NaN in the arrays and 0 in the volume nodes (shown transparent below the colour window). The noise SD
+is measured from the series' background (before motion correction), else from the fit residuals
+(``IvimFit.noise``; ``fit_notes`` says which, with the fit's warnings). Errors are ``InputError``, one line.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from IVIMEstimatorLib.fits.methods import METHODS
 from IVIMEstimatorLib.fits.model import IvimFit, IvimModel
 from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR, PRIORS
 from IVIMEstimatorLib.motion import MotionConfig, motion_correct
+from IVIMEstimatorLib.noise import background_noise_sd
 from IVIMEstimatorLib.series_logic import load_series, require_bvalues
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
 
@@ -280,6 +283,7 @@ def estimate_maps(
     report(progress, 0.0, "reading the series")
     series = select_bvalues(load_series(source, bvalues_text), config.bvalue_set)
     estimator = (models if models is not None else IvimModels()).get(require_bvalues(series), config)
+    noise = background_noise_sd(series.volumes)  # before motion correction, whose interpolation smooths noise
     shape = series.volumes.shape[1:]
     mask = None
     if mask_node is not None:
@@ -302,11 +306,20 @@ def estimate_maps(
     raise_if_cancelled(cancel)
     report(progress, fit_start, f"fitting ({config.method})")
     fit_progress = None if progress is None else lambda f, m: progress(fit_start + (0.95 - fit_start) * f, m)
-    fitted = estimator.fit(np.moveaxis(series.volumes, 0, -1), mask, progress=fit_progress, cancel=cancel)
+    fitted = estimator.fit(
+        np.moveaxis(series.volumes, 0, -1), mask, progress=fit_progress, cancel=cancel, noise_sd=noise
+    )
     maps = fitted.maps() | {"residual": fit_residual(series, fitted)}
     maps = {key: (values * MAP_SPECS[key].factor).astype(np.float32) for key, values in maps.items()}
     report(progress, 1.0, "maps ready")
     return MapResult(maps, series, mask, fitted)
+
+
+def fit_notes(fit: IvimFit) -> list[str]:
+    """What the user should read beside the maps: the noise SD the fit used (``noise SD 12.5 (background)``)
+    and the fit's warnings."""
+    parts = [] if fit.noise is None else [f"noise SD {fit.noise.sd:.4g} ({fit.noise.source})"]
+    return parts + list(fit.warnings)
 
 
 def _reference_volume(source: Any) -> Any:

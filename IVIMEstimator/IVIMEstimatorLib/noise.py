@@ -39,7 +39,8 @@ MODEL_PARAMETERS = 4
 
 @dataclass(frozen=True)
 class NoiseEstimate:
-    """``sd``: the noise SD (signal units); ``source``: "background" or "residuals"; ``voxels``: how many."""
+    """``sd``: the noise SD (signal units); ``source``: "background", "residuals" or "given"; ``voxels``: how
+    many it was measured on (0 when given)."""
 
     sd: float
     source: str

@@ -28,6 +28,7 @@ from IVIMEstimatorLib.map_logic import (
     MapResult,
     VoxelFit,
     estimate_maps,
+    fit_notes,
     map_nodes,
     map_statistics,
     mask_from_node,
@@ -115,13 +116,20 @@ class IvimSession:
 
     def protocol_training(self, source: Any, parameters: Any, folder: str | os.PathLike) -> ProtocolTraining:
         """What *Retrain* trains for ``source`` under the module's ``parameters`` (fields ``bvalues``, ``method``,
-        ``prior``, ``trainingSnr``, ``device``): the ``ProtocolTraining`` of the series' b-values (s/mm²), with
-        its model file in ``folder`` (the module gives Slicer's user settings folder). Raises ``InputError``."""
+        ``prior``, ``trainingSnrLow``, ``trainingSnrHigh``, ``device``): the ``ProtocolTraining`` of the series'
+        b-values (s/mm²), with its model file in ``folder`` (the module gives Slicer's user settings folder).
+        Raises ``InputError``."""
         bvalues = self.summarize(source, parameters.bvalues).bvalues
         if bvalues is None:
             raise InputError("the series has no b-values stored; type them (one per volume, s/mm²)")
         return protocol_training(
-            bvalues, folder, parameters.method, parameters.prior, parameters.trainingSnr, parameters.device
+            bvalues,
+            folder,
+            parameters.method,
+            parameters.prior,
+            parameters.trainingSnrLow,
+            parameters.trainingSnrHigh,
+            parameters.device,
         )
 
     def estimate(
@@ -143,6 +151,10 @@ class IvimSession:
         self.result = result
         self.map_nodes = map_nodes(first.GetScene(), result, f"{first.GetName()} {config.method}")
         return self.map_nodes
+
+    def fit_notes(self) -> list[str]:
+        """The last estimate's noise SD and warnings, for the status line (``map_logic.fit_notes``)."""
+        return [] if self.result is None else fit_notes(self.result.fit)
 
     def _require_result(self) -> MapResult:
         if self.result is None or not self.map_nodes:

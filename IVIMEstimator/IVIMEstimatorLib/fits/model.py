@@ -10,7 +10,9 @@ Methods (``methods.METHODS``):
 - ``scdnn``: the sparse-coding deep network (``networks.ScdnnNet``, after the SC-DNN of Zheng T. et al., "A
   Model-driven Deep Learning Method Based on Sparse Coding to Accelerate IVIM Imaging in Fetal Brain",
   Proc. ISMRM 2021, abstract 1333), ``mlp`` (supervised MLP) and ``ivimnet`` (unsupervised physics-informed
-  MLP, IVIM-NET style): networks trained for one protocol; S0 is the mean b = 0 signal.
+  MLP, IVIM-NET style): networks trained for one protocol; S0 is the mean b = 0 signal. The shipped networks
+  are noise-aware (trained over SNR 8-150 and told each voxel's SNR, S0 / the noise SD) and give SD maps of
+  f, D and D* (``networks.IvimNetwork``).
 - ``nlls``: segmented, then full bounded least squares with a BIC choice of the mono-exponential model
   (``nlls``).
 - ``bayes``: posterior mean and SD on a parameter grid under a named prior (``bayes``, ``priors``); Bayesian
@@ -34,6 +36,7 @@ that processes its events in the progress callback keeps a working *Cancel*.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,7 +46,14 @@ from FastMRICommon.device import DEVICE_CHOICES, select_device
 from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from IVIMEstimatorLib.fits.bayes import BayesConfig, fit_bayes, make_grid
 from IVIMEstimatorLib.fits.methods import METHOD_ARCHITECTURE, METHODS
-from IVIMEstimatorLib.fits.network_models import ModelSource, load_network, normalised_inputs, resolve_model
+from IVIMEstimatorLib.fits.network_models import (
+    ModelSource,
+    has_uncertainty,
+    is_noise_aware,
+    load_network,
+    normalised_inputs,
+    resolve_model,
+)
 from IVIMEstimatorLib.fits.nlls import NllsConfig, fit_nlls
 from IVIMEstimatorLib.fits.priors import DEFAULT_PRIOR, get_prior
 from IVIMEstimatorLib.noise import NoiseEstimate, residual_noise_sd
@@ -57,6 +67,13 @@ MAP_KEYS = ("f", "D", "Dstar", "S0", "f_sd", "D_sd", "Dstar_sd")
 
 #: Voxels whose fit residuals measure the noise when it is not given (``IvimModel.fit``).
 NOISE_VOXELS = 2000
+#: Median S(lowest b > 0) / S(0) over the voxels above which the b = 0 volume is taken to be scaled differently
+#: from the others (IVIM signals decay with b; noise alone moves the median by far less).
+B0_SCALE_LIMIT = 1.05
+#: Voxels the b = 0 scale check needs.
+B0_SCALE_VOXELS = 50
+
+log = logging.getLogger("ivimestimator")
 
 
 class IvimModel:
@@ -94,11 +111,14 @@ class IvimModel:
             raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
         self.device = "cpu" if method == "nlls" else select_device(device)
         self.model_file = None
+        self.noise_aware = self.uncertainty = False
         if method in METHOD_ARCHITECTURE:
             if unique[0] != 0:
                 raise InputError(f"method {method} normalises by the b = 0 signal, but the data have no b = 0")
             self.model_file = resolve_model(method, model, unique)
             self._network = load_network(self.model_file, self.device)
+            self.noise_aware = is_noise_aware(self.model_file)
+            self.uncertainty = has_uncertainty(self.model_file)
         elif method == "bayes":
             self._grid = make_grid(self.prior, unique, BayesConfig())
 
@@ -112,7 +132,7 @@ class IvimModel:
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
         chunk_voxels: int = CHUNK_VOXELS,
-        noise_sd: float | None = None,
+        noise_sd: float | NoiseEstimate | None = None,
     ) -> IvimFit:
         """Fit ``signals`` (real array ``(..., n_b)``, any S0 scale, the last axis in the order of the
         acquired b-values); returns an ``IvimFit`` whose maps have the voxel shape ``signals.shape[:-1]``.
@@ -122,10 +142,16 @@ class IvimModel:
         ``Cancelled``; nothing is returned). The inputs are not modified. ``noise_sd`` (signal units, > 0) is
         the series' noise SD when known; None: measured from the fit residuals of up to ``NOISE_VOXELS`` voxels
         (``noise.residual_noise_sd``) when there are enough voxels and b-values, else left unknown; either way
-        reported as ``IvimFit.noise``.
+        reported as ``IvimFit.noise``. A noise-aware network (``noise_aware``) is told each voxel's SNR, S0 /
+        noise SD, so it needs the noise SD: when it is neither given nor measurable, ``InputError``. When the
+        median SNR of the voxels lies outside the SNRs the network was trained on, the fit goes on and says so
+        in ``IvimFit.warnings`` (and the log). A series whose b = 0 signal lies below the lowest b > 0 signal in
+        most voxels (median ratio above ``B0_SCALE_LIMIT``: a b = 0 volume scaled differently from the others)
+        is refused (``InputError``).
         """
-        if noise_sd is not None and not (np.isfinite(noise_sd) and noise_sd > 0):
-            raise InputError(f"the noise SD must be a positive number, got {noise_sd}")
+        given = noise_sd.sd if isinstance(noise_sd, NoiseEstimate) else noise_sd
+        if given is not None and not (np.isfinite(given) and given > 0):
+            raise InputError(f"the noise SD must be a positive number, got {given}")
         if chunk_voxels < 1:
             raise InputError(f"chunk_voxels must be >= 1, got {chunk_voxels}")
         signals = np.asarray(signals)
@@ -148,32 +174,72 @@ class IvimModel:
         if not valid.any():
             raise InputError("no valid voxel: every selected voxel has a non-finite signal or S(b=0) <= 0")
         measured = flat[valid]
+        self._check_b0_scale(measured)
         y = measured / reference[valid, None]
+        noise, reason = self._noise(measured, noise_sd)
+        if self.noise_aware and noise is None:
+            raise InputError(f"the {self.method} network needs the noise SD of the signals: {reason}")
+        warnings = self._snr_warnings(reference[valid], noise)
         parts, total = [], len(y)
         for start in range(0, total, chunk_voxels):
             raise_if_cancelled(cancel)
             stop = min(start + chunk_voxels, total)
-            parts.append(self._fit_chunk(measured[start:stop], y[start:stop]))
+            parts.append(self._fit_chunk(measured[start:stop], y[start:stop], noise))
             report(progress, stop / total, f"fitted {stop:,} of {total:,} voxels ({self.method})")
         maps = {}
         for key in parts[0]:
             full = np.full(flat.shape[0], np.nan, dtype=np.float32)
             full[valid] = np.concatenate([part[key] for part in parts]) * (reference[valid] if key == "S0" else 1.0)
             maps[key] = full.reshape(spatial)
-        return IvimFit(**maps, model=self, noise=self._noise(measured, noise_sd))
+        return IvimFit(**maps, model=self, noise=noise, warnings=warnings)
 
-    def _noise(self, measured: np.ndarray, noise_sd: float | None) -> NoiseEstimate | None:
-        """The given noise SD, or the residual estimate from a seeded sample of the fitted voxels (None when it
-        cannot be measured: too few voxels or b-values, no b = 0)."""
+    def _noise(self, measured: np.ndarray, noise_sd: float | NoiseEstimate | None) -> tuple[NoiseEstimate | None, str]:
+        """(the given noise SD, or the residual estimate from a seeded sample of the fitted voxels; None when it
+        cannot be measured: too few voxels or b-values, no b = 0), and why it is None."""
+        if isinstance(noise_sd, NoiseEstimate):
+            return noise_sd, ""
         if noise_sd is not None:
-            return NoiseEstimate(float(noise_sd), "given", 0)
+            return NoiseEstimate(float(noise_sd), "given", 0), ""
         sample = measured
         if len(sample) > NOISE_VOXELS:
             sample = sample[np.random.default_rng(0).choice(len(sample), NOISE_VOXELS, replace=False)]
         try:
-            return residual_noise_sd(sample, self.bvalues)
-        except InputError:
-            return None
+            return residual_noise_sd(sample, self.bvalues), ""
+        except InputError as error:
+            return None, str(error)
+
+    def _check_b0_scale(self, measured: np.ndarray) -> None:
+        """``InputError`` when S(lowest b > 0) / S(0) has a median above ``B0_SCALE_LIMIT`` over at least
+        ``B0_SCALE_VOXELS`` voxels (``measured [n, n_unique]``, columns sorted by b)."""
+        if self.bvalues[0] != 0 or self.bvalues.size < 2 or len(measured) < B0_SCALE_VOXELS:
+            return
+        ratio = float(np.median(measured[:, 1] / measured[:, 0]))
+        if ratio > B0_SCALE_LIMIT:
+            raise InputError(
+                f"the signal at b = {self.bvalues[1]:g} s/mm² is {ratio:.2f} times the b = 0 signal (median over "
+                "the voxels): IVIM signals decay with b, so the b = 0 volume seems scaled differently from the "
+                "others; rescale it or check the b-values' order"
+            )
+
+    def _snr_warnings(self, s0: np.ndarray, noise: NoiseEstimate | None) -> tuple[str, ...]:
+        """A warning (also logged) when the voxels' median SNR, S0 / noise SD, lies outside the SNR range the
+        noise-aware network was trained on; none otherwise."""
+        if not self.noise_aware or noise is None or self.model_file is None:
+            return ()
+        training = self.model_file.metadata.get("training", {})
+        low, high = training.get("snr_low"), training.get("snr_high")
+        if low is None or high is None:
+            return ()
+        snr = float(np.median(s0) / noise.sd)
+        if low <= snr <= high:
+            return ()
+        message = (
+            f"the median SNR of the voxels ({snr:.1f}, noise SD {noise.sd:.4g} {noise.source}) is outside the SNRs "
+            f"the {self.method} network was trained on ({low:g}-{high:g}): its maps there are extrapolations; "
+            "compare with nlls or bayes"
+        )
+        log.warning(message)
+        return (message,)
 
     def _per_bvalue(self, signals: np.ndarray) -> np.ndarray:
         """``signals [n, n_acquired]`` as ``[n, n_unique]``: columns sorted by b, repeats averaged."""
@@ -185,9 +251,9 @@ class IvimModel:
         np.add.at(averaged.T, inverse, signals.T)  # sum per unique b
         return averaged / np.bincount(inverse)
 
-    def _fit_chunk(self, measured: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    def _fit_chunk(self, measured: np.ndarray, y: np.ndarray, noise: NoiseEstimate | None) -> dict[str, np.ndarray]:
         """Maps of one chunk from its signals as measured and divided by S(lowest b), S0 relative to the
-        latter."""
+        latter; ``noise`` is told to a noise-aware network."""
         if self.method == "nlls":
             estimate = fit_nlls(y, self.bvalues, NllsConfig())
             return {"S0": estimate[:, 0], "f": estimate[:, 1], "D": estimate[:, 2], "Dstar": estimate[:, 3]}
@@ -196,16 +262,21 @@ class IvimModel:
         import torch
 
         with torch.inference_mode():
-            inputs = torch.from_numpy(normalised_inputs(measured, self.bvalues)).to(self.device)
+            noise_sd = noise.sd if self.noise_aware and noise is not None else None
+            inputs = torch.from_numpy(normalised_inputs(measured, self.bvalues, noise_sd)).to(self.device)
             estimate = self._network(inputs).cpu().numpy().astype(np.float64)
-        return {"f": estimate[:, 0], "D": estimate[:, 1], "Dstar": estimate[:, 2], "S0": np.ones(len(y))}
+        maps = {"f": estimate[:, 0], "D": estimate[:, 1], "Dstar": estimate[:, 2], "S0": np.ones(len(y))}
+        if self.uncertainty:
+            maps.update({"f_sd": estimate[:, 3], "D_sd": estimate[:, 4], "Dstar_sd": estimate[:, 5]})
+        return maps
 
 
 @dataclass(frozen=True, eq=False)
 class IvimFit:
     """The maps of one fit, float32 arrays of the voxel shape, NaN where a voxel was not fitted (outside the
-    mask, or an invalid signal): ``f`` (fraction), ``D`` and ``Dstar`` (mm²/s), ``S0`` (signal units), and for
-    the Bayes method the posterior SDs ``f_sd``, ``D_sd``, ``Dstar_sd`` (same units; None otherwise).
+    mask, or an invalid signal): ``f`` (fraction), ``D`` and ``Dstar`` (mm²/s), ``S0`` (signal units), and the
+    SDs ``f_sd``, ``D_sd``, ``Dstar_sd`` (same units) for the Bayes method (posterior SDs) and for networks with
+    an SD head (``networks.IvimNetwork``); None otherwise.
     ``model`` is the ``IvimModel`` that fitted them (None for maps made otherwise, e.g. a phantom's truth);
     ``noise`` the noise SD it was given or measured.
     Index it like the voxel axes (``fit[k, j, i]``, ``fit[mask]``) for the fit of those voxels.
@@ -221,6 +292,8 @@ class IvimFit:
     model: IvimModel | None = field(default=None, repr=False)
     #: The series' noise SD (``noise.NoiseEstimate``: given, or measured from the fit residuals), or None.
     noise: NoiseEstimate | None = None
+    #: What the reader of the maps should know (e.g. an SNR outside a network's training range).
+    warnings: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:

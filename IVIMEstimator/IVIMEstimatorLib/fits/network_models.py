@@ -83,9 +83,41 @@ def load_network(model: ModelFile, device):
     return model.build(REGISTRY).to(device)
 
 
-def normalised_inputs(signals: np.ndarray, bvalues: np.ndarray) -> np.ndarray:
-    """The networks' input ``[n, n_b - n_0]`` float32: y = S_b / S_0 for the b > 0 columns of ``signals
-    [n, n_b]`` at ``bvalues`` (s/mm²), S_0 the mean of the b = 0 columns (there must be one)."""
+#: The SNRs the SNR column can express (below 1 a voxel is noise; above 1000 the noise is negligible).
+SNR_LIMITS = (1.0, 1000.0)
+
+
+def snr_feature(snr: np.ndarray) -> np.ndarray:
+    """The SNR column of a noise-aware network's input: log10 of the voxel's SNR (S_0 / noise SD), clipped to
+    ``SNR_LIMITS`` (0 to 3)."""
+    return np.log10(np.clip(snr, *SNR_LIMITS))
+
+
+def inverse_snr(feature):
+    """1 / SNR from the SNR column (numpy or torch)."""
+    return 10.0 ** (-feature)
+
+
+def normalised_inputs(
+    signals: np.ndarray, bvalues: np.ndarray, noise_sd: float | np.ndarray | None = None
+) -> np.ndarray:
+    """The networks' input float32: y = S_b / S_0 for the b > 0 columns of ``signals [n, n_b]`` at ``bvalues``
+    (s/mm²), S_0 the mean of the b = 0 columns (there must be one); with ``noise_sd`` (signal units, one for all
+    rows or one per row) a last column, ``snr_feature(S_0 / noise_sd)``, for the noise-aware networks."""
     zero = bvalues == 0
     s0 = signals[:, zero].mean(axis=1, keepdims=True)
-    return (signals[:, ~zero] / s0).astype(np.float32)
+    y = signals[:, ~zero] / s0
+    if noise_sd is not None:
+        noise = np.reshape(np.asarray(noise_sd, dtype=float), (-1, 1))
+        y = np.concatenate([y, snr_feature(s0 / noise)], axis=1)
+    return y.astype(np.float32)
+
+
+def is_noise_aware(model: ModelFile) -> bool:
+    """True when the network of ``model`` takes the SNR column (trained over a range of SNRs)."""
+    return bool(model.config.get("noise_input", False))
+
+
+def has_uncertainty(model: ModelFile) -> bool:
+    """True when the network of ``model`` gives SDs of f, D and D* (its SD head)."""
+    return bool(model.config.get("uncertainty", False))

@@ -2,7 +2,7 @@
 on synthetic signals (what the module's *Retrain* offer calls).
 
 ``protocol_training`` says what would be trained (a ``ProtocolTraining``: ``training.config.TrainingConfig``
-with the chosen method, prior and SNR; the device; the model file, named after all of them, in the user's model
+with the chosen method, prior and SNR range; the device; the model file, named after all of them, in the user's model
 folder) and ``ProtocolTraining.run`` trains it (``training.trainer.train``). The model is a file the user keeps
 and is used like any model file; a network trained before for the same protocol and settings is found by name.
 """
@@ -39,10 +39,12 @@ def has_shipped_model(method: str, bvalues: ArrayLike) -> bool:
     return True
 
 
-def protocol_model_name(method: str, bvalues: np.ndarray, prior: str, snr: float) -> str:
-    """A file name that says what the model is for, e.g. ``scdnn_b0-10-20-500_placenta_snr30.pt``."""
+def protocol_model_name(method: str, bvalues: np.ndarray, prior: str, snr_low: float, snr_high: float) -> str:
+    """A file name that says what the model is for, e.g. ``scdnn_b0-10-20-500_placenta_snr8-150.pt`` (one SNR:
+    ``_snr30``)."""
     values = "-".join(f"{b:g}" for b in np.sort(np.unique(np.asarray(bvalues, float))))
-    return f"{method}_b{values}_{prior}_snr{snr:g}.pt"
+    snr = f"{snr_low:g}" if snr_low == snr_high else f"{snr_low:g}-{snr_high:g}"
+    return f"{method}_b{values}_{prior}_snr{snr}.pt"
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,12 @@ def protocol_training(
     folder: str | os.PathLike,
     method: str = TrainingConfig.method,
     prior: str = TrainingConfig.prior,
-    snr: float = TrainingConfig.snr,
+    snr_low: float = TrainingConfig.snr_low,
+    snr_high: float = TrainingConfig.snr_high,
     device: str = "auto",
 ) -> ProtocolTraining:
     """The ``ProtocolTraining`` of ``method`` for ``bvalues`` (s/mm², as acquired: repeats and order do not
-    matter; b = 0 required) on synthetic signals from ``prior`` at ``snr`` (the other settings are
+    matter; b = 0 required) on synthetic signals from ``prior`` at SNRs ``snr_low``-``snr_high`` (the other settings are
     ``TrainingConfig``'s, those of the shipped networks), on ``device``, written to ``folder/MODEL_FOLDER/
     protocol_model_name(...)``. Raises ``InputError`` (naming the setting) for a bad setting or protocol."""
     b = np.sort(np.unique(np.asarray(bvalues, float)))
@@ -88,6 +91,9 @@ def protocol_training(
         raise InputError("training needs a b = 0 volume (the networks normalise by it)")
     if device not in DEVICE_CHOICES:
         raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)}; got {device!r}")
-    config = TrainingConfig(method=method, bvalues=tuple(float(v) for v in b), prior=prior, snr=snr)
+    config = TrainingConfig(
+        method=method, bvalues=tuple(float(v) for v in b), prior=prior, snr_low=snr_low, snr_high=snr_high
+    )
     config.validate()
-    return ProtocolTraining(config, device, Path(folder) / MODEL_FOLDER / protocol_model_name(method, b, prior, snr))
+    name = protocol_model_name(method, b, prior, snr_low, snr_high)
+    return ProtocolTraining(config, device, Path(folder) / MODEL_FOLDER / name)

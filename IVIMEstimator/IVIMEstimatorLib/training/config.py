@@ -27,12 +27,20 @@ class TrainingConfig:
     prior: str = setting(
         DEFAULT_PRIOR, "prior the synthetic signals' f, D and D* (mm²/s) are drawn from", choices=tuple(PRIORS)
     )
-    snr: float = setting(
-        30.0,
-        "SNR at b = 0 of the synthetic signals (Rician noise)",
-        minimum=5.0,
-        maximum=200.0,
-        parameter="trainingSnr",
+    snr_low: float = setting(
+        8.0,
+        "lowest SNR at b = 0 of the synthetic signals (Rician noise; SNRs are drawn log-uniformly from the lowest "
+        "to the highest, and the networks are told each signal's SNR)",
+        minimum=2.0,
+        maximum=1000.0,
+        parameter="trainingSnrLow",
+    )
+    snr_high: float = setting(
+        150.0,
+        "highest SNR at b = 0 of the synthetic signals (equal to the lowest: one SNR)",
+        minimum=2.0,
+        maximum=1000.0,
+        parameter="trainingSnrHigh",
     )
     samples: int = setting(
         200_000, "synthetic signals: nine tenths to train on, one tenth to validate on", minimum=1, maximum=10_000_000
@@ -40,7 +48,7 @@ class TrainingConfig:
     epochs: int = setting(10, "passes over the training signals", minimum=1, maximum=1000)
     warmup_epochs: int = 3
     batch_size: int = 128
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
     dictionary_size: int = 600
     units: int = 3
     seed: int = setting(
@@ -54,6 +62,8 @@ class TrainingConfig:
         b = np.asarray(self.bvalues, float)
         if b.size < 3 or np.any(np.diff(b) <= 0) or b[0] != 0:
             raise InputError("training b-values must start at 0 and increase strictly, with at least 3 values")
+        if self.snr_low > self.snr_high:
+            raise InputError(f"the lowest training SNR ({self.snr_low:g}) exceeds the highest ({self.snr_high:g})")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.samples < self.minimum_samples():

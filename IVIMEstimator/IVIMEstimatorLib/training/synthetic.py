@@ -12,25 +12,43 @@ from IVIMEstimatorLib.signal_model import add_rician_noise, ivim_signal
 
 @dataclass
 class SyntheticSet:
-    """``signals [n, n_b]`` (S0 = 1 before noise) and the true ``f``, ``D``, ``Dstar`` (mm²/s) of each."""
+    """``signals [n, n_b]`` (S0 = 1 before noise), the true ``f``, ``D``, ``Dstar`` (mm²/s) of each, and the
+    ``noise_sd`` of each signal (S0 = 1 units: 1 / its SNR). ``snr``: the SNR of the set, or its (lowest,
+    highest) range."""
 
     signals: np.ndarray
     f: np.ndarray
     D: np.ndarray
     Dstar: np.ndarray
     bvalues: np.ndarray
-    snr: float
+    snr: float | tuple[float, float]
+    noise_sd: np.ndarray
 
 
-def synthetic_set(prior: Prior, bvalues: np.ndarray, n: int, snr: float, seed: int) -> SyntheticSet:
+def synthetic_set(
+    prior: Prior, bvalues: np.ndarray, n: int, snr: float | tuple[float, float], seed: int
+) -> SyntheticSet:
     """Draw ``n`` parameter sets from ``prior`` and simulate their signals at ``bvalues`` (s/mm²) with Rician
-    noise of SD 1/``snr`` (S0 = 1), float32."""
+    noise of SD 1/SNR (S0 = 1), float32. ``snr``: one SNR, or a (lowest, highest) range from which each
+    signal's SNR is drawn log-uniformly."""
     rng = np.random.default_rng(seed)
     f, D, Dstar = prior.sample(n, rng)
     clean = ivim_signal(bvalues, f, D, Dstar, 1.0)
-    signals = add_rician_noise(clean, 1.0 / snr, rng).astype(np.float32)
+    if np.ndim(snr) == 0:
+        noise_sd = np.full(n, 1.0 / float(snr))
+    else:
+        low, high = (float(value) for value in snr)  # type: ignore[union-attr]
+        noise_sd = 1.0 / np.exp(rng.uniform(np.log(low), np.log(high), n))
+        snr = (low, high)
+    signals = add_rician_noise(clean, noise_sd[:, None], rng).astype(np.float32)
     return SyntheticSet(
-        signals, f.astype(np.float32), D.astype(np.float32), Dstar.astype(np.float32), np.asarray(bvalues, float), snr
+        signals,
+        f.astype(np.float32),
+        D.astype(np.float32),
+        Dstar.astype(np.float32),
+        np.asarray(bvalues, float),
+        snr,
+        noise_sd.astype(np.float32),
     )
 
 
