@@ -282,7 +282,7 @@ def test_retrain_trains_for_the_series_protocol_with_the_panel_settings_and_reus
     """What the module's *Retrain* runs (``IvimSession.protocol_training``, then ``ProtocolTraining.run``): a
     network for the series' own b-values with the panel's method, prior, SNR and device, in the user's model
     folder under a name saying all that; found there the next time instead of trained again."""
-    phantom = placenta_phantom(shape=(1, 16, 16), snr=60.0, seed=5)
+    phantom = placenta_phantom(shape=(1, 48, 48), snr=60.0, seed=5)  # air enough to measure the noise
     sequence = new_sequence_node(scene, phantom.series, "placenta")
     session = IvimSession()
     typed = "0, 7, 20, 50, 150, 300, 500, 600, 700, 800"  # no shipped network fits these

@@ -55,7 +55,8 @@ def sequence(scene, phantom):
 def test_maps_from_a_sequence_node_in_display_units(scene, phantom, sequence):
     before = [arrayFromVolume(sequence.GetNthDataNode(n)).copy() for n in range(sequence.GetNumberOfDataNodes())]
     result = estimate_maps(sequence, EstimateConfig(method="mlp", auto_mask=True))
-    assert set(result.maps) == {"f", "D", "Dstar", "S0", "residual"}
+    assert set(result.maps) == {"f", "D", "Dstar", "S0", "f_sd", "D_sd", "Dstar_sd", "residual"}
+    assert result.fit.noise.source == "background" and result.fit.noise.sd * 40.0 == pytest.approx(1.0, rel=0.1)
     placenta = phantom.labels == LABELS["placenta"]
     inside = placenta & np.isfinite(result.maps["D"])
     assert inside.sum() > 0.9 * placenta.sum()
@@ -185,6 +186,9 @@ def test_map_nodes_statistics_voxel_and_export(scene, phantom, sequence, tmp_pat
             "placenta_S0_signal.nii.gz",
             "placenta_f_fraction.nii.gz",
             "placenta_residual_fraction_of_S0.nii.gz",
+            "placenta_D_SD_10-3_mm2_s.nii.gz",
+            "placenta_Dstar_SD_10-3_mm2_s.nii.gz",
+            "placenta_f_SD_fraction.nii.gz",
         ]
     )
     array, geometry = read_volume_array(tmp_path / "maps" / "placenta_D_10-3_mm2_s.nii.gz")
@@ -223,7 +227,7 @@ def test_ivim_demo_outputs(tmp_path, run_cli):
     for scores in list(metrics["methods"].values()) + [metrics["scdnn_motion_corrected"]]:
         assert 0 < scores["f"] < 0.6 and 0 < scores["D"] < 0.6 and 0 < scores["Dstar"] < 1.5
         assert scores["fitted_fraction"] > 0.9
-    assert len(list((tmp_path / "out" / "maps").glob("*.nrrd"))) == 5
+    assert len(list((tmp_path / "out" / "maps").glob("*.nrrd"))) == 8  # f, D, D*, S0, their SDs, residual
     for name in ("maps.png", "voxel_fit.png"):
         assert (tmp_path / "out" / name).stat().st_size > 5000
     missing = run_cli("ivimestimator", "demo", str(tmp_path / "nothing"), str(tmp_path / "o"))

@@ -89,11 +89,11 @@ def fit_example() -> None:
     signals = 800.0 * ivim_signal(ACCELERATED_BVALUES, f[:, None], D[:, None], Dstar[:, None])  # shape (2, 1, 6)
     methods = re.findall(r"^\| `(\w+)` \|", README, flags=re.MULTILINE)
     assert methods[0] == "scdnn" and len(methods) == 5
-    for method in methods:
-        maps = fit(signals, ACCELERATED_BVALUES, method=method)
+    for method in methods:  # two voxels: too few to measure the noise, which the networks need, so it is given
+        maps = fit(signals, ACCELERATED_BVALUES, method=method, noise_sd=20.0)
         assert {"f", "D", "Dstar", "S0"} <= set(maps) and maps["f"].shape == (2, 1), method
         assert np.all(np.isfinite(maps["f"])) and np.all(np.abs(maps["S0"] / 800.0 - 1) < 0.2), method
-        if method == "bayes":
+        if method != "nlls":  # Bayes and the networks give SDs
             assert {"f_sd", "D_sd", "Dstar_sd"} <= set(maps)
 
 

@@ -135,7 +135,7 @@ def section_table1(report: dict) -> str:
 
 
 def section_table2(report: dict) -> str:
-    text = ["## Table 2: generalisation (models trained at SNR 30 on the placenta prior)\n"]
+    text = ["## Table 2: generalisation (the shipped models at other SNRs and on a shifted population)\n"]
     report["table2"] = {}
     for label, prior, snr in (
         ("SNR 20", "placenta", 20.0),

@@ -91,6 +91,11 @@ def held_out_evaluation(model: ModelFile, spec: ShippedModel) -> dict:
     return result
 
 
+def _factors(model: ModelFile) -> str:
+    factors = model.metadata["metrics"].get("sd_calibration", {})
+    return " / ".join(f"{factors[key]:.3f}" for key in ("f", "D", "Dstar")) if factors else "none"
+
+
 def model_card(spec: ShippedModel, model: ModelFile, sha256: str, evaluation: dict) -> str:
     """The Markdown card of a shipped model."""
     training = model.metadata["training"]
@@ -110,7 +115,8 @@ S(b)/S(0).
   exactly these b-values, otherwise `ivimestimator train` makes a model for them).
 - **Training data**: {model.metadata["data"]}; the prior is defined in `IVIMEstimatorLib/priors.py`,
   the noise SD is S0/SNR. The network is told each voxel's SNR (S0 / the series' noise SD, given or measured:
-  `IvimFit.noise`) and gives an SD map for f, D and D* (a head trained by Gaussian negative log-likelihood).
+  `IvimFit.noise`) and gives an SD map for f, D and D* (a head trained by Gaussian negative log-likelihood,
+  then scaled so that +-1 SD holds 68.3% of the validation errors: factors f / D / D* {_factors(model)}).
 - **Training protocol**: Adam, learning rate {training["learning_rate"]:g}, batch {training["batch_size"]},
   {training["epochs"]} epochs, cosine warm-up over {training["warmup_epochs"]} epochs then cosine decay,
   gradient norm clipped at {training["gradient_clip"]:g}, seed {training["seed"]}, device {training["device"]}
