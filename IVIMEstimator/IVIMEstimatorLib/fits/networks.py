@@ -42,6 +42,7 @@ class IvimNetwork(nn.Module):
     ``noise_input``) and the optional SD head. Subclasses define ``estimate(inputs) -> [n, 3]``."""
 
     parameter_scale: torch.Tensor  # buffer: the SD head works in units of each parameter's range top
+    sd_calibration: torch.Tensor  # buffer (with the SD head): per-parameter scale of the SDs
 
     def __init__(self, n_bvalues: int, noise_input: bool, uncertainty: bool, scale: tuple[float, float, float]):
         super().__init__()

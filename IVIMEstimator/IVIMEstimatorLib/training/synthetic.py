@@ -34,12 +34,12 @@ def synthetic_set(
     rng = np.random.default_rng(seed)
     f, D, Dstar = prior.sample(n, rng)
     clean = ivim_signal(bvalues, f, D, Dstar, 1.0)
-    if np.ndim(snr) == 0:
-        noise_sd = np.full(n, 1.0 / float(snr))
-    else:
-        low, high = (float(value) for value in snr)  # type: ignore[union-attr]
+    if isinstance(snr, tuple):
+        low, high = (float(value) for value in snr)
         noise_sd = 1.0 / np.exp(rng.uniform(np.log(low), np.log(high), n))
         snr = (low, high)
+    else:
+        noise_sd = np.full(n, 1.0 / float(snr))
     signals = add_rician_noise(clean, noise_sd[:, None], rng).astype(np.float32)
     return SyntheticSet(
         signals,
