@@ -24,7 +24,7 @@ from IVIMEstimatorLib.fits.estimate import fit
 from IVIMEstimatorLib.fits.priors import get_prior
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES
 from IVIMEstimatorLib.training.shipped_models import HELD_OUT_SEED
-from IVIMEstimatorLib.training.synthetic import SyntheticSet, nrmse, synthetic_set
+from IVIMEstimatorLib.training.synthetic import SyntheticSet, nrmse, synthetic_set, within_one_sd
 from IVIMEstimatorLib.training.trainer import TrainingConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,7 +295,7 @@ def section_snr(report: dict) -> str:
                     scores[key]["over_limit"] = scores[key]["nrmse"] / limit[key]["nrmse"]
                     if f"{key}_sd" in maps:
                         truth = getattr(data, key)
-                        scores[key]["within_1sd"] = float(np.mean(np.abs(maps[key] - truth) <= maps[f"{key}_sd"]))
+                        scores[key]["within_1sd"] = within_one_sd(maps[key], maps[f"{key}_sd"], truth)
                 entry[f"{method} ({noise} noise)"] = scores
         result[f"{snr:g}"] = entry
         cells = [f"{limit[key]['nrmse']:.3f}" for key in KEYS]

@@ -71,7 +71,7 @@ def held_out_evaluation(model: ModelFile, spec: ShippedModel) -> dict:
     estimate."""
     from IVIMEstimatorLib.fits.estimate import fit
     from IVIMEstimatorLib.fits.priors import get_prior
-    from IVIMEstimatorLib.training.synthetic import nrmse, synthetic_set
+    from IVIMEstimatorLib.training.synthetic import nrmse, synthetic_set, within_one_sd
 
     bvalues = np.asarray(spec.bvalues)
     result = {}
@@ -84,8 +84,7 @@ def held_out_evaluation(model: ModelFile, spec: ShippedModel) -> dict:
             "network": {key: round(nrmse(network[key], value), 4) for key, value in truth.items()},
             "bayes_reference": {key: round(nrmse(bayes[key], value), 4) for key, value in truth.items()},
             "within_1sd": {
-                key: round(float(np.mean(np.abs(network[key] - value) <= network[f"{key}_sd"])), 3)
-                for key, value in truth.items()
+                key: round(within_one_sd(network[key], network[f"{key}_sd"], value), 3) for key, value in truth.items()
             },
         }
     return result

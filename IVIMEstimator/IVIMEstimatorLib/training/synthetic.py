@@ -55,3 +55,9 @@ def synthetic_set(
 def nrmse(estimate: np.ndarray, truth: np.ndarray) -> float:
     """Normalised root-mean-square error: rmse / mean of the truth (the accuracy measure of the benchmarks)."""
     return float(np.sqrt(np.mean((np.asarray(estimate, float) - truth) ** 2)) / np.mean(truth))
+
+
+def within_one_sd(estimate: np.ndarray, sd: np.ndarray, truth: np.ndarray) -> float:
+    """Share of signals whose truth lies within +-1 ``sd`` of the ``estimate`` (the calibration measure of the SD
+    maps: 68.3% for Gaussian errors)."""
+    return float(np.mean(np.abs(np.asarray(estimate, float) - truth) <= sd))
