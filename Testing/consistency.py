@@ -53,13 +53,14 @@ def install_collisions(folders: list[Path]) -> dict[str, list[str]]:
 
 
 def shipped_files(folder: Path) -> set[str]:
-    """Files that must ship: every .py outside Testing/, and every file under Resources/."""
+    """Files that must ship: every .py outside Testing/, every file under Resources/, and every file of a Lib
+    package (the reading station's pages live beside its code)."""
     files = set()
     for path in folder.rglob("*"):
         relative = path.relative_to(folder)
         if not path.is_file() or "__pycache__" in relative.parts or relative.parts[0] == "Testing":
             continue
-        if path.suffix == ".py" or relative.parts[0] == "Resources":
+        if path.suffix == ".py" or relative.parts[0] == "Resources" or relative.parts[0].endswith("Lib"):
             files.add(relative.as_posix())
     return files
 

@@ -267,6 +267,23 @@ def cmd_demo(args: argparse.Namespace) -> None:
     log.info("wrote %d files to %s", len(paths), args.outdir)
 
 
+def port_number(text: str) -> int:
+    """A TCP port (0-65535; 0: any free port) for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 0 to 65535, got {text!r}")
+    return value
+
+
+def cmd_reading_station(args: argparse.Namespace) -> None:
+    from FastMRReconLib.station.server import serve
+
+    serve(args.study, host=args.host, port=args.port, readers=tuple(args.reader or ()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
     parser = argparse.ArgumentParser(
@@ -471,6 +488,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("outdir", type=Path, help="output folder (created)")
     demo.add_argument("--model", type=Path, help="model file (default: the shipped model)")
     demo.set_defaults(command=cmd_demo)
+
+    station = sub.add_parser(
+        "reading-station",
+        parents=[common],
+        help="serve a reader study to browsers (blinded scoring, organizer summary)",
+        description="Serve a reader-study file (made by the Slicer module or `fastmrrecon demo`) so that readers "
+        "score it from a browser; prints a link per reader, a join link and the organizer's link (kept in "
+        "STUDY.station.json beside the study, the same after a restart). See FastMRReconLib.station.",
+    )
+    station.add_argument("study", type=Path, help="the study file (.sqlite)")
+    station.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    station.add_argument("--port", type=port_number, default=8080, help="port (default 8080; 0: any free port)")
+    station.add_argument(
+        "--reader", action="append", metavar="NAME", help="make a personal link for this reader (repeatable)"
+    )
+    station.set_defaults(command=cmd_reading_station)
     return parser
 
 

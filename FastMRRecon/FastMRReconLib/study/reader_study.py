@@ -318,6 +318,11 @@ class ReaderStudy:
     def readers(self) -> list[str]:
         return [row[0] for row in self._connection.execute("SELECT DISTINCT reader FROM scores ORDER BY reader")]
 
+    def activity(self) -> dict[str, tuple[int, str]]:
+        """``{reader: (images scored, time of the last score, ISO 8601 UTC)}`` of every reader who has scored."""
+        rows = self._connection.execute("SELECT reader, COUNT(*), MAX(scored_at) FROM scores GROUP BY reader")
+        return {reader: (int(count), last) for reader, count, last in rows}
+
     # -- unblinded summary ----------------------------------------------------------------------------------
     def summary(self) -> list[MethodSummary]:
         """Mean and SD of the scores per method, over all readers ("all") then per reader."""
