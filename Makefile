@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: all install lint test test-all demo clean kspace-model bench-recon-kspace ivim-models recon-model bench-ivim bench-registration bench-recon bench-recon-generalisation
+.PHONY: all install lint test test-all demo clean kspace-model bench-recon-kspace ivim-models recon-model bench-ivim bench-registration bench-recon bench-recon-generalisation bench-reading-station
 
 all: test
 
@@ -66,6 +66,10 @@ bench-recon: $(STAMP)
 	$(BIN)/python benchmarks/bench_recon_do_no_harm.py
 
 # The raw k-space network against CG-SENSE and BART CS-SENSE, on real k-space (../shared/data/realmr).
+# 10 simulated readers (9 over HTTP, 1 Chromium page) on one reading station; needs Chromium (apt-get install chromium).
+bench-reading-station: $(STAMP)
+	$(BIN)/python benchmarks/bench_reading_station.py
+
 bench-recon-kspace: $(STAMP)
 	@command -v bart >/dev/null || (apt-get install -y bart || sudo apt-get install -y bart)
 	$(BIN)/python benchmarks/bench_recon_kspace.py

@@ -223,6 +223,10 @@ def test_join_gives_a_personal_link_and_refuses_bad_names(station):
         assert status == 400 and problem in json.loads(body)["error"]
     status, body, _ = request(join + "api/join", {"name": "Dr One"})  # taken: nobody scores as someone else
     assert status == 400 and "taken" in json.loads(body)["error"]
+    with ReaderStudy.open(station.station.study_path) as study:  # scored in the Slicer module, no link yet
+        study.record("Dr Slicer", study.cases[0].case_id, "A", 3)
+    status, body, _ = request(join + "api/join", {"name": "Dr Slicer"})
+    assert status == 400 and "taken" in json.loads(body)["error"]
     status, body, _ = request(join + "api/join", {"name": "  Dr Three "})
     link = station.base_url + json.loads(body)["link"]
     assert status == 200 and get_json(link + "api/state")["reader"] == "Dr Three"

@@ -184,6 +184,20 @@ class Station:
             finished = len(self.design.cases) - study.remaining(reader)
         return {"saved": True, "scores": scores, "finished": finished}
 
+    def join(self, name: object) -> str:
+        """A personal token for a new reader ``name``; a name that already has a link, or scores in the study
+        (given in the Slicer module), is refused: nobody joins as someone else."""
+        if not isinstance(name, str):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "enter a reader name")
+        with self.open_study() as study:
+            scored = set(study.readers())
+        try:
+            if name.strip() in scored and name.strip() not in self.keys.readers:
+                raise InputError(f"the name {name.strip()!r} is taken: ask the organizer for your personal link")
+            return self.keys.add_reader(name, must_be_new=True)
+        except InputError as error:
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(error)) from None
+
     # -- organizer ------------------------------------------------------------------------------------------
     def progress(self) -> dict:
         """Per-reader progress and the unblinded summary (the organizer's view)."""
@@ -365,14 +379,7 @@ class StationHandler(BaseHTTPRequestHandler):
         elif method == "GET" and self._asset(rest):
             pass
         elif method == "POST" and rest == "api/join":
-            name = self._body().get("name")
-            if not isinstance(name, str):
-                raise RequestError(HTTPStatus.BAD_REQUEST, "enter a reader name")
-            try:
-                token = station.keys.add_reader(name, must_be_new=True)
-            except InputError as error:
-                raise RequestError(HTTPStatus.BAD_REQUEST, str(error)) from None
-            self._json({"link": f"/r/{token}/"})
+            self._json({"link": f"/r/{station.join(self._body().get('name'))}/"})
         else:
             self._not_found()
 
