@@ -14,16 +14,17 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from station_study import CASES, METHODS, make_station_study
+from station_study import CASES, METHODS, make_station_study, version_array
 
 from FastMRICommon.geometry import VolumeGeometry
 from FastMRReconLib.station.keys import StationKeys, sidecar_path
-from FastMRReconLib.station.server import NOT_FOUND_PAGE, Station, StationServer
+from FastMRReconLib.station.server import NOT_FOUND_PAGE, Station, StationServer, is_loopback
 from FastMRReconLib.station.slices import axial_view
 from FastMRReconLib.study.reader_study import ReaderStudy
 
@@ -90,7 +91,8 @@ def test_state_is_blinded_and_resumes(station):
 
 
 def test_images_follow_the_blinding(station):
-    """Each label's PNG is that reader's blinded method's slice, windowed; the two readers' orders differ."""
+    """Each label's PNG is that reader's blinded method's slice, windowed (compared with the array written to
+    the file: the study's LPS grid shows as stored); the two readers' orders differ."""
     from PIL import Image
 
     study_path = station.station.study_path
@@ -106,8 +108,8 @@ def test_images_follow_the_blinding(station):
                     status, body, headers = request(f"{link}img/{k}/{label}/3.png?lo=100&hi=500")
                     assert status == 200 and headers["Content-Type"] == "image/png"
                     pixels = np.asarray(Image.open(io.BytesIO(body)))
-                    volume = station.station.cache.get(case_id, {m: study.volume_path(case_id, m) for m in METHODS})
-                    expected = np.clip((volume.volumes[method].array[3] - 100) * 255 / 400, 0, 255).astype(np.uint8)
+                    written = version_array(CASES.index(case_id), METHODS.index(method))[3]
+                    expected = np.clip((written - 100) * 255 / 400, 0, 255).astype(np.uint8)
                     assert pixels.shape == expected.shape and np.abs(pixels.astype(int) - expected).max() <= 1
     assert len(seen_orders) > 1  # the blinding varies between readers and cases
 
@@ -175,6 +177,93 @@ def test_wrong_tokens_get_nothing(station):
         assert request(url)[0] in (400, 404) and b"PNG" not in request(url)[1]
     assert request(forged + "api/score", {"k": 0, "label": "A", "score": 3})[0] == 404
     assert db_rows(station.station.study_path) == []
+
+
+def raw_exchange(server: StationServer, data: bytes) -> bytes:
+    """What the station answers to the raw bytes ``data`` on one connection (until it closes it or goes quiet)."""
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as connection:
+        connection.sendall(data)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+def test_a_request_hidden_in_a_refused_body_is_never_answered(station):
+    """A body the station refuses (too large, unknown route) is never read as a further request."""
+    path = urllib.parse.urlsplit(reader_link(station, "Dr One")).path
+    smuggled = f"GET {path}api/state HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    for route, padding in (("api/score", 4100), ("nothing-here", 10)):
+        body = b" " * padding + smuggled
+        head = f"POST {path}{route} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        answer = raw_exchange(station, head + body)
+        assert answer.count(b"HTTP/1.1 ") == 1 and b'"labels"' not in answer
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "99999999999", ""])
+def test_malformed_lengths_get_an_answer_and_a_closed_connection(station, length):
+    path = urllib.parse.urlsplit(reader_link(station, "Dr One")).path
+    for prefix in (path, "/r/" + "x" * 32 + "/"):  # a valid and a refused token
+        header = f"Content-Length: {length}\r\n" if length else ""
+        answer = raw_exchange(station, f"POST {prefix}api/score HTTP/1.1\r\nHost: x\r\n{header}\r\n".encode())
+        assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 404")) and answer.count(b"HTTP/1.1 ") == 1
+    assert db_rows(station.station.study_path) == []
+
+
+@pytest.mark.parametrize("k", ["%C2%B2", "1" * 5000, "-1", "1.0", "9999999"])
+def test_odd_case_numbers_are_refused(station, k):
+    status, body, _ = request(reader_link(station, "Dr One") + f"api/state?k={k}")
+    assert status == 400 and json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("window", ["lo=nan&hi=1", "lo=0&hi=inf", "lo=5&hi=5", "lo=-1e308&hi=1e308", "lo=a&hi=b"])
+def test_odd_windows_are_refused(station, window):
+    status, body, _ = request(reader_link(station, "Dr One") + f"img/0/A/0.png?{window}")
+    assert status == 400 and json.loads(body)["error"]
+
+
+def test_head_requests_send_headers_only(station):
+    message = urllib.request.Request(reader_link(station, "Dr One") + "api/state", method="HEAD")
+    with urllib.request.urlopen(message, timeout=30) as response:
+        assert response.status == 200 and response.read() == b"" and int(response.headers["Content-Length"]) > 0
+
+
+def test_a_reader_cannot_score_ahead_of_an_unfinished_case(station):
+    status, body, _ = request(reader_link(station, "Dr One") + "api/score", {"k": 2, "label": "A", "score": 3})
+    assert status == 400 and "earlier cases" in json.loads(body)["error"]
+    assert db_rows(station.station.study_path) == []
+
+
+def test_a_case_with_nan_voxels_opens_with_a_finite_window(tmp_path):
+    from FastMRICommon.volume_files import read_volume_array, write_volume_array
+
+    study = make_station_study(tmp_path / "s")
+    with ReaderStudy.open(study) as opened:
+        case_id = opened.case_order("Dr One")[0]
+        path = opened.volume_path(case_id, METHODS[1])
+    array, geometry = read_volume_array(path)
+    array[2, 5:9, 5:9] = np.nan
+    write_volume_array(array, geometry, path)
+    served = Station(study)
+    served.keys.add_reader("Dr One")
+    server = StationServer(served, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        state = get_json(reader_link(server, "Dr One") + "api/state")
+        assert all(np.isfinite(state["window"])) and state["window"][1] > state["window"][0]
+        for label in "ABC":
+            assert request(reader_link(server, "Dr One") + f"img/0/{label}/2.png")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_loopback_hosts_are_told_apart_from_others():
+    assert all(is_loopback(host) for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"))
+    assert not any(is_loopback(host) for host in ("0.0.0.0", "::", "192.168.1.5", "example.org"))
 
 
 def test_security_headers_and_no_caching_of_state(station):

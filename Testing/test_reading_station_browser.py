@@ -234,9 +234,24 @@ def test_reader_controls_scroll_zoom_and_window_all_images(browser, served):
     page.click("#zoom-in")
     zoomed = transforms()
     assert zoomed != zoom_before and len(set(zoomed)) == 1  # the same zoom in every view
-    page.fill("#low", "150")
-    page.press("#low", "Enter")
-    page.wait_for_function("() => [...document.querySelectorAll('.viewport img')].every(i => i.src.includes('lo=150'))")
+    step = page.evaluate("() => (view.state.window[1] - view.state.window[0]) / 1000")
+
+    def windows() -> list[tuple[float, float]]:
+        return [
+            tuple(float(re.search(rf"{end}=([-0-9.e+]+)", source)[1]) for end in ("lo", "hi")) for source in sources()
+        ]
+
+    for low, high in ((150, 300), (200, 200.1)):  # the second is narrower than the URL's step
+        page.fill("#low", str(low))
+        page.press("#low", "Enter")
+        page.fill("#high", str(high))
+        page.press("#high", "Enter")
+        page.wait_for_function(f"() => view.low === {low} && view.high === {high}")
+        reader.wait_for_images()
+        shown = windows()
+        assert len(set(shown)) == 1  # one window for all three
+        assert abs(shown[0][0] - low) <= step and abs(shown[0][1] - high) <= step and shown[0][1] > shown[0][0]
+    assert page.text_content("#message") == ""
     texts = page.eval_on_selector_all("fieldset", "boxes => boxes.map(b => b.textContent)")
     assert len(texts) == 3 and all("1: very poor: non-diagnostic" in text and "5: excellent" in text for text in texts)
     assert reader.errors == []

@@ -14,7 +14,8 @@ machine's cores (the readers' own CPU included):
 
 Latency = time from a slice change to the last of its three images received (HTTP readers) or decoded (browser).
 Then the server is killed (SIGKILL) while the readers keep scoring; every score the station acknowledged
-(HTTP 200) must be in the study file, with the value last acknowledged: ``lost`` counts those that are not.
+(HTTP 200) must be in the study file, with the value last acknowledged (or a later one of the same image that the
+station committed but could not answer before it died): ``lost`` counts those that are not.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class HttpReader(threading.Thread):
         self.random = random.Random(seed)
         self.latencies: list[float] = []
         self.acknowledged: dict[tuple[int, str], int] = {}
+        #: Scores sent after the last acknowledged one of the same image, without an answer: the station may
+        #: have committed one of them before it was killed.
+        self.unanswered: dict[tuple[int, str], set[int]] = {}
         self.failures = 0
         self.connections = [http.client.HTTPConnection(self.host, self.port, timeout=30) for _ in range(3)]
         self.pool = ThreadPoolExecutor(3)
@@ -157,7 +161,10 @@ class HttpReader(threading.Thread):
                 score = self.random.randint(1, 5)
                 if self.post_score(k, label, score):
                     self.acknowledged[(k, label)] = score
+                    self.unanswered[(k, label)] = set()
                     given.add(label)
+                else:
+                    self.unanswered.setdefault((k, label), set()).add(score)
                 next_score += self.score_every
                 if len(given) == len(labels) and k + 1 < state["n"]:
                     k, given = k + 1, set()
@@ -234,10 +241,12 @@ def load_run(folder: Path, rate: float, score_every: float, seconds: float) -> d
     for reader in http_readers.values():
         reader.join(timeout=60)
     stored = database_scores(study, http_readers)
-    acknowledged = {
-        (name, k, label): score for name, r in http_readers.items() for (k, label), score in r.acknowledged.items()
-    }
-    lost = sum(stored.get(key) != score for key, score in acknowledged.items())
+    lost = sum(
+        stored.get((name, k, label)) not in {score} | reader.unanswered.get((k, label), set())
+        for name, reader in http_readers.items()
+        for (k, label), score in reader.acknowledged.items()
+    )
+    acknowledged = [score for reader in http_readers.values() for score in reader.acknowledged.values()]
     with sqlite3.connect(study) as connection:
         integrity = connection.execute("PRAGMA integrity_check").fetchone()[0]
     http_latencies = [value for reader in http_readers.values() for value in reader.latencies]

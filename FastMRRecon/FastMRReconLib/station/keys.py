@@ -90,15 +90,18 @@ class StationKeys:
             "readers": self.readers,
         }
         partial = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.partial")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(data, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, self.path)
-        finally:
-            partial.unlink(missing_ok=True)
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(descriptor, "w") as handle:
+                    json.dump(data, handle, indent=1)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(partial, self.path)
+            finally:
+                partial.unlink(missing_ok=True)
+        except OSError as error:
+            raise InputError(f"cannot write the station's links to {self.path} ({error.strerror or error})") from None
 
     def add_reader(self, name: str, must_be_new: bool = False) -> str:
         """The token of reader ``name`` (a new one, saved, when the name is new). With ``must_be_new`` a name

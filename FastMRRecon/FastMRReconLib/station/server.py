@@ -19,10 +19,12 @@ scoring at once or a killed server lose nothing that a browser was told was save
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
 import re
+import socket
 import sys
 import tempfile
 import threading
@@ -176,6 +178,10 @@ class Station:
         if not isinstance(label, str) or isinstance(score, bool) or not isinstance(score, int):
             raise RequestError(HTTPStatus.BAD_REQUEST, "a score needs an image label and a whole number from 1 to 5")
         with self._write_lock, self.open_study() as study:
+            next_case = study.next_case(reader)
+            order = self.design.case_order(reader)
+            if next_case is not None and body["k"] > order.index(next_case):
+                raise RequestError(HTTPStatus.BAD_REQUEST, "finish the earlier cases first")
             try:
                 study.record(reader, case_id, label, score)
             except InputError as error:
@@ -243,7 +249,10 @@ class StationHandler(BaseHTTPRequestHandler):
     """One request (module docstring for the routes)."""
 
     protocol_version = "HTTP/1.1"
+    #: Seconds a connection may stay silent (an idle keep-alive or a client that stops mid-request).
+    timeout = 30
     server: StationServer
+    _raw_body: bytes | None = b""
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the signature of the base class
         pass  # access logs would print the tokens
@@ -261,20 +270,26 @@ class StationHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, data: object, status: int = HTTPStatus.OK) -> None:
-        self._send(status, json.dumps(data).encode(), "application/json")
+        self._send(status, json.dumps(data, allow_nan=False).encode(), "application/json")
 
     def _not_found(self) -> None:
         self._send(HTTPStatus.NOT_FOUND, NOT_FOUND_PAGE, "text/html; charset=utf-8")
 
+    def _read_body(self) -> bytes | None:
+        """The request's body, read whole before anything is answered (so that no byte of it can be taken for
+        another request on this connection); None, and the connection closed after the reply, when its length
+        is missing, malformed or above ``MAX_BODY``."""
+        length = self.headers.get("Content-Length", "")
+        if not re.fullmatch(r"[0-9]{1,9}", length) or not 0 < int(length) <= MAX_BODY:
+            self.close_connection = True
+            return None
+        return self.rfile.read(int(length))
+
     def _body(self) -> dict:
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
-        if not 0 < length <= MAX_BODY:
+        if self._raw_body is None:
             raise RequestError(HTTPStatus.BAD_REQUEST, "the request body is empty or too large")
         try:
-            data = json.loads(self.rfile.read(length))
+            data = json.loads(self._raw_body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RequestError(HTTPStatus.BAD_REQUEST, "the request body is not JSON") from None
         if not isinstance(data, dict):
@@ -292,6 +307,7 @@ class StationHandler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        self._raw_body = self._read_body() if method == "POST" else b""
         url = urlsplit(self.path)
         match = _ROUTE.match(url.path)
         station = self.server.station
@@ -303,8 +319,6 @@ class StationHandler(BaseHTTPRequestHandler):
             elif (kind == "o" and station.keys.is_organizer(token)) or (kind == "j" and station.keys.is_join(token)):
                 who = kind
         if match is None or who is None:
-            if method == "POST":  # the body of a refused request is read and dropped (keep-alive stays in step)
-                self.rfile.read(min(int(self.headers.get("Content-Length", "0") or 0), MAX_BODY))
             self._not_found()
             return
         try:
@@ -339,7 +353,7 @@ class StationHandler(BaseHTTPRequestHandler):
             pass
         elif method == "GET" and rest == "api/state":
             k = query.get("k", [None])[0]
-            if k is not None and not k.isdigit():
+            if k is not None and not re.fullmatch(r"[0-9]{1,6}", k):
                 raise RequestError(HTTPStatus.BAD_REQUEST, "k must be a case number")
             self._json(station.reader_state(reader, None if k is None else int(k)))
         elif method == "GET" and (image := _IMAGE.match(rest)):
@@ -392,8 +406,8 @@ def _number(query: dict, name: str) -> float | None:
         value = float(values[0])
     except ValueError:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a finite number")
+    if not abs(value) <= 1e30:  # also NaN and infinities
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a number between -1e30 and 1e30")
     return value
 
 
@@ -405,11 +419,13 @@ class StationServer(ThreadingHTTPServer):
 
     def __init__(self, station: Station, host: str = "127.0.0.1", port: int = 8080) -> None:
         self.station = station
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             super().__init__((host, port), StationHandler)
         except OSError as error:
             reason = error.strerror or error
-            raise InputError(f"cannot listen on {host}:{port} ({reason}); choose another --port") from None
+            advice = "choose another --port" if error.errno == errno.EADDRINUSE else "check --host"
+            raise InputError(f"cannot listen on {host}:{port} ({reason}); {advice}") from None
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{self.server_address[1]}"
 

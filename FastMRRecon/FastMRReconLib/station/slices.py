@@ -24,6 +24,8 @@ from FastMRReconLib.study.reader_views import common_window
 
 #: Memory the cache of decoded volumes may hold (bytes): a few cases of clinical size.
 CACHE_BYTES = 2 * 1024**3
+#: Largest difference of slice position or pixel size (mm) between the versions of a case.
+GRID_TOLERANCE_MM = 0.01
 #: zlib level of the PNG slices: 1 encodes a 256 x 256 slice in ~2 ms; higher levels save little on MR images.
 PNG_COMPRESSION = 1
 
@@ -112,12 +114,15 @@ class CaseCache:
             with self._lock:
                 if case_id in self._cases:
                     return self._cases[case_id]
-            case = read_case(files)
+            try:
+                case = read_case(files)
+            finally:
+                with self._lock:
+                    self._loading.pop(case_id, None)
             with self._lock:
                 self._cases[case_id] = case
                 while len(self._cases) > 1 and self._bytes() > self.limit_bytes:
                     self._cases.popitem(last=False)
-                self._loading.pop(case_id, None)
             return case
 
     def _bytes(self) -> int:
@@ -132,7 +137,12 @@ def read_case(files: dict[str, Path]) -> DisplayCase:
         if array.ndim != 3:
             raise InputError(f"{path.name} is not a scalar 3D volume")
         volumes[method] = axial_view(array, geometry)
-    shapes = {volume.array.shape for volume in volumes.values()}
-    if len(shapes) != 1:
-        raise InputError("the versions of this case have different grids: they cannot be scrolled together")
+    first = next(iter(volumes.values()))
+    for volume in volumes.values():
+        if (
+            volume.array.shape != first.array.shape
+            or not np.allclose(volume.positions, first.positions, atol=GRID_TOLERANCE_MM)
+            or not np.allclose(volume.pixel_mm, first.pixel_mm, atol=GRID_TOLERANCE_MM)
+        ):
+            raise InputError("the versions of this case have different grids: they cannot be scrolled together")
     return DisplayCase(volumes, common_window([volume.array for volume in volumes.values()]))

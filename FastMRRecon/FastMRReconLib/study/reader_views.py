@@ -249,9 +249,12 @@ def _nodes(scene: Any, class_name: str) -> list[Any]:
 
 
 def common_window(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
-    """One grey window (1st to 99.5th percentile of all versions together) so that no version stands out by
-    its display settings."""
+    """One grey window (1st to 99.5th percentile of the finite voxels of all versions together) so that no
+    version stands out by its display settings; (0, 1) when no voxel is finite."""
     values = np.concatenate([np.asarray(array, float).ravel() for array in arrays])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
     low, high = np.percentile(values, [1, 99.5])
     return float(low), (float(high) if high > low else float(low) + 1.0)
 

@@ -12,17 +12,20 @@ function message(text) { $("message").textContent = text || ""; }
 
 async function api(path, options) {
   const response = await fetch(path, Object.assign({ cache: "no-store" }, options || {}));
-  let data = {};
-  try { data = await response.json(); } catch (error) { data = { error: "the station did not answer" }; }
+  let data;
+  try { data = await response.json(); } catch (error) { throw new Error("the station's answer was not readable"); }
   if (!response.ok) { throw new Error(data.error || `error ${response.status}`); }
   return data;
 }
 
 function imageUrl(label, slice) {
+  // The window in steps of 1/1000 of the case's window (fewer distinct URLs for the browser's cache), widened
+  // outwards so that high stays above low.
   const s = view.state;
-  const range = s.window[1] - s.window[0];
-  const q = (value) => (Math.round(value / range * 1000) * range / 1000).toPrecision(6);
-  return `img/${view.k}/${label}/${slice}.png?lo=${q(view.low)}&hi=${q(view.high)}`;
+  const step = Math.max(s.window[1] - s.window[0], 1e-12) / 1000;
+  const low = Math.floor(view.low / step) * step;
+  const high = Math.max(Math.ceil(view.high / step) * step, low + step);
+  return `img/${view.k}/${label}/${slice}.png?lo=${low.toPrecision(9)}&hi=${high.toPrecision(9)}`;
 }
 
 function fitZoom() {
@@ -62,7 +65,9 @@ function showSlice(slice, measure) {
   Promise.all(loads).then(() => {
     if (measure !== false && id === changeId) { window.__latencies.push(performance.now() - started); }
     applyTransform();
-  }).catch(() => {});
+  }).catch(() => {
+    if (id === changeId) { message("An image could not be loaded: check the window, or reload the page."); }
+  });
   for (const step of [1, -1, 2]) {  // the neighbours, so that scrolling on is quick
     const next = view.slice + step;
     if (next >= 0 && next < s.slices) { for (const label of s.labels) { new Image().src = imageUrl(label, next); } }
@@ -100,20 +105,24 @@ function scoreBox(label) {
 }
 
 async function saveScore(label, score) {
+  const state = view.state;  // the case this score belongs to: the reader may have moved on before the reply
+  const current = () => view.state === state;
   $(`saved-${label}`).textContent = "saving...";
   try {
     const result = await api("api/score", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ k: view.k, label: label, score: score }),
+      body: JSON.stringify({ k: state.k, label: label, score: score }),
     });
-    view.state.scores = result.scores;
-    view.state.finished = result.finished;
+    state.scores = result.scores;
+    state.finished = result.finished;
+    if (!current()) { return; }
     $(`saved-${label}`).textContent = "saved";
     message("");
   } catch (error) {
+    if (!current()) { message(`A score of case ${state.k + 1} was not saved: ${error.message}`); return; }
     $(`saved-${label}`).textContent = "not saved";
     for (const input of document.getElementsByName(`score-${label}`)) {
-      input.checked = view.state.scores[label] === Number(input.value);
+      input.checked = state.scores[label] === Number(input.value);
     }
     message(`Not saved: ${error.message}`);
   }
