@@ -55,6 +55,7 @@ kspace-model: $(STAMP)
 # Benchmarks (not tests): each writes docs/benchmarks/<name>.md with its plots.
 bench-ivim: $(STAMP)
 	$(BIN)/python benchmarks/bench_ivim.py
+	$(BIN)/python benchmarks/bench_ivim_scale_free.py
 
 bench-registration: $(STAMP)
 	$(BIN)/python benchmarks/bench_registration.py

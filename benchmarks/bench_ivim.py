@@ -82,6 +82,37 @@ def bayes_limit(data: SyntheticSet, prior_name: str, chunk: int = 256) -> dict:
     return {"f": mean[:, 0], "D": mean[:, 1], "Dstar": mean[:, 2]}
 
 
+def scale_free_limit(data: SyntheticSet, prior_name: str, chunk: int = 16, s0_points: int = 25) -> dict:
+    """The Bayes-optimal limit of scale-free estimators: the posterior mean as in :func:`bayes_limit` (the prior,
+    Rician noise of known sigma = 1/SNR) but with S0 unknown, marginalised under the scale group's invariant
+    prior 1/S0 (on a log grid of ``s0_points`` over +-5 sigma around 1, where the likelihood lives). Every method
+    here is scale-free (scaling the signals and the noise SD together scales S0 and leaves f, D, D* unchanged),
+    and among such estimators this generalised Bayes estimator has the smallest expected squared error (the best
+    invariant estimator: Berger J.O., Statistical Decision Theory and Bayesian Analysis, 2nd ed., 1985, sec. 6.6).
+    :func:`bayes_limit` knows S0 = 1 exactly, which no method given only the signals can."""
+    grid = make_grid(get_prior(prior_name), data.bvalues, LIMIT_GRID)
+    curves = torch.from_numpy(grid.curves).float()  # [G, n_b], S0 = 1
+    log_prior = torch.from_numpy(grid.log_prior).float()
+    theta = torch.from_numpy(grid.theta).float()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(data.signals), chunk):
+            sigma = torch.from_numpy(data.noise_sd[start : start + chunk].astype(np.float32))[:, None, None, None]
+            reach = 5.0 * sigma.clamp(max=0.19)
+            low, high = torch.log1p(-reach), torch.log1p(reach)
+            s0 = torch.exp(low + (high - low) * torch.linspace(0.0, 1.0, s0_points)[None, :, None, None])  # [n, S]
+            y = torch.from_numpy(data.signals[start : start + chunk].astype(np.float32))[:, None, None, :]
+            g = s0 * curves[None, None]  # [n, S, G, n_b]
+            x = y * g / sigma**2
+            log_likelihood = torch.sum(torch.log(torch.special.i0e(x)) + x - g**2 / (2 * sigma**2), dim=3)
+            # 1/S0 prior on a log grid: equal weights (d log S0 = dS0 / S0)
+            log_likelihood = torch.logsumexp(log_likelihood, dim=1)
+            weight = torch.softmax(log_likelihood + log_prior[None], dim=1)
+            out.append((weight @ theta).double().numpy())
+    mean = np.concatenate(out)
+    return {"f": mean[:, 0], "D": mean[:, 1], "Dstar": mean[:, 2]}
+
+
 def trained(name: str, config: TrainingConfig) -> tuple:
     """A network for ``config``, trained once and cached; returns (model, training seconds)."""
     path = CACHE / f"{name}.pt"
@@ -398,7 +429,9 @@ def main() -> None:
         f"`--sections speed`). Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
         f"no GPU, Python {platform.python_version()}, torch {torch.__version__}. All data synthetic (the "
         f"`placenta` prior: f ~ U(0.05, 0.55), D ~ U(0.8, 2.5)e-3, D* ~ log-U(10, 150)e-3 mm²/s), S0 = 1, "
-        f"Rician noise sigma = 1/SNR. Raw numbers: `ivim/results.json`.\n"
+        f"Rician noise sigma = 1/SNR. Raw numbers: `ivim/results.json`. The limits here know S0 = 1; the limit of "
+        f"scale-free estimators (S0 unknown, as for every method given only the signals) and the networks against "
+        f"it: [ivim_scale_free.md](ivim_scale_free.md) (`make bench-ivim` runs both scripts).\n"
     )
     (OUT / "ivim.md").write_text(header + "\n" + "\n".join(parts[name] for name in SECTIONS if name in parts))
 
