@@ -160,9 +160,12 @@ def test_ctrl_c_during_the_map_export_leaves_no_maps(tmp_path):
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    staged = []
+    staged: list[Path] = []
     while process.poll() is None and not staged:
-        staged = [path for path in maps.rglob("*.nii.gz") if path.is_file()] if maps.is_dir() else []
+        try:
+            staged = [path for path in maps.rglob("*.nii.gz") if path.is_file()] if maps.is_dir() else []
+        except FileNotFoundError:  # a temporary file or folder of the export vanished while it was listed
+            staged = []
         time.sleep(0.002)
     process.send_signal(signal.SIGINT)
     stderr = process.communicate(timeout=300)[1]
