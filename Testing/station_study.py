@@ -1,9 +1,15 @@
 """A small reader study for the reading-station tests and benchmark: three cases of three versions whose method
 names are distinctive words (so that a test can search a browser's page and traffic for them) and whose volume
-files are named after the methods (as the demo's are: the station must never send a path)."""
+files are named after the methods (as the demo's are: the station must never send a path); and what both need to
+run a station and a browser: a free port, the station's command in a subprocess, the system's Chromium."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +49,38 @@ def make_station_study(folder: Path, shape: tuple[int, int, int] = SHAPE, cases:
     path = folder / "station_study.sqlite"
     ReaderStudy.create(path, "Station test study", METHODS, study_cases, seed=7).close()
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the moment of the call."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_station(study: Path, port: int, *extra: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    """``fastmrrecon reading-station STUDY --port PORT EXTRA...`` in a subprocess; returns it and the links it
+    printed (``{role: link}``), once it serves. RuntimeError with its stderr when it stops before that."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "FastMRReconLib.cli", "reading-station", str(study), "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    links = {}
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("Stop with"):
+            return process, links
+        if ": http" in line:
+            role, link = line.strip().rsplit(": ", 1)
+            links[role] = link
+    raise RuntimeError(f"the station did not start: {process.stderr.read() if process.stderr else 'no output'}")
+
+
+def chromium_path() -> str | None:
+    """The system's Chromium (``$CHROMIUM`` first), or None."""
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/lib/chromium/chromium"):
+        if candidate and shutil.which(candidate):
+            return candidate
+    return None

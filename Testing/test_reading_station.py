@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from station_study import CASES, METHODS, make_station_study, version_array
+from station_study import CASES, METHODS, free_port, make_station_study, start_station, version_array
 
 from FastMRICommon.geometry import VolumeGeometry
 from FastMRReconLib.station.keys import StationKeys, sidecar_path
@@ -403,33 +403,6 @@ def test_a_case_with_versions_on_different_grids_is_refused_without_naming_files
 # -- the command line ------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_cli(study: Path, port: int, *extra: str) -> tuple[subprocess.Popen, dict[str, str]]:
-    """``fastmrrecon reading-station`` in a subprocess; returns it and the links it printed."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "FastMRReconLib.cli", "reading-station", str(study), "--port", str(port), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    links = {}
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("Stop with"):
-            break
-        if ": http" in line:
-            role, link = line.strip().rsplit(": ", 1)
-            links[role] = link
-    else:
-        raise AssertionError(process.stderr.read() if process.stderr else "no output")
-    return process, links
-
-
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "FastMRReconLib.cli", "reading-station", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -438,7 +411,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_killed_mid_study_loses_nothing_and_resumes(tmp_path):
     study = make_station_study(tmp_path / "study")
     port = free_port()
-    process, links = start_cli(study, port, "--reader", "Dr One")
+    process, links = start_station(study, port, "--reader", "Dr One")
     try:
         link = links["reader 'Dr One'"]
         acknowledged = 0
@@ -453,7 +426,7 @@ def test_cli_killed_mid_study_loses_nothing_and_resumes(tmp_path):
     with sqlite3.connect(study) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert len(db_rows(study)) == acknowledged
-    restarted, again = start_cli(study, port)
+    restarted, again = start_station(study, port)
     try:
         assert again["reader 'Dr One'"] == link  # the same personal link after a restart
         state = get_json(link + "api/state")

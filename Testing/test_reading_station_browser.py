@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import sqlite3
 
 import pytest
-from station_study import CASES, METHODS, make_station_study
-from test_reading_station import db_rows, free_port, start_cli
+from station_study import CASES, METHODS, chromium_path, free_port, make_station_study, start_station
+from test_reading_station import db_rows
 
 from FastMRReconLib.study.reader_study import ReaderStudy
 
 pytestmark = pytest.mark.slow
-
-
-def chromium_path() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/lib/chromium/chromium"):
-        if candidate and shutil.which(candidate):
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +46,7 @@ def served(tmp_path):
     port); the test may kill and restart it."""
     study = make_station_study(tmp_path / "study")
     port = free_port()
-    process, links = start_cli(study, port, "--reader", "Dr One", "--reader", "Dr Two")
+    process, links = start_station(study, port, "--reader", "Dr One", "--reader", "Dr Two")
     state = {"process": process}
     yield state, links, study, port
     state["process"].kill()
@@ -156,7 +148,7 @@ def test_killed_server_loses_nothing_and_the_reader_resumes(browser, served):
     with sqlite3.connect(study) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert len(db_rows(study)) == 5
-    state["process"], again = start_cli(study, port)
+    state["process"], again = start_station(study, port)
     assert again["reader 'Dr One'"] == links["reader 'Dr One'"]
     reader.page.reload()
     reader.wait_for_images()

@@ -42,7 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Testing"))
-from station_study import make_station_study  # noqa: E402
+from station_study import chromium_path, free_port, make_station_study, start_station  # noqa: E402
 
 from FastMRReconLib.study.reader_study import ReaderStudy  # noqa: E402
 
@@ -55,34 +55,14 @@ TARGET_MEDIAN, TARGET_P95 = 150.0, 400.0
 
 
 def chromium() -> str:
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/lib/chromium/chromium"):
-        if candidate and shutil.which(candidate):
-            return candidate
-    raise SystemExit("Chromium is needed: apt-get install chromium")
+    executable = chromium_path()
+    if executable is None:
+        raise SystemExit("Chromium is needed: apt-get install chromium")
+    return executable
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_station(study: Path, port: int, readers: list[str]) -> tuple[subprocess.Popen, dict[str, str]]:
-    arguments = [sys.executable, "-m", "FastMRReconLib.cli", "reading-station", str(study), "--port", str(port)]
-    for name in readers:
-        arguments += ["--reader", name]
-    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    links = {}
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("Stop with"):
-            return process, links
-        if ": http" in line:
-            role, link = line.strip().rsplit(": ", 1)
-            links[role] = link
-    raise SystemExit(f"the station did not start: {process.stderr.read() if process.stderr else ''}")
+def reader_arguments(readers: list[str]) -> list[str]:
+    return [argument for name in readers for argument in ("--reader", name)]
 
 
 class HttpReader(threading.Thread):
@@ -218,7 +198,7 @@ def load_run(folder: Path, rate: float, score_every: float, seconds: float) -> d
     study = make_station_study(folder, shape=SHAPE, cases=CASES)
     names = [f"reader {index + 1}" for index in range(READERS)]
     port = free_port()
-    process, links = start_station(study, port, names)
+    process, links = start_station(study, port, *reader_arguments(names))
     stop, killed = threading.Event(), threading.Event()
     http_readers = {
         name: HttpReader(name, links[f"reader {name!r}"], rate, score_every, stop, killed, seed)
@@ -279,7 +259,7 @@ def screenshots(work: Path) -> None:
     shutil.copyfile(reconstruction / "reader_study.sqlite", study)
     for leftover in reconstruction.glob("reader_study_station.sqlite.station.json"):
         leftover.unlink()
-    process, links = start_station(study, free_port(), ["Dr Example"])
+    process, links = start_station(study, free_port(), *reader_arguments(["Dr Example"]))
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium(), headless=True)

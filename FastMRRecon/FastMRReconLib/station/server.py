@@ -48,6 +48,8 @@ ASSETS = {
     "join.js": "text/javascript",
     "station.css": "text/css",
 }
+#: The page each kind of link opens.
+PAGE_OF = {"r": "reader.html", "j": "join.html", "o": "organizer.html"}
 #: Largest request body accepted (bytes): a score or a name.
 MAX_BODY = 4096
 SECURITY_HEADERS = {
@@ -127,12 +129,17 @@ class Station:
                 HTTPStatus.INTERNAL_SERVER_ERROR, "this case's images cannot be read; the organizer's console says why"
             ) from None
 
+    def first_open(self, study: ReaderStudy, reader: str) -> int:
+        """Where ``reader``'s first unfinished case is in their order (the number of cases when all are done)."""
+        next_case = study.next_case(reader)
+        order = self.design.case_order(reader)
+        return order.index(next_case) if next_case is not None else len(order)
+
     def reader_state(self, reader: str, k: int | None) -> dict:
         """What the reader's page shows for their case ``k`` (None: the first they have not finished)."""
         order = self.design.case_order(reader)
         with self.open_study() as study:
-            next_case = study.next_case(reader)
-            first_open = order.index(next_case) if next_case is not None else len(order)
+            first_open = self.first_open(study, reader)
             if k is None:
                 k = min(first_open, len(order) - 1)
             case_id = self.case_at(reader, k)
@@ -178,9 +185,7 @@ class Station:
         if not isinstance(label, str) or isinstance(score, bool) or not isinstance(score, int):
             raise RequestError(HTTPStatus.BAD_REQUEST, "a score needs an image label and a whole number from 1 to 5")
         with self._write_lock, self.open_study() as study:
-            next_case = study.next_case(reader)
-            order = self.design.case_order(reader)
-            if next_case is not None and body["k"] > order.index(next_case):
+            if body["k"] > self.first_open(study, reader):
                 raise RequestError(HTTPStatus.BAD_REQUEST, "finish the earlier cases first")
             try:
                 study.record(reader, case_id, label, score)
@@ -322,7 +327,12 @@ class StationHandler(BaseHTTPRequestHandler):
             self._not_found()
             return
         try:
-            if match["kind"] == "r":
+            rest = match["rest"]
+            if method == "GET" and rest == "":
+                self._send(HTTPStatus.OK, (PAGES / PAGE_OF[match["kind"]]).read_bytes(), "text/html; charset=utf-8")
+            elif method == "GET" and rest in ASSETS:
+                self._send(HTTPStatus.OK, (PAGES / rest).read_bytes(), ASSETS[rest] + "; charset=utf-8")
+            elif match["kind"] == "r":
                 self._reader(method, match["rest"], parse_qs(url.query), who)
             elif match["kind"] == "o":
                 self._organizer(method, match["rest"])
@@ -336,22 +346,9 @@ class StationHandler(BaseHTTPRequestHandler):
             log.exception("request failed")
             self._json({"error": "the station failed on this request; the organizer's console says why"}, 500)
 
-    def _page(self, name: str) -> None:
-        self._send(HTTPStatus.OK, (PAGES / name).read_bytes(), "text/html; charset=utf-8")
-
-    def _asset(self, rest: str) -> bool:
-        if rest in ASSETS:
-            self._send(HTTPStatus.OK, (PAGES / rest).read_bytes(), ASSETS[rest] + "; charset=utf-8")
-            return True
-        return False
-
     def _reader(self, method: str, rest: str, query: dict, reader: str) -> None:
         station = self.server.station
-        if method == "GET" and rest == "":
-            self._page("reader.html")
-        elif method == "GET" and self._asset(rest):
-            pass
-        elif method == "GET" and rest == "api/state":
+        if method == "GET" and rest == "api/state":
             k = query.get("k", [None])[0]
             if k is not None and not re.fullmatch(r"[0-9]{1,6}", k):
                 raise RequestError(HTTPStatus.BAD_REQUEST, "k must be a case number")
@@ -369,15 +366,10 @@ class StationHandler(BaseHTTPRequestHandler):
         station = self.server.station
         if method != "GET":
             self._not_found()
-        elif rest == "":
-            self._page("organizer.html")
-        elif self._asset(rest):
-            pass
         elif rest == "api/summary":
             data = station.progress()
-            base = self.server.base_url
-            data["links"] = {name: f"{base}/r/{token}/" for name, token in station.keys.readers.items()}
-            data["join"] = f"{base}/j/{station.keys.join}/"
+            data["links"] = {name: self.server.link("r", token) for name, token in station.keys.readers.items()}
+            data["join"] = self.server.link("j", station.keys.join)
             self._json(data)
         elif rest == "summary.csv":
             self._send(HTTPStatus.OK, station.summary_file("csv"), "text/csv; charset=utf-8")
@@ -388,11 +380,7 @@ class StationHandler(BaseHTTPRequestHandler):
 
     def _join(self, method: str, rest: str) -> None:
         station = self.server.station
-        if method == "GET" and rest == "":
-            self._page("join.html")
-        elif method == "GET" and self._asset(rest):
-            pass
-        elif method == "POST" and rest == "api/join":
+        if method == "POST" and rest == "api/join":
             self._json({"link": f"/r/{station.join(self._body().get('name'))}/"})
         else:
             self._not_found()
@@ -429,12 +417,16 @@ class StationServer(ThreadingHTTPServer):
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{self.server_address[1]}"
 
+    def link(self, kind: str, token: str) -> str:
+        """The link of a ``kind`` ("r" reader, "j" join, "o" organizer) page for ``token``."""
+        return f"{self.base_url}/{kind}/{token}/"
+
     def links(self) -> dict[str, str]:
         """``{role: link}``: each reader, the join page and the organizer."""
         keys = self.station.keys
-        links = {f"reader {name!r}": f"{self.base_url}/r/{token}/" for name, token in keys.readers.items()}
-        links["join (a reader enters a name)"] = f"{self.base_url}/j/{keys.join}/"
-        links["organizer (unblinded: keep it private)"] = f"{self.base_url}/o/{keys.organizer}/"
+        links = {f"reader {name!r}": self.link("r", token) for name, token in keys.readers.items()}
+        links["join (a reader enters a name)"] = self.link("j", keys.join)
+        links["organizer (unblinded: keep it private)"] = self.link("o", keys.organizer)
         return links
 
 
