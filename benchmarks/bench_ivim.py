@@ -59,15 +59,32 @@ def errors(maps: dict, data: SyntheticSet) -> dict:
     return out
 
 
+def limit_grid(prior_name: str, bvalues: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """The limits' parameter grid (``LIMIT_GRID``) as float32 tensors: unit-S0 curves ``[G, n_b]``, log prior
+    ``[G]`` and (f, D, D*) ``[G, 3]``."""
+    grid = make_grid(get_prior(prior_name), bvalues, LIMIT_GRID)
+    return tuple(torch.from_numpy(array).float() for array in (grid.curves, grid.log_prior, grid.theta))
+
+
+def fit_shipped(data: SyntheticSet, method: str, noise: str, snr: float) -> dict:
+    """``method``'s maps of ``data`` (placenta prior, accelerated protocol), the noise SD "measured" from the fit
+    residuals or "given" (1 / ``snr``)."""
+    return fit(
+        data.signals,
+        ACCELERATED_BVALUES,
+        method=method,
+        prior="placenta",
+        device="cpu",
+        noise_sd=1.0 / snr if noise == "given" else None,
+    )
+
+
 def bayes_limit(data: SyntheticSet, prior_name: str, chunk: int = 256) -> dict:
     """The Bayes-optimal limit: the posterior mean under the data's true generative model (the prior, S0 = 1,
     Rician noise of known sigma = 1/SNR) on a fine grid; no estimator has a smaller expected squared error
     on this population (up to the grid's resolution)."""
-    grid = make_grid(get_prior(prior_name), data.bvalues, LIMIT_GRID)
+    curves, log_prior, theta = limit_grid(prior_name, data.bvalues)  # curves: S0 = 1
     sigma2 = (1.0 / data.snr) ** 2
-    curves = torch.from_numpy(grid.curves).float()  # [G, n_b], S0 = 1
-    log_prior = torch.from_numpy(grid.log_prior).float()
-    theta = torch.from_numpy(grid.theta).float()
     out = []
     with torch.inference_mode():
         for start in range(0, len(data.signals), chunk):
@@ -90,10 +107,7 @@ def scale_free_limit(data: SyntheticSet, prior_name: str, chunk: int = 16, s0_po
     and among such estimators this generalised Bayes estimator has the smallest expected squared error (the best
     invariant estimator: Berger J.O., Statistical Decision Theory and Bayesian Analysis, 2nd ed., 1985, sec. 6.6).
     :func:`bayes_limit` knows S0 = 1 exactly, which no method given only the signals can."""
-    grid = make_grid(get_prior(prior_name), data.bvalues, LIMIT_GRID)
-    curves = torch.from_numpy(grid.curves).float()  # [G, n_b], S0 = 1
-    log_prior = torch.from_numpy(grid.log_prior).float()
-    theta = torch.from_numpy(grid.theta).float()
+    curves, log_prior, theta = limit_grid(prior_name, data.bvalues)  # curves: S0 = 1
     out = []
     with torch.inference_mode():
         for start in range(0, len(data.signals), chunk):
@@ -313,14 +327,7 @@ def section_snr(report: dict) -> str:
         entry: dict = {"limit": limit}
         for method in METHODS:
             for noise in ("measured", "given") if method in NETWORKS else ("measured",):
-                maps = fit(
-                    data.signals,
-                    ACCELERATED_BVALUES,
-                    method=method,
-                    prior="placenta",
-                    device="cpu",
-                    noise_sd=1.0 / snr if noise == "given" else None,
-                )
+                maps = fit_shipped(data, method, noise, snr)
                 scores = errors(maps, data)
                 for key in KEYS:
                     scores[key]["over_limit"] = scores[key]["nrmse"] / limit[key]["nrmse"]

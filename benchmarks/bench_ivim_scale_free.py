@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ivim import KEYS, OUT, SNR_LEVELS, bayes_limit, errors, scale_free_limit  # noqa: E402
+from bench_ivim import KEYS, OUT, SNR_LEVELS, bayes_limit, errors, fit_shipped, scale_free_limit  # noqa: E402
 
-from IVIMEstimatorLib.fits.estimate import fit  # noqa: E402
 from IVIMEstimatorLib.fits.priors import get_prior  # noqa: E402
 from IVIMEstimatorLib.signal_model import ACCELERATED_BVALUES  # noqa: E402
 from IVIMEstimatorLib.training.shipped_models import HELD_OUT_SEED  # noqa: E402
@@ -48,15 +47,7 @@ def main() -> None:
         known, free = errors(bayes_limit(data, "placenta"), data), errors(scale_free_limit(data, "placenta"), data)
         entry: dict = {"known_s0_limit": known, "scale_free_limit": free}
         for method, noise in METHODS:
-            maps = fit(
-                data.signals,
-                ACCELERATED_BVALUES,
-                method=method,
-                prior="placenta",
-                device="cpu",
-                noise_sd=1.0 / snr if noise == "given" else None,
-            )
-            scores = errors(maps, data)
+            scores = errors(fit_shipped(data, method, noise, snr), data)
             for key in KEYS:
                 scores[key]["over_scale_free"] = scores[key]["nrmse"] / free[key]["nrmse"]
                 scores[key]["over_known_s0"] = scores[key]["nrmse"] / known[key]["nrmse"]
