@@ -63,7 +63,9 @@ vtkMRMLMultiVolumeNode = getattr(slicer, "vtkMRMLMultiVolumeNode", vtkMRMLVector
 
 @parameterNodeWrapper
 @settings_parameters((EstimateConfig, ExportSettings), WithinRange, Choice)
-@settings_parameters((TrainingConfig,), WithinRange, Choice, skip=("method", "prior", "samples", "epochs", "seed"))
+@settings_parameters(
+    (TrainingConfig,), WithinRange, Choice, skip=("method", "prior", "samples", "epochs", "seed", "snr_loss_power")
+)
 class IVIMEstimatorParameterNode:
     """The module's state, saved with the scene: the settings of EstimateConfig (method, bvalueSet, motionCorrection,
     autoMask, prior, device), ExportSettings (exportFormat) and TrainingConfig (trainingSnrLow/High), with their

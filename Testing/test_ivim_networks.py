@@ -114,7 +114,8 @@ def test_shipped_supervised_networks_are_near_the_bayes_reference(method):
 IVIMNET_OSIPI_MISS = pytest.mark.xfail(
     strict=True,
     reason="known limitation: the unsupervised IVIM-NET trained over SNR 8-150 misses OSIPI's deep-learning "
-    "tolerance in 1 of 14 regions (pancreas D* 0.095 vs 0.010 mm²/s, tolerance 0.084); SCDNN and MLP meet it",
+    "tolerance in 2 of 14 regions (stomach wall f 0.57 vs 0.30; pancreas D* 0.125 vs 0.010 mm²/s); SCDNN and MLP "
+    "meet it",
 )
 
 

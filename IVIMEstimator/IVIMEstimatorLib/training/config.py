@@ -45,7 +45,7 @@ class TrainingConfig:
     samples: int = setting(
         200_000, "synthetic signals: nine tenths to train on, one tenth to validate on", minimum=1, maximum=10_000_000
     )
-    epochs: int = setting(10, "passes over the training signals", minimum=1, maximum=1000)
+    epochs: int = setting(30, "passes over the training signals", minimum=1, maximum=1000)
     warmup_epochs: int = 3
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -53,6 +53,14 @@ class TrainingConfig:
     units: int = 3
     seed: int = setting(
         0, "random seed of the synthetic signals and of the network's initial weights", minimum=0, maximum=2**31 - 1
+    )
+    snr_loss_power: float = setting(
+        1.0,
+        "trained over an SNR range, each signal's squared error is weighted by its SNR to this power (weights of "
+        "mean 1): the best achievable error falls about as 1/SNR, so 0 lets the low-SNR signals dominate the loss "
+        "and 1 weighs every SNR by its error relative to that limit",
+        minimum=0.0,
+        maximum=4.0,
     )
     gradient_clip: float = 1.0  # maximum gradient norm: a safeguard against rare exploding steps
     architecture_options: dict = field(default_factory=dict)

@@ -95,6 +95,15 @@ def _factors(model: ModelFile) -> str:
     return " / ".join(f"{factors[key]:.3f}" for key in ("f", "D", "Dstar")) if factors else "none"
 
 
+def _loss(spec: ShippedModel, training: dict) -> str:
+    if spec.method == "ivimnet":
+        return "the residual of the signal against its own estimates' IVIM curve (unsupervised)"
+    return (
+        "squared errors relative to each parameter's mean, each signal weighted by its SNR to the power "
+        f"{training.get('snr_loss_power', 0.0):g} (`TrainingConfig.snr_loss_power`)"
+    )
+
+
 def model_card(spec: ShippedModel, model: ModelFile, sha256: str, evaluation: dict) -> str:
     """The Markdown card of a shipped model."""
     training = model.metadata["training"]
@@ -119,7 +128,7 @@ S(b)/S(0).
 - **Training protocol**: Adam, learning rate {training["learning_rate"]:g}, batch {training["batch_size"]},
   {training["epochs"]} epochs, cosine warm-up over {training["warmup_epochs"]} epochs then cosine decay,
   gradient norm clipped at {training["gradient_clip"]:g}, seed {training["seed"]}, device {training["device"]}
-  (2 cores, shared with other work while it trained: {training["seconds"]:.0f} s). \
+  (2 cores, shared with other work while it trained: {training["seconds"]:.0f} s); loss: {_loss(spec, training)}. \
 Architecture `{model.architecture}` with {json.dumps(model.config)}.
 - **Validation** (the 10% split): final loss {history["val_loss"][-1]:.4g}.
 - **Held-out test** ({HELD_OUT_SIGNALS} independent signals per SNR, seed {HELD_OUT_SEED}, same prior, noise

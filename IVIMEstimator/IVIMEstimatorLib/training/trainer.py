@@ -1,8 +1,9 @@
 """Training the IVIM networks on synthetic data (``config.TrainingConfig``: Adam, cosine learning-rate warm-up
 then cosine decay, 90/10 train/validation split; its defaults are those of the shipped networks).
 The supervised loss is the sum of the three squared errors relative to each parameter's mean (f, D and D*
-weigh equally); IVIM-NET's unsupervised loss is the signal residual of its own estimates. Trained over a range of
-SNRs (``snr_low`` < ``snr_high``), a network is noise-aware: each signal's SNR is one more input
+weigh equally), each signal weighted by its SNR to the power ``snr_loss_power`` (``snr_loss_weights``);
+IVIM-NET's unsupervised loss is the signal residual of its own estimates. Trained over a range of SNRs
+(``snr_low`` < ``snr_high``), a network is noise-aware: each signal's SNR is one more input
 (``network_models.normalised_inputs``). Every network trained here has the SD head (``networks.IvimNetwork``),
 trained at the same time by the Gaussian negative log-likelihood of the estimate's error (for IVIM-NET too: the
 synthetic truth trains its head, not its estimate). ``TrainingConfig`` can be imported from here as well."""
@@ -92,6 +93,15 @@ def calibrate_sd(network, inputs, targets) -> list[float]:
     return factors.tolist()
 
 
+def snr_loss_weights(config: TrainingConfig, noise_sd: np.ndarray):
+    """Per-signal weights of the supervised loss (``TrainingConfig.snr_loss_power``), float32, proportional to
+    SNR ** power, SNR = 1 / ``noise_sd`` (S0 = 1 units); all ones for one SNR or power 0."""
+    if not is_range(config) or config.snr_loss_power == 0:
+        return np.ones(len(noise_sd), np.float32)
+    weights = (1.0 / np.asarray(noise_sd, float)) ** config.snr_loss_power
+    return (weights / weights.mean()).astype(np.float32)
+
+
 def describe_snr(config: TrainingConfig) -> str:
     """``SNR 30`` or ``SNR 8-150 (log-uniform)``."""
     if is_range(config):
@@ -127,6 +137,7 @@ def train(
     inputs = torch.from_numpy(normalised_inputs(data.signals, bvalues, data.noise_sd if is_range(config) else None))
     targets = torch.from_numpy(np.stack([data.f, data.D, data.Dstar], axis=1))
     split = int(0.9 * len(inputs))
+    weights = torch.from_numpy(snr_loss_weights(config, data.noise_sd)).to(device)
     network, architecture, kwargs = build_network(config)
     network.to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
@@ -148,7 +159,7 @@ def train(
     body = [parameter for name, parameter in network.named_parameters() if not name.startswith("sd_head.")]
     n_b = len(positive_b)
 
-    def loss_of(batch_inputs, batch_targets):
+    def loss_of(batch_inputs, batch_targets, batch_weights):
         """(loss of the estimate, negative log-likelihood of the SD head, output [n, 6])."""
         output = network(batch_inputs)
         estimate, sd = output[:, :3], output[:, 3:]
@@ -157,7 +168,7 @@ def train(
             curve = (1 - f) * torch.exp(-positive_b * D) + f * torch.exp(-positive_b * Dstar)
             estimate_loss = torch.mean((curve - batch_inputs[:, :n_b]) ** 2)
         else:
-            estimate_loss = torch.mean(((estimate - batch_targets) / scale) ** 2)
+            estimate_loss = torch.mean(batch_weights[:, None] * ((estimate - batch_targets) / scale) ** 2)
         error = (estimate.detach() - batch_targets) / scale
         relative_sd = sd / scale
         likelihood_loss = torch.mean(torch.log(relative_sd) + 0.5 * (error / relative_sd) ** 2)
@@ -172,7 +183,7 @@ def train(
             index = order[first : first + config.batch_size]
             for group in optimiser.param_groups:
                 group["lr"] = _learning_rate(config, step, steps_per_epoch)
-            loss, likelihood_loss, _ = loss_of(inputs[index].to(device), targets[index].to(device))
+            loss, likelihood_loss, _ = loss_of(inputs[index].to(device), targets[index].to(device), weights[index])
             optimiser.zero_grad()
             (loss + likelihood_loss).backward()
             torch.nn.utils.clip_grad_norm_(body, config.gradient_clip)
@@ -185,7 +196,7 @@ def train(
         network.eval()
         with torch.no_grad():
             val_inputs, val_targets = inputs[split:].to(device), targets[split:].to(device)
-            val_loss_tensor, _, output = loss_of(val_inputs, val_targets)
+            val_loss_tensor, _, output = loss_of(val_inputs, val_targets, weights[split:])
             val_loss = val_loss_tensor.item()
             estimate, sd = output[:, :3], output[:, 3:]
             nrmse = (torch.sqrt(torch.mean((estimate - val_targets) ** 2, dim=0)) / val_targets.mean(dim=0)).tolist()
