@@ -410,7 +410,9 @@ def section_snr(report: dict) -> str:
         "measured from the fit residuals of 2,000 voxels (`IvimFit.noise`, as when a series has no background) "
         "or given (1/SNR); `nlls`; `bayes` with the placenta prior. Limit: the posterior mean under the true "
         "generative model (its NRMSE f / D / D* in the first columns). Each method's cell: its NRMSE over the "
-        "limit's, f / D / D* (issue's target: SCDNN <= 1.05, MLP <= 1.10 with the noise measured).\n\n"
+        "limit's, f / D / D*. This limit knows S0 = 1, which no method given only the signals can: issue 25's targets "
+        "(SCDNN <= 1.05, MLP <= 1.10 with the noise measured) are read against the limit of scale-free estimators in "
+        "[ivim_scale_free.md](ivim_scale_free.md).\n\n"
         "| SNR | limit f | limit D | limit D* | SCDNN (measured) | SCDNN (given) | MLP (measured) | MLP (given) | "
         "IVIM-NET (measured) | NLLS | Bayes |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(rows)
