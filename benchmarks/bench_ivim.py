@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -105,26 +106,33 @@ def bayes_limit(data: SyntheticSet, prior_name: str, chunk: int = 256) -> dict:
     return {"f": mean[:, 0], "D": mean[:, 1], "Dstar": mean[:, 2]}
 
 
-def stored_limit(data: SyntheticSet, name: str, limit: Callable[[SyntheticSet, str], dict]) -> tuple[dict, bool]:
-    """(``limit(data, "placenta")``: estimates {f, D, Dstar}, from the cache?): the limits depend on no network, so
-    each is stored in ``CACHE`` under ``name`` (which must name the signal set, the limit and ``LIMIT_GRID``) with
-    the signals, and reused when the signals are the same."""
-    path = CACHE / f"{name}.npz"
+def limit_path(data: SyntheticSet, limit: Callable[[SyntheticSet, str], dict], prior_name: str) -> Path:
+    """Where :func:`stored_limit` keeps ``limit(data, prior_name)``: named by the limit and a digest of everything
+    it depends on (prior, ``LIMIT_GRID``, SNR, b-values, signals)."""
+    digest = hashlib.sha256()
+    for part in (prior_name, repr(LIMIT_GRID), repr(data.snr)):
+        digest.update(part.encode())
+    digest.update(np.asarray(data.bvalues, float).tobytes())
+    digest.update(np.ascontiguousarray(data.signals).tobytes())
+    return CACHE / f"{limit.__name__}_{digest.hexdigest()[:16]}.npz"
+
+
+def stored_limit(
+    data: SyntheticSet, limit: Callable[[SyntheticSet, str], dict], prior_name: str = "placenta"
+) -> tuple[dict, bool]:
+    """(``limit(data, prior_name)``: estimates {f, D, Dstar}, from the cache?): the limits depend on no network, so
+    each is stored in ``CACHE`` (:func:`limit_path`) with the signals, and reused when the signals are the same."""
+    path = limit_path(data, limit, prior_name)
     if path.is_file():
         stored = np.load(path)
         if np.array_equal(stored["signals"], data.signals):
             return {key: stored[key] for key in KEYS}, True
-    result = limit(data, "placenta")
+    result = limit(data, prior_name)
     CACHE.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.stem + ".part.npz")
     np.savez(temporary, signals=data.signals, **{key: result[key] for key in KEYS})
     temporary.replace(path)
     return result, False
-
-
-def grid_name() -> str:
-    """``LIMIT_GRID`` in a file name."""
-    return f"grid{LIMIT_GRID.f_points}x{LIMIT_GRID.D_points}x{LIMIT_GRID.Dstar_points}"
 
 
 def scale_free_limit(data: SyntheticSet, prior_name: str, chunk: int = 16, s0_points: int = 25) -> dict:
@@ -359,8 +367,7 @@ def section_snr(report: dict) -> str:
     rows, calibration, result = [], [], {}
     for snr in SNR_LEVELS:
         data = synthetic_set(get_prior("placenta"), ACCELERATED_BVALUES, N_SIGNALS, snr, HELD_OUT_SEED + 6)
-        name = f"known_s0_limit_n{N_SIGNALS}_seed{HELD_OUT_SEED + 6}_snr{snr:g}_{grid_name()}"
-        limit = errors(stored_limit(data, name, bayes_limit)[0], data)
+        limit = errors(stored_limit(data, bayes_limit)[0], data)
         entry: dict = {"limit": limit}
         for method in METHODS:
             for noise in ("measured", "given") if method in NETWORKS else ("measured",):

@@ -33,7 +33,6 @@ from bench_ivim import (  # noqa: E402
     bayes_limit,
     errors,
     fit_shipped,
-    grid_name,
     scale_free_limit,
     stored_limit,
 )
@@ -54,12 +53,11 @@ def held_out(snr: float) -> SyntheticSet:
     return synthetic_set(get_prior("placenta"), ACCELERATED_BVALUES, N_SIGNALS, snr, HELD_OUT_SEED + 7)
 
 
-def limits(data: SyntheticSet, snr: float) -> tuple[dict, dict, bool]:
-    """(known-S0 limit, scale-free limit, both from the cache?) estimates of ``data`` at ``snr``
+def limits(data: SyntheticSet) -> tuple[dict, dict, bool]:
+    """(known-S0 limit, scale-free limit, both from the cache?) estimates of ``data``
     (``bench_ivim.stored_limit``)."""
-    name = f"n{N_SIGNALS}_seed{HELD_OUT_SEED + 7}_snr{snr:g}_{grid_name()}"
-    known, known_cached = stored_limit(data, f"known_s0_limit_{name}", bayes_limit)
-    free, free_cached = stored_limit(data, f"scale_free_limit_{name}", scale_free_limit)
+    known, known_cached = stored_limit(data, bayes_limit)
+    free, free_cached = stored_limit(data, scale_free_limit)
     return known, free, known_cached and free_cached
 
 
@@ -71,14 +69,14 @@ def main() -> None:
     started = time.time()
     if "--limits-only" in sys.argv[1:]:
         for snr in SNR_LEVELS:
-            limits(held_out(snr), snr)
+            limits(held_out(snr))
             print(f"SNR {snr:g} limits stored ({time.time() - started:.0f} s)", flush=True)
         return
     result: dict = {}
     cached = []
     for snr in SNR_LEVELS:
         data = held_out(snr)
-        known_limit, free_limit, from_cache = limits(data, snr)
+        known_limit, free_limit, from_cache = limits(data)
         cached.append(from_cache)
         known, free = errors(known_limit, data), errors(free_limit, data)
         entry: dict = {"known_s0_limit": known, "scale_free_limit": free}

@@ -150,6 +150,17 @@ def aligned(image: np.ndarray, reference: np.ndarray) -> tuple[bool, tuple[int, 
     return choice
 
 
+def espirit_region(box: tuple[slice, slice]) -> tuple[int, int]:
+    """The ``ecalib`` calibration region for a calibration ``box``: its size, at most 24 per axis."""
+    rows, columns = box
+    return min(24, rows.stop - rows.start), min(24, columns.stop - columns.start)
+
+
+def sets_kspace(images: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """Multi-coil k-space of ``images [sets, ky, kx]`` with ``maps [sets, coils, ky, kx]`` (ESPIRiT's model)."""
+    return sum(fft2c(maps[index] * images[index]) for index in range(images.shape[0]))
+
+
 def held_out_samples_error(
     kspace: np.ndarray, mask: np.ndarray, lam: float, kspace_net: KspaceReconstructor, draws: int = 3
 ) -> dict:
@@ -162,20 +173,18 @@ def held_out_samples_error(
     rows, columns = calibration_box(mask)
     outside = mask.copy()
     outside[rows, columns] = False
+    candidates = np.flatnonzero(outside)
     errors: dict[str, list[float]] = {"CG-SENSE": [], "BART CS-SENSE": [], "k-space network": []}
     for draw in range(draws):
         rng = np.random.default_rng(100 + draw)
-        candidates = np.flatnonzero(outside)
         held = np.zeros(mask.size, bool)
         held[rng.choice(candidates, int(HELD_OUT_SHARE * candidates.size), replace=False)] = True
         held = held.reshape(mask.shape)
         used = mask & ~held
         data = kspace * used
-        box_rows, box_columns = calibration_box(used)
-        maps = box_coil_maps(data, (box_rows, box_columns))
-        calibration = (min(24, box_rows.stop - box_rows.start), min(24, box_columns.stop - box_columns.start))
-        images, bart_maps = bart_espirit_pics(data, calibration, lam)
-        bart_prediction = sum(fft2c(bart_maps[index] * images[index]) for index in range(images.shape[0]))
+        box = calibration_box(used)
+        maps = box_coil_maps(data, box)
+        bart_prediction = sets_kspace(*bart_espirit_pics(data, espirit_region(box), lam))
         known = bart_prediction[:, used]
         predictions = {
             "CG-SENSE": fft2c(maps * cg_sense(data, used, maps)),
@@ -198,19 +207,17 @@ def alias_residuals(kspace_net: KspaceReconstructor) -> dict:
     data = scipy.io.loadmat(REALMR / "espirit_brain_alias_8ch.mat")["DATA"]
     kspace = np.ascontiguousarray(data.transpose(2, 0, 1)).astype(np.complex64)  # [coils, 320 (readout), 256]
     mask = np.any(kspace != 0, axis=0)
-    rows, columns = calibration_box(mask)
+    box = calibration_box(mask)
 
     def residual(images: np.ndarray, maps: np.ndarray) -> float:  # images [sets, ky, kx], maps [sets, coils, ...]
-        predicted = sum(fft2c(maps[index] * images[index]) for index in range(images.shape[0])) * mask
-        return float(np.linalg.norm(predicted - kspace) / np.linalg.norm(kspace))
+        return float(np.linalg.norm(sets_kspace(images, maps) * mask - kspace) / np.linalg.norm(kspace))
 
-    ours = box_coil_maps(kspace, (rows, columns))
+    ours = box_coil_maps(kspace, box)
     result = {"CG-SENSE": residual(cg_sense(kspace, mask, ours)[None], ours[None])}
     network_image = kspace_net.reconstruct(kspace, mask, complex_output=True)
     result["k-space network"] = residual(network_image[None], ours[None])
-    calibration = (min(24, rows.stop - rows.start), min(24, columns.stop - columns.start))
     for sets in (1, 2):
-        images, maps = bart_espirit_pics(kspace, calibration, 0.001, map_sets=sets)
+        images, maps = bart_espirit_pics(kspace, espirit_region(box), 0.001, map_sets=sets)
         result[f"BART CS-SENSE, {sets} map set{'s' if sets > 1 else ''}"] = residual(images, maps)
     return result
 

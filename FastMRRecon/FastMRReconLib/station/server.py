@@ -333,11 +333,11 @@ class StationHandler(BaseHTTPRequestHandler):
             elif method == "GET" and rest in ASSETS:
                 self._send(HTTPStatus.OK, (PAGES / rest).read_bytes(), ASSETS[rest] + "; charset=utf-8")
             elif match["kind"] == "r":
-                self._reader(method, match["rest"], parse_qs(url.query), who)
+                self._reader(method, rest, parse_qs(url.query), who)
             elif match["kind"] == "o":
-                self._organizer(method, match["rest"])
+                self._organizer(method, rest)
             else:
-                self._join(method, match["rest"])
+                self._join(method, rest)
         except RequestError as error:
             self._json({"error": str(error)}, error.status)
         except (BrokenPipeError, ConnectionResetError):
