@@ -245,3 +245,84 @@ def test_data_consistency_step_solves_the_regularised_normal_equations():
     # consistency with the data: A x reproduces y on the acquired samples within the regularisation
     fit = (operator.forward(x) - y * torch.from_numpy(mask.astype(np.float32))).abs().norm() / y.abs().norm()
     assert float(fit) < 0.1
+
+
+# -- the unrolled network's regularisers ---------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(40, 40), (37, 29)])
+def test_unet_regulariser_starts_as_the_identity_at_any_size(shape):
+    """A new U-Net regulariser passes its complex input unchanged (its head starts at zero), for sizes that are
+    not a multiple of 2**depth too; once trained (head perturbed) its output depends on the noise level."""
+    import torch
+
+    from FastMRReconLib.model.unrolled import UnrolledConfig, make_denoiser
+
+    torch.manual_seed(0)
+    denoiser = make_denoiser(UnrolledConfig(regulariser="unet", channels=4, depth=2, max_channels=8))
+    image = torch.randn(2, *shape, dtype=torch.complex64)
+    noise = torch.tensor([0.01, 0.1])
+    with torch.no_grad():
+        assert torch.equal(denoiser(image, noise), image)
+        torch.nn.init.normal_(denoiser.unet.head.weight, std=0.1)
+        for film in [*denoiser.unet.down_film, *denoiser.unet.merge_film]:
+            torch.nn.init.normal_(film.weight, std=0.1)
+        out = denoiser(image, noise)
+        assert out.shape == image.shape and not torch.equal(out, image)
+        assert not torch.allclose(out, denoiser(image, noise * 10))
+
+
+def test_unet_regulariser_sees_farther_than_the_cnn():
+    """Regular undersampling folds the image by rows/R pixels; the CNN regulariser (5 layers) sees 5 pixels either
+    way, the U-Net (depth 3) tens: the gradient of one output pixel reaches an input pixel 20 rows away only
+    through the U-Net."""
+    import torch
+
+    from FastMRReconLib.model.unrolled import UnrolledConfig, make_denoiser
+
+    torch.manual_seed(0)
+    reach = {}
+    for regulariser in ("cnn", "unet"):
+        denoiser = make_denoiser(UnrolledConfig(regulariser=regulariser, channels=4, layers=5, depth=3))
+        for module in denoiser.modules():  # leave the identity start: any weights will do
+            if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, std=0.3)
+        image = torch.randn(1, 64, 64, dtype=torch.complex64, requires_grad=True)
+        denoiser(image, torch.tensor([0.05]))[0, 32, 32].real.backward()
+        gradient = image.grad[0].abs()
+        reach[regulariser] = (float(gradient[52, 32]), float(gradient[32 + 6 :, :].sum() + gradient[:, 32 + 6 :].sum()))
+    assert reach["cnn"] == (0.0, 0.0)
+    assert reach["unet"][0] > 0
+
+
+def test_unknown_regulariser_is_refused():
+    from FastMRReconLib.model.unrolled import UnrolledConfig, make_denoiser
+
+    with pytest.raises(InputError, match="unknown regulariser 'vit'"):
+        make_denoiser(UnrolledConfig(regulariser="vit"))
+
+
+def test_data_consistency_weight_per_unroll_and_noise_level():
+    """One shared mu: the same for every unroll and image. noise_mu: it starts at initial_mu everywhere, then each
+    unroll has its own, growing with the noise SD when its slope is positive; gradients reach both parameters."""
+    import torch
+
+    from FastMRReconLib.model.unrolled import UnrolledConfig, UnrolledNetwork
+
+    noise = torch.tensor([1e-3, 1e-2, 1e-1])
+    shared = UnrolledNetwork(UnrolledConfig(unrolls=3, channels=4, layers=3, initial_mu=0.4))
+    weights = shared.data_weights(noise)
+    assert weights.shape == (3, 3, 1, 1) and torch.allclose(weights, torch.tensor(0.4))
+    network = UnrolledNetwork(UnrolledConfig(unrolls=3, channels=4, layers=3, initial_mu=0.4, noise_mu=True))
+    assert torch.allclose(network.data_weights(noise), torch.tensor(0.4))
+    with torch.no_grad():
+        network.raw_mu.copy_(torch.tensor([-1.0, 0.0, 1.0]))
+        network.mu_slope.fill_(2.0)
+    weights = network.data_weights(noise)[..., 0, 0]
+    assert torch.all(weights[:, 1:] > weights[:, :-1])  # more noise, more weight on the prior
+    assert torch.all(weights[1:] > weights[:-1])  # each unroll its own
+    kspace, _ = phantom_kspace()
+    mask = lines_mask(kspace.shape[-2:])
+    maps = box_coil_maps(kspace * mask, calibration_box(mask))
+    tensors = [torch.from_numpy(np.ascontiguousarray(a))[None] for a in (kspace * mask, maps, mask.astype(np.float32))]
+    start = torch.sum(tensors[1].conj() * tensors[0], dim=1)  # any start will do
+    network(start, tensors[0], tensors[1], tensors[2], torch.tensor([0.02])).abs().sum().backward()
+    assert float(network.raw_mu.grad.abs().min()) > 0 and float(network.mu_slope.grad.abs().min()) > 0

@@ -45,7 +45,7 @@ from FastMRReconLib.kspace.simulate import object_mean, smooth_phase  # noqa: E4
 from FastMRReconLib.metrics import object_mask, psnr, ssim  # noqa: E402
 from FastMRReconLib.model.kspace_reconstructor import KspaceReconstructor  # noqa: E402
 from FastMRReconLib.model.reconstructor import Reconstructor  # noqa: E402
-from FastMRReconLib.training.kspace_examples import KspaceExampleConfig, MaskSampler  # noqa: E402
+from FastMRReconLib.training.kspace_examples import KspaceExampleConfig, MaskSampler, fit_patch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks"
@@ -55,6 +55,8 @@ MASK_KINDS = ("equispaced", "poisson-2d")
 LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1)
 SNR = 30.0
 COILS = 12
+#: The speed target's case: a 256 x 256 slice with 16 coils (``speed_at_size``).
+SPEED_SIZE, SPEED_COILS = 256, 16
 #: Share of the acquired samples outside the calibration block left out by ``held_out_samples_error``.
 HELD_OUT_SHARE = 0.1
 METHODS = ("zero-filled RSS", "CG-SENSE", "BART CS-SENSE", "image-domain network", "k-space network")
@@ -81,11 +83,11 @@ def bart(kspace: np.ndarray, mask: np.ndarray, lam: float) -> np.ndarray:
     return bart_cs_sense(kspace, mask, lam, calibration=(rows.stop - rows.start, columns.stop - columns.start))
 
 
-def simulated_scan(image: np.ndarray, seed: int) -> np.ndarray:
+def simulated_scan(image: np.ndarray, seed: int, coils: int = COILS) -> np.ndarray:
     """Fully sampled noisy ``[coils, ky, kx]`` k-space of a magnitude ``image`` at ``SNR``."""
     rng = np.random.default_rng(seed)
     complex_image = image * np.exp(1j * smooth_phase(image.shape, rng))
-    maps = coil_sensitivities(image.shape, COILS, seed=int(rng.integers(2**31)))
+    maps = coil_sensitivities(image.shape, coils, seed=int(rng.integers(2**31)))
     sigma = object_mean(image) / SNR
     clean = fft2c(maps * complex_image)
     return (clean + sigma * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape))).astype(
@@ -128,6 +130,24 @@ def run_methods(
     outputs["image-domain network"] = image_net.reconstruct(outputs["CG-SENSE"])
     seconds["image-domain network"] = time.perf_counter() - started + seconds["CG-SENSE"]
     return {"outputs": outputs, "seconds": seconds}
+
+
+def speed_at_size(image: np.ndarray, lam: float, kspace_net: KspaceReconstructor, repeats: int = 3) -> dict:
+    """Median seconds per slice of the k-space network and BART on ``SPEED_SIZE`` x ``SPEED_SIZE`` k-space with
+    ``SPEED_COILS`` coils (``image`` cropped or padded), equispaced R 4: the issue's speed target's case."""
+    rng = np.random.default_rng(0)
+    scan = simulated_scan(fit_patch(image, SPEED_SIZE, rng), 0, SPEED_COILS)
+    kspace, mask = undersample(scan, "equispaced", 4.0, seed=0)
+    seconds: dict[str, list[float]] = {"BART CS-SENSE": [], "k-space network": []}
+    for _ in range(repeats):
+        for name, method in (
+            ("BART CS-SENSE", lambda: bart(kspace, mask, lam)),
+            ("k-space network", lambda: kspace_net.reconstruct(kspace, mask)),
+        ):
+            started = time.perf_counter()
+            method()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
 def scores(outputs: dict, reference: np.ndarray) -> dict:
@@ -307,8 +327,11 @@ def main() -> None:
                     }
                 )
         print("simulated", name, flush=True)
+    speed = speed_at_size(objects[0][1], lambdas["equispaced/4"], kspace_net)
+    print("speed", speed, flush=True)
     results = {
         "rows": rows,
+        "speed": speed,
         "bart": lambdas,
         "model": args.model or "shipped",
         "alias": alias_residuals(kspace_net),
@@ -394,6 +417,12 @@ def render(results: dict) -> None:
         method: np.median([row["seconds"][method] for row in rows if method in row["seconds"]]) for method in METHODS
     }
     speed = ", ".join(f"{method} {value:.2f} s" for method, value in seconds.items())
+    at_size = results.get("speed")
+    if at_size:
+        speed += (
+            f". On a {SPEED_SIZE} x {SPEED_SIZE} slice with {SPEED_COILS} coils (simulated, equispaced R 4, median of 3): "
+            + ", ".join(f"{method} {value:.2f} s" for method, value in at_size.items())
+        )
     text = f"""# Raw k-space benchmark: the unrolled network against CG-SENSE and BART CS-SENSE
 
 Command: `python benchmarks/bench_recon_kspace.py` (`make bench-recon-kspace`; BART from `apt-get install bart`).

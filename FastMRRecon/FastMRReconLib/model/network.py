@@ -67,15 +67,23 @@ def _block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class ResidualUNet(nn.Module):
-    """U-Net predicting the residual (noise + aliasing) that is added to its one-channel input.
+    """U-Net predicting the residual (noise + aliasing) that is added to its input (``out_channels`` channels:
+    one for a magnitude image, two for the real and imaginary parts of a complex one); ``in_channels`` counts the
+    input's channels and the noise map's.
 
-    With ``embedding`` > 0 every instance norm is followed by a feature-wise affine map (FiLM: Perez et al.,
-    AAAI 2018) computed from an embedding of the image's noise level: instance norm removes any constant
-    input channel, so a noise map fed only to the first convolution would lose its level. The maps start
-    as the identity (zero weights)."""
+        With ``embedding`` > 0 every instance norm is followed by a feature-wise affine map (FiLM: Perez et al.,
+        AAAI 2018) computed from an embedding of the image's noise level: instance norm removes any constant
+        input channel, so a noise map fed only to the first convolution would lose its level. The maps start
+        as the identity (zero weights)."""
 
     def __init__(
-        self, channels: int, depth: int, max_channels: int | None = None, in_channels: int = 1, embedding: int = 0
+        self,
+        channels: int,
+        depth: int,
+        max_channels: int | None = None,
+        in_channels: int = 1,
+        embedding: int = 0,
+        out_channels: int = 1,
     ) -> None:
         super().__init__()
         widths = [min(channels * 2**level, max_channels or channels * 2**level) for level in range(depth + 1)]
@@ -84,7 +92,7 @@ class ResidualUNet(nn.Module):
         )
         self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)])
         self.merge = nn.ModuleList([_block(2 * widths[i], widths[i]) for i in range(depth)])
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
         self.down_film = self.merge_film = None
         if embedding:
             self.down_film = nn.ModuleList([_film(embedding, width) for width in widths])

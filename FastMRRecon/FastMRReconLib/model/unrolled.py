@@ -8,10 +8,20 @@ consistency::
 
     z_k = D(x_k),     x_{k+1} = argmin_x ||A x - y||² + mu ||x - z_k||²  =  (A^H A + mu I)^-1 (A^H y + mu z_k)
 
-solved by ``cg_iterations`` conjugate-gradient steps started at ``z_k``; ``mu`` > 0 is learned. ``D`` is a
-residual CNN of ``layers`` 3x3 convolutions (``channels`` wide, ReLU, no normalisation, so the noise-level
-input keeps its value) on the real and imaginary parts and, when ``noise_input``, a constant channel with the
-image's noise SD: the network knows how noisy its input is.
+solved by ``cg_iterations`` conjugate-gradient steps started at ``z_k``; ``mu`` > 0 is learned: one for all
+images, or (``noise_mu``) one per unroll and per noise level, ``mu_k = softplus(a_k + b_k l)`` with ``l`` the log10
+of the normalised noise SD, scaled to about [-1, 1] over 1e-4 to 1. In MoDL's derivation ``mu`` is the ratio of the
+noise variance to the prior's, so one shared value fits one noise level: trained over a wide SNR range, it is set
+by the noisiest examples (their errors dominate the loss) and makes clean data be followed too loosely. ``D``
+(``regulariser``) works on the real and imaginary parts and, when ``noise_input``, knows the image's noise SD:
+
+- ``"cnn"`` (MoDL's): a residual CNN of ``layers`` 3x3 convolutions (``channels`` wide, ReLU, no normalisation,
+  so the noise-level input, a constant channel, keeps its value); its receptive field is ``2 layers + 1`` pixels.
+- ``"unet"`` (the regulariser of E2E-VarNet: Sriram et al., "End-to-End Variational Networks for Accelerated MRI
+  Reconstruction", MICCAI 2020, there one per cascade, here one shared): the residual U-Net of the image-domain
+  network (``network.ResidualUNet``, ``depth`` poolings, ``channels`` doubling per level up to
+  ``max_channels``), the noise level entering as a map and through FiLM after every instance norm. Its receptive
+  field spans tens of pixels, which regular (equispaced) undersampling's aliasing and its g-factor noise need.
 
 Images are normalised (``scale``: the 99th percentile of ``|x0|``) by the caller (``KspaceReconstructor``); the
 noise level is in the same units.
@@ -24,7 +34,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from FastMRReconLib.model.network import conv_bias
+from FastMRICommon.errors import InputError
+from FastMRReconLib.model.network import NOISE_EMBEDDING, NoiseEmbedding, ResidualUNet, conv_bias
 
 #: Multiplies the normalised noise SD fed to the denoiser (so that its typical values, 0.002-0.3, are O(0.1-1)).
 NOISE_GAIN = 10.0
@@ -40,6 +51,12 @@ class UnrolledConfig:
     cg_iterations: int = 6
     noise_input: bool = True
     initial_mu: float = 0.5
+    #: ``"cnn"`` or ``"unet"`` (module docstring); ``layers`` shapes the CNN, ``depth`` and ``max_channels`` the U-Net.
+    regulariser: str = "cnn"
+    #: ``mu`` per unroll and per noise level (module docstring) instead of one shared value.
+    noise_mu: bool = False
+    depth: int = 3
+    max_channels: int = 128
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +163,42 @@ class Denoiser(nn.Module):
         return image + torch.complex(residual[:, 0], residual[:, 1])
 
 
+class UNetDenoiser(nn.Module):
+    """Residual U-Net on a complex image ``[batch, rows, columns]`` (+ the noise level as a map and through FiLM);
+    any size: reflection-padded to a multiple of ``2**depth`` and cropped back. Starts as the identity."""
+
+    def __init__(self, channels: int, depth: int, max_channels: int, noise_input: bool) -> None:
+        super().__init__()
+        extra = int(noise_input)
+        self.unet = ResidualUNet(channels, depth, max_channels, 2 + extra, NOISE_EMBEDDING * extra, out_channels=2)
+        nn.init.zeros_(self.unet.head.weight)
+        nn.init.zeros_(conv_bias(self.unet.head))
+        self.embedding = NoiseEmbedding(NOISE_EMBEDDING) if noise_input else None
+        self.multiple = 2**depth
+
+    def forward(self, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        rows, columns = image.shape[-2:]
+        pad_rows, pad_columns = (-rows) % self.multiple, (-columns) % self.multiple
+        parts = torch.stack([image.real, image.imag], dim=1)
+        if pad_rows or pad_columns:
+            parts = nn.functional.pad(parts, (0, pad_columns, 0, pad_rows), mode="reflect")
+        noise_map = embedding = None
+        if self.embedding is not None:
+            noise_map = (NOISE_GAIN * noise)[:, None, None, None].expand(-1, 1, *parts.shape[-2:])
+            embedding = self.embedding(noise)
+        out = self.unet(parts, noise_map, embedding)[..., :rows, :columns]
+        return torch.complex(out[:, 0], out[:, 1])
+
+
+def make_denoiser(config: UnrolledConfig) -> nn.Module:
+    """The regulariser ``config.regulariser`` names (module docstring)."""
+    if config.regulariser == "cnn":
+        return Denoiser(config.channels, config.layers, config.noise_input)
+    if config.regulariser == "unet":
+        return UNetDenoiser(config.channels, config.depth, config.max_channels, config.noise_input)
+    raise InputError(f"unknown regulariser {config.regulariser!r}: expected 'cnn' or 'unet'")
+
+
 class UnrolledNetwork(nn.Module):
     """MoDL-style unrolled network (module docstring). ``forward(start, kspace, maps, mask, noise)``: the
     normalised CG-SENSE image ``[batch, rows, columns]`` complex, the normalised k-space and coil maps
@@ -155,21 +208,35 @@ class UnrolledNetwork(nn.Module):
     def __init__(self, config: UnrolledConfig = UnrolledConfig()) -> None:
         super().__init__()
         self.config = config
-        self.denoiser = Denoiser(config.channels, config.layers, config.noise_input)
-        # mu = softplus(raw) > 0
-        self.raw_mu = nn.Parameter(torch.tensor(float(torch.log(torch.expm1(torch.tensor(config.initial_mu))))))
+        self.denoiser = make_denoiser(config)
+        # mu = softplus(raw + slope * level) > 0
+        raw = float(torch.log(torch.expm1(torch.tensor(config.initial_mu))))
+        if config.noise_mu:
+            self.raw_mu = nn.Parameter(torch.full((config.unrolls,), raw))
+            self.mu_slope = nn.Parameter(torch.zeros(config.unrolls))
+        else:
+            self.raw_mu = nn.Parameter(torch.tensor(raw))
 
     @property
     def mu(self) -> torch.Tensor:
-        return nn.functional.softplus(self.raw_mu)
+        """``mu`` (shared), or its mean over the unrolls at a normalised noise SD of 0.01 (``noise_mu``)."""
+        return nn.functional.softplus(self.raw_mu).mean()
+
+    def data_weights(self, noise: torch.Tensor) -> torch.Tensor:
+        """``mu`` of every unroll for every image, ``[unrolls, batch, 1, 1]``, from the normalised noise SD
+        ``[batch]`` (module docstring)."""
+        if not self.config.noise_mu:
+            return nn.functional.softplus(self.raw_mu).expand(self.config.unrolls, noise.shape[0], 1, 1)
+        level = (torch.log10(noise.clamp(min=1e-5)) + 2) / 2
+        return nn.functional.softplus(self.raw_mu[:, None] + self.mu_slope[:, None] * level[None])[..., None, None]
 
     def forward(
         self, start: torch.Tensor, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
         operator = SenseOperator(maps, mask)
         rhs = operator.adjoint(kspace)
-        x, mu = start, self.mu
-        for _ in range(self.config.unrolls):
+        x = start
+        for mu in self.data_weights(noise):
             z = self.denoiser(x, noise)
             x = conjugate_gradient(operator, rhs + mu * z, mu, z, self.config.cg_iterations)
         return x

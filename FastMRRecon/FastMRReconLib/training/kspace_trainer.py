@@ -3,11 +3,15 @@
 
 Each step draws ``batch_size`` objects and simulates one acquisition of each (a new one every time: the network
 never sees the same scan twice). Loss: ``l1_weight`` x the mean |complex error| + (1 - SSIM) of the magnitudes
-(``metrics.ssim_torch``, data range 1 after normalisation). Adam with a cosine decay of the learning rate to
-``lr / 20``. A checkpoint (weights, optimiser, step, history) is written every ``checkpoint_every`` steps and at
-the end; an interrupted run resumes from it. Validation (PSNR / SSIM of the magnitude against the target, on a
-fixed set of examples from held-out objects) every ``validate_every`` steps. Threads: torch's default (one per
-core).
+(``metrics.ssim_torch``, data range 1 after normalisation). With ``noise_weighted``, each example's L1 term is
+weighted by ``NOISE_WEIGHT_REFERENCE / max(noise SD, NOISE_WEIGHT_FLOOR)`` (normalised units,
+``noise_loss_weights``): the achievable error grows with the noise, so unweighted the noisiest examples dominate
+the loss and set the shared weights (``mu`` above all) for themselves, at the cost of clean data. Adam with a cosine
+decay of the learning rate to ``lr / 20``; the data-consistency weights (``mu``) learn ``mu_lr_gain`` times faster
+(a handful of scalars, whose gradients are small next to the regulariser's). A checkpoint (weights, optimiser,
+step, history) is written every ``checkpoint_every`` steps and at the end; an interrupted run resumes from it.
+Validation (PSNR / SSIM of the magnitude against the target, on a fixed set of examples from held-out objects)
+every ``validate_every`` steps. Threads: torch's default (one per core).
 """
 
 from __future__ import annotations
@@ -50,9 +54,22 @@ class KspaceTrainingConfig:
     validate_every: int = 500
     network: UnrolledConfig = field(default_factory=UnrolledConfig)
     examples: KspaceExampleConfig = field(default_factory=KspaceExampleConfig)
+    #: Weight each example's L1 term by its noise level (module docstring).
+    noise_weighted: bool = False
+    #: Learning rate of the data-consistency weights relative to ``lr``.
+    mu_lr_gain: float = 1.0
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+#: ``noise_loss_weights``: the normalised noise SD of weight 1, and the floor below which weights stop growing.
+NOISE_WEIGHT_REFERENCE, NOISE_WEIGHT_FLOOR = 0.01, 0.002
+
+
+def noise_loss_weights(noise):
+    """Per-example weights of the L1 term, ``[batch]``, from the normalised noise SDs (module docstring)."""
+    return NOISE_WEIGHT_REFERENCE / noise.clamp(min=NOISE_WEIGHT_FLOOR)
 
 
 @dataclass
@@ -133,7 +150,12 @@ def train(
         raise InputError("no objects to simulate k-space from")
     torch.manual_seed(config.seed)
     network = UnrolledNetwork(config.network).to(device)
-    optimiser = torch.optim.Adam(network.parameters(), lr=config.lr)
+    groups: dict[bool, list] = {False: [], True: []}  # is it a data-consistency weight?
+    for name, parameter in network.named_parameters():
+        groups[name in ("raw_mu", "mu_slope")].append(parameter)
+    optimiser = torch.optim.Adam(
+        [{"params": groups[False], "gain": 1.0}, {"params": groups[True], "gain": config.mu_lr_gain}], lr=config.lr
+    )
     losses: list[float] = []
     history: list[dict] = []
     done, seconds = 0, 0.0
@@ -151,8 +173,9 @@ def train(
     began = time.perf_counter() - seconds
     while done < config.steps:
         network.train()
+        decay = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done / config.steps))
         for group in optimiser.param_groups:
-            group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done / config.steps)))
+            group["lr"] = group["gain"] * config.lr * decay
         examples = [
             simulate_example(objects[int(rng.integers(len(objects)))], rng, masks, config.examples)
             for _ in range(config.batch_size)
@@ -160,10 +183,10 @@ def train(
         batch = network_batch(examples, device)
         output = network(batch["start"], batch["kspace"], batch["maps"], batch["mask"], batch["noise"])
         target = batch["target"]
-        loss = (
-            config.l1_weight * (output - target).abs().mean()
-            + (1 - ssim_torch(output.abs()[:, None], target.abs()[:, None], 1.0)).mean()
-        )
+        l1 = (output - target).abs().mean(dim=(-2, -1))
+        if config.noise_weighted:
+            l1 = l1 * noise_loss_weights(batch["noise"])
+        loss = config.l1_weight * l1.mean() + (1 - ssim_torch(output.abs()[:, None], target.abs()[:, None], 1.0)).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

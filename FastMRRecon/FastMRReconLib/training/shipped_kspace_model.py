@@ -28,22 +28,33 @@ from FastMRReconLib.training.shipped_model import TRAINING_SETS, VALIDATION_WIDE
 
 log = logging.getLogger("fastmrrecon")
 
-#: Training of the shipped k-space model. The shipped run continued the weights of step 950 of a first 1000-step
-#: schedule with this schedule from its step 950 (a warm restart of the learning rate); the schedule was written
-#: as 4000 steps and shortened for time to 3000 at step 1450 and to 2400 at step 1950 (each a small step in the
-#: cosine learning rate); its card says so. ``make kspace-model`` runs the 2400 steps from the start.
+#: Training of the shipped k-space model (``make kspace-model`` runs it from the start; resumable).
 CONFIG = KspaceTrainingConfig(
-    steps=2400,
+    steps=3600,
     batch_size=3,
     lr=1e-3,
     l1_weight=10.0,
     seed=0,
     checkpoint_every=50,
-    validate_every=400,
-    network=UnrolledConfig(unrolls=5, channels=32, layers=5, cg_iterations=4),
+    validate_every=500,
+    network=UnrolledConfig(
+        unrolls=5, channels=16, cg_iterations=4, regulariser="unet", depth=4, max_channels=128, noise_mu=True
+    ),
     examples=KspaceExampleConfig(patch=128, coil_range=(6, 12)),
+    noise_weighted=True,
+    mu_lr_gain=10.0,
 )
 VALIDATION_COUNT, VALIDATION_SEED = 24, 11
+
+
+def regulariser_text(network: UnrolledConfig) -> str:
+    """The regulariser of ``network`` in words, for the card."""
+    if network.regulariser == "unet":
+        return (
+            f"residual U-Net ({network.depth} poolings, {network.channels} channels doubling per level up to "
+            f"{network.max_channels}; the regulariser of E2E-VarNet, Sriram et al., MICCAI 2020)"
+        )
+    return f"{network.layers}-layer, {network.channels}-channel residual CNN"
 
 
 def model_card(
@@ -58,9 +69,9 @@ def model_card(
     return f"""# {KSPACE_MODEL}
 
 Unrolled, data-consistent network for raw multi-coil Cartesian k-space (MoDL: Aggarwal et al., IEEE TMI 2019):
-{config.network.unrolls} unrolls of one shared {config.network.layers}-layer, {config.network.channels}-channel
-residual CNN (with the noise SD measured from the k-space edges as an input) and {config.network.cg_iterations}
-conjugate-gradient data-consistency steps, from a CG-SENSE start. SHA-256 `{sha256}`.
+{config.network.unrolls} unrolls of one shared {regulariser_text(config.network)} (with the noise SD measured from
+the k-space edges as an input) and {config.network.cg_iterations} conjugate-gradient data-consistency steps, from a
+CG-SENSE start. SHA-256 `{sha256}`.
 
 ## Data
 Objects: the {objects} noise-free references of the image-domain model's training pair files (SynthSeg training
