@@ -16,6 +16,7 @@ from FastMRReconLib.training.kspace_trainer import (
     KspaceTrainingConfig,
     noise_loss_weights,
     train,
+    training_loss,
 )
 
 TINY = KspaceTrainingConfig(
@@ -85,6 +86,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(objects, tmp_path):
     resumed = train(StopsAfter(objects, 2 * config.batch_size), config, [], "cpu", checkpoint)
     assert resumed.losses[:2] == saved["losses"] and len(resumed.losses) == 4 and all(np.isfinite(resumed.losses))
     assert not torch.equal(resumed.network.state_dict()["raw_mu"], saved["network"]["raw_mu"])
+    final = torch.load(checkpoint, weights_only=False)["optimiser"]
+    assert [group["gain"] for group in final["param_groups"]] == [1.0, 10.0]
+    assert all(float(state["step"]) == 4 for state in final["state"].values())  # Adam's moments carried on
     with pytest.raises(InputError, match="other settings"):
         train(objects, replace(config, lr=2e-3), [], "cpu", checkpoint)
 
@@ -110,10 +114,39 @@ def test_the_data_consistency_weights_learn_faster_with_their_gain(objects):
     assert moved[10.0]["head"] == pytest.approx(moved[1.0]["head"], rel=0.05)
 
 
-def test_the_noise_weighted_loss_changes_training(objects):
-    """The same run with and without the noise weights ends with other weights (the weights reach the loss)."""
+def test_the_noise_weighted_loss_weighs_each_examples_l1_term():
+    """training_loss: l1_weight x the mean of each example's mean |error| (times its noise weight when
+    noise_weighted) + the mean (1 - SSIM); a clean example's error counts more than a noisy one's."""
     import torch
 
-    plain = train(objects, replace(TINY, steps=2), [], "cpu").network.state_dict()
-    weighted = train(objects, replace(TINY, steps=2, noise_weighted=True), [], "cpu").network.state_dict()
-    assert not torch.allclose(plain["raw_mu"], weighted["raw_mu"])
+    from FastMRReconLib.metrics import ssim_torch
+
+    torch.manual_seed(0)
+    target = torch.randn(2, 24, 24, dtype=torch.complex64)
+    output = target + 0.1 * torch.randn(2, 24, 24, dtype=torch.complex64)
+    noise = torch.tensor([0.002, 0.04])
+    l1 = (output - target).abs().mean(dim=(-2, -1))
+    structure = (1 - ssim_torch(output.abs()[:, None], target.abs()[:, None], 1.0)).mean()
+    plain = training_loss(output, target, noise, TINY)
+    weighted = training_loss(output, target, noise, replace(TINY, noise_weighted=True))
+    assert float(plain) == pytest.approx(float(TINY.l1_weight * l1.mean() + structure), rel=1e-5)
+    expected = TINY.l1_weight * (l1 * torch.tensor([5.0, 0.25])).mean() + structure
+    assert float(weighted) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_model_file_of_the_first_design_loads_and_runs_as_before(tmp_path):
+    """A model saved before the U-Net and per-noise mu existed (its config has none of their keys, its mu is one
+    scalar) loads strictly as the CNN design with one shared mu."""
+    import torch
+
+    from FastMRICommon.model_files import ModelFile, load_model_file, save_model_file
+    from FastMRReconLib.model.kspace_reconstructor import KSPACE_ARCHITECTURE, REGISTRY
+
+    config = {"unrolls": 2, "channels": 4, "layers": 3, "cg_iterations": 2, "noise_input": True, "initial_mu": 0.5}
+    old = UnrolledNetwork(UnrolledConfig(**config))
+    state = old.state_dict()
+    assert state["raw_mu"].shape == () and "mu_slope" not in state
+    save_model_file(tmp_path / "old.pt", ModelFile(KSPACE_ARCHITECTURE, config, state, {}))
+    network = load_model_file(tmp_path / "old.pt").build(REGISTRY)
+    assert network.config.regulariser == "cnn" and not network.config.noise_mu
+    assert torch.allclose(network.data_weights(torch.tensor([1e-3, 1e-1])), torch.tensor(0.5))

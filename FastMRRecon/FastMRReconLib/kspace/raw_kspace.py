@@ -135,6 +135,23 @@ def calibration_box(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(r0, r1), slice(c0, c1)
 
 
+def held_out_samples(mask: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """``share`` of the acquired samples of ``mask [ky, kx]`` outside its calibration block (``calibration_box``),
+    drawn at random (``seed``), as a bool mask: the samples k-space cross-validation leaves out and predicts (all
+    False when nothing is acquired outside the block). Single samples, also from line (1D) masks: measured on the
+    k-space benchmark, leaving out whole lines of equispaced masks made the choice of the final weight worse at R 6
+    (the gaps left are twice the others), single samples chose within 0.2 dB of the best weight."""
+    rows, columns = calibration_box(mask)
+    outside = np.asarray(mask, bool).copy()
+    outside[rows, columns] = False
+    candidates = np.flatnonzero(outside)
+    held = np.zeros(outside.size, bool)
+    if candidates.size:
+        count = max(1, int(share * candidates.size))
+        held[np.random.default_rng(seed).choice(candidates, count, replace=False)] = True
+    return held.reshape(outside.shape)
+
+
 def _central(block: slice, size: int) -> slice:
     if block.stop - block.start <= size:
         return block

@@ -5,13 +5,17 @@
 (``kspace.raw_kspace`` conventions). Each slice, as in training (``training.kspace_examples``): the acquired
 samples (the mask, or the non-zero samples), coil maps from the calibration block (``raw_kspace.box_coil_maps``),
 the noise SD measured from the k-space edges (``raw_kspace.kspace_noise_sd``), the CG-SENSE start, the network.
-Then a final data-consistency step (``final_consistency``): ``argmin ||A x - y||² + eps ||x - x_net||²`` with
-``eps = clip(FINAL_CONSISTENCY_GAIN x noise SD, FINAL_CONSISTENCY_RANGE)`` (normalised units), so that the
-acquired samples are followed closely when the data are clean and the network's denoising is kept when they are
-noisy: the network alone, trained on simulated objects, moved clean real k-space below CG-SENSE (smoothing real
-texture); the gain was chosen on the benchmark's real scan and simulated held-out slices
-(``docs/benchmarks/recon_kspace.md``). Returns the complex image ``[slices, ky, kx]`` (``complex_output``) or
-its magnitude, float32, in the units of the data (the orthonormal FFT's image scale). Progress is reported and
+Then a final data-consistency step (``final_consistency``): ``argmin ||A x - y||² + w ||x - x_net||²``, whose weight
+``w`` (among ``FINAL_WEIGHTS``, normalised units) is chosen for each slice by k-space cross-validation
+(``final_weight``): ``CROSS_VALIDATION_SHARE`` of the acquired samples outside the calibration block are left out
+(``raw_kspace.held_out_samples``), the network and the final step run on the rest, and the weight whose image
+predicts the left-out samples best (``||A x - y||`` over them) is kept; then the network runs on all samples. A small
+weight follows the acquired samples closely (clean data, or data the network's prior, learnt on simulated objects,
+does not fit: it smoothed the fine texture of real scans), a large one keeps the network's denoising (noisy data).
+Cross-validation chooses the parameter of a reconstruction from the data themselves, as generalised
+cross-validation does for Tikhonov's (Golub, Heath and Wahba, Technometrics 1979). Returns the complex image
+``[slices, ky, kx]`` (``complex_output``) or its magnitude, float32, in the units of the data (the orthonormal
+FFT's image scale); ``final_weights`` holds the weight chosen for each slice. Progress is reported and
 cancellation honoured between slices.
 Denormal floats are flushed to zero (``torch.set_flush_denormal``): conjugate gradients on noise-free data
 otherwise reach them and run tens of times slower.
@@ -20,6 +24,7 @@ otherwise reach them and run tens of times slower.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,32 +36,73 @@ from FastMRReconLib.kspace.raw_kspace import (
     box_coil_maps,
     calibration_box,
     check_kspace,
+    held_out_samples,
     kspace_noise_sd,
 )
 from FastMRReconLib.kspace.sense import DEFAULT_REGULARIZATION
 from FastMRReconLib.model.reconstructor import MODELS_DIR
-from FastMRReconLib.model.unrolled import UnrolledConfig, UnrolledNetwork, normalised_batch
+from FastMRReconLib.model.unrolled import UnrolledConfig, UnrolledNetwork, fft2c, normalised_batch
 
 KSPACE_MODEL = "fastmrrecon_kspace_unrolled.pt"
 KSPACE_ARCHITECTURE = "unrolled-modl"
 REGISTRY = {KSPACE_ARCHITECTURE: lambda **config: UnrolledNetwork(UnrolledConfig(**config))}
-#: The final data-consistency weight per unit of normalised noise SD, its range, and its CG steps (docstring).
-FINAL_CONSISTENCY_GAIN = 3.0
-FINAL_CONSISTENCY_RANGE = (0.01, 1.0)
-FINAL_CONSISTENCY_ITERATIONS = 10
+#: The final data-consistency weights tried (normalised units), the share of samples held out to choose among
+#: them, the seed of that draw, and the final step's Krylov (CG / Lanczos) steps (module docstring).
+FINAL_WEIGHTS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+CROSS_VALIDATION_SHARE = 0.1
+CROSS_VALIDATION_SEED = 0
+FINAL_CONSISTENCY_ITERATIONS = 30
 
 
-def final_consistency(image, kspace, maps, mask, noise):
-    """``argmin_x ||A x - y||² + eps ||x - image||²`` (module docstring) for a normalised batch (torch)."""
+def final_consistency(image, kspace, maps, mask, weights: Sequence[float]) -> list:
+    """``argmin_x ||A x - y||² + w ||x - image||²`` for every ``w`` in ``weights`` (module docstring), for one
+    normalised image ``[1, rows, columns]`` (torch); a list of images.
+
+    Written as ``x = image + d``, every ``d`` solves ``(A^H A + w) d = r`` with the same ``r = A^H (y - A image)``,
+    so one Lanczos basis of the Krylov space of ``A^H A`` and ``r`` (``FINAL_CONSISTENCY_ITERATIONS`` applications
+    of ``A^H A``) gives all of them: ``d = V (T + w)^-1 |r| e1`` (Lanczos, J. Res. NBS 1952; this Galerkin
+    solution is what as many CG steps from ``image`` give, for each ``w``)."""
     import torch
 
-    from FastMRReconLib.model.unrolled import SenseOperator, conjugate_gradient
+    from FastMRReconLib.model.unrolled import SenseOperator
 
     operator = SenseOperator(maps, mask)
-    eps = torch.clamp(FINAL_CONSISTENCY_GAIN * noise, *FINAL_CONSISTENCY_RANGE)[:, None, None]
-    return conjugate_gradient(
-        operator, operator.adjoint(kspace) + eps * image, eps, image, FINAL_CONSISTENCY_ITERATIONS
-    )
+    residual = operator.adjoint(kspace - operator.forward(image))[0]
+    norm = torch.linalg.vector_norm(residual)
+    if float(norm) == 0:
+        return [image.clone() for _ in weights]
+    basis = [residual / norm]
+    alphas: list[torch.Tensor] = []
+    betas: list[torch.Tensor] = []
+    for step in range(FINAL_CONSISTENCY_ITERATIONS):
+        product = operator.normal(basis[-1][None])[0]
+        if step:
+            product = product - betas[-1] * basis[-2]
+        alpha = torch.sum(basis[-1].conj() * product).real
+        product = product - alpha * basis[-1]
+        alphas.append(alpha)
+        beta = torch.linalg.vector_norm(product)
+        if step == FINAL_CONSISTENCY_ITERATIONS - 1 or float(beta) <= 1e-6 * float(norm):
+            break
+        betas.append(beta)
+        basis.append(product / beta)
+    size = len(alphas)
+    tridiagonal = torch.diag(torch.stack(alphas).double())
+    if size > 1:
+        off = torch.stack(betas[: size - 1]).double()
+        tridiagonal = tridiagonal + torch.diag(off, 1) + torch.diag(off, -1)
+    first = torch.zeros(size, dtype=torch.float64, device=tridiagonal.device)
+    first[0] = float(norm)
+    stacked = torch.stack(basis[:size])
+    images = []
+    for weight in weights:
+        coefficients = torch.linalg.solve(
+            tridiagonal + weight * torch.eye(size, dtype=torch.float64, device=first.device), first
+        )
+        images.append(
+            image + torch.einsum("k,krc->rc", coefficients.to(stacked.real.dtype).to(stacked.dtype), stacked)[None]
+        )
+    return images
 
 
 class KspaceReconstructor:
@@ -66,12 +112,48 @@ class KspaceReconstructor:
         self.network = network.to(device).eval()
         self.device = device
         self.metadata = metadata or {}
+        #: The final data-consistency weight chosen for each slice by the last ``reconstruct``.
+        self.final_weights: list[float] = []
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "auto") -> KspaceReconstructor:
         """The model in ``path`` (None: the shipped one) on ``device`` ("auto" = CUDA when present)."""
         model: ModelFile = load_shipped_model(MODELS_DIR, KSPACE_MODEL) if path is None else load_model_file(path)
         return cls(model.build(REGISTRY), select_device(device), model.metadata)
+
+    def network_image(self, kspace: np.ndarray, maps: np.ndarray, acquired: np.ndarray, noise: float) -> tuple:
+        """(the network's image, its normalised batch with ``maps`` and ``mask``) of one slice's ``kspace`` over the
+        ``acquired`` samples; both torch, the image normalised (times ``batch["scale"]`` in the data's units), before
+        the final data-consistency step."""
+        import torch
+
+        kspace_t, maps_t, mask_t = (
+            torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device)
+            for array in (kspace * acquired, maps, acquired.astype(np.float32))
+        )
+        noise_t = torch.tensor([noise], dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            batch = normalised_batch(kspace_t, maps_t, mask_t, noise_t, DEFAULT_REGULARIZATION)
+            image = self.network(batch["start"], batch["kspace"], maps_t, mask_t, batch["noise"])
+        return image, {**batch, "maps": maps_t, "mask": mask_t}
+
+    def final_weight(self, kspace: np.ndarray, maps: np.ndarray, acquired: np.ndarray, noise: float) -> float:
+        """The final data-consistency weight of one slice, by k-space cross-validation (module docstring); the
+        smallest weight when no sample outside the calibration block can be left out."""
+        import torch
+
+        held = held_out_samples(acquired, CROSS_VALIDATION_SHARE, CROSS_VALIDATION_SEED)
+        if not held.any():
+            return FINAL_WEIGHTS[0]
+        errors = []
+        with torch.inference_mode():
+            image, batch = self.network_image(kspace, maps, acquired & ~held, noise)
+            held_t = torch.from_numpy(held).to(self.device)
+            truth = torch.from_numpy(np.ascontiguousarray(kspace[:, held])).to(self.device) / batch["scale"][0]
+            for candidate in final_consistency(image, batch["kspace"], batch["maps"], batch["mask"], FINAL_WEIGHTS):
+                predicted = fft2c(batch["maps"][0] * candidate)[:, held_t]
+                errors.append(float(torch.linalg.vector_norm(predicted - truth)))
+        return FINAL_WEIGHTS[int(np.argmin(errors))]
 
     def reconstruct(
         self,
@@ -90,6 +172,7 @@ class KspaceReconstructor:
         single = np.ndim(kspace) == 3
         masks = None if mask is None else np.asarray(mask)
         result = np.empty((data.shape[0],) + data.shape[2:], np.complex64)
+        self.final_weights = []
         with torch.inference_mode():
             for index, slice_kspace in enumerate(data):
                 raise_if_cancelled(cancel)
@@ -97,15 +180,12 @@ class KspaceReconstructor:
                 acquired = acquired_mask(slice_kspace, slice_mask)
                 slice_kspace = slice_kspace * acquired
                 maps = box_coil_maps(slice_kspace, calibration_box(acquired))
-                tensors = [
-                    torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device)
-                    for array in (slice_kspace, maps, acquired.astype(np.float32))
-                ]
-                noise = torch.tensor([kspace_noise_sd(slice_kspace, acquired)], dtype=torch.float32, device=self.device)
-                batch = normalised_batch(tensors[0], tensors[1], tensors[2], noise, DEFAULT_REGULARIZATION)
-                image = self.network(batch["start"], batch["kspace"], tensors[1], tensors[2], batch["noise"])
-                image = final_consistency(image, batch["kspace"], tensors[1], tensors[2], batch["noise"])
+                noise = kspace_noise_sd(slice_kspace, acquired)
+                weight = self.final_weight(slice_kspace, maps, acquired, noise)
+                image, batch = self.network_image(slice_kspace, maps, acquired, noise)
+                (image,) = final_consistency(image, batch["kspace"], batch["maps"], batch["mask"], [weight])
                 result[index] = (image[0] * batch["scale"][0]).cpu().numpy()
+                self.final_weights.append(weight)
                 report(progress, (index + 1) / data.shape[0], f"reconstructed slice {index + 1}/{data.shape[0]}")
         output = result if complex_output else np.abs(result).astype(np.float32)
         return output[0] if single else output

@@ -71,10 +71,10 @@ class ResidualUNet(nn.Module):
     one for a magnitude image, two for the real and imaginary parts of a complex one); ``in_channels`` counts the
     input's channels and the noise map's.
 
-        With ``embedding`` > 0 every instance norm is followed by a feature-wise affine map (FiLM: Perez et al.,
-        AAAI 2018) computed from an embedding of the image's noise level: instance norm removes any constant
-        input channel, so a noise map fed only to the first convolution would lose its level. The maps start
-        as the identity (zero weights)."""
+    With ``embedding`` > 0 every instance norm is followed by a feature-wise affine map (FiLM: Perez et al.,
+    AAAI 2018) computed from an embedding of the image's noise level: instance norm removes any constant
+    input channel, so a noise map fed only to the first convolution would lose its level. The maps start
+    as the identity (zero weights)."""
 
     def __init__(
         self,

@@ -72,6 +72,17 @@ def noise_loss_weights(noise):
     return NOISE_WEIGHT_REFERENCE / noise.clamp(min=NOISE_WEIGHT_FLOOR)
 
 
+def training_loss(output, target, noise, config: KspaceTrainingConfig):
+    """The loss of a batch (module docstring): ``output`` and ``target`` complex ``[batch, rows, columns]``,
+    ``noise`` the normalised noise SDs ``[batch]``."""
+    from FastMRReconLib.metrics import ssim_torch
+
+    l1 = (output - target).abs().mean(dim=(-2, -1))
+    if config.noise_weighted:
+        l1 = l1 * noise_loss_weights(noise)
+    return config.l1_weight * l1.mean() + (1 - ssim_torch(output.abs()[:, None], target.abs()[:, None], 1.0)).mean()
+
+
 @dataclass
 class KspaceTrainingResult:
     network: UnrolledNetwork
@@ -144,8 +155,6 @@ def train(
     """Train on examples simulated from ``objects`` (magnitude images); resume from ``checkpoint`` when it exists."""
     import torch
 
-    from FastMRReconLib.metrics import ssim_torch
-
     if not objects:
         raise InputError("no objects to simulate k-space from")
     torch.manual_seed(config.seed)
@@ -182,11 +191,7 @@ def train(
         ]
         batch = network_batch(examples, device)
         output = network(batch["start"], batch["kspace"], batch["maps"], batch["mask"], batch["noise"])
-        target = batch["target"]
-        l1 = (output - target).abs().mean(dim=(-2, -1))
-        if config.noise_weighted:
-            l1 = l1 * noise_loss_weights(batch["noise"])
-        loss = config.l1_weight * l1.mean() + (1 - ssim_torch(output.abs()[:, None], target.abs()[:, None], 1.0)).mean()
+        loss = training_loss(output, batch["target"], batch["noise"], config)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

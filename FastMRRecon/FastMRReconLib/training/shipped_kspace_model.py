@@ -22,7 +22,14 @@ from FastMRReconLib.model.kspace_reconstructor import KSPACE_ARCHITECTURE, KSPAC
 from FastMRReconLib.model.reconstructor import MODELS_DIR
 from FastMRReconLib.model.unrolled import UnrolledConfig
 from FastMRReconLib.training.kspace_examples import KspaceExampleConfig
-from FastMRReconLib.training.kspace_trainer import KspaceTrainingConfig, evaluate, train, validation_examples
+from FastMRReconLib.training.kspace_trainer import (
+    NOISE_WEIGHT_FLOOR,
+    NOISE_WEIGHT_REFERENCE,
+    KspaceTrainingConfig,
+    evaluate,
+    train,
+    validation_examples,
+)
 from FastMRReconLib.training.pairs import load_pairs
 from FastMRReconLib.training.shipped_model import TRAINING_SETS, VALIDATION_WIDE, pairs_file
 
@@ -66,11 +73,18 @@ def model_card(
         f"{entry['psnr']:.2f} / {entry['ssim']:.4f} |"
         for entry in history
     )
+    weighting = (
+        f", each example's weighted by {NOISE_WEIGHT_REFERENCE:g} / max(normalised noise SD, {NOISE_WEIGHT_FLOOR:g})"
+        if config.noise_weighted
+        else ""
+    )
+    per_unroll = " (their weight learnt per unroll and per noise level)" if config.network.noise_mu else ""
+    mu_rate = f", {config.mu_lr_gain:g} x faster for the data-consistency weights" if config.mu_lr_gain != 1 else ""
     return f"""# {KSPACE_MODEL}
 
 Unrolled, data-consistent network for raw multi-coil Cartesian k-space (MoDL: Aggarwal et al., IEEE TMI 2019):
-{config.network.unrolls} unrolls of one shared {regulariser_text(config.network)} (with the noise SD measured from
-the k-space edges as an input) and {config.network.cg_iterations} conjugate-gradient data-consistency steps, from a
+{config.network.unrolls} unrolls of one shared {regulariser_text(config.network)}, told the noise SD measured from
+the k-space edges, and {config.network.cg_iterations} conjugate-gradient data-consistency steps{per_unroll}, from a
 CG-SENSE start. SHA-256 `{sha256}`.
 
 ## Data
@@ -85,8 +99,8 @@ noise-free fully sampled k-space combined with the calibration coil maps.
 
 ## Protocol
 `make kspace-model` ({config.steps} steps of {config.batch_size} examples, Adam lr {config.lr:g} with cosine
-decay, loss {config.l1_weight:g} x L1 (complex) + (1 - SSIM) of the magnitude), CPU ({platform.machine()}, 2
-cores), {seconds / 3600:.1f} h.
+decay{mu_rate}, loss {config.l1_weight:g} x L1 (complex{weighting}) + (1 - SSIM) of the magnitude), CPU
+({platform.machine()}, 2 cores), {seconds / 3600:.1f} h.
 
 ## Held-out evaluation ({VALIDATION_COUNT} simulated acquisitions of SynthSeg validation subjects)
 PSNR dB / SSIM of the magnitude against the target: CG-SENSE {held_out["start_psnr"]:.2f} /
