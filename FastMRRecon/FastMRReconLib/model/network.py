@@ -145,6 +145,22 @@ def _film(embedding: int, width: int) -> nn.Linear:
     return layer
 
 
+def noise_level_code(level: torch.Tensor) -> torch.Tensor:
+    """log10 of normalised noise SDs, scaled to about [-1, 1] over 1e-4 to 1 (floored at 1e-5): the form in which
+    networks take a noise level (``NoiseEmbedding``, ``unrolled.UnrolledNetwork.data_weights``)."""
+    return (torch.log10(level.clamp(min=1e-5)) + 2) / 2
+
+
+def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``tensor`` (``[..., height, width]``) reflection-padded at the bottom and right to a multiple of ``multiple``
+    (a U-Net of ``depth`` poolings needs ``2**depth``); crop the result back with ``[..., :height, :width]``."""
+    height, width = tensor.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if not (pad_h or pad_w):
+        return tensor
+    return F.pad(tensor, (0, pad_w, 0, pad_h), mode="reflect")
+
+
 class NoiseEmbedding(nn.Module):
     """A feature vector from each image's noise level ``[batch]`` (the mean of its normalised noise map):
     log10 of it, scaled to about [-1, 1] over 1e-4 to 1, through a two-layer perceptron."""
@@ -154,7 +170,7 @@ class NoiseEmbedding(nn.Module):
         self.body = nn.Sequential(nn.Linear(1, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2))
 
     def forward(self, level: torch.Tensor) -> torch.Tensor:
-        return self.body(((torch.log10(level.clamp(min=1e-5)) + 2) / 2)[:, None])
+        return self.body(noise_level_code(level)[:, None])
 
 
 class FidelityNet(nn.Module):
@@ -219,14 +235,8 @@ class ReconstructionNetwork(nn.Module):
                 "this network " + ("needs a noise map" if self.config.noise_input else "takes no noise map")
             )
         multiple = 2**self.config.depth
-        pad_h, pad_w = (-height) % multiple, (-width) % multiple
-
-        def padded(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            if tensor is None or not (pad_h or pad_w):
-                return tensor
-            return F.pad(tensor, (0, pad_w, 0, pad_h), mode="reflect")
-
-        image_padded, noise_padded = padded(image), padded(noise)
+        image_padded = pad_to_multiple(image, multiple)
+        noise_padded = None if noise is None else pad_to_multiple(noise, multiple)
         if noise is None:
             embedding = None
         elif self.embedding is None:  # not reached: a noise map is refused above unless config.noise_input

@@ -35,7 +35,14 @@ import torch
 from torch import nn
 
 from FastMRICommon.errors import InputError
-from FastMRReconLib.model.network import NOISE_EMBEDDING, NoiseEmbedding, ResidualUNet, conv_bias
+from FastMRReconLib.model.network import (
+    NOISE_EMBEDDING,
+    NoiseEmbedding,
+    ResidualUNet,
+    conv_bias,
+    noise_level_code,
+    pad_to_multiple,
+)
 
 #: Multiplies the normalised noise SD fed to the denoiser (so that its typical values, 0.002-0.3, are O(0.1-1)).
 NOISE_GAIN = 10.0
@@ -178,10 +185,7 @@ class UNetDenoiser(nn.Module):
 
     def forward(self, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         rows, columns = image.shape[-2:]
-        pad_rows, pad_columns = (-rows) % self.multiple, (-columns) % self.multiple
-        parts = torch.stack([image.real, image.imag], dim=1)
-        if pad_rows or pad_columns:
-            parts = nn.functional.pad(parts, (0, pad_columns, 0, pad_rows), mode="reflect")
+        parts = pad_to_multiple(torch.stack([image.real, image.imag], dim=1), self.multiple)
         noise_map = embedding = None
         if self.embedding is not None:
             noise_map = (NOISE_GAIN * noise)[:, None, None, None].expand(-1, 1, *parts.shape[-2:])
@@ -205,6 +209,9 @@ class UnrolledNetwork(nn.Module):
     ``[batch, coils, rows, columns]`` complex, the mask ``[batch, rows, columns]`` and the normalised noise SD
     ``[batch]``; returns the reconstructed complex image ``[batch, rows, columns]``."""
 
+    #: The parameters that make ``mu`` (``data_weights``), as ``named_parameters`` names them.
+    DATA_WEIGHT_PARAMETERS = ("raw_mu", "mu_slope")
+
     def __init__(self, config: UnrolledConfig = UnrolledConfig()) -> None:
         super().__init__()
         self.config = config
@@ -227,7 +234,7 @@ class UnrolledNetwork(nn.Module):
         ``[batch]`` (module docstring)."""
         if not self.config.noise_mu:
             return nn.functional.softplus(self.raw_mu).expand(self.config.unrolls, noise.shape[0], 1, 1)
-        level = (torch.log10(noise.clamp(min=1e-5)) + 2) / 2
+        level = noise_level_code(noise)
         return nn.functional.softplus(self.raw_mu[:, None] + self.mu_slope[:, None] * level[None])[..., None, None]
 
     def forward(

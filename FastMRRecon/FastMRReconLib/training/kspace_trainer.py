@@ -161,7 +161,7 @@ def train(
     network = UnrolledNetwork(config.network).to(device)
     groups: dict[bool, list] = {False: [], True: []}  # is it a data-consistency weight?
     for name, parameter in network.named_parameters():
-        groups[name in ("raw_mu", "mu_slope")].append(parameter)
+        groups[name in UnrolledNetwork.DATA_WEIGHT_PARAMETERS].append(parameter)
     optimiser = torch.optim.Adam(
         [{"params": groups[False], "gain": 1.0}, {"params": groups[True], "gain": config.mu_lr_gain}], lr=config.lr
     )
