@@ -150,3 +150,23 @@ def test_a_model_file_of_the_first_design_loads_and_runs_as_before(tmp_path):
     network = load_model_file(tmp_path / "old.pt").build(REGISTRY)
     assert network.config.regulariser == "cnn" and not network.config.noise_mu
     assert torch.allclose(network.data_weights(torch.tensor([1e-3, 1e-1])), torch.tensor(0.5))
+
+
+def test_line_masks_draw_their_calibration_share_from_the_range():
+    """``calibration_share_range`` (0.04-0.16 of 128 lines: at least MIN_CALIBRATION + 2 = 10 lines, at most 20)
+    makes the fully sampled centre of 1D masks vary from example to example; without it the centre is fixed (16
+    lines, and any outer lines drawn next to it), as the benchmark's masks are."""
+    from FastMRReconLib.kspace.raw_kspace import calibration_box
+    from FastMRReconLib.training.kspace_examples import MaskSampler
+
+    def centres(config: KspaceExampleConfig) -> list[int]:
+        rng = np.random.default_rng(0)
+        sampler = MaskSampler((128, 128), config, rng, pool=1)
+        rows = [calibration_box(sampler("variable-density", 4.0, rng))[0] for _ in range(60)]
+        return [block.stop - block.start for block in rows]
+
+    drawn = centres(KspaceExampleConfig(calibration_share_range=(0.04, 0.16)))
+    assert min(drawn) >= 10 and max(drawn) <= 24 and len(set(drawn)) >= 6
+    assert sum(size <= 12 for size in drawn) >= 5 and sum(size >= 18 for size in drawn) >= 5
+    fixed = centres(KspaceExampleConfig())  # 16 lines, grown by the outer lines drawn next to them
+    assert min(fixed) == 16 and min(drawn) <= 11

@@ -247,6 +247,54 @@ def test_data_consistency_step_solves_the_regularised_normal_equations():
     assert float(fit) < 0.1
 
 
+@pytest.mark.parametrize("shape", [(64, 56), (33, 20)])
+@pytest.mark.parametrize("kind", ["rows", "columns", "poisson", "full"])
+def test_the_normal_operator_is_the_adjoint_of_the_forward_model(shape, kind):
+    """``normal`` (no centring shifts; a 1D FFT when the mask is the same along one axis) equals
+    ``adjoint(forward(x))`` for line masks along either axis, 2D masks, full sampling, even and odd sizes."""
+    import torch
+
+    from FastMRReconLib.model.unrolled import SenseOperator
+
+    rng = np.random.default_rng(2)
+    mask = {
+        "rows": lines_mask(shape, step=3, centre=8),
+        "columns": lines_mask(shape[::-1], step=3, centre=8).T,
+        "poisson": rng.random(shape) < 0.4,
+        "full": np.ones(shape, bool),
+    }[kind]
+    maps = coil_sensitivities(shape, 4, seed=1).astype(np.complex64)
+    image = (rng.standard_normal((2, *shape)) + 1j * rng.standard_normal((2, *shape))).astype(np.complex64)
+    both_maps = torch.from_numpy(np.stack([maps, maps[::-1].copy()]))
+    operator = SenseOperator(both_maps, torch.from_numpy(np.stack([mask, mask])))
+    x = torch.from_numpy(image)
+    expected = operator.adjoint(operator.forward(x))
+    np.testing.assert_allclose(operator.normal(x).numpy(), expected.numpy(), atol=1e-5 * float(expected.abs().max()))
+
+
+# -- coil compression ----------------------------------------------------------------------------------------------
+def test_coil_compression_keeps_the_calibration_energy_and_the_noise():
+    """Compressing 12 coils to 6 virtual coils keeps nearly all of the calibration block's energy, leaves the
+    samples that were not acquired at zero, keeps white noise's SD (a unitary combination), and keeping every
+    coil is an isometry."""
+    from FastMRReconLib.kspace.coil_compression import compress_coils, compression_energy, compression_matrix
+
+    kspace, _ = phantom_kspace(shape=(96, 96), coils=12, sigma=0.02, seed=4)
+    mask = lines_mask(kspace.shape[-2:], step=2, centre=20)
+    undersampled = kspace * mask
+    box = calibration_box(mask)
+    matrix = compression_matrix(undersampled, box, 6)
+    virtual = compress_coils(undersampled, matrix)
+    assert matrix.shape == (12, 6) and virtual.shape == (6, 96, 96) and virtual.dtype == np.complex64
+    assert compression_energy(undersampled, box, matrix) > 0.99
+    assert not virtual[:, ~mask].any()
+    assert kspace_noise_sd(virtual, mask) == pytest.approx(kspace_noise_sd(undersampled, mask), rel=0.15)
+    every = compress_coils(undersampled, compression_matrix(undersampled, box, 20))  # more than there are: all 12
+    assert np.linalg.norm(every) == pytest.approx(np.linalg.norm(undersampled), rel=1e-5)
+    with pytest.raises(InputError, match="at least 1"):
+        compression_matrix(undersampled, box, 0)
+
+
 # -- the unrolled network's regularisers ---------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(40, 40), (37, 29)])
 def test_unet_regulariser_starts_as_the_identity_at_any_size(shape):

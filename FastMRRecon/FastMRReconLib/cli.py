@@ -15,6 +15,7 @@ from FastMRICommon.cli import check_outputs, common_options, positive_float, pos
 from FastMRICommon.errors import InputError
 from FastMRICommon.settings import add_arguments, argument_keywords, check_value, from_arguments, settings_field
 from FastMRICommon.volume_files import file_suffix, read_volume_array, write_volume_array
+from FastMRReconLib.kspace.coil_compression import VIRTUAL_COILS
 from FastMRReconLib.kspace.raw_kspace import check_kspace_output, write_raw_kspace
 from FastMRReconLib.kspace.simulate import SimulationSettings
 from FastMRReconLib.metrics import RoiSettings
@@ -99,7 +100,12 @@ def cmd_reconstruct_kspace(args: argparse.Namespace) -> None:
     check_outputs([args.input], [args.output])
     if args.complex and file_suffix(args.output) not in COMPLEX_SUFFIXES:
         raise InputError(f"--complex writes NIfTI ({', '.join(COMPLEX_SUFFIXES)}), not {args.output.name}")
-    reconstructor = KspaceReconstructor.load(args.model, device=args.device)
+    if args.no_coil_compression and args.virtual_coils is not None:
+        raise InputError("--virtual-coils and --no-coil-compression exclude each other")
+    virtual_coils = None if args.no_coil_compression else (args.virtual_coils or VIRTUAL_COILS)
+    reconstructor = KspaceReconstructor.load(
+        args.model, device=args.device, virtual_coils=virtual_coils, precision=args.precision, refit=args.refit
+    )
     images = reconstruct_kspace_file(args.input, reconstructor, progress=_progress, complex_output=args.complex)
     if args.complex:
         write_complex_volume(images, args.output)
@@ -357,7 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     raw.add_argument("input", type=Path, help="raw k-space file")
     raw.add_argument("output", type=Path, help="output volume (.nrrd, .nii.gz, ...)")
     raw.add_argument("--model", type=Path, help="model file (default: the shipped k-space model)")
-    add_arguments(raw, ReconstructionSettings, only=("device",))
+    add_arguments(raw, ReconstructionSettings, only=("device", "precision"))
+    raw.add_argument(
+        "--virtual-coils",
+        type=positive_int,
+        help=f"compress data with more coils to this many virtual coils first (default {VIRTUAL_COILS})",
+    )
+    raw.add_argument(
+        "--no-coil-compression", action="store_true", help="reconstruct every coil (slower with many coils)"
+    )
+    raw.add_argument(
+        "--refit",
+        action="store_true",
+        help="run the network again on all samples after the cross-validation (twice the network's time)",
+    )
     raw.add_argument("--complex", action="store_true", help="write the complex image (NIfTI complex64)")
     raw.set_defaults(command=cmd_reconstruct_kspace)
 

@@ -81,10 +81,17 @@ def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
 
 class SenseOperator:
     """``A = M F S`` of a batch: ``maps [batch, coils, rows, columns]`` complex, ``mask [batch, rows, columns]``
-    (1 where acquired)."""
+    (1 where acquired).
+
+    ``normal`` (``A^H A``, what conjugate gradients apply) skips the centring shifts of the coil images and, when
+    the mask is the same in every column (1D undersampling of the rows; or in every row), the FFT along the fully
+    sampled axis, which cancels in ``F^H M F``: with ``P`` the centring shift (``fftshift``) and its inverse
+    ``P^-1`` (``ifftshift``), ``A^H A x = P sum_c conj(P^-1 S_c) F^H (P^-1 M) F ((P^-1 S_c)(P^-1 x))``. A 1D FFT
+    along the rows runs on transposed arrays (an FFT along the contiguous axis is the faster)."""
 
     def __init__(self, maps: torch.Tensor, mask: torch.Tensor) -> None:
         self.maps, self.mask = maps, mask[:, None].to(maps.real.dtype)
+        self._normal: tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...], bool] | None = None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return fft2c(self.maps * image[:, None]) * self.mask
@@ -92,8 +99,36 @@ class SenseOperator:
     def adjoint(self, kspace: torch.Tensor) -> torch.Tensor:
         return torch.sum(self.maps.conj() * ifft2c(kspace * self.mask), dim=1)
 
+    def _normal_parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...], bool]:
+        """(shifted maps, their conjugate, shifted mask, FFT axes, transposed?) of ``normal``, made once."""
+        if self._normal is None:
+            maps = torch.fft.ifftshift(self.maps, dim=(-2, -1))
+            mask = torch.fft.ifftshift(self.mask, dim=(-2, -1))
+            axes: tuple[int, ...] = (-2, -1)
+            transposed = bool((self.mask == self.mask[..., :1]).all())  # the same in every column
+            if transposed:
+                maps, mask, axes = maps.transpose(-2, -1).contiguous(), mask.transpose(-2, -1).contiguous(), (-1,)
+            elif bool((self.mask == self.mask[..., :1, :]).all()):  # the same in every row
+                axes = (-1,)
+            self._normal = (maps, maps.conj().resolve_conj(), mask, axes, transposed)
+        return self._normal
+
     def normal(self, image: torch.Tensor) -> torch.Tensor:
-        return self.adjoint(self.forward(image))
+        maps, maps_conj, mask, axes, transposed = self._normal_parts()
+        image = torch.fft.ifftshift(image, dim=(-2, -1))
+        if transposed:
+            image = image.transpose(-2, -1)
+        coils = torch.fft.fftn(maps * image[:, None], dim=axes, norm="ortho")
+        combined = torch.sum(maps_conj * torch.fft.ifftn(coils * mask, dim=axes, norm="ortho"), dim=1)
+        if transposed:
+            combined = combined.transpose(-2, -1)
+        return torch.fft.fftshift(combined, dim=(-2, -1))
+
+
+def inner_real(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """``Re sum conj(first) second`` over each complex image of a batch ``[batch, rows, columns]``, as ``[batch, 1,
+    1]`` (on real views: complex reductions are tens of times slower on the CPU)."""
+    return torch.sum(torch.view_as_real(first) * torch.view_as_real(second), dim=(-3, -2, -1))[:, None, None]
 
 
 def conjugate_gradient(
@@ -107,13 +142,13 @@ def conjugate_gradient(
     x = start
     residual = rhs - apply(x)
     direction = residual
-    power = torch.sum(residual.abs() ** 2, dim=(-2, -1), keepdim=True)
+    power = inner_real(residual, residual)
     for _ in range(iterations):
         product = apply(direction)
-        alpha = power / torch.clamp(torch.sum((direction.conj() * product).real, dim=(-2, -1), keepdim=True), min=1e-12)
+        alpha = power / torch.clamp(inner_real(direction, product), min=1e-12)
         x = x + alpha * direction
         residual = residual - alpha * product
-        new_power = torch.sum(residual.abs() ** 2, dim=(-2, -1), keepdim=True)
+        new_power = inner_real(residual, residual)
         direction = residual + (new_power / torch.clamp(power, min=1e-24)) * direction
         power = new_power
     return x
@@ -166,7 +201,7 @@ class Denoiser(nn.Module):
         parts = [image.real, image.imag]
         if self.noise_input:
             parts.append((NOISE_GAIN * noise)[:, None, None].expand_as(image.real))
-        residual = self.body(torch.stack(parts, dim=1))
+        residual = self.body(torch.stack(parts, dim=1)).float()  # float32 also under autocast
         return image + torch.complex(residual[:, 0], residual[:, 1])
 
 
@@ -190,7 +225,7 @@ class UNetDenoiser(nn.Module):
         if self.embedding is not None:
             noise_map = (NOISE_GAIN * noise)[:, None, None, None].expand(-1, 1, *parts.shape[-2:])
             embedding = self.embedding(noise)
-        out = self.unet(parts, noise_map, embedding)[..., :rows, :columns]
+        out = self.unet(parts, noise_map, embedding)[..., :rows, :columns].float()  # also under autocast
         return torch.complex(out[:, 0], out[:, 1])
 
 
@@ -223,6 +258,9 @@ class UnrolledNetwork(nn.Module):
             self.mu_slope = nn.Parameter(torch.zeros(config.unrolls))
         else:
             self.raw_mu = nn.Parameter(torch.tensor(raw))
+        #: Autocast dtype of the regulariser (None: float32; ``FastMRICommon.device.select_precision``); data
+        #: consistency is always computed in float32.
+        self.regulariser_autocast: torch.dtype | None = None
 
     @property
     def mu(self) -> torch.Tensor:
@@ -244,6 +282,11 @@ class UnrolledNetwork(nn.Module):
         rhs = operator.adjoint(kspace)
         x = start
         for mu in self.data_weights(noise):
-            z = self.denoiser(x, noise)
+            with torch.autocast(
+                x.device.type,
+                dtype=self.regulariser_autocast or torch.float32,
+                enabled=self.regulariser_autocast is not None,
+            ):
+                z = self.denoiser(x, noise)
             x = conjugate_gradient(operator, rhs + mu * z, mu, z, self.config.cg_iterations)
         return x

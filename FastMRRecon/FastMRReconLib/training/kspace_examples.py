@@ -21,7 +21,7 @@ from FastMRReconLib.kspace.coils import coil_sensitivities
 from FastMRReconLib.kspace.fft import fft2c, ifft2c
 from FastMRReconLib.kspace.masks import make_mask
 from FastMRReconLib.kspace.poisson_disc import poisson_disc_mask
-from FastMRReconLib.kspace.raw_kspace import box_coil_maps, calibration_box, kspace_noise_sd
+from FastMRReconLib.kspace.raw_kspace import MIN_CALIBRATION, box_coil_maps, calibration_box, kspace_noise_sd
 from FastMRReconLib.kspace.simulate import object_mean, smooth_phase
 
 MASK_KINDS = ("equispaced", "variable-density", "poisson-2d")
@@ -39,6 +39,10 @@ class KspaceExampleConfig:
     poisson_accelerations: tuple[float, ...] = (2.0, 3.0, 4.0, 6.0, 8.0)
     #: Fully sampled central lines of 1D masks (at least this many, or 8% of the lines).
     calibration_lines: int = 16
+    #: When set, the share of fully sampled central lines of each 1D mask is drawn uniformly from this range
+    #: instead (at least ``MIN_CALIBRATION + 2`` lines): protocols differ (fastMRI: 8% at R 4, 4% at R 8), and at a
+    #: given R a smaller calibration block leaves wider gaps between the outer lines.
+    calibration_share_range: tuple[float, float] | None = None
     #: Side of the fully sampled centre of 2D masks.
     calibration_block: int = 20
 
@@ -103,8 +107,14 @@ class MaskSampler:
             if rng.random() < 0.5:
                 mask = mask[:, ::-1]
             return mask.copy()
-        centre = max(0.08, self.config.calibration_lines / self.shape[0])
-        lines = make_mask(kind, acceleration, centre)(self.shape[0], seed=int(rng.integers(2**31)))
+        rows = self.shape[0]
+        if self.config.calibration_share_range is None:
+            centre = max(0.08, self.config.calibration_lines / rows)
+        else:
+            fewest = MIN_CALIBRATION + 2
+            low, high = (max(fewest, round(share * rows)) for share in self.config.calibration_share_range)
+            centre = int(rng.integers(low, high + 1)) / rows
+        lines = make_mask(kind, acceleration, centre)(rows, seed=int(rng.integers(2**31)))
         return np.broadcast_to(lines[:, None], self.shape).copy()
 
 
