@@ -48,7 +48,7 @@ from FastMRReconLib.kspace.raw_kspace import (  # noqa: E402
 from FastMRReconLib.kspace.sense import cg_sense  # noqa: E402
 from FastMRReconLib.kspace.simulate import object_mean, smooth_phase  # noqa: E402
 from FastMRReconLib.metrics import object_mask, psnr, ssim  # noqa: E402
-from FastMRReconLib.model.kspace_reconstructor import CROSS_VALIDATION_SHARE, KspaceReconstructor  # noqa: E402
+from FastMRReconLib.model.kspace_reconstructor import KspaceReconstructor  # noqa: E402
 from FastMRReconLib.model.reconstructor import Reconstructor  # noqa: E402
 from FastMRReconLib.training.kspace_examples import KspaceExampleConfig, MaskSampler, fit_patch  # noqa: E402
 
@@ -60,8 +60,17 @@ MASK_KINDS = ("equispaced", "poisson-2d")
 LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1)
 SNR = 30.0
 COILS = 12
-#: The speed target's case: a 256 x 256 slice with 16 coils (``speed_at_size``).
-SPEED_SIZE, SPEED_COILS = 256, 16
+#: The speed target's case: a 256 x 256 slice with 8 and with 16 coils (``speed_at_size``), and the settings of
+#: the k-space network timed there besides the shipped ones (name suffix: ``KspaceReconstructor.load`` keywords).
+SPEED_SIZE, SPEED_COILS = 256, (8, 16)
+SPEED_VARIANTS: dict[str, dict] = {
+    "": {},
+    " (float32)": {"precision": "float32"},
+    " (refit: two runs)": {"refit": True},
+    " (every coil)": {"virtual_coils": None},
+}
+#: The share of samples the reference-free score leaves out (``held_out_samples_error``).
+SCORE_HELD_OUT_SHARE = 0.1
 METHODS = ("zero-filled RSS", "CG-SENSE", "BART CS-SENSE", "image-domain network", "k-space network")
 
 
@@ -135,21 +144,27 @@ def run_methods(
     return {"outputs": outputs, "seconds": seconds, "final_weight": kspace_net.final_weights[0]}
 
 
-def speed_at_size(image: np.ndarray, lam: float, kspace_net: KspaceReconstructor, repeats: int = 3) -> dict:
-    """Median seconds per slice of the k-space network and BART on ``SPEED_SIZE`` x ``SPEED_SIZE`` k-space with
-    ``SPEED_COILS`` coils (``image`` cropped or padded), equispaced R 4: the issue's speed target's case."""
+def speed_at_size(image: np.ndarray, lam: float, model: str | None, repeats: int = 5) -> dict:
+    """Median seconds per slice on ``SPEED_SIZE`` x ``SPEED_SIZE`` k-space with each of ``SPEED_COILS`` coils
+    (``image`` cropped or padded), equispaced R 4, the issue's speed target's case: BART, the k-space network as
+    shipped (``SPEED_VARIANTS`` ""), and the network with other settings; ``{"<method>, <coils> coils": s}``."""
     rng = np.random.default_rng(0)
-    scan = simulated_scan(fit_patch(image, SPEED_SIZE, rng), 0, SPEED_COILS)
-    kspace, mask = undersample(scan, "equispaced", 4.0, seed=0)
-    seconds: dict[str, list[float]] = {"BART CS-SENSE": [], "k-space network": []}
-    for _ in range(repeats):
-        for name, method in (
-            ("BART CS-SENSE", lambda: bart(kspace, mask, lam)),
-            ("k-space network", lambda: kspace_net.reconstruct(kspace, mask)),
-        ):
-            started = time.perf_counter()
-            method()
-            seconds[name].append(time.perf_counter() - started)
+    obj = fit_patch(image, SPEED_SIZE, rng)
+    networks = {
+        f"k-space network{label}": KspaceReconstructor.load(model, device="cpu", **settings)
+        for label, settings in SPEED_VARIANTS.items()
+    }
+    seconds: dict[str, list[float]] = {}
+    for coils in SPEED_COILS:
+        kspace, mask = undersample(simulated_scan(obj, 0, coils), "equispaced", 4.0, seed=0)
+        for _ in range(repeats):
+            for name in ["BART CS-SENSE", *networks]:
+                started = time.perf_counter()
+                if name in networks:
+                    networks[name].reconstruct(kspace, mask)
+                else:
+                    bart(kspace, mask, lam)
+                seconds.setdefault(f"{name}, {coils} coils", []).append(time.perf_counter() - started)
     return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
@@ -187,7 +202,7 @@ def sets_kspace(images: np.ndarray, maps: np.ndarray) -> np.ndarray:
 def held_out_samples_error(
     kspace: np.ndarray, mask: np.ndarray, lam: float, kspace_net: KspaceReconstructor, draws: int = 3
 ) -> dict:
-    """k-space cross-validation, a reference-free score of one acquisition: ``CROSS_VALIDATION_SHARE`` of the acquired
+    """k-space cross-validation, a reference-free score of one acquisition: ``SCORE_HELD_OUT_SHARE`` of the acquired
     samples outside the calibration block are left out, each method reconstructs from the rest, and predicts the
     left-out samples with its own coil maps (A x); the score is ||A x - y|| / ||y|| over them (noise included:
     its floor is the same for every method), averaged over ``draws`` draws. BART's ``pics -S`` rescales its image,
@@ -195,7 +210,7 @@ def held_out_samples_error(
     Methods that give magnitudes only (zero-filled RSS, the image-domain network) cannot predict k-space."""
     errors: dict[str, list[float]] = {"CG-SENSE": [], "BART CS-SENSE": [], "k-space network": []}
     for draw in range(draws):
-        held = held_out_samples(mask, CROSS_VALIDATION_SHARE, seed=100 + draw)
+        held = held_out_samples(mask, SCORE_HELD_OUT_SHARE, seed=100 + draw)
         used = mask & ~held
         data = kspace * used
         box = calibration_box(used)
@@ -326,7 +341,7 @@ def main() -> None:
                     }
                 )
         print("simulated", name, flush=True)
-    speed = speed_at_size(objects[0][1], lambdas["equispaced/4"], kspace_net)
+    speed = speed_at_size(objects[0][1], lambdas["equispaced/4"], args.model)
     print("speed", speed, flush=True)
     results = {
         "rows": rows,
@@ -430,9 +445,8 @@ def render(results: dict) -> None:
     speed = ", ".join(f"{method} {value:.2f} s" for method, value in seconds.items())
     at_size = results.get("speed")
     if at_size:
-        speed += (
-            f". On a {SPEED_SIZE} x {SPEED_SIZE} slice with {SPEED_COILS} coils (simulated, equispaced R 4, median of 3): "
-            + ", ".join(f"{method} {value:.2f} s" for method, value in at_size.items())
+        speed += f". On a {SPEED_SIZE} x {SPEED_SIZE} slice (simulated, equispaced R 4, median of 5): " + ", ".join(
+            f"{method} {value:.2f} s" for method, value in at_size.items()
         )
     weights = ", ".join(
         f"{row['mask']} R {row['R']:.3g}: {row['final_weight']:g}" for row in rows if row["data"] != "simulated"
@@ -465,7 +479,7 @@ BART lambda per mask / R: {", ".join(f"{key}: {value:g}" for key, value in resul
 ## The really undersampled scan without a reference
 
 Its PSNR above is against another acquisition of the subject. A score that needs no reference: k-space
-cross-validation (``held_out_samples_error``): {CROSS_VALIDATION_SHARE:.0%} of its acquired samples outside the calibration
+cross-validation (``held_out_samples_error``): {SCORE_HELD_OUT_SHARE:.0%} of its acquired samples outside the calibration
 block left out (3 draws), each method reconstructs from the rest and predicts the left-out samples with its own
 coil maps; ||A x - y|| / ||y|| over them (lower is better; the noise in y is a floor common to all):
 

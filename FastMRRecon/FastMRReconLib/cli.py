@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     raw.add_argument(
         "--refit",
         action="store_true",
-        help="run the network again on all samples after the cross-validation (twice the network's time)",
+        help="run the network again on all samples after the cross-validation (about 1.5 x the time)",
     )
     raw.add_argument("--complex", action="store_true", help="write the complex image (NIfTI complex64)")
     raw.set_defaults(command=cmd_reconstruct_kspace)

@@ -116,7 +116,8 @@ def final_consistency(image, kspace, maps, mask, weights: Sequence[float]) -> li
         if step == FINAL_CONSISTENCY_ITERATIONS - 1 or float(beta) <= 1e-6 * float(norm):
             break
         solutions = _lanczos_solutions(alphas, betas, norm, weights)
-        bounds = float(beta) * solutions[:, -1].abs() / torch.tensor(weights, dtype=torch.float64)
+        shifts = torch.tensor(weights, dtype=torch.float64, device=solutions.device)
+        bounds = float(beta) * solutions[:, -1].abs() / shifts
         if bool((bounds <= FINAL_CONSISTENCY_TOLERANCE * torch.linalg.vector_norm(solutions, dim=1)).all()):
             break
         betas.append(beta)
@@ -146,8 +147,8 @@ class KspaceReconstructor:
         self.metadata = metadata or {}
         #: Run the network again on all samples once the weight is chosen (module docstring); False: one run.
         self.refit = refit
-        #: The regulariser's arithmetic, from ``precision`` (module docstring).
-        self.network.regulariser_autocast = select_precision(device, precision)
+        #: The regulariser's autocast dtype (None: float32), from ``precision`` (module docstring).
+        self.autocast_dtype = select_precision(device, precision)
         #: Data with more coils are compressed to this many virtual coils (module docstring); None: never.
         self.virtual_coils = virtual_coils
         #: The final data-consistency weight chosen for each slice by the last ``reconstruct``.
@@ -180,6 +181,7 @@ class KspaceReconstructor:
         noise_t = torch.tensor([noise], dtype=torch.float32, device=self.device)
         with torch.inference_mode():
             batch = normalised_batch(kspace_t, maps_t, mask_t, noise_t, DEFAULT_REGULARIZATION)
+            self.network.regulariser_autocast = self.autocast_dtype
             image = self.network(batch["start"], batch["kspace"], maps_t, mask_t, batch["noise"])
         return image, {**batch, "maps": maps_t, "mask": mask_t}
 
