@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from FastMRICommon.device import DeviceLike, select_device, select_precision
-from FastMRICommon.errors import CancelCheck, ProgressCallback, raise_if_cancelled, report
+from FastMRICommon.errors import CancelCheck, InputError, ProgressCallback, raise_if_cancelled, report
 from FastMRICommon.model_files import ModelFile, load_model_file, load_shipped_model
 from FastMRReconLib.kspace.coil_compression import VIRTUAL_COILS, compress_coils, compression_matrix
 from FastMRReconLib.kspace.raw_kspace import (
@@ -149,6 +149,8 @@ class KspaceReconstructor:
         self.refit = refit
         #: The regulariser's autocast dtype (None: float32), from ``precision`` (module docstring).
         self.autocast_dtype = select_precision(device, precision)
+        if virtual_coils is not None and virtual_coils < 1:
+            raise InputError(f"virtual coils must be at least 1 (or None: no compression), got {virtual_coils}")
         #: Data with more coils are compressed to this many virtual coils (module docstring); None: never.
         self.virtual_coils = virtual_coils
         #: The final data-consistency weight chosen for each slice by the last ``reconstruct``.
