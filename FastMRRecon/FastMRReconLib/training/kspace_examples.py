@@ -1,6 +1,6 @@
 """Multi-coil k-space training examples for the unrolled network, simulated on the fly from magnitude objects.
 
-Each example: a magnitude object (``KspaceExampleConfig.patch`` square: a random crop of a larger image, zero
+Each example: a magnitude object (``KspaceExampleConfig.shape``: a random crop of a larger image, zero
 padding of a smaller one) gets a smooth random phase (``kspace.simulate.smooth_phase``), 8-16 coils
 (``kspace.coils``), complex Gaussian noise at an SNR drawn log-uniformly over ``snr_range`` (object mean /
 noise SD; a share ``noise_free_fraction`` without noise), and a mask: 1D equispaced or variable-density lines
@@ -32,6 +32,10 @@ class KspaceExampleConfig:
     """What varies between examples (module docstring)."""
 
     patch: int = 128
+    #: Rows of the crop (the phase-encoding axis of 1D masks), None: ``patch`` (square). A crop with more rows
+    #: than columns sees the aliasing of line masks at the displacement a full field of view gives it
+    #: (rows / line spacing pixels) at the cost of fewer columns.
+    patch_rows: int | None = None
     coil_range: tuple[int, int] = (8, 16)
     snr_range: tuple[float, float] = (5.0, 1000.0)
     noise_free_fraction: float = 0.05
@@ -48,6 +52,11 @@ class KspaceExampleConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of an example."""
+        return (self.patch if self.patch_rows is None else self.patch_rows, self.patch)
 
 
 @dataclass
@@ -66,16 +75,18 @@ class KspaceExample:
     mask_kind: str
 
 
-def fit_patch(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``image`` cropped (at a random position) or zero-padded (centred) to ``size`` x ``size``."""
-    out = np.zeros((size, size), np.float64)
+def fit_patch(image: np.ndarray, size: int | tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """``image`` cropped (at a random position) or zero-padded (centred) to ``size`` x ``size`` (or ``size``, a
+    (rows, columns) shape)."""
+    shape = (size, size) if isinstance(size, int) else size
+    out = np.zeros(shape, np.float64)
     pieces = []
-    for length in image.shape:
-        if length >= size:
-            start = int(rng.integers(0, length - size + 1))
-            pieces.append((slice(start, start + size), slice(0, size)))
+    for length, side in zip(image.shape, shape, strict=True):
+        if length >= side:
+            start = int(rng.integers(0, length - side + 1))
+            pieces.append((slice(start, start + side), slice(0, side)))
         else:
-            offset = (size - length) // 2
+            offset = (side - length) // 2
             pieces.append((slice(0, length), slice(offset, offset + length)))
     (source_r, target_r), (source_c, target_c) = pieces
     out[target_r, target_c] = image[source_r, source_c]
@@ -127,9 +138,10 @@ def simulate_example(
     image: np.ndarray, rng: np.random.Generator, masks: MaskSampler, config: KspaceExampleConfig = KspaceExampleConfig()
 ) -> KspaceExample:
     """One training example from a magnitude ``image`` (module docstring)."""
-    obj = fit_patch(np.asarray(image, np.float64), config.patch, rng)
-    if rng.random() < 0.5:
-        obj = obj.T.copy()
+    image = np.asarray(image, np.float64)
+    obj = fit_patch(image, config.shape, rng)
+    if rng.random() < 0.5:  # the other orientation of the anatomy relative to the phase-encoding axis
+        obj = obj.T.copy() if config.patch_rows is None else fit_patch(image.T, config.shape, rng)
     shape = obj.shape
     complex_image = obj * np.exp(1j * smooth_phase(shape, rng))
     coils = int(rng.integers(config.coil_range[0], config.coil_range[1] + 1))

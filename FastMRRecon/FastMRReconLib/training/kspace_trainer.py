@@ -116,7 +116,7 @@ def validation_examples(
     """``count`` fixed examples (seeded) from ``objects`` (``config`` None: the default examples)."""
     config = config or KspaceExampleConfig()
     rng = np.random.default_rng(seed)
-    masks = MaskSampler((config.patch, config.patch), config, rng)
+    masks = MaskSampler(config.shape, config, rng)
     return [simulate_example(objects[int(rng.integers(len(objects)))], rng, masks, config) for _ in range(count)]
 
 
@@ -178,7 +178,7 @@ def train(
         done, losses, history, seconds = state["step"], state["losses"], state["history"], state["seconds"]
         log.info("resumed from %s at step %d", checkpoint, done)
     rng = np.random.default_rng([config.seed, done])
-    masks = MaskSampler((config.examples.patch, config.examples.patch), config.examples, rng)
+    masks = MaskSampler(config.examples.shape, config.examples, rng)
     began = time.perf_counter() - seconds
     while done < config.steps:
         network.train()
