@@ -170,3 +170,25 @@ def test_line_masks_draw_their_calibration_share_from_the_range():
     assert sum(size <= 12 for size in drawn) >= 5 and sum(size >= 18 for size in drawn) >= 5
     fixed = centres(KspaceExampleConfig())  # 16 lines, grown by the outer lines drawn next to them
     assert min(fixed) == 16 and min(drawn) <= 11
+
+
+def test_rectangular_crops_keep_their_shape_in_both_orientations(objects):
+    """``patch_rows`` crops ``patch_rows x patch`` (rows: the phase-encoding axis of line masks) from the object
+    or from its transpose, so the anatomy meets the phase-encoding axis both ways; the trainer runs on them."""
+    from FastMRReconLib.training.kspace_examples import MaskSampler, simulate_example
+
+    assert KspaceExampleConfig(patch=64).shape == (64, 64)
+    config = KspaceExampleConfig(patch=24, patch_rows=48, poisson_accelerations=(3.0,), calibration_block=12)
+    assert config.shape == (48, 24)
+    rows = np.repeat(np.linspace(0, 1, 56)[:, None], 56, axis=1) + 0.5  # varies along rows only
+    rng = np.random.default_rng(1)
+    masks = MaskSampler(config.shape, config, rng, pool=1)
+    along_rows = []
+    for _ in range(16):
+        example = simulate_example(rows, rng, masks, config)
+        assert example.kspace.shape[1:] == example.target.shape == example.mask.shape == (48, 24)
+        magnitude = np.abs(example.target)
+        along_rows.append(np.ptp(magnitude.mean(axis=1)) > np.ptp(magnitude.mean(axis=0)))
+    assert 0 < sum(along_rows) < len(along_rows)
+    result = train(objects, replace(TINY, steps=2, examples=config), [], "cpu")
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
