@@ -11,7 +11,7 @@ and seconds per slice.
 Data:
 
 1. Real k-space (``../shared/data/realmr``): the fully sampled 8-coil brain slice ``autoespirit_brain_clean``
-   (230 x 180), retrospectively undersampled at R = 2, 3, 4, 6 with 1D equispaced lines (16 central lines) and
+   (230 x 180), retrospectively undersampled at R = 2, 3, 4, 6 with 1D equispaced lines (18 central lines: 8%) and
    2D variable-density Poisson discs (20 x 20 centre); reference: root-sum-of-squares of the fully sampled data
    (method-neutral). Its file notes that the data were projected onto one ESPIRiT map, which favours
    SENSE-type methods (all methods here are). And the really undersampled scan of the same subject

@@ -149,8 +149,8 @@ class KspaceReconstructor:
         self.refit = refit
         #: The regulariser's autocast dtype (None: float32), from ``precision`` (module docstring).
         self.autocast_dtype = select_precision(device, precision)
-        if virtual_coils is not None and virtual_coils < 1:
-            raise InputError(f"virtual coils must be at least 1 (or None: no compression), got {virtual_coils}")
+        if virtual_coils is not None and virtual_coils < 2:
+            raise InputError(f"virtual coils must be at least 2 (or None: no compression), got {virtual_coils}")
         #: Data with more coils are compressed to this many virtual coils (module docstring); None: never.
         self.virtual_coils = virtual_coils
         #: The final data-consistency weight chosen for each slice by the last ``reconstruct``.

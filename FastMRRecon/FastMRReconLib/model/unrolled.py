@@ -29,6 +29,7 @@ noise level is in the same units.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
@@ -87,7 +88,8 @@ class SenseOperator:
     the mask is the same in every column (1D undersampling of the rows; or in every row), the FFT along the fully
     sampled axis, which cancels in ``F^H M F``: with ``P`` the centring shift (``fftshift``) and its inverse
     ``P^-1`` (``ifftshift``), ``A^H A x = P sum_c conj(P^-1 S_c) F^H (P^-1 M) F ((P^-1 S_c)(P^-1 x))``. A 1D FFT
-    along the rows runs on transposed arrays (an FFT along the contiguous axis is the faster)."""
+    along the rows runs on transposed arrays (an FFT along the contiguous axis is the faster). A line mask with
+    single samples left out (the reconstructor's cross-validation) is a 2D mask: there both FFTs run."""
 
     def __init__(self, maps: torch.Tensor, mask: torch.Tensor) -> None:
         self.maps, self.mask = maps, mask[:, None].to(maps.real.dtype)
@@ -201,7 +203,7 @@ class Denoiser(nn.Module):
         parts = [image.real, image.imag]
         if self.noise_input:
             parts.append((NOISE_GAIN * noise)[:, None, None].expand_as(image.real))
-        residual = self.body(torch.stack(parts, dim=1)).float()  # float32 also under autocast
+        residual = self.body(torch.stack(parts, dim=1)).to(image.real.dtype)  # also under autocast
         return image + torch.complex(residual[:, 0], residual[:, 1])
 
 
@@ -225,7 +227,7 @@ class UNetDenoiser(nn.Module):
         if self.embedding is not None:
             noise_map = (NOISE_GAIN * noise)[:, None, None, None].expand(-1, 1, *parts.shape[-2:])
             embedding = self.embedding(noise)
-        out = self.unet(parts, noise_map, embedding)[..., :rows, :columns].float()  # also under autocast
+        out = self.unet(parts, noise_map, embedding)[..., :rows, :columns].to(image.real.dtype)  # autocast
         return torch.complex(out[:, 0], out[:, 1])
 
 
@@ -282,11 +284,12 @@ class UnrolledNetwork(nn.Module):
         rhs = operator.adjoint(kspace)
         x = start
         for mu in self.data_weights(noise):
-            with torch.autocast(
-                x.device.type,
-                dtype=self.regulariser_autocast or torch.float32,
-                enabled=self.regulariser_autocast is not None,
-            ):
+            autocast = (
+                contextlib.nullcontext()
+                if self.regulariser_autocast is None
+                else torch.autocast(x.device.type, dtype=self.regulariser_autocast)
+            )
+            with autocast:
                 z = self.denoiser(x, noise)
             x = conjugate_gradient(operator, rhs + mu * z, mu, z, self.config.cg_iterations)
         return x

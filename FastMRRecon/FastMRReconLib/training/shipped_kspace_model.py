@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from FastMRICommon.model_files import ManifestEntry, ModelFile, save_model_file, write_manifest_entry
+from FastMRReconLib.kspace.raw_kspace import MIN_CALIBRATION
 from FastMRReconLib.model.kspace_reconstructor import KSPACE_ARCHITECTURE, KSPACE_MODEL
 from FastMRReconLib.model.reconstructor import MODELS_DIR
 from FastMRReconLib.model.unrolled import UnrolledConfig
@@ -56,7 +57,7 @@ VALIDATION_COUNT, VALIDATION_SEED = 24, 11
 #: kept when the training's changed, so that the validation curve stays one series.
 VALIDATION_EXAMPLES = KspaceExampleConfig(patch=128, coil_range=(6, 12))
 #: How the shipped weights were trained, where that differs from running ``CONFIG`` from the start (model card).
-TRAINING_HISTORY = """Training history of the shipped weights (one run of 6800 steps, its settings changed four
+TRAINING_HISTORY = """Training history of the shipped weights (one run of 6800 steps, its settings changed five
 times on the way; `make kspace-model` runs the final settings from the start): steps 1-1150 with one shared
 data-consistency weight (mu), unweighted loss, 128 x 128 crops, 16 calibration lines and the schedule written as
 4000 steps; steps 1151-1550 with mu per unroll and per noise level (carried over: every unroll at the shared value,
@@ -105,7 +106,7 @@ def model_card(
     calibration = (
         f"{config.examples.calibration_lines} lines (at least 8%)"
         if shares is None
-        else f"{shares[0]:.0%}-{shares[1]:.0%} of the lines (at least 10)"
+        else f"{shares[0]:.0%}-{shares[1]:.0%} of the lines (at least {MIN_CALIBRATION + 2})"
     )
     return f"""# {KSPACE_MODEL}
 
