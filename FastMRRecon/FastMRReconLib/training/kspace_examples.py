@@ -79,7 +79,7 @@ class KspaceExample:
 def fit_patch(image: np.ndarray, size: int | tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """``image`` cropped (at a random position) or zero-padded (centred) to ``size`` x ``size`` (or ``size``, a
     (rows, columns) shape)."""
-    shape = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
+    shape = (int(size[0]), int(size[1])) if isinstance(size, tuple) else (int(size), int(size))
     out = np.zeros(shape, np.float64)
     pieces = []
     for length, side in zip(image.shape, shape, strict=True):
