@@ -468,7 +468,7 @@ def render(results: dict) -> None:
     )
     simulated_weights = sorted({row["final_weight"] for row in rows if row["data"] == "simulated"})
     chosen = (
-        f"Final data-consistency weight chosen by k-space cross-validation (``KspaceReconstructor.final_weight``), "
+        f"Final data-consistency weight chosen by k-space cross-validation (``KspaceReconstructor.cross_validation``), "
         f"real data: {weights}; simulated slices: {', '.join(f'{w:g}' for w in simulated_weights)}."
         if rows and "final_weight" in rows[0]
         else ""

@@ -206,10 +206,6 @@ class KspaceReconstructor:
                 errors.append(float(torch.linalg.vector_norm(predicted - truth)))
         return FINAL_WEIGHTS[int(np.argmin(errors))], image, batch
 
-    def final_weight(self, kspace: np.ndarray, maps: np.ndarray, acquired: np.ndarray, noise: float) -> float:
-        """The final data-consistency weight of one slice (``cross_validation``)."""
-        return self.cross_validation(kspace, maps, acquired, noise)[0]
-
     def reconstruct(
         self,
         kspace: np.ndarray,

@@ -25,6 +25,10 @@ from FastMRReconLib.kspace.raw_kspace import MIN_CALIBRATION, box_coil_maps, cal
 from FastMRReconLib.kspace.simulate import object_mean, smooth_phase
 
 MASK_KINDS = ("equispaced", "variable-density", "poisson-2d")
+#: The smallest share of fully sampled central lines of a 1D mask (``KspaceExampleConfig.calibration_lines``), and
+#: the fewest lines a drawn share gives (``KspaceExampleConfig.calibration_share_range``).
+MIN_CALIBRATION_SHARE = 0.08
+FEWEST_DRAWN_CALIBRATION_LINES = MIN_CALIBRATION + 2
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,10 @@ class KspaceExampleConfig:
     noise_free_fraction: float = 0.05
     line_accelerations: tuple[float, ...] = (2.0, 3.0, 4.0, 5.0, 6.0)
     poisson_accelerations: tuple[float, ...] = (2.0, 3.0, 4.0, 6.0, 8.0)
-    #: Fully sampled central lines of 1D masks (at least this many, or 8% of the lines).
+    #: Fully sampled central lines of 1D masks (at least this many, or ``MIN_CALIBRATION_SHARE`` of the lines).
     calibration_lines: int = 16
     #: When set, the share of fully sampled central lines of each 1D mask is drawn uniformly from this range
-    #: instead (at least ``MIN_CALIBRATION + 2`` lines): protocols differ (fastMRI: 8% at R 4, 4% at R 8), and at a
+    #: instead (at least ``FEWEST_DRAWN_CALIBRATION_LINES``): protocols differ (fastMRI: 8% at R 4, 4% at R 8), and at a
     #: given R a smaller calibration block leaves wider gaps between the outer lines. The centre never exceeds the
     #: lines acquired (``kspace.masks``): at R 6 and a share near 16%, a mask is nearly all centre.
     calibration_share_range: tuple[float, float] | None = None
@@ -121,10 +125,10 @@ class MaskSampler:
             return mask.copy()
         rows = self.shape[0]
         if self.config.calibration_share_range is None:
-            centre = max(0.08, self.config.calibration_lines / rows)
+            centre = max(MIN_CALIBRATION_SHARE, self.config.calibration_lines / rows)
         else:
-            fewest = MIN_CALIBRATION + 2
-            low, high = (max(fewest, round(share * rows)) for share in self.config.calibration_share_range)
+            shares = self.config.calibration_share_range
+            low, high = (max(FEWEST_DRAWN_CALIBRATION_LINES, round(share * rows)) for share in shares)
             centre = int(rng.integers(low, high + 1)) / rows
         lines = make_mask(kind, acceleration, centre)(rows, seed=int(rng.integers(2**31)))
         return np.broadcast_to(lines[:, None], self.shape).copy()

@@ -18,11 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from FastMRICommon.model_files import ManifestEntry, ModelFile, save_model_file, write_manifest_entry
-from FastMRReconLib.kspace.raw_kspace import MIN_CALIBRATION
 from FastMRReconLib.model.kspace_reconstructor import KSPACE_ARCHITECTURE, KSPACE_MODEL
 from FastMRReconLib.model.reconstructor import MODELS_DIR
 from FastMRReconLib.model.unrolled import UnrolledConfig
-from FastMRReconLib.training.kspace_examples import KspaceExampleConfig
+from FastMRReconLib.training.kspace_examples import (
+    FEWEST_DRAWN_CALIBRATION_LINES,
+    MIN_CALIBRATION_SHARE,
+    KspaceExampleConfig,
+)
 from FastMRReconLib.training.kspace_trainer import (
     NOISE_WEIGHT_FLOOR,
     NOISE_WEIGHT_REFERENCE,
@@ -105,9 +108,9 @@ def model_card(
     shares = config.examples.calibration_share_range
     rows, columns = config.examples.shape
     calibration = (
-        f"{config.examples.calibration_lines} lines (at least 8%)"
+        f"{config.examples.calibration_lines} lines (at least {MIN_CALIBRATION_SHARE:.0%})"
         if shares is None
-        else f"{shares[0]:.0%}-{shares[1]:.0%} of the lines (at least {MIN_CALIBRATION + 2})"
+        else f"{shares[0]:.0%}-{shares[1]:.0%} of the lines (at least {FEWEST_DRAWN_CALIBRATION_LINES})"
     )
     return f"""# {KSPACE_MODEL}
 
