@@ -192,3 +192,50 @@ def test_rectangular_crops_keep_their_shape_in_both_orientations(objects):
     assert 0 < sum(along_rows) < len(along_rows)
     result = train(objects, replace(TINY, steps=2, examples=config), [], "cpu")
     assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+
+
+def _phase_roughness(image: np.ndarray) -> float:
+    """90th percentile of the wrapped phase gradient (rad per pixel) over the object of a complex image."""
+    magnitude = np.abs(image)
+    inside = magnitude > 0.1 * np.percentile(magnitude, 99)
+    phase = np.angle(image)
+    rows = np.angle(np.exp(1j * np.diff(phase, axis=0)))[:, :-1]
+    columns = np.angle(np.exp(1j * np.diff(phase, axis=1)))[:-1]
+    both = inside[:-1, :-1] & inside[1:, :-1] & inside[:-1, 1:]
+    return float(np.percentile(np.hypot(rows, columns)[both], 90))
+
+
+def test_tissue_phase_offsets_the_brightest_structure_and_adds_a_bounded_fine_field():
+    """``tissue_phase``: the brightest tissue (a ring, as fat around a head) is offset in phase from the rest by one
+    angle, and the fine field's SD stays within ``max_texture``; seeded, it repeats."""
+    from FastMRReconLib.kspace.simulate import tissue_phase
+
+    y, x = np.meshgrid(np.linspace(-1, 1, 96), np.linspace(-1, 1, 96), indexing="ij")
+    radius = np.hypot(x, y)
+    head = np.where(radius < 0.6, 1.0, 0.0) + np.where((radius >= 0.6) & (radius < 0.8), 3.0, 0.0)
+    phase = tissue_phase(head, np.random.default_rng(4), max_texture=0.0)
+    ring, brain = phase[(radius > 0.65) & (radius < 0.75)], phase[radius < 0.5]
+    assert np.ptp(brain) < 1e-4 and np.ptp(ring) < 0.05  # no field: one offset, on the ring only
+    assert abs(ring.mean() - brain.mean()) > 0.1
+    fine = tissue_phase(head, np.random.default_rng(5), max_texture=0.5)
+    assert fine[radius < 0.5].std() <= 0.5 + 1e-6
+    assert np.array_equal(fine, tissue_phase(head, np.random.default_rng(5), max_texture=0.5))
+
+
+def test_examples_get_tissue_phase_in_their_share_and_unchanged_draws_without_it(objects):
+    """``tissue_phase_share`` 0 draws exactly the examples of before (the held-out set stays one series); at 1 every
+    example's target carries a phase far rougher than the smooth one the coil maps absorb."""
+    from FastMRReconLib.training.kspace_examples import MaskSampler, simulate_example
+
+    def examples(config: KspaceExampleConfig) -> list:
+        rng = np.random.default_rng(2)
+        masks = MaskSampler(config.shape, config, rng, pool=1)
+        return [simulate_example(obj * (1 + obj), rng, masks, config) for obj in objects]
+
+    base = KspaceExampleConfig(patch=48, poisson_accelerations=(3.0,), calibration_block=12)
+    before = examples(base)
+    for first, second in zip(before, examples(replace(base, tissue_phase_share=0.0)), strict=True):
+        assert np.array_equal(first.kspace, second.kspace) and np.array_equal(first.target, second.target)
+    smooth = [_phase_roughness(example.target) for example in before]
+    structured = [_phase_roughness(example.target) for example in examples(replace(base, tissue_phase_share=1.0))]
+    assert max(smooth) < 0.05 and np.median(structured) > 2 * max(smooth)

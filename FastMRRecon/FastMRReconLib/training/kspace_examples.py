@@ -1,7 +1,8 @@
 """Multi-coil k-space training examples for the unrolled network, simulated on the fly from magnitude objects.
 
 Each example: a magnitude object (``KspaceExampleConfig.shape``: a random crop of a larger image, zero
-padding of a smaller one) gets a smooth random phase (``kspace.simulate.smooth_phase``), 8-16 coils
+padding of a smaller one) gets a smooth random phase (``kspace.simulate.smooth_phase``; for a share of them also the
+phase structure of real images, ``kspace.simulate.tissue_phase``), 8-16 coils
 (``kspace.coils``), complex Gaussian noise at an SNR drawn log-uniformly over ``snr_range`` (object mean /
 noise SD; a share ``noise_free_fraction`` without noise), and a mask: 1D equispaced or variable-density lines
 (``kspace.masks``, R 2-6) or a 2D variable-density Poisson disc (``kspace.poisson_disc``, R 2-8). Then, as at
@@ -22,7 +23,7 @@ from FastMRReconLib.kspace.fft import fft2c, ifft2c
 from FastMRReconLib.kspace.masks import make_mask
 from FastMRReconLib.kspace.poisson_disc import poisson_disc_mask
 from FastMRReconLib.kspace.raw_kspace import MIN_CALIBRATION, box_coil_maps, calibration_box, kspace_noise_sd
-from FastMRReconLib.kspace.simulate import object_mean, smooth_phase
+from FastMRReconLib.kspace.simulate import object_mean, smooth_phase, tissue_phase
 
 MASK_KINDS = ("equispaced", "variable-density", "poisson-2d")
 #: The smallest share of fully sampled central lines of a 1D mask (``KspaceExampleConfig.calibration_lines``), and
@@ -54,6 +55,9 @@ class KspaceExampleConfig:
     calibration_share_range: tuple[float, float] | None = None
     #: Side of the fully sampled centre of 2D masks.
     calibration_block: int = 20
+    #: The share of examples whose phase also has the structure real images have (``kspace.simulate.tissue_phase``:
+    #: an offset on the brightest tissue, as fat has, and a fine random field); the others a smooth phase only.
+    tissue_phase_share: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,7 +152,10 @@ def simulate_example(
     if rng.random() < 0.5:  # the other orientation of the anatomy relative to the phase-encoding axis
         obj = obj.T.copy() if config.patch_rows is None else fit_patch(image.T, config.shape, rng)
     shape = obj.shape
-    complex_image = obj * np.exp(1j * smooth_phase(shape, rng))
+    phase = smooth_phase(shape, rng)
+    if config.tissue_phase_share and rng.random() < config.tissue_phase_share:
+        phase = phase + tissue_phase(obj, rng)
+    complex_image = obj * np.exp(1j * phase)
     coils = int(rng.integers(config.coil_range[0], config.coil_range[1] + 1))
     maps_true = coil_sensitivities(shape, coils, seed=int(rng.integers(2**31)))
     kind = str(rng.choice(MASK_KINDS))
