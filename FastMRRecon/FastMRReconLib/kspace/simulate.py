@@ -206,7 +206,7 @@ def tissue_phase(magnitude: np.ndarray, rng: np.random.Generator, max_texture: f
     time fat and water differ in phase by any angle: Dixon, Radiology 1984; fat is the brightest tissue of T1w
     scans), edges softened over about a pixel; plus a random field of a few pixels' scale (susceptibility near air
     and bone, vessels), of SD up to ``max_texture``. Coil maps from the calibration block absorb a smooth phase,
-    not these: a real slice reconstructed with such maps keeps them (a phase gradient of 0.07 rad per pixel on
+    not these: a real slice reconstructed with such maps keeps them (a phase gradient of 0.07 rad per pixel at the
     median, 0.8 at the 99th percentile, in the benchmark's real brain slice; 0.01 / 0.02 for ``smooth_phase``)."""
     from scipy import ndimage
 
