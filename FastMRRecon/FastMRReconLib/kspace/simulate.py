@@ -210,9 +210,8 @@ def tissue_phase(magnitude: np.ndarray, rng: np.random.Generator, max_texture: f
     median, 0.8 at the 99th percentile, in the benchmark's real brain slice; 0.01 / 0.02 for ``smooth_phase``)."""
     from scipy import ndimage
 
-    reference = np.percentile(magnitude, 99)
-    inside = magnitude[magnitude > 0.1 * reference]
-    level = np.percentile(inside, rng.uniform(70, 97)) if inside.size else reference
+    inside = object_pixels(magnitude)
+    level = np.percentile(inside, rng.uniform(70, 97)) if inside.size else np.percentile(magnitude, 99)
     bright = ndimage.gaussian_filter((magnitude >= level).astype(np.float64), 1.0)
     field = ndimage.gaussian_filter(rng.standard_normal(magnitude.shape), rng.uniform(1.5, 6.0))
     field *= rng.uniform(0, max_texture) / max(float(field.std()), 1e-12)
@@ -227,11 +226,15 @@ def acquired_region(shape: tuple[int, int], resolution: tuple[float, float]) -> 
     return np.logical_and.outer(rows, columns)
 
 
-def object_mean(image: np.ndarray) -> float:
-    """Mean magnitude over the object (pixels above 10% of the 99th percentile); the SNR reference."""
+def object_pixels(image: np.ndarray) -> np.ndarray:
+    """The magnitudes of the object's pixels: those above 10% of the 99th percentile (none in a blank image)."""
     magnitude = np.abs(image)
-    threshold = 0.1 * np.percentile(magnitude, 99)
-    inside = magnitude[magnitude > threshold]
+    return magnitude[magnitude > 0.1 * np.percentile(magnitude, 99)]
+
+
+def object_mean(image: np.ndarray) -> float:
+    """Mean magnitude over the object (``object_pixels``); the SNR reference."""
+    inside = object_pixels(image)
     if inside.size == 0:
         raise InputError("the image is empty (no signal above background)")
     return float(inside.mean())
