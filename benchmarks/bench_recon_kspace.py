@@ -397,6 +397,22 @@ tried), the network is 0.3 / 0.2 dB behind the best-lambda BART at equispaced R 
 
 Designs tried (2026-11-30; real retrospective cells, seed 1, BART 36.60 / 29.68 dB at equispaced R 4 / 6):
 
+- One regulariser per unroll (E2E-VarNet's cascades) instead of the one shared (MoDL's, the issue's design): each
+  unroll's copy starting as the step-8000 regulariser, trained on to step 10500 (cosine resumed at its step-8000
+  point; same compute per slice, 5 x the weights, 27 MB). Held-out acquisitions 35.87 -> 36.37 / 36.61 / 36.81 dB at
+  steps 8500 / 9000 / 10500; this benchmark's full run with it: simulated cells ahead of tuned BART by +1.0 to +1.4
+  dB (+0.51 dB on average over the step-8000 model), but the real retrospective cells -0.04 dB on average, equispaced
+  R 4 36.61 -> 36.43 dB (-0.18 against BART; 36.54 at step 8550), R 6 30.62 -> 30.80, Poisson R 6 38.57 -> 38.10
+  (cross-validation chose 0.01 there instead of 0.003), 256 x 256 slice 0.47 / 0.54 s with 8 / 16 coils. Not kept:
+  the gain stayed on simulated data, and the issue asks for a weight-shared regulariser.
+- The final weight's grid extended below 0.003 (0, 0.0003, 0.001): cross-validation chose them at equispaced R 3 / 4
+  / 6 and Poisson R 4, and gave 41.66 / 35.20 / 29.97 dB against 42.47 / 36.61 / 30.62 with the shipped grid (Poisson
+  R 4 45.04 against 44.00): on line masks the left-out samples' fit misled it. Not kept.
+- The mean of the weights of steps 7000 and 8000: equispaced R 3 / 4 / 6 42.42 / 36.62 / 30.74 dB, Poisson R 4 44.05
+  (step 8000: 42.47 / 36.61 / 30.62, 44.00). Not kept.
+- Equispaced R 4 on the real slice has not followed the models' gains elsewhere: 36.19, 36.26, 36.18, 36.61 dB at
+  steps 3600, 4500, 6500, 8000 (36.43 with the unshared regulariser at 10500), while the held-out acquisitions went
+  35.31, 35.45, 36.05, 35.87 dB (36.81).
 - Where the network loses to BART on the real slice (the step-6500 model, equispaced lines): (a) the real slice's
   magnitude through this benchmark's simulation (8 simulated coils, smooth phase), network minus the best-lambda
   BART: +1.1 / +0.8 dB at R 3 / 4 at SNR 30 (-2.7 / +0.8 at SNR 1000), so the object is not what it misses; (b) that
