@@ -226,10 +226,16 @@ def acquired_region(shape: tuple[int, int], resolution: tuple[float, float]) -> 
     return np.logical_and.outer(rows, columns)
 
 
-def object_pixels(image: np.ndarray) -> np.ndarray:
-    """The magnitudes of the object's pixels: those above 10% of the 99th percentile (none in a blank image)."""
+def object_region(image: np.ndarray) -> np.ndarray:
+    """True on the object's pixels: those whose magnitude is above 10% of the 99th percentile (none in a blank
+    image)."""
     magnitude = np.abs(image)
-    return magnitude[magnitude > 0.1 * np.percentile(magnitude, 99)]
+    return magnitude > 0.1 * np.percentile(magnitude, 99)
+
+
+def object_pixels(image: np.ndarray) -> np.ndarray:
+    """The magnitudes of the object's pixels (``object_region``)."""
+    return np.abs(image)[object_region(image)]
 
 
 def object_mean(image: np.ndarray) -> float:
